@@ -1,0 +1,54 @@
+"""humanlm: a next-token prediction game that logs human guesses beside a base model's logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .config import REPO_ROOT, load_settings
+from .extensions import db, socketio
+
+__version__ = "0.1.0"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Application factory: settings, database, blueprints, JSON errors for the API."""
+    app = Flask(
+        __name__,
+        template_folder=str(REPO_ROOT / "templates"),
+        static_folder=str(REPO_ROOT / "static"),
+    )
+    app.config.update(load_settings(config))
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no API request needs more
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    db.configure(app.config["DATABASE_URL"], echo=app.config["LOG_SQL"])
+
+    from .play import bp as play_bp
+
+    app.register_blueprint(play_bp)
+    socketio.init_app(app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"))
+
+    @app.teardown_appcontext
+    def remove_session(_exc: BaseException | None) -> None:
+        db.session.remove()
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            return jsonify(error=exc.description or exc.name), exc.code
+        return exc
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        app.logger.exception("unhandled error")
+        db.session.rollback()
+        if request.path.startswith("/api/"):
+            return jsonify(error="internal server error; nothing was stored"), 500
+        return "Internal server error", 500
+
+    from .cli import register_commands
+
+    register_commands(app)
+    return app

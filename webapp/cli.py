@@ -1,0 +1,279 @@
+"""The `humanlm` command line: database, corpus import, scoring, set-up and serving.
+
+Every command that can fail on user input prints one clear line to stderr and exits non-zero;
+every import or scoring step commits only complete units (a whole import; one whole document).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import Integer, cast, func, select
+from tqdm import tqdm
+
+from .config import REPO_ROOT
+from .extensions import db
+
+MIGRATIONS_DIR = REPO_ROOT / "migrations"
+
+
+def _fail(message: str) -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+# ------------------------------------------------------------------------------------ database
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations (creates the SQLite file on first use)."""
+    from alembic import command
+
+    db.configure(url)
+    command.upgrade(alembic_config(url), revision)
+
+
+@click.group("db", help="Create or migrate the database (Alembic).")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade", help="Apply all migrations up to REVISION (default: head).")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    upgrade_database(current_app.config["DATABASE_URL"], revision)
+    click.echo(f"Database at {_safe_url()} is at revision {revision}.")
+
+
+@db_group.command("current", help="Show the database's current revision.")
+@with_appcontext
+def db_current() -> None:
+    from alembic import command
+
+    command.current(alembic_config(current_app.config["DATABASE_URL"]))
+
+
+@db_group.command("revision", help="Write a new migration from model changes (developers).")
+@click.option("-m", "--message", required=True, help="Descriptive name, e.g. 'add rooms'.")
+@with_appcontext
+def db_revision(message: str) -> None:
+    from alembic import command
+
+    command.revision(
+        alembic_config(current_app.config["DATABASE_URL"]), message=message, autogenerate=True
+    )
+
+
+def _safe_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(current_app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+
+
+# -------------------------------------------------------------------------------------- corpus
+
+
+@click.group("corpus", help="Import and list text corpora.")
+def corpus_group() -> None:
+    pass
+
+
+def _tokenizer_or_fail():
+    from .lm import ModelSpecError, load_tokenizer
+
+    try:
+        return load_tokenizer(current_app.config["MODEL"])
+    except ModelSpecError as exc:
+        _fail(str(exc))
+
+
+def _import(name: str, raw_docs, min_prefix_tokens: int | None) -> None:
+    from .corpus import CorpusImportError, get_or_create_corpus, import_documents
+
+    tokenizer = _tokenizer_or_fail()
+    session = db.session
+    try:
+        corpus = get_or_create_corpus(
+            session, name,
+            min_prefix_tokens=min_prefix_tokens
+            if min_prefix_tokens is not None else current_app.config["MIN_PREFIX_TOKENS"],
+        )
+        report = import_documents(
+            session, corpus, raw_docs, tokenizer,
+            max_tokens=current_app.config["MAX_DOCUMENT_TOKENS"],
+        )
+        session.commit()
+    except CorpusImportError as exc:
+        session.rollback()
+        _fail(str(exc))
+    except BaseException:
+        session.rollback()
+        raise
+    click.echo(
+        f"Corpus '{report.corpus}': added {report.added} documents "
+        f"({report.items} token positions, {report.playable} playable), "
+        f"skipped {report.duplicates} already imported"
+        + (f", cut {report.cut} long texts at sentence boundaries" if report.cut else "")
+        + "."
+    )
+
+
+@corpus_group.command("import", help="Import .txt/.jsonl/.csv files (a file or a folder) into a corpus.")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--corpus", "name", default="default", show_default=True, help="Corpus name.")
+@click.option("--text-field", default="text", show_default=True, help="Text field in .jsonl/.csv.")
+@click.option(
+    "--split", type=click.Choice(["file", "blank-line"]), default="file", show_default=True,
+    help=".txt files: one document per file, or one per blank-line-separated block.",
+)
+@click.option("--min-prefix-tokens", type=int, default=None,
+              help="Playability rule for a NEW corpus: skip the first N positions.")
+@with_appcontext
+def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix_tokens: int | None) -> None:
+    from .corpus import CorpusImportError, read_path
+
+    try:
+        raw_docs = read_path(
+            path, text_field=text_field, split=split,
+            max_bytes=current_app.config["MAX_IMPORT_BYTES"],
+        )
+    except CorpusImportError as exc:
+        _fail(str(exc))
+    _import(name, raw_docs, min_prefix_tokens)
+
+
+@corpus_group.command("import-demo", help="Import the built-in demo corpus (45 passages).")
+@with_appcontext
+def corpus_import_demo() -> None:
+    from .corpus import demo_documents
+
+    _import(current_app.config["DEMO_CORPUS"], demo_documents(), None)
+
+
+@corpus_group.command("list", help="List corpora with document, item and scoring counts.")
+@with_appcontext
+def corpus_list() -> None:
+    from .models import Corpus, Document, Item, ScoredDocument
+
+    rows = db.session.execute(
+        select(Corpus.name, func.count(func.distinct(Document.id)), func.count(Item.id),
+               func.sum(cast(Item.playable, Integer)))
+        .join(Document, Document.corpus_id == Corpus.id, isouter=True)
+        .join(Item, Item.document_id == Document.id, isouter=True)
+        .group_by(Corpus.name).order_by(Corpus.name)
+    ).all()
+    if not rows:
+        click.echo("No corpora yet. Try `humanlm corpus import-demo`.")
+    for name, n_docs, n_items, n_playable in rows:
+        scored = db.session.scalar(
+            select(func.count(func.distinct(ScoredDocument.document_id)))
+            .join(Document, Document.id == ScoredDocument.document_id)
+            .join(Corpus).where(Corpus.name == name)
+        )
+        click.echo(f"{name}: {n_docs} documents, {n_items} positions "
+                   f"({n_playable or 0} playable), {scored} scored")
+
+
+# ------------------------------------------------------------------------------------- scoring
+
+
+@click.command("score", help="Score documents with the model: one forward pass per document.")
+@click.option("--corpus", default=None, help="Only this corpus (default: all).")
+@click.option("--model", "spec", default=None, help="Model spec (default: HUMANLM_MODEL).")
+@click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Default: HUMANLM_TOP_K.")
+@click.option("--fill-guesses", is_flag=True,
+              help="Instead: fill exact model log-probs of guesses outside the stored top-k.")
+@with_appcontext
+def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool) -> None:
+    from .lm import ModelSpecError, load_model
+    from .models import Corpus
+    from .predictions import TokenizerMismatch, fill_guess_logprobs, score_corpus
+
+    cfg = current_app.config
+    spec = spec or cfg["MODEL"]
+    top_k = top_k or cfg["TOP_K"]
+    if corpus is not None and db.session.scalar(select(Corpus).where(Corpus.name == corpus)) is None:
+        _fail(f"unknown corpus '{corpus}' (see `humanlm corpus list`)")
+    try:
+        model = load_model(spec, max_tokens=cfg["MAX_DOCUMENT_TOKENS"], n_threads=cfg["N_THREADS"])
+    except ModelSpecError as exc:
+        _fail(str(exc))
+    try:
+        if fill_guesses:
+            n = fill_guess_logprobs(db.session, model, top_k=top_k)
+            click.echo(f"Filled exact model log-probs for {n} guesses.")
+            return
+
+        def progress(docs, total_tokens):
+            bar = tqdm(total=total_tokens, unit="tok", desc=f"Scoring with {model.name}",
+                       disable=not docs, dynamic_ncols=True)
+            for doc in docs:
+                yield doc
+                bar.update(doc.n_tokens)
+            bar.close()
+
+        report = score_corpus(db.session, model, top_k=top_k, corpus=corpus, progress=progress)
+    except TokenizerMismatch as exc:
+        db.session.rollback()
+        _fail(str(exc))
+    if report.documents:
+        click.echo(
+            f"Scored {report.documents} documents ({report.tokens} tokens, "
+            f"{report.tokens_per_second:.0f} tokens/s); {report.already_scored} were already scored."
+        )
+    else:
+        click.echo(f"Nothing to score: all {report.already_scored} documents are already scored.")
+
+
+# -------------------------------------------------------------------------------- setup, serve
+
+
+@click.command("setup", help="Migrate the database, import the demo corpus and score it (idempotent).")
+@click.pass_context
+@with_appcontext
+def setup_command(ctx: click.Context) -> None:
+    ctx.invoke(db_upgrade)
+    ctx.invoke(corpus_import_demo)
+    ctx.invoke(score_command, corpus=current_app.config["DEMO_CORPUS"])
+
+
+@click.command("serve", help="Serve the game (Flask-SocketIO) on HUMANLM_HOST:HUMANLM_PORT.")
+@click.option("--host", default=None, help="Default: HUMANLM_HOST.")
+@click.option("--port", type=int, default=None, help="Default: HUMANLM_PORT.")
+@click.option("--debug", is_flag=True, help="Reload on code changes, show debugger.")
+@with_appcontext
+def serve_command(host: str | None, port: int | None, debug: bool) -> None:
+    from .extensions import socketio
+
+    app = current_app._get_current_object()
+    host = host or app.config["HOST"]
+    port = port or app.config["PORT"]
+    click.echo(f"humanlm is running: http://{host}:{port}  (Ctrl+C to stop)")
+    socketio.run(app, host=host, port=port, debug=debug, allow_unsafe_werkzeug=True)
+
+
+def register_commands(app: Flask) -> None:
+    for command in (db_group, corpus_group, score_command, setup_command, serve_command):
+        app.cli.add_command(command)
+
+
+def main() -> None:
+    from . import create_app
+
+    cli = FlaskGroup(create_app=lambda: create_app(), add_default_commands=False,
+                     help="humanlm: be the language model.")
+    cli.main(prog_name="humanlm")

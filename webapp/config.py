@@ -1,0 +1,116 @@
+"""Every setting humanlm reads, in one table.
+
+Each setting has an environment variable, a default that works on a laptop (SQLite file,
+in-process Socket.IO, the embedded Gemma model) and a one-line description. README.md's
+settings table is checked against this table by a test, so a new setting cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = REPO_ROOT / "instance"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # key in app.config
+    env: str  # environment variable that overrides the default
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATABASE_URL", "DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'humanlm.db'}", str,
+        "SQLAlchemy database URL. Default: a SQLite file in instance/. "
+        "Use postgresql+psycopg://... for several workers.",
+    ),
+    Setting(
+        "SECRET_KEY", "HUMANLM_SECRET_KEY", None, str,
+        "Signs session cookies. Default: a random key kept in instance/secret_key.",
+    ),
+    Setting(
+        "MODEL", "HUMANLM_MODEL", "llamacpp:gemma-3-270m", str,
+        "Language model spec: llamacpp:gemma-3-270m (embedded base model) or llamacpp:/path/model.gguf.",
+    ),
+    Setting(
+        "TOP_K", "HUMANLM_TOP_K", 64, int,
+        "How many of the model's most likely next tokens are stored per position.",
+    ),
+    Setting(
+        "MAX_DOCUMENT_TOKENS", "HUMANLM_MAX_DOCUMENT_TOKENS", 512, int,
+        "Longest document in model tokens; longer texts are cut at sentence boundaries on import. "
+        "Scoring memory is about this x 262,144 x 4 bytes.",
+    ),
+    Setting(
+        "N_THREADS", "HUMANLM_N_THREADS", 0, int,
+        "CPU threads for the model; 0 means all cores.",
+    ),
+    Setting(
+        "MIN_PREFIX_TOKENS", "HUMANLM_MIN_PREFIX_TOKENS", 3, int,
+        "Default playability rule for new corpora: the first N token positions of a document "
+        "are not played (too little context).",
+    ),
+    Setting(
+        "MAX_IMPORT_BYTES", "HUMANLM_MAX_IMPORT_BYTES", 20_000_000, int,
+        "Largest file `humanlm corpus import` accepts.",
+    ),
+    Setting(
+        "MAX_GUESS_CHARS", "HUMANLM_MAX_GUESS_CHARS", 200, int,
+        "Longest guess text the API accepts.",
+    ),
+    Setting(
+        "DEMO_CORPUS", "HUMANLM_DEMO_CORPUS", "demo", str,
+        "Name of the built-in demo corpus that `humanlm setup` imports.",
+    ),
+    Setting(
+        "HOST", "HUMANLM_HOST", "127.0.0.1", str,
+        "Address `humanlm serve` listens on.",
+    ),
+    Setting(
+        "PORT", "HUMANLM_PORT", 5000, int,
+        "Port `humanlm serve` listens on.",
+    ),
+    Setting(
+        "SOCKETIO_MESSAGE_QUEUE", "SOCKETIO_MESSAGE_QUEUE", None, str,
+        "Message queue URL (redis://...) shared by several server processes; unset = in-process.",
+    ),
+    Setting(
+        "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
+        "Echo every SQL statement (debugging).",
+    ),
+)
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then environment variables, then explicit overrides (tests pass these)."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = os.environ.get(setting.env)
+        values[setting.key] = setting.parse(raw) if raw not in (None, "") else setting.default
+    values.update(overrides or {})
+    if not values.get("SECRET_KEY"):
+        values["SECRET_KEY"] = _instance_secret_key()
+    return values
+
+
+def _instance_secret_key() -> str:
+    """A random key created once per install, so sessions survive restarts without set-up."""
+    path = INSTANCE_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key)
+    return key

@@ -1,0 +1,358 @@
+"""Importing text: read files, cut documents to the model context, make one Item per token.
+
+Plain functions with no Flask: the CLI and the tests call them with a SQLAlchemy session and a
+tokenizer (anything with tokenize / token_bytes / is_control / tokenizer_id). An import is all or
+nothing: the caller commits only when every file was read and cut without error.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Corpus, Document, Item
+
+SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n\s*\n|\n")
+
+
+class Tokenizer(Protocol):
+    tokenizer_id: str
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+    def is_control(self, token_id: int) -> bool: ...
+
+
+class CorpusImportError(ValueError):
+    """Bad input: the message says which file (and line) and what is wrong."""
+
+
+@dataclass
+class RawDocument:
+    text: str
+    title: str = ""
+    register: str = ""
+    licence: str = ""
+    source: str = ""
+
+
+@dataclass
+class ImportReport:
+    corpus: str
+    added: int = 0
+    duplicates: int = 0
+    cut: int = 0  # source texts that were longer than the model context and were cut into parts
+    items: int = 0
+    playable: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------- reading files
+
+
+def read_path(
+    path: Path, *, text_field: str = "text", split: str = "file", max_bytes: int = 20_000_000
+) -> list[RawDocument]:
+    """Read one file or every supported file in a folder; raise CorpusImportError on bad input."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusImportError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            raise CorpusImportError(f"{path}: no .txt, .jsonl or .csv files in this folder")
+    else:
+        files = [path]
+    docs: list[RawDocument] = []
+    for file in files:
+        docs.extend(read_file(file, text_field=text_field, split=split, max_bytes=max_bytes))
+    return docs
+
+
+def read_file(
+    path: Path, *, text_field: str = "text", split: str = "file", max_bytes: int = 20_000_000
+) -> list[RawDocument]:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise CorpusImportError(f"{path}: unsupported file type {suffix!r} (use .txt, .jsonl, .csv)")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise CorpusImportError(
+            f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} "
+            "(HUMANLM_MAX_IMPORT_BYTES)"
+        )
+    data = path.read_bytes()
+    if not data.strip():
+        raise CorpusImportError(f"{path}: file is empty")
+    if b"\x00" in data:
+        raise CorpusImportError(f"{path}: looks like a binary file (contains NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CorpusImportError(f"{path}: not valid UTF-8 (line {line}, byte {exc.start})") from None
+    if suffix == ".txt":
+        docs = _read_txt(text, path, split)
+    elif suffix == ".jsonl":
+        docs = _read_jsonl(text, path, text_field)
+    else:
+        docs = _read_csv(text, path, text_field)
+    docs = [d for d in docs if d.text.strip()]
+    if not docs:
+        raise CorpusImportError(f"{path}: no text found")
+    return docs
+
+
+def _read_txt(text: str, path: Path, split: str) -> list[RawDocument]:
+    if split == "file":
+        return [RawDocument(text=text, title=path.stem, source=path.name)]
+    if split == "blank-line":
+        blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
+        return [
+            RawDocument(text=b, title=f"{path.stem} #{i}", source=f"{path.name}#{i}")
+            for i, b in enumerate(blocks, 1)
+        ]
+    raise CorpusImportError(f"unknown --split {split!r} (use 'file' or 'blank-line')")
+
+
+def _record(row: dict, text_field: str, where: str) -> RawDocument:
+    if text_field not in row:
+        raise CorpusImportError(f"{where}: no field {text_field!r} (use --text-field)")
+    value = row[text_field]
+    if not isinstance(value, str):
+        raise CorpusImportError(f"{where}: field {text_field!r} is not text")
+    if not value.strip():
+        raise CorpusImportError(f"{where}: field {text_field!r} is empty")
+    return RawDocument(
+        text=value,
+        title=str(row.get("title") or ""),
+        register=str(row.get("register") or ""),
+        licence=str(row.get("licence") or row.get("license") or ""),
+        source=where,
+    )
+
+
+def _read_jsonl(text: str, path: Path, text_field: str) -> list[RawDocument]:
+    docs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusImportError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise CorpusImportError(f"{path}:{number}: expected a JSON object per line")
+        docs.append(_record(row, text_field, f"{path.name}:{number}"))
+    return docs
+
+
+def _read_csv(text: str, path: Path, text_field: str) -> list[RawDocument]:
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or text_field not in reader.fieldnames:
+        raise CorpusImportError(
+            f"{path}: no column {text_field!r} (columns: {', '.join(reader.fieldnames or [])}); "
+            "use --text-field"
+        )
+    try:
+        return [_record(row, text_field, f"{path.name}:{n}") for n, row in enumerate(reader, 2)]
+    except csv.Error as exc:
+        raise CorpusImportError(f"{path}: malformed CSV ({exc})") from None
+
+
+def demo_documents() -> list[RawDocument]:
+    """The built-in demo corpus shipped with the package (written for humanlm, CC0)."""
+    lines = resources.files("webapp").joinpath("data/demo_corpus.jsonl").read_text("utf-8")
+    docs = []
+    for line in lines.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            docs.append(
+                RawDocument(
+                    text=row["text"], title=row["title"], register=row["register"],
+                    licence=row["licence"], source=f"demo:{row['slug']}",
+                )
+            )
+    return docs
+
+
+# ------------------------------------------------------------------------------- cutting and items
+
+
+def normalize_text(text: str) -> str:
+    """NFC, Unix newlines, no trailing whitespace: the form that is hashed, stored and tokenized."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+def sentences(text: str) -> list[str]:
+    """Split into sentences, keeping each separator with the sentence before it."""
+    parts, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        parts.append(text[start : match.end()])
+        start = match.end()
+    if start < len(text):
+        parts.append(text[start:])
+    return [p for p in parts if p]
+
+
+def cut_to_fit(text: str, tokenizer: Tokenizer, max_tokens: int) -> list[str]:
+    """Cut text into consecutive parts of at most max_tokens tokens, at sentence boundaries.
+
+    A single sentence longer than the limit is cut at word boundaries (and, failing that, hard).
+    """
+    if len(tokenizer.tokenize(text)) <= max_tokens:
+        return [text]
+    pieces: list[str] = []
+    for sentence in sentences(text):
+        if len(tokenizer.tokenize(sentence)) <= max_tokens:
+            pieces.append(sentence)
+        else:
+            pieces.extend(_cut_words(sentence, tokenizer, max_tokens))
+    parts: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = current + piece
+        if current and len(tokenizer.tokenize(candidate.strip())) > max_tokens:
+            parts.append(current)
+            current = piece
+        else:
+            current = candidate
+    if current.strip():
+        parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _cut_words(sentence: str, tokenizer: Tokenizer, max_tokens: int) -> list[str]:
+    out: list[str] = []
+    current = ""
+    for word in re.findall(r"\S+\s*", sentence):
+        if current and len(tokenizer.tokenize(current + word)) > max_tokens:
+            out.append(current)
+            current = ""
+        while len(tokenizer.tokenize(word)) > max_tokens:  # one enormous "word"
+            ids = tokenizer.tokenize(word)[:max_tokens]
+            head = b"".join(tokenizer.token_bytes(i) for i in ids).decode("utf-8", "ignore")
+            out.append(head)
+            word = word[len(head) :] if head else word[1:]
+        current += word
+    if current:
+        out.append(current)
+    return out
+
+
+def classify_position(
+    position: int, token_id: int, piece: bytes, tokenizer: Tokenizer, min_prefix_tokens: int
+) -> str | None:
+    """Why a position is not playable, or None if it is. The rule is per corpus (min prefix)."""
+    if tokenizer.is_control(token_id):
+        return "control"
+    if position < min_prefix_tokens:
+        return "short_prefix"
+    try:
+        text = piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "byte_fragment"
+    if "\n" in text and not text.strip():
+        return "newline"
+    if not text.strip():
+        return "whitespace"
+    return None
+
+
+def build_items(
+    token_ids: list[int], tokenizer: Tokenizer, min_prefix_tokens: int
+) -> Iterator[Item]:
+    """One Item per token position, with its char offset in the decoded text and playability."""
+    decoded = b""
+    for position, token_id in enumerate(token_ids):
+        piece = tokenizer.token_bytes(token_id)
+        char_start = len(decoded.decode("utf-8", "ignore"))
+        reason = classify_position(position, token_id, piece, tokenizer, min_prefix_tokens)
+        yield Item(
+            position=position,
+            token_id=token_id,
+            token_text=piece.decode("utf-8", "replace")[:200],
+            char_start=char_start,
+            playable=reason is None,
+            skip_reason=reason,
+        )
+        decoded += piece
+
+
+def get_or_create_corpus(
+    session: Session, name: str, *, min_prefix_tokens: int = 3, description: str = ""
+) -> Corpus:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise CorpusImportError("corpus name must be 1-100 characters")
+    corpus = session.scalar(select(Corpus).where(Corpus.name == name))
+    if corpus is None:
+        corpus = Corpus(name=name, description=description, min_prefix_tokens=min_prefix_tokens)
+        session.add(corpus)
+        session.flush()
+    return corpus
+
+
+def import_documents(
+    session: Session,
+    corpus: Corpus,
+    raw_docs: Iterable[RawDocument],
+    tokenizer: Tokenizer,
+    *,
+    max_tokens: int,
+) -> ImportReport:
+    """Add documents (cut to fit) with their items; duplicates by content hash are skipped.
+
+    Flushes but does not commit: the caller commits once everything succeeded.
+    """
+    report = ImportReport(corpus=corpus.name)
+    known = set(session.scalars(select(Document.content_hash).where(Document.corpus_id == corpus.id)))
+    for raw in raw_docs:
+        text = normalize_text(raw.text)
+        if not text:
+            continue
+        parts = cut_to_fit(text, tokenizer, max_tokens)
+        if len(parts) > 1:
+            report.cut += 1
+        for number, part in enumerate(parts, 1):
+            digest = content_hash(part)
+            if digest in known:
+                report.duplicates += 1
+                continue
+            known.add(digest)
+            token_ids = tokenizer.tokenize(part)
+            title = raw.title or part[:60]
+            if len(parts) > 1:
+                title = f"{title} (part {number} of {len(parts)})"
+            doc = Document(
+                corpus_id=corpus.id, title=title[:300], register=raw.register[:50],
+                licence=raw.licence[:100], source=raw.source[:500], text=part,
+                content_hash=digest, tokenizer=tokenizer.tokenizer_id,
+                token_ids=token_ids, n_tokens=len(token_ids),
+            )
+            doc.items = list(build_items(token_ids, tokenizer, corpus.min_prefix_tokens))
+            session.add(doc)
+            report.added += 1
+            report.items += len(doc.items)
+            report.playable += sum(item.playable for item in doc.items)
+    session.flush()
+    return report

@@ -1,0 +1,64 @@
+"""Shared extension objects: the database (SQLAlchemy 2 engine + scoped session) and Socket.IO.
+
+The database object is configured by create_app() or by the CLI, so plain functions (corpus
+import, scoring) can use a session without a Flask app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask_socketio import SocketIO
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+
+class Database:
+    """One engine and one thread-local session factory per configured URL."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.url: str | None = None
+        self._factory = sessionmaker(expire_on_commit=False)
+        self.session = scoped_session(self._factory)
+
+    def configure(self, url: str, echo: bool = False) -> Engine:
+        if self.engine is not None and self.url == url:
+            return self.engine
+        self.dispose()
+        kwargs: dict = {"echo": echo}
+        if url.startswith("sqlite"):
+            path = url.split("sqlite:///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(engine, "connect", _sqlite_pragmas)
+        self.engine, self.url = engine, url
+        self._factory.configure(bind=engine)
+        return engine
+
+    def dispose(self) -> None:
+        self.session.remove()
+        if self.engine is not None:
+            self.engine.dispose()
+        self.engine, self.url = None, None
+
+    def new_session(self) -> Session:
+        """A session not tied to the current thread (background jobs, CLI loops)."""
+        return self._factory()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+db = Database()
+socketio = SocketIO()

@@ -1,0 +1,42 @@
+"""Language-model backends behind one small interface (see base.py).
+
+`load_model` opens a model that can score (heavy: run it in the CLI, never in a web worker);
+`load_tokenizer` opens only the vocabulary (light, cached per process: web workers use it to
+show players how their guess splits into tokens).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .base import LanguageModelBackend, ModelSpec, ModelSpecError, Tokenizer, display_text
+from .stats import TEMPERATURES, DistributionSummary, summarize_logits
+
+
+def load_model(spec: str, *, max_tokens: int = 512, n_threads: int = 0) -> LanguageModelBackend:
+    ModelSpec.parse(spec)
+    from .llamacpp import LlamaCppModel
+
+    return LlamaCppModel(spec, n_ctx=max_tokens + 1, n_threads=n_threads)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(spec: str) -> Tokenizer:
+    ModelSpec.parse(spec)
+    from .llamacpp import LlamaCppModel
+
+    return LlamaCppModel(spec, vocab_only=True)
+
+
+__all__ = [
+    "TEMPERATURES",
+    "DistributionSummary",
+    "LanguageModelBackend",
+    "ModelSpec",
+    "ModelSpecError",
+    "Tokenizer",
+    "display_text",
+    "load_model",
+    "load_tokenizer",
+    "summarize_logits",
+]

@@ -1,0 +1,187 @@
+"""Database tables (SQLAlchemy 2.0 typed models).
+
+The research record is: Document -> Item (one per token position) -> Prediction (one per item and
+model) and Guess (one per human answer). Every Prediction names its LanguageModel row, which names
+the tokenizer and the scoring settings (top-k, temperature grid), so no stored number is anonymous.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Corpus(Base):
+    """A named set of documents with its own playability rule."""
+
+    __tablename__ = "corpora"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    min_prefix_tokens: Mapped[int] = mapped_column(Integer, default=3)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    documents: Mapped[list[Document]] = relationship(back_populates="corpus")
+
+
+class Document(Base):
+    """One passage, stored with the exact token ids its items index into."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("corpus_id", "content_hash", name="uq_document_content"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(300), default="")
+    register: Mapped[str] = mapped_column(String(50), default="")
+    licence: Mapped[str] = mapped_column(String(100), default="")
+    source: Mapped[str] = mapped_column(String(500), default="")
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    tokenizer: Mapped[str] = mapped_column(String(200))
+    token_ids: Mapped[list[Any]] = mapped_column(JSON)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    corpus: Mapped[Corpus] = relationship(back_populates="documents")
+    items: Mapped[list[Item]] = relationship(
+        back_populates="document", order_by="Item.position", cascade="all, delete-orphan"
+    )
+
+
+class Item(Base):
+    """Token position `position` of a document: predict token_ids[position] from the tokens before."""
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("document_id", "position", name="uq_item_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    token_id: Mapped[int] = mapped_column(Integer)
+    token_text: Mapped[str] = mapped_column(String(200))
+    char_start: Mapped[int] = mapped_column(Integer)
+    playable: Mapped[bool] = mapped_column(Boolean)
+    skip_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+    document: Mapped[Document] = relationship(back_populates="items")
+
+
+class LanguageModel(Base):
+    """A model plus the scoring settings its predictions were made with."""
+
+    __tablename__ = "language_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    spec: Mapped[str] = mapped_column(String(300), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    tokenizer: Mapped[str] = mapped_column(String(200))
+    n_vocab: Mapped[int] = mapped_column(Integer)
+    top_k: Mapped[int] = mapped_column(Integer)
+    temperatures: Mapped[list[Any]] = mapped_column(JSON)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScoredDocument(Base):
+    """Marks a document as fully scored by a model: scoring resumes by skipping these."""
+
+    __tablename__ = "scored_documents"
+    __table_args__ = (UniqueConstraint("document_id", "model_id", name="uq_scored_document"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("language_models.id", ondelete="CASCADE"))
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Prediction(Base):
+    """The model's next-token distribution at one item, summarised.
+
+    top_k is a list of [token_id, logprob, display_text, is_control] sorted by logprob descending;
+    log probabilities are natural logs at temperature 1 over the full vocabulary (no renormalising).
+    logz[i] = logsumexp(logprob / T_i) over the full vocabulary for T_i in the model's temperature
+    grid, so p_T(token) = exp(logprob / T - logz) exactly for any token whose logprob is known.
+    """
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("item_id", "model_id", name="uq_prediction"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("language_models.id", ondelete="CASCADE"))
+    target_logprob: Mapped[float] = mapped_column(Float)
+    target_rank: Mapped[int] = mapped_column(Integer)
+    top1_id: Mapped[int] = mapped_column(Integer)
+    entropy: Mapped[float] = mapped_column(Float)
+    top_k: Mapped[list[Any]] = mapped_column(JSON)
+    logz: Mapped[list[Any]] = mapped_column(JSON)
+
+    item: Mapped[Item] = relationship()
+
+
+class Player(Base):
+    """A pseudonymous player: a random id kept in a cookie, nothing else about the person."""
+
+    __tablename__ = "players"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Guess(Base):
+    """One human answer, stored before anything about the true token is revealed.
+
+    model_logprob/model_rank are the exact values under `model_id` for the guess's first token:
+    filled at once when the token is in the stored top-k, otherwise by `humanlm score --fill-guesses`.
+    """
+
+    __tablename__ = "guesses"
+    __table_args__ = (UniqueConstraint("client_key", name="uq_guess_client_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_key: Mapped[str] = mapped_column(String(64))
+    player_id: Mapped[str] = mapped_column(ForeignKey("players.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("language_models.id"), nullable=True)
+    raw_text: Mapped[str] = mapped_column(String(400), default="")
+    token_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    first_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    multi_token: Mapped[bool] = mapped_column(Boolean, default=False)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_correct: Mapped[bool] = mapped_column(Boolean, default=False)
+    match_rule: Mapped[str] = mapped_column(String(40))
+    client_reaction_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    server_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    model_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    model_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    item: Mapped[Item] = relationship()

@@ -1,0 +1,7 @@
+"""The solo game: the home page, the game page and the JSON API they use."""
+
+from flask import Blueprint
+
+bp = Blueprint("play", __name__)
+
+from . import routes  # noqa: E402,F401  (registers the routes on bp)

@@ -1,0 +1,234 @@
+"""Routes of the solo game. Thin: validate input, call webapp.game, return JSON or a template."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import abort, current_app, jsonify, render_template, request, session
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .. import game
+from ..extensions import db
+from ..lm import load_tokenizer
+from ..models import Corpus, Document, Guess, Item, LanguageModel, Player, ScoredDocument
+from . import bp
+
+PLAYER_KEY = "player_id"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _error(message: str, status: int = 400):
+    return jsonify(error=message), status
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(400, description="request body must be JSON (Content-Type: application/json)")
+    if not isinstance(body, dict):
+        abort(400, description="request body must be a JSON object")
+    return body
+
+
+def _field(body: dict, name: str, kind: type | tuple[type, ...], *, required: bool = True, default=None):
+    if name not in body or body[name] is None:
+        if required:
+            abort(400, description=f"missing field '{name}'")
+        return default
+    value = body[name]
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        abort(400, description=f"field '{name}' must be a number")
+    if not isinstance(value, kind):
+        abort(400, description=f"field '{name}' has the wrong type")
+    return value
+
+
+def _player_id(create: bool) -> str | None:
+    """The pseudonymous player id in the signed session cookie (no personal data)."""
+    player_id = session.get(PLAYER_KEY)
+    if player_id and db.session.get(Player, player_id):
+        return player_id
+    if not create:
+        return None
+    player_id = secrets.token_hex(8)
+    db.session.add(Player(id=player_id))
+    db.session.commit()
+    session[PLAYER_KEY] = player_id
+    session.permanent = True
+    return player_id
+
+
+def _tokenizer():
+    return load_tokenizer(current_app.config["MODEL"])
+
+
+def _model_or_503():
+    model = game.active_model(db.session, current_app.config["MODEL"])
+    if model is None:
+        abort(503, description="no passages are scored yet: run `humanlm score` (or `make run`)")
+    return model
+
+
+def _model_display_name() -> str:
+    spec = current_app.config["MODEL"]
+    return "Gemma 3 270M (base)" if spec.endswith("gemma-3-270m") else spec
+
+
+# -------------------------------------------------------------------------------------- pages
+
+
+@bp.get("/")
+def home():
+    model = game.active_model(db.session, current_app.config["MODEL"])
+    scored = (
+        select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
+        if model else None
+    )
+    corpora = []
+    for corpus in db.session.scalars(select(Corpus).order_by(Corpus.name)):
+        n_docs = db.session.scalar(select(func.count(Document.id)).where(Document.corpus_id == corpus.id))
+        n_scored = 0
+        if scored is not None:
+            n_scored = db.session.scalar(
+                select(func.count(Document.id)).where(
+                    Document.corpus_id == corpus.id, Document.id.in_(scored)
+                )
+            )
+        corpora.append({"name": corpus.name, "n_documents": n_docs, "n_scored_documents": n_scored})
+    player_id = _player_id(create=False)
+    return render_template(
+        "play/home.html",
+        model_name=_model_display_name(),
+        ready=model is not None,
+        corpora=corpora,
+        player_stats=game.player_stats(db.session, player_id) if player_id else None,
+    )
+
+
+@bp.get("/play")
+def play_page():
+    return render_template(
+        "play/game.html", model_name=_model_display_name(), corpus=request.args.get("corpus")
+    )
+
+
+# ---------------------------------------------------------------------------------------- API
+
+
+@bp.post("/api/play/next")
+def next_question():
+    body = _json_body()
+    corpus = _field(body, "corpus", str, required=False)
+    new_passage = _field(body, "new_passage", bool, required=False, default=False)
+    if corpus is not None and db.session.scalar(select(Corpus).where(Corpus.name == corpus)) is None:
+        return _error(f"unknown corpus '{corpus}'", 404)
+    model = _model_or_503()
+    player_id = _player_id(create=True)
+    document = game.choose_document(db.session, player_id, model, corpus, new_passage)
+    stats = game.player_stats(db.session, player_id)
+    if document is None:
+        return jsonify(question=None, done=True, stats=stats)
+    item = game.next_open_item(db.session, player_id, document)
+    return jsonify(question=game.question_payload(db.session, player_id, document, item), stats=stats)
+
+
+@bp.get("/api/tokenize")
+def tokenize():
+    text = request.args.get("text", "")
+    limit = current_app.config["MAX_GUESS_CHARS"]
+    if len(text) > limit:
+        return _error(f"text is longer than {limit} characters", 400)
+    tokenizer = _tokenizer()
+    ids = tokenizer.tokenize(text)
+    return jsonify(
+        text=text,
+        tokens=[game.token_view(t, tokenizer) for t in ids],
+        starts_with_space=text[:1].isspace(),
+        n_tokens=len(ids),
+    )
+
+
+@bp.post("/api/play/guesses")
+def submit_guess():
+    received_at = datetime.now(timezone.utc)
+    body = _json_body()
+    item_id = _field(body, "item_id", int)
+    client_key = _field(body, "client_key", str)
+    skipped = _field(body, "skipped", bool, required=False, default=False)
+    text = _field(body, "text", str, required=not skipped, default="")
+    reaction_ms = _field(body, "reaction_ms", (int, float), required=False)
+    limit = current_app.config["MAX_GUESS_CHARS"]
+    if len(text) > limit:
+        return _error(f"guess is longer than {limit} characters", 400)
+    if not skipped and not text.strip():
+        return _error("guess is empty: type something or choose \"I don't know\"", 400)
+    if not 8 <= len(client_key) <= 64:
+        return _error("client_key must be 8-64 characters", 400)
+    if reaction_ms is not None and not 0 <= reaction_ms <= 86_400_000:
+        return _error("reaction_ms must be between 0 and 86400000", 400)
+
+    model = _model_or_503()
+    player_id = _player_id(create=True)
+    tokenizer = _tokenizer()
+
+    existing = db.session.scalar(select(Guess).where(Guess.client_key == client_key))
+    if existing is not None:
+        return _replay(existing, player_id, item_id, tokenizer)
+
+    item = db.session.get(Item, item_id)
+    if item is None:
+        return _error(f"unknown item {item_id}", 404)
+    try:
+        prediction = game.check_guess_allowed(db.session, player_id, item, model)
+    except game.GameError as exc:
+        return _error(str(exc), exc.status)
+
+    match = game.match_guess(text if not skipped else "", item.token_id, tokenizer, skipped)
+    logprob, rank = game.model_view_of_token(prediction, match.first_token_id)
+    guess = Guess(
+        client_key=client_key, player_id=player_id, item_id=item.id, model_id=model.id,
+        raw_text="" if skipped else text, token_ids=match.token_ids,
+        first_token_id=match.first_token_id, multi_token=match.multi_token, skipped=skipped,
+        is_correct=match.correct, match_rule=match.match_rule,
+        client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
+        server_received_at=received_at, model_logprob=logprob, model_rank=rank,
+    )
+    db.session.add(guess)
+    try:
+        db.session.commit()  # stored first; only then is anything about the target revealed
+    except IntegrityError:
+        db.session.rollback()
+        existing = db.session.scalar(select(Guess).where(Guess.client_key == client_key))
+        if existing is None:
+            raise
+        return _replay(existing, player_id, item_id, tokenizer)
+    return jsonify(
+        **game.reveal_payload(guess, prediction, tokenizer, model.top_k),
+        stats=game.player_stats(db.session, player_id),
+        replayed=False,
+    )
+
+
+def _replay(guess: Guess, player_id: str, item_id: int, tokenizer):
+    """A retried submit: the same answer again, nothing stored twice."""
+    if guess.player_id != player_id or guess.item_id != item_id:
+        return _error("client_key was already used for another guess", 409)
+    model = db.session.get(LanguageModel, guess.model_id)
+    prediction = game.prediction_for(db.session, guess.item_id, model.id)
+    return jsonify(
+        **game.reveal_payload(guess, prediction, tokenizer, model.top_k),
+        stats=game.player_stats(db.session, player_id),
+        replayed=True,
+    )
+
+
+@bp.get("/api/play/stats")
+def stats():
+    player_id = _player_id(create=False)
+    empty = {"answered": 0, "correct": 0, "skipped": 0, "model_correct": 0}
+    return jsonify(stats=game.player_stats(db.session, player_id) if player_id else empty)
