@@ -1,0 +1,43 @@
+# humanlm: `make run` sets everything up and serves the game; `make test` runs every test.
+# Both are safe to repeat: finished work (install, migrations, import, scoring) is not redone.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run setup install assets test lint bench clean
+
+run: setup ## set up (idempotent) and serve the game on http://127.0.0.1:5000
+	$(BIN)/humanlm serve
+
+setup: install assets ## migrate the database, import and score the demo corpus
+	$(BIN)/humanlm setup
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel
+	@echo "Installing Python packages (the first install compiles llama.cpp: ~8 minutes on 2 cores)..."
+	$(BIN)/pip install -e ".[test,parquet,postgres]"
+	touch $(STAMP)
+
+assets: static/node_modules/.package-lock.json ## front-end packages from static/package.json
+
+static/node_modules/.package-lock.json: static/package.json static/package-lock.json
+	cd static && npm ci --no-audit --no-fund
+
+test: install assets ## run the whole test suite (needs /usr/bin/chromium for the browser tests)
+	@test -x /usr/bin/chromium || { echo "Browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; }
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check webapp tests benchmarks analysis
+
+bench: install ## benchmarks (slow; print ratios against a baseline measured in the same run)
+	$(BIN)/python benchmarks/score_throughput.py
+
+clean:
+	rm -rf $(VENV) static/node_modules static/vendor

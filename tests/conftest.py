@@ -1,0 +1,128 @@
+"""Shared fixtures: the real Gemma model and tokenizer, apps on fresh databases, a live server.
+
+Scoring with the real model costs seconds, so a small corpus is scored once per test session
+into a template SQLite file; every test that needs it gets its own copy of that file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from webapp import create_app
+from webapp.cli import upgrade_database
+from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+from webapp.extensions import db
+from webapp.lm import load_model, load_tokenizer
+from webapp.predictions import score_corpus
+
+MODEL_SPEC = "llamacpp:gemma-3-270m"
+TEST_MAX_TOKENS = 128
+
+SHORT_TEXTS = [
+    RawDocument(
+        title="Fox", register="story",
+        text="The quick brown fox jumps over the lazy dog. It was a sunny day in the park.",
+    ),
+    RawDocument(
+        title="Tea", register="recipe",
+        text="To make a cup of tea, boil the water, add the tea bag and wait three minutes.",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer(MODEL_SPEC)
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The real Gemma 3 270M base model, opened once (short context keeps memory small)."""
+    return load_model(MODEL_SPEC, max_tokens=TEST_MAX_TOKENS, n_threads=2)
+
+
+def _config(path: Path) -> dict:
+    return {
+        "DATABASE_URL": f"sqlite:///{path}", "TESTING": True, "SECRET_KEY": "test",
+        "MODEL": MODEL_SPEC, "MAX_DOCUMENT_TOKENS": TEST_MAX_TOKENS, "TOP_K": 64,
+    }
+
+
+@pytest.fixture
+def app(tmp_path):
+    """An app on a new, migrated, empty SQLite database."""
+    path = tmp_path / "empty.db"
+    upgrade_database(f"sqlite:///{path}")
+    application = create_app(_config(path))
+    yield application
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def scored_template(tmp_path_factory, tokenizer, gemma) -> Path:
+    """A database file holding SHORT_TEXTS, imported and scored by the real model."""
+    path = tmp_path_factory.mktemp("template") / "scored.db"
+    upgrade_database(f"sqlite:///{path}")
+    session = db.new_session()
+    corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2)
+    import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=TEST_MAX_TOKENS)
+    session.commit()
+    score_corpus(session, gemma, top_k=64)
+    session.close()
+    db.dispose()
+    return path
+
+
+@pytest.fixture
+def scored_app(tmp_path, scored_template):
+    """An app on a private copy of the scored database."""
+    path = tmp_path / "scored.db"
+    shutil.copy(scored_template, path)
+    application = create_app(_config(path))
+    yield application
+    db.dispose()
+
+
+@pytest.fixture
+def client(scored_app):
+    return scored_app.test_client()
+
+
+class LiveServer:
+    def __init__(self, app, host: str = "127.0.0.1") -> None:
+        self.app = app
+        self._server = make_server(host, 0, app, threaded=True)
+        self.url = f"http://{host}:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(scored_app):
+    """The real app served over HTTP on a free loopback port (for the browser tests)."""
+    server = LiveServer(scored_app).start()
+    yield server
+    server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI a skipped test is a failure: a missing browser or service must not pass silently."""
+    import os
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if os.environ.get("CI") and skipped and session.exitstatus == 0:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; skipped tests fail in CI.", red=True)
+        session.exitstatus = 1
