@@ -6,6 +6,7 @@ every import or scoring step commits only complete units (a whole import; one wh
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -263,6 +264,7 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
     host = host or app.config["HOST"]
     port = port or app.config["PORT"]
     click.echo(f"humanlm is running: http://{host}:{port}  (Ctrl+C to stop)")
+    os.environ.pop("FLASK_RUN_FROM_CLI", None)  # Flask refuses app.run() inside its CLI otherwise
     socketio.run(app, host=host, port=port, debug=debug, allow_unsafe_werkzeug=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 from .base import ModelSpec, ModelSpecError
 from .stats import DistributionSummary, log_softmax_row, summarize_logits
 
+_MARKER = re.compile(r"</?[a-z]+(?:_[a-z]+)+>|\[[a-z_]+\]|</?s>")
 GEMMA_ALIASES = {"gemma-3-270m", "gemma3-270m", "default"}
 
 
@@ -104,14 +106,26 @@ class LlamaCppModel:
 
     @cached_property
     def _control_ids(self) -> frozenset[int]:
-        """Control and unused tokens (<eos>, <start_of_image>, <unused12>...), read once."""
+        """Tokens that are never shown as "words": control and unused tokens (<eos>, <unused12>),
+        plus user-defined markers such as <start_of_image>, [multimodal] and </s>.
+
+        Gemma marks its multimodal markers USER_DEFINED, like its whitespace runs and HTML tags
+        (which are real text), so among USER_DEFINED tokens only the marker shapes count.
+        """
         import llama_cpp
 
         vocab = self._vocab
-        flags = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
-        return frozenset(
-            i for i in range(self.n_vocab) if llama_cpp.llama_vocab_get_attr(vocab, i) & flags
-        )
+        always = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+        ids = set()
+        for i in range(self.n_vocab):
+            attr = llama_cpp.llama_vocab_get_attr(vocab, i)
+            if attr & always:
+                ids.add(i)
+            elif attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED and _MARKER.fullmatch(
+                self.token_bytes(i).decode("utf-8", "replace")
+            ):
+                ids.add(i)
+        return frozenset(ids)
 
     def is_control(self, token_id: int) -> bool:
         return token_id in self._control_ids
