@@ -1,0 +1,939 @@
+/* humanlm: game page. Plain ES2020, no dependencies. */
+'use strict';
+
+(() => {
+  const root = document.getElementById('game');
+  if (!root) return;
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    alert: $('alert'),
+    alertMessage: $('alert-message'),
+    alertRetry: $('alert-retry'),
+    top: $('game-top'),
+    docTitle: $('doc-title'),
+    docRegister: $('doc-register'),
+    newPassage: $('new-passage'),
+    progressText: $('progress-text'),
+    progressBar: $('progress-bar'),
+    scoreMini: $('scoreline-mini'),
+    passage: $('passage'),
+    ask: $('ask'),
+    form: $('guess-form'),
+    input: $('guess-input'),
+    guessBtn: $('guess-btn'),
+    skipBtn: $('skip-btn'),
+    spaceToggle: $('space-toggle'),
+    spaceState: $('space-state'),
+    chips: $('token-chips'),
+    summary: $('token-summary'),
+    reveal: $('reveal'),
+    verdict: $('verdict'),
+    verdictMark: $('verdict-mark'),
+    verdictTitle: $('verdict-title'),
+    targetChip: $('target-chip'),
+    yourGuess: $('your-guess'),
+    hint: $('reveal-hint'),
+    bars: $('bars'),
+    modelLine: $('model-line'),
+    modelNameInline: $('model-name-inline'),
+    scoreline: $('scoreline'),
+    nextBtn: $('next-btn'),
+    done: $('done'),
+    doneScore: $('done-score'),
+  };
+
+  const corpus = root.dataset.corpus || null;
+  const modelName = root.dataset.modelName || 'the model';
+  if (els.modelNameInline && root.dataset.modelName) els.modelNameInline.textContent = modelName;
+
+  const TOKENIZE_DELAY_MS = 120;
+  const GUESS_RETRY_DELAYS_MS = [400, 1000, 2500, 5000];
+  const DEFAULT_SUMMARY = 'Your guess will be split into tokens here.';
+
+  const state = {
+    phase: 'loading', // loading | question | submitting | reveal | done | error
+    question: null,
+    clientKey: null,
+    shownAt: 0,
+    spaceOn: true,
+    rendered: { docId: null, count: 0 },
+    tokSeq: 0,
+    tokTimer: 0,
+    tokAbort: null,
+    nextSeq: 0,
+    revealedAt: 0,
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  class ApiError extends Error {
+    constructor(message, { status = 0, network = false } = {}) {
+      super(message);
+      this.status = status;
+      this.network = network;
+    }
+  }
+
+  async function api(method, url, body, signal) {
+    let res;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: body === undefined
+          ? { Accept: 'application/json' }
+          : { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+        cache: 'no-store',
+        signal,
+      });
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new ApiError('Could not reach the server. Check your connection and try again.', { network: true });
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!res.ok) {
+      const msg = data && typeof data.error === 'string' && data.error
+        ? data.error
+        : `The server answered with an error (HTTP ${res.status}).`;
+      throw new ApiError(msg, { status: res.status });
+    }
+    if (data === null || typeof data !== 'object') {
+      throw new ApiError('The server sent a response this page could not read.', { status: res.status });
+    }
+    return data;
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function newClientKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+      try { return window.crypto.randomUUID(); } catch (_) { /* insecure context */ }
+    }
+    const bytes = new Uint8Array(16);
+    if (window.crypto && window.crypto.getRandomValues) {
+      window.crypto.getRandomValues(bytes);
+    } else {
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  /** Format a probability (0..1) as a readable percentage. */
+  function pct(p) {
+    if (p === null || p === undefined || Number.isNaN(p)) return '–';
+    const v = p * 100;
+    if (v >= 99.95 && v < 100) return '>99.9%';
+    if (v >= 1) return `${v.toFixed(1)}%`;
+    if (v >= 0.1) return `${v.toFixed(2)}%`;
+    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
+    if (v > 0) return '<0.001%';
+    return '0%';
+  }
+
+  /** Whole-number percentage for score lines. */
+  function ratio(num, den) {
+    if (!den) return '0%';
+    return `${Math.round((num / den) * 100)}%`;
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  /** Human-readable name of a token for tooltips. */
+  function describeToken(text) {
+    if (text === '') return 'empty token';
+    if (/^ +$/.test(text)) return text.length === 1 ? 'a single space' : `${text.length} spaces`;
+    return text
+      .replace(/\n/g, '⏎')
+      .replace(/\t/g, '⇥')
+      .replace(/^ +/, (m) => (m.length === 1 ? 'space + ' : `${m.length} spaces + `));
+  }
+
+  /** Token text with whitespace made visible, for running text. */
+  function visibleToken(text) {
+    if (text === '') return '∅';
+    return text.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥').replace(/\r/g, '');
+  }
+
+  /**
+   * Fill `node` with a visible rendering of a token: spaces become a faint ␣,
+   * newlines ↵ and tabs ⇥, so " over" and "over" look different. Screen
+   * readers hear "space" instead of the symbol.
+   */
+  function renderTokenText(node, text) {
+    node.textContent = '';
+    node.dataset.text = text;
+    node.classList.toggle('is-ws', /^\s+$/.test(text));
+    if (text === '') {
+      node.appendChild(el('span', 'ws', '∅'));
+      return node;
+    }
+    let buf = '';
+    const flush = () => {
+      if (buf) node.appendChild(document.createTextNode(buf));
+      buf = '';
+    };
+    const mark = (symbol, spoken) => {
+      flush();
+      const m = el('span', 'ws', symbol);
+      m.setAttribute('aria-hidden', 'true');
+      node.append(m, el('span', 'sr-only', spoken));
+    };
+    for (const ch of text) {
+      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
+      else if (ch === '\n') mark('↵', ' newline ');
+      else if (ch === '\t') mark('⇥', ' tab ');
+      else if (ch !== '\r') buf += ch;
+    }
+    flush();
+    node.title = describeToken(text);
+    return node;
+  }
+
+  function chip(text, extraClass) {
+    const c = el('span', `chip${extraClass ? ` ${extraClass}` : ''}`);
+    renderTokenText(c, text);
+    return c;
+  }
+
+  const quoteToken = (text) => `“${visibleToken(text)}”`;
+
+  // ---------------------------------------------------------------- alert
+
+  function showAlert(message, retry) {
+    const text = String(message || 'Unknown error.');
+    els.alertMessage.textContent = text.charAt(0).toUpperCase() + text.slice(1);
+    els.alert.hidden = false;
+    if (retry) {
+      els.alertRetry.hidden = false;
+      els.alertRetry.onclick = () => {
+        hideAlert();
+        retry();
+      };
+    } else {
+      els.alertRetry.hidden = true;
+      els.alertRetry.onclick = null;
+    }
+  }
+
+  function hideAlert() {
+    els.alert.hidden = true;
+    els.alertRetry.onclick = null;
+  }
+
+  function setPhase(phase) {
+    state.phase = phase;
+    root.dataset.state = phase;
+    root.setAttribute('aria-busy', phase === 'loading' || phase === 'submitting' ? 'true' : 'false');
+  }
+
+  // ---------------------------------------------------------------- scores
+
+  function scoreText(stats) {
+    if (!stats || !stats.answered) return 'No answers yet: you vs the model starts now.';
+    const n = stats.answered;
+    let s = `You ${stats.correct}/${n} (${ratio(stats.correct, n)}) · Model ${stats.model_correct}/${n} (${ratio(stats.model_correct, n)}) on the same tokens`;
+    if (stats.skipped) s += ` · ${stats.skipped} skipped`;
+    return s;
+  }
+
+  function renderScoreInto(node, stats) {
+    node.textContent = '';
+    if (!stats || !stats.answered) {
+      node.textContent = scoreText(stats);
+      return;
+    }
+    const n = stats.answered;
+    const you = el('span', 'score score--you');
+    you.append(el('span', 'score__who', 'You'), ` ${stats.correct}/${n} `, el('strong', null, `(${ratio(stats.correct, n)})`));
+    const model = el('span', 'score score--model');
+    model.append(el('span', 'score__who', 'Model'), ` ${stats.model_correct}/${n} `, el('strong', null, `(${ratio(stats.model_correct, n)})`));
+    node.append(you, el('span', 'sep', ' · '), model, el('span', 'score__note', ' on the same tokens'));
+    if (stats.skipped) node.append(el('span', 'score__note', ` · ${stats.skipped} skipped`));
+  }
+
+  function renderMiniScore(stats) {
+    const node = els.scoreMini;
+    node.textContent = '';
+    if (!stats || !stats.answered) return;
+    const n = stats.answered;
+    node.append(
+      el('span', 'pill pill--you', `You ${ratio(stats.correct, n)}`),
+      el('span', 'pill pill--model', `Model ${ratio(stats.model_correct, n)}`),
+    );
+    node.setAttribute('aria-label', scoreText(stats));
+  }
+
+  // ---------------------------------------------------------------- passage
+
+  function clearPassage() {
+    els.passage.textContent = '';
+    state.rendered = { docId: null, count: 0 };
+  }
+
+  function makeSlot() {
+    const slot = el('span', 'slot');
+    slot.id = 'slot';
+    slot.append(el('span', 'slot__ghost'), el('span', 'slot__caret'));
+    slot.setAttribute('aria-hidden', 'true');
+    return slot;
+  }
+
+  function renderPassage(question) {
+    const ctx = Array.isArray(question.context) ? question.context.map(String) : [];
+    const docId = question.document ? question.document.id : null;
+    let body = els.passage.querySelector('.passage__text');
+    const oldSlot = els.passage.querySelector('.slot');
+    if (oldSlot) oldSlot.remove();
+
+    // Continue the same passage without re-rendering when the new context
+    // extends what is already on screen (the usual "Next" case).
+    let start = 0;
+    const shown = body ? body.querySelectorAll('.tok') : [];
+    const count = shown.length;
+    const reuse = body && state.rendered.docId === docId && count > 0 && ctx.length >= count
+      && shown[count - 1].textContent === ctx[count - 1];
+
+    if (reuse) {
+      start = count;
+      const revealed = body.querySelector('.tok--revealed');
+      if (revealed) revealed.className = `tok tok--fresh${(count - 1) % 2 ? ' tok--b' : ''}`;
+    } else {
+      els.passage.textContent = '';
+      body = el('p', 'passage__text');
+      els.passage.appendChild(body);
+      if (ctx.length === 0) body.appendChild(el('span', 'passage__start', 'Start of the passage →'));
+    }
+
+    const frag = document.createDocumentFragment();
+    for (let i = start; i < ctx.length; i++) {
+      const t = el('span', `tok${i % 2 ? ' tok--b' : ''}${/^\s+$/.test(ctx[i]) ? ' tok--ws' : ''}`);
+      t.textContent = ctx[i];
+      frag.appendChild(t);
+    }
+    const startMarker = body.querySelector('.passage__start');
+    if (startMarker && ctx.length > 0) startMarker.remove();
+    body.appendChild(frag);
+    body.appendChild(makeSlot());
+    state.rendered = { docId, count: ctx.length };
+    scrollPassageToEnd();
+  }
+
+  function scrollPassageToEnd() {
+    const p = els.passage;
+    // The passage box scrolls on its own; keep its end (the slot) in view.
+    requestAnimationFrame(() => {
+      p.scrollTop = p.scrollHeight;
+    });
+  }
+
+  function updateSlotPreview() {
+    const slot = document.getElementById('slot');
+    if (!slot) return;
+    const ghost = slot.querySelector('.slot__ghost');
+    const text = composeText();
+    if (state.phase !== 'question' || !els.input.value) {
+      ghost.textContent = '';
+      slot.classList.remove('slot--typing');
+      return;
+    }
+    renderTokenText(ghost, text);
+    ghost.removeAttribute('title');
+    slot.classList.add('slot--typing');
+    scrollPassageToEnd();
+  }
+
+  function fillSlotWithTarget(targetText, correct, skipped) {
+    const slot = document.getElementById('slot');
+    if (!slot) return;
+    const t = el('span', `tok tok--revealed ${correct ? 'tok--ok' : skipped ? 'tok--skip' : 'tok--bad'}`);
+    t.textContent = targetText;
+    if (state.rendered.count % 2) t.classList.add('tok--b');
+    slot.replaceWith(t);
+    state.rendered.count += 1;
+    scrollPassageToEnd();
+  }
+
+  // ---------------------------------------------------------------- question
+
+  function defaultSpace(question) {
+    const ctx = Array.isArray(question.context) ? question.context : [];
+    if (question.prefix_ends_with_space) return false;
+    if (ctx.length === 0) return false;
+    const last = String(ctx[ctx.length - 1]);
+    if (last === '' || last.endsWith('\n')) return false;
+    return true;
+  }
+
+  function setSpace(on) {
+    state.spaceOn = !!on;
+    els.spaceToggle.setAttribute('aria-pressed', state.spaceOn ? 'true' : 'false');
+    els.spaceState.textContent = state.spaceOn ? 'on' : 'off';
+    updateSlotPreview();
+    scheduleTokenize(true);
+  }
+
+  function composeText() {
+    const typed = els.input.value;
+    const text = (state.spaceOn ? ' ' : '') + typed;
+    return text.length > 200 ? text.slice(0, 200) : text;
+  }
+
+  function renderProgress(question) {
+    const answered = Number(question.answered_in_document) || 0;
+    const total = Number(question.playable_in_document) || 0;
+    const current = total ? Math.min(answered + 1, total) : answered + 1;
+    els.progressText.textContent = total
+      ? `Token ${current} of ${total} in this passage`
+      : `Token ${current} in this passage`;
+    els.progressBar.style.width = total ? `${Math.min(100, (answered / total) * 100)}%` : '0%';
+  }
+
+  function renderDocHead(question) {
+    const doc = question.document || {};
+    els.docTitle.textContent = doc.title || 'Untitled passage';
+    if (doc.register) {
+      els.docRegister.textContent = doc.register;
+      els.docRegister.hidden = false;
+    } else {
+      els.docRegister.hidden = true;
+    }
+  }
+
+  function showQuestion(question, stats) {
+    state.question = question;
+    root.dataset.itemId = String(question.item_id);
+    state.clientKey = newClientKey();
+    hideAlert();
+    els.done.hidden = true;
+    els.reveal.hidden = true;
+    els.ask.hidden = false;
+    els.top.hidden = false;
+    els.passage.closest('.passage-card').hidden = false;
+
+    renderDocHead(question);
+    renderProgress(question);
+    renderMiniScore(stats);
+    renderPassage(question);
+
+    els.input.value = '';
+    clearTokens();
+    setPhase('question');
+    setFormEnabled(true);
+    setSpace(defaultSpace(question));
+    focusInput();
+    state.shownAt = performance.now();
+  }
+
+  function focusInput() {
+    try {
+      els.input.focus({ preventScroll: true });
+    } catch (_) {
+      els.input.focus();
+    }
+    // On a phone, make sure the input (not only the passage) is on screen.
+    const r = els.ask.getBoundingClientRect();
+    if (r.bottom > window.innerHeight || r.top < 0) {
+      els.ask.scrollIntoView({ block: 'nearest' });
+    }
+  }
+
+  function setFormEnabled(on) {
+    els.input.readOnly = !on;
+    els.guessBtn.disabled = !on;
+    els.skipBtn.disabled = !on;
+    els.spaceToggle.disabled = !on;
+    els.ask.classList.toggle('is-busy', !on);
+  }
+
+  // ---------------------------------------------------------------- next question
+
+  async function loadNext(newPassage) {
+    if (state.phase === 'loading' || state.phase === 'submitting') return;
+    const seq = ++state.nextSeq;
+    setPhase('loading');
+    els.newPassage.disabled = true;
+    els.nextBtn.disabled = true;
+    setFormEnabled(false);
+    if (newPassage) {
+      clearPassage();
+      els.passage.appendChild(skeleton());
+      els.reveal.hidden = true;
+    }
+    try {
+      const data = await api('POST', '/api/play/next', { corpus, new_passage: !!newPassage });
+      if (seq !== state.nextSeq) return;
+      if (!data.question) {
+        showDone(data.stats);
+        return;
+      }
+      showQuestion(data.question, data.stats);
+    } catch (err) {
+      if (seq !== state.nextSeq) return;
+      setPhase('error');
+      showAlert(err.message || String(err), () => loadNext(newPassage));
+      if (!state.question || els.passage.querySelector('.skeleton')) {
+        // Nothing to play: keep only the message (and a way back) on screen.
+        state.question = null;
+        clearPassage();
+        els.top.hidden = true;
+        els.passage.closest('.passage-card').hidden = true;
+        els.ask.hidden = true;
+        els.reveal.hidden = true;
+      }
+      els.alertRetry.focus();
+    } finally {
+      if (seq === state.nextSeq) {
+        els.newPassage.disabled = false;
+        els.nextBtn.disabled = false;
+      }
+    }
+  }
+
+  function skeleton() {
+    const s = el('div', 'skeleton');
+    s.setAttribute('aria-hidden', 'true');
+    s.append(el('span'), el('span'), el('span'));
+    return s;
+  }
+
+  function showDone(stats) {
+    setPhase('done');
+    state.question = null;
+    hideAlert();
+    els.ask.hidden = true;
+    els.reveal.hidden = true;
+    els.top.hidden = true;
+    els.passage.closest('.passage-card').hidden = true;
+    renderScoreInto(els.doneScore, stats);
+    els.done.hidden = false;
+    const link = els.done.querySelector('a');
+    if (link) link.focus();
+  }
+
+  // ---------------------------------------------------------------- tokenize preview
+
+  function clearTokens() {
+    state.tokSeq++;
+    clearTimeout(state.tokTimer);
+    if (state.tokAbort) state.tokAbort.abort();
+    state.tokAbort = null;
+    els.chips.textContent = '';
+    els.summary.textContent = DEFAULT_SUMMARY;
+    els.summary.classList.remove('is-error');
+    els.ask.classList.remove('has-tokens');
+  }
+
+  function scheduleTokenize(immediate) {
+    clearTimeout(state.tokTimer);
+    if (state.phase !== 'question') return;
+    if (!els.input.value) {
+      clearTokens();
+      return;
+    }
+    const seq = ++state.tokSeq;
+    state.tokTimer = setTimeout(() => tokenize(seq), immediate ? 0 : TOKENIZE_DELAY_MS);
+  }
+
+  async function tokenize(seq) {
+    const text = composeText();
+    if (state.tokAbort) state.tokAbort.abort();
+    const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
+    state.tokAbort = ctrl;
+    try {
+      const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text)}`, undefined, ctrl ? ctrl.signal : undefined);
+      if (seq !== state.tokSeq || state.phase !== 'question') return; // stale
+      renderTokens(data);
+    } catch (err) {
+      if (err && err.name === 'AbortError') return;
+      if (seq !== state.tokSeq) return;
+      els.chips.textContent = '';
+      els.summary.textContent = err.message || 'Could not split your guess into tokens.';
+      els.summary.classList.add('is-error');
+    }
+  }
+
+  function renderTokens(data) {
+    const tokens = Array.isArray(data.tokens) ? data.tokens : [];
+    els.chips.textContent = '';
+    els.summary.classList.remove('is-error');
+    if (!tokens.length) {
+      els.summary.textContent = DEFAULT_SUMMARY;
+      els.ask.classList.remove('has-tokens');
+      return;
+    }
+    tokens.forEach((t, i) => {
+      const c = chip(t.text, i === 0 ? 'chip--scored' : 'chip--extra');
+      if (i === 0) {
+        const tag = el('span', 'chip__tag', 'scored');
+        c.appendChild(tag);
+      }
+      els.chips.appendChild(c);
+    });
+    const n = typeof data.n_tokens === 'number' ? data.n_tokens : tokens.length;
+    const startsWithSpace = typeof data.starts_with_space === 'boolean'
+      ? data.starts_with_space
+      : /^\s/.test(data.text || '');
+    const parts = [`${n} token${n === 1 ? '' : 's'}`, startsWithSpace ? 'starts with a space' : 'no leading space'];
+    if (n > 1) parts.push(`only the first token (${quoteToken(tokens[0].text)}) is scored`);
+    els.summary.textContent = parts.join(' · ');
+    els.ask.classList.add('has-tokens');
+  }
+
+  // ---------------------------------------------------------------- guessing
+
+  async function submitGuess(skip) {
+    if (state.phase !== 'question' || !state.question) return;
+    const typed = els.input.value;
+    if (!skip && typed.length === 0) {
+      els.summary.textContent = 'Type a guess first, or choose “I don\u2019t know”.';
+      els.summary.classList.add('is-error');
+      els.input.focus();
+      els.ask.classList.remove('shake');
+      void els.ask.offsetWidth; // restart the animation
+      els.ask.classList.add('shake');
+      return;
+    }
+    const reactionMs = Math.max(0, performance.now() - state.shownAt);
+    const body = {
+      item_id: state.question.item_id,
+      text: skip ? '' : composeText(),
+      skipped: !!skip,
+      client_key: state.clientKey,
+      reaction_ms: Math.round(reactionMs * 10) / 10,
+    };
+    // Stop any pending tokenizer call: the answer is about to be shown.
+    state.tokSeq++;
+    clearTimeout(state.tokTimer);
+    if (state.tokAbort) state.tokAbort.abort();
+
+    setPhase('submitting');
+    setFormEnabled(false);
+    els.newPassage.disabled = true;
+    hideAlert();
+    const label = skip ? els.skipBtn : els.guessBtn;
+    label.classList.add('is-loading');
+
+    try {
+      const data = await postGuessWithRetry(body);
+      showReveal(data);
+    } catch (err) {
+      setPhase('question');
+      setFormEnabled(true);
+      showAlert(err.message || String(err));
+      els.input.focus();
+    } finally {
+      label.classList.remove('is-loading');
+      els.newPassage.disabled = false;
+    }
+  }
+
+  async function postGuessWithRetry(body) {
+    let lastErr = null;
+    for (let attempt = 0; attempt <= GUESS_RETRY_DELAYS_MS.length; attempt++) {
+      try {
+        return await api('POST', '/api/play/guesses', body);
+      } catch (err) {
+        lastErr = err;
+        // Only a network failure is retried, with the SAME client_key, so the
+        // server stores the guess exactly once.
+        if (!(err instanceof ApiError) || !err.network || attempt === GUESS_RETRY_DELAYS_MS.length) throw err;
+        els.summary.textContent = 'Connection trouble, retrying…';
+        els.summary.classList.add('is-error');
+        await sleep(GUESS_RETRY_DELAYS_MS[attempt]);
+      }
+    }
+    throw lastErr;
+  }
+
+  // ---------------------------------------------------------------- reveal
+
+  function showReveal(data) {
+    const guess = data.guess || {};
+    const target = data.target || { text: '' };
+    const model = data.model || {};
+    const skipped = !!guess.skipped;
+    const correct = !!guess.correct && !skipped;
+
+    setPhase('reveal');
+    state.revealedAt = performance.now();
+    els.ask.hidden = true;
+
+    // Verdict
+    els.reveal.classList.remove('is-ok', 'is-bad', 'is-skip');
+    els.reveal.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
+    els.verdictMark.textContent = correct ? '✓' : '✗';
+    els.verdictTitle.textContent = correct
+      ? pickPraise(model)
+      : skipped ? 'Skipped' : (guess.match_rule === 'first_token_if_space_toggled' ? 'So close!' : 'Not quite');
+    const tc = chip(target.text, 'chip--target chip--lg');
+    tc.id = 'target-chip';
+    els.targetChip.replaceWith(tc);
+    els.targetChip = tc;
+
+    // The player's guess
+    els.yourGuess.textContent = '';
+    if (skipped) {
+      els.yourGuess.append('You chose “I don\u2019t know”.');
+    } else {
+      els.yourGuess.append('You guessed ');
+      const first = guess.first_token;
+      const tokens = Array.isArray(guess.tokens) ? guess.tokens : [];
+      if (tokens.length > 1 && first) {
+        els.yourGuess.append(chip(first.text, correct ? 'chip--ok' : 'chip--guess'));
+        const rest = tokens.slice(1).map((t) => t.text).join('');
+        const restChip = chip(rest, 'chip--extra');
+        els.yourGuess.append(restChip);
+        els.yourGuess.append(el('span', 'muted', ` (${tokens.length} tokens, only the first one is scored)`));
+      } else if (first) {
+        els.yourGuess.append(chip(first.text, correct ? 'chip--ok' : 'chip--guess'));
+      } else {
+        els.yourGuess.append(chip(guess.text || '', 'chip--guess'));
+      }
+    }
+
+    // Hint for near misses
+    const hint = hintFor(guess, target);
+    els.hint.hidden = !hint;
+    els.hint.textContent = hint || '';
+    els.hint.classList.toggle('reveal-hint--info', !!hint && guess.match_rule !== 'first_token_if_space_toggled');
+
+    renderBars(model, guess, target);
+    els.modelLine.textContent = modelLine(model, guess);
+
+    renderScoreInto(els.scoreline, data.stats);
+    renderMiniScore(data.stats);
+    fillSlotWithTarget(target.text, correct, skipped);
+
+    // Progress: this token now counts as answered.
+    if (state.question) {
+      const q = state.question;
+      const total = Number(q.playable_in_document) || 0;
+      const answered = (Number(q.answered_in_document) || 0) + 1;
+      if (total) els.progressBar.style.width = `${Math.min(100, (answered / total) * 100)}%`;
+    }
+
+    els.reveal.hidden = false;
+    els.nextBtn.disabled = false;
+    try {
+      els.nextBtn.focus({ preventScroll: true });
+    } catch (_) {
+      els.nextBtn.focus();
+    }
+    const r = els.reveal.getBoundingClientRect();
+    if (r.top < 0 || r.top > window.innerHeight * 0.55) {
+      els.reveal.scrollIntoView({ block: 'start', behavior: prefersReducedMotion() ? 'auto' : 'smooth' });
+    }
+  }
+
+  function prefersReducedMotion() {
+    return window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+  }
+
+  function pickPraise(model) {
+    if (model && model.top1_correct === false) return 'Correct! You beat the model';
+    return 'Correct!';
+  }
+
+  function hintFor(guess, target) {
+    if (guess.skipped) return '';
+    if (guess.match_rule === 'first_token_if_space_toggled') {
+      const had = /^\s/.test(target.text || '');
+      return had
+        ? 'Right word, wrong space: the model\u2019s token had a leading space. Turn on “Leading space” (Alt+S) when your guess starts a new word.'
+        : 'Right word, wrong space: the model\u2019s token had no leading space. Turn off “Leading space” (Alt+S) when your guess continues the previous word.';
+    }
+    if (guess.correct && guess.multi_token) {
+      return 'Your guess was several tokens long; its first token matched, and that is what counts.';
+    }
+    return '';
+  }
+
+  function barRow(rankLabel, token, prob, { isTarget = false, isGuess = false, extra = false, outside = false } = {}) {
+    const li = el('li', 'bar');
+    if (extra) li.classList.add('bar--extra');
+    if (isTarget) li.classList.add('bar--target');
+    if (isGuess) li.classList.add('bar--guess');
+
+    li.appendChild(el('span', 'bar__rank', rankLabel));
+    li.appendChild(chip(token, 'chip--bar'));
+
+    const track = el('span', 'bar__track');
+    const fill = el('span', 'bar__fill');
+    const p = Math.max(0, Math.min(1, Number(prob) || 0));
+    fill.style.width = `${(p * 100).toFixed(2)}%`;
+    track.appendChild(fill);
+    const tags = el('span', 'bar__tags');
+    if (isTarget) tags.appendChild(el('span', 'tag tag--target', 'true'));
+    if (isGuess) tags.appendChild(el('span', 'tag tag--guess', 'you'));
+    if (tags.childNodes.length) track.appendChild(tags);
+    li.appendChild(track);
+
+    li.appendChild(el('span', 'bar__pct', outside ? `<${pct(prob)}` : pct(p)));
+    return li;
+  }
+
+  function renderBars(model, guess, target) {
+    const top = Array.isArray(model.top) ? model.top.slice(0, 10) : [];
+    const showGuess = !guess.skipped;
+    els.bars.textContent = '';
+    top.forEach((t, i) => {
+      els.bars.appendChild(barRow(String(i + 1), t.text, t.prob, {
+        isTarget: !!t.is_target,
+        isGuess: showGuess && !!t.is_guess,
+      }));
+    });
+
+    // The true token and the guess may lie outside the top 10: add them below
+    // a gap so the player still sees where they stand.
+    const extras = [];
+    const known = (p) => p !== null && p !== undefined;
+    if (!top.some((t) => t.is_target)) {
+      const inK = known(model.target_prob);
+      extras.push({
+        rank: inK && model.target_rank ? model.target_rank : Infinity,
+        row: barRow(inK && model.target_rank ? String(model.target_rank) : '–', target.text,
+          inK ? model.target_prob : model.min_top_k_prob, { isTarget: true, extra: true, outside: !inK }),
+      });
+    }
+    const first = guess.first_token;
+    if (showGuess && first && !guess.correct && !top.some((t) => t.is_guess)) {
+      const inK = known(model.guess_prob);
+      extras.push({
+        rank: inK && model.guess_rank ? model.guess_rank : Infinity,
+        row: barRow(inK && model.guess_rank ? String(model.guess_rank) : '–', first.text,
+          inK ? model.guess_prob : model.min_top_k_prob, { isGuess: true, extra: true, outside: !inK }),
+      });
+    }
+    if (extras.length) {
+      const gap = el('li', 'bar-gap', '⋯');
+      gap.setAttribute('aria-hidden', 'true');
+      els.bars.appendChild(gap);
+      extras.sort((a, b) => a.rank - b.rank).forEach((x) => els.bars.appendChild(x.row));
+    }
+  }
+
+  function probPhrase(prob, rank, model) {
+    if (prob !== null && prob !== undefined) return `${pct(prob)}${rank ? ` (rank ${rank})` : ''}`;
+    return `below ${pct(model.min_top_k_prob)} (outside the model\u2019s top ${model.top_k || 'k'})`;
+  }
+
+  function modelLine(model, guess) {
+    const parts = [];
+    const top1 = Array.isArray(model.top) && model.top.length ? model.top[0] : null;
+    if (guess.skipped) {
+      parts.push(`The model gave the true token ${probPhrase(model.target_prob, model.target_rank, model)}.`);
+    } else if (guess.first_token || guess.text) {
+      parts.push(`The model gave your guess ${probPhrase(model.guess_prob, model.guess_rank, model)}.`);
+      if (!guess.correct && model.target_rank !== 1) {
+        parts.push(`It gave the true token ${probPhrase(model.target_prob, model.target_rank, model)}.`);
+      }
+    }
+    if (model.top1_correct === true) {
+      parts.push('Its top pick was right.');
+    } else if (model.top1_correct === false && top1) {
+      parts.push(`Its top pick, ${quoteToken(top1.text)}, was wrong.`);
+    }
+    return parts.join(' ');
+  }
+
+  // ---------------------------------------------------------------- events
+
+  els.form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    submitGuess(false);
+  });
+
+  els.skipBtn.addEventListener('click', () => submitGuess(true));
+
+  els.spaceToggle.addEventListener('click', () => {
+    if (state.phase !== 'question') return;
+    setSpace(!state.spaceOn);
+    els.input.focus();
+  });
+
+  els.input.addEventListener('input', () => {
+    if (state.phase !== 'question') return;
+    els.summary.classList.remove('is-error');
+    updateSlotPreview();
+    scheduleTokenize(false);
+  });
+
+  els.nextBtn.addEventListener('click', () => {
+    if (state.phase !== 'reveal' && state.phase !== 'error') return;
+    loadNext(false);
+  });
+
+  els.newPassage.addEventListener('click', () => {
+    if (state.phase === 'submitting' || state.phase === 'loading') return;
+    loadNext(true);
+  });
+
+  // A held-down Enter must not race through guess -> reveal -> next question.
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.repeat && state.phase !== 'question') e.preventDefault();
+  }, true);
+
+  document.addEventListener('keydown', (e) => {
+    if (e.defaultPrevented || e.isComposing) return;
+    const key = e.key;
+    const inField = e.target === els.input;
+
+    // Alt+S: leading-space toggle. Use e.code so it works with layouts where
+    // Alt+S produces a character (macOS: ß).
+    if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyS' || key === 's' || key === 'S')) {
+      if (state.phase === 'question') {
+        e.preventDefault();
+        setSpace(!state.spaceOn);
+      }
+      return;
+    }
+    if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyN' || key === 'n' || key === 'N')) {
+      e.preventDefault();
+      if (state.phase !== 'submitting' && state.phase !== 'loading') loadNext(true);
+      return;
+    }
+
+    if (state.phase === 'question') {
+      if (key === 'Escape' || (key === 'Enter' && (e.ctrlKey || e.metaKey))) {
+        e.preventDefault();
+        submitGuess(true);
+        return;
+      }
+      // Typing anywhere on the page goes into the guess box.
+      if (!inField && key.length === 1 && !e.ctrlKey && !e.metaKey && !e.altKey
+          && !(e.target instanceof HTMLInputElement) && !(e.target instanceof HTMLTextAreaElement)
+          && !(e.target instanceof HTMLButtonElement && key === ' ')) {
+        els.input.focus();
+      }
+      return;
+    }
+
+    if (state.phase === 'reveal' && key === 'Enter' && !e.repeat) {
+      // A focused button or link handles Enter itself.
+      const t = e.target;
+      if (t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement) return;
+      e.preventDefault();
+      loadNext(false);
+    }
+  });
+
+  // ---------------------------------------------------------------- go
+
+  setPhase('idle');
+  loadNext(false);
+})();
