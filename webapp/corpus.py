@@ -148,7 +148,9 @@ def _record(row: dict, text_field: str, where: str) -> RawDocument:
 
 def _read_jsonl(text: str, path: Path, text_field: str) -> list[RawDocument]:
     docs = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # split on \n only: str.splitlines() would also split on U+2028, which JSON allows in strings
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
@@ -168,10 +170,15 @@ def _read_csv(text: str, path: Path, text_field: str) -> list[RawDocument]:
             f"{path}: no column {text_field!r} (columns: {', '.join(reader.fieldnames or [])}); "
             "use --text-field"
         )
+    docs = []
     try:
-        return [_record(row, text_field, f"{path.name}:{n}") for n, row in enumerate(reader, 2)]
+        start = reader.line_num + 1  # file line where the next record starts
+        for row in reader:
+            docs.append(_record(row, text_field, f"{path.name}:{start}"))
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise CorpusImportError(f"{path}: malformed CSV ({exc})") from None
+        raise CorpusImportError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    return docs
 
 
 def demo_documents() -> list[RawDocument]:

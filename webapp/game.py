@@ -103,7 +103,8 @@ def choose_document(
     """Continue the player's current passage, or pick a scored one they have not finished."""
     rng = rng or random.Random()
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
-    query = select(Document).where(Document.id.in_(scored))
+    playable = select(Item.document_id).where(Item.playable)
+    query = select(Document).where(Document.id.in_(scored), Document.id.in_(playable))
     if corpus:
         query = query.join(Corpus).where(Corpus.name == corpus)
     candidates = {doc.id: doc for doc in session.scalars(query)}

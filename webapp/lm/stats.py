@@ -89,7 +89,11 @@ def summarize_logits(
         total = float(e1.sum())
         lse = np.log(total)  # log Z(1) of the shifted logits
         # H = -sum p log p = lse - sum(e * shifted) / total, with shifted = 8 * eighth
-        out.entropy[i] = lse - 8.0 * float(np.dot(e1, eighth)) / total
+        with np.errstate(invalid="ignore"):
+            weighted = float(np.dot(e1, eighth))
+        if np.isnan(weighted):  # -inf logits (masked tokens) give 0 * -inf; they contribute 0
+            weighted = float(np.dot(e1, np.nan_to_num(eighth, neginf=0.0)))
+        out.entropy[i] = lse - 8.0 * weighted / total
         target = targets[i]
         target_logit = row[target]
         out.target_logprob[i] = float(target_logit - best) - lse
@@ -118,9 +122,12 @@ def _top_indices(values: np.ndarray, window: np.ndarray, k: int) -> np.ndarray:
         candidates = np.flatnonzero(values > -40.0 / 8)
         if candidates.size < k:
             candidates = np.arange(values.size)
-    if candidates.size > k:
-        part = np.argpartition(-values[candidates], k - 1)[:k]
-        candidates = candidates[part]
+    if candidates.size > k:  # candidates are in ascending id order, so ties keep lower ids
+        vals = values[candidates]
+        kth = -np.partition(-vals, k - 1)[k - 1]
+        above = candidates[vals > kth]
+        tied = candidates[vals == kth]
+        candidates = np.concatenate([above, tied[: k - above.size]])
     order = np.lexsort((candidates, -values[candidates]))
     return candidates[order]
 

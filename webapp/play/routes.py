@@ -158,6 +158,8 @@ def submit_guess():
     received_at = datetime.now(timezone.utc)
     body = _json_body()
     item_id = _field(body, "item_id", int)
+    if not -(2**63) <= item_id < 2**63:  # beyond any database integer: cannot exist
+        return _error(f"unknown item {item_id}", 404)
     client_key = _field(body, "client_key", str)
     skipped = _field(body, "skipped", bool, required=False, default=False)
     text = _field(body, "text", str, required=not skipped, default="")
