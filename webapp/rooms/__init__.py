@@ -1,0 +1,1 @@
+"""Classroom rooms: a teacher-led, shared version of the game (rules in state.py)."""
