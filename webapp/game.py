@@ -115,22 +115,39 @@ def choose_document(
         .order_by(Guess.id.desc())
         .limit(1)
     )
-    if last in candidates and not new_passage and next_open_item(session, player_id, candidates[last]):
-        return candidates[last]
-    started = set(
-        session.scalars(
-            select(Item.document_id).join(Guess, Guess.item_id == Item.id).where(Guess.player_id == player_id)
-        )
+    answered = _answered_counts(session, player_id)  # document id -> playable positions answered
+    playable_counts = dict(
+        session.execute(
+            select(Item.document_id, func.count(Item.id))
+            .where(Item.playable, Item.document_id.in_(list(candidates)))
+            .group_by(Item.document_id)
+        ).all()
     )
-    fresh = [d for i, d in candidates.items() if i not in started]
-    unfinished = [
-        d for i, d in candidates.items()
-        if i in started and i != last and next_open_item(session, player_id, d)
-    ]
+
+    def is_open(doc_id: int) -> bool:
+        return answered.get(doc_id, 0) < playable_counts.get(doc_id, 0)
+
+    if last in candidates and not new_passage and is_open(last):
+        return candidates[last]
+    fresh = [d for i, d in candidates.items() if i not in answered]
+    unfinished = [d for i, d in candidates.items() if i in answered and i != last and is_open(i)]
     pool = fresh or unfinished
-    if not pool and last in candidates and next_open_item(session, player_id, candidates[last]):
+    if not pool and last in candidates and is_open(last):
         pool = [candidates[last]]
     return rng.choice(sorted(pool, key=lambda d: d.id)) if pool else None
+
+
+def _answered_counts(session: Session, player_id: str) -> dict[int, int]:
+    """Per document, how many positions this player has answered (guesses exist only for playable
+    positions: check_guess_allowed refuses the rest)."""
+    return dict(
+        session.execute(
+            select(Item.document_id, func.count(Guess.id))
+            .join(Guess, Guess.item_id == Item.id)
+            .where(Guess.player_id == player_id)
+            .group_by(Item.document_id)
+        ).all()
+    )
 
 
 def question_payload(session: Session, player_id: str, document: Document, item: Item) -> dict:

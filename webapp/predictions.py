@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from .lm import TEMPERATURES, LanguageModelBackend, display_text
@@ -130,10 +130,10 @@ def score_corpus(
     row = get_or_create_model_row(session, model, top_k)
     pending = documents_to_score(session, row.id, corpus)
     report = ScoreReport(model=row.key)
-    all_docs = select(Document.id)
+    all_docs = select(func.count(Document.id))
     if corpus is not None:
         all_docs = all_docs.join(Corpus).where(Corpus.name == corpus)
-    report.already_scored = len(session.scalars(all_docs).all()) - len(pending)
+    report.already_scored = session.scalar(all_docs) - len(pending)
     iterator = progress(pending, sum(d.n_tokens for d in pending)) if progress else pending
     for doc in iterator:
         report.seconds += score_document(session, model, row, doc)
