@@ -26,8 +26,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.configure(app.config["DATABASE_URL"], echo=app.config["LOG_SQL"])
 
     from .play import bp as play_bp
+    from .rooms import bp as rooms_bp
 
     app.register_blueprint(play_bp)
+    app.register_blueprint(rooms_bp)
     socketio.init_app(app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"))
 
     @app.teardown_appcontext

@@ -87,6 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Message queue URL (redis://...) shared by several server processes; unset = in-process.",
     ),
     Setting(
+        "PUBLIC_URL", "HUMANLM_PUBLIC_URL", None, str,
+        "Base URL students type or scan to join a room (e.g. https://humanlm.school.org); "
+        "unset = the address the host's browser used.",
+    ),
+    Setting(
+        "ROOM_GRACE_SECONDS", "HUMANLM_ROOM_GRACE_SECONDS", 900, int,
+        "How long a student who dropped out of a room keeps their seat and nickname.",
+    ),
+    Setting(
         "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
         "Echo every SQL statement (debugging).",
     ),

@@ -104,9 +104,13 @@ def choose_document(
     rng = rng or random.Random()
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
     playable = select(Item.document_id).where(Item.playable)
-    query = select(Document).where(Document.id.in_(scored), Document.id.in_(playable))
+    query = (
+        select(Document)
+        .join(Corpus)
+        .where(Document.id.in_(scored), Document.id.in_(playable), Corpus.purpose == "game")
+    )
     if corpus:
-        query = query.join(Corpus).where(Corpus.name == corpus)
+        query = query.where(Corpus.name == corpus)
     candidates = {doc.id: doc for doc in session.scalars(query)}
     last = session.scalar(
         select(Item.document_id)

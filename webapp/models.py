@@ -41,6 +41,9 @@ class Corpus(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     min_prefix_tokens: Mapped[int] = mapped_column(Integer, default=3)
+    # "game": played in the solo game and listed on the home page; "room_prompts": a teacher's
+    # own prompts for a classroom room (scored at one position only, never listed).
+    purpose: Mapped[str] = mapped_column(String(20), default="game", server_default="game")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     documents: Mapped[list[Document]] = relationship(back_populates="corpus")
@@ -164,7 +167,11 @@ class Guess(Base):
     """
 
     __tablename__ = "guesses"
-    __table_args__ = (UniqueConstraint("client_key", name="uq_guess_client_key"),)
+    __table_args__ = (
+        UniqueConstraint("client_key", name="uq_guess_client_key"),
+        # One answer per student and round in a room (NULL room_id, the solo game, is exempt).
+        UniqueConstraint("room_id", "player_id", "item_id", name="uq_guess_room_answer"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_key: Mapped[str] = mapped_column(String(64))
@@ -183,5 +190,75 @@ class Guess(Base):
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     model_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    room_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rooms.id", ondelete="SET NULL"), nullable=True, index=True
+    )
 
     item: Mapped[Item] = relationship()
+
+
+class Room(Base):
+    """A live classroom room: a planned list of rounds (items) played by the class together.
+
+    All state lives here, not in a worker's memory, so several server processes can serve one
+    room; `phase` changes are compare-and-set updates (see webapp.rooms.service).
+    """
+
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), unique=True)
+    host_token_hash: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("language_models.id"), nullable=True)
+    source: Mapped[str] = mapped_column(String(20))  # corpus | prompts
+    corpus_name: Mapped[str] = mapped_column(String(100), default="")
+    join_url: Mapped[str] = mapped_column(String(300), default="")
+    status: Mapped[str] = mapped_column(String(20), default="ready")  # preparing | ready | failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    phase: Mapped[str] = mapped_column(String(20), default="lobby")
+    round_index: Mapped[int] = mapped_column(Integer, default=-1)  # -1 until the first round
+    show_histogram: Mapped[bool] = mapped_column(Boolean, default=True)
+    show_leaderboard: Mapped[bool] = mapped_column(Boolean, default=True)
+    timer_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    rounds: Mapped[list[RoomRound]] = relationship(
+        back_populates="room", order_by="RoomRound.index", cascade="all, delete-orphan"
+    )
+
+
+class RoomRound(Base):
+    """Round `index` of a room asks for item `item_id`; timestamps record when it moved on."""
+
+    __tablename__ = "room_rounds"
+    __table_args__ = (UniqueConstraint("room_id", "index", name="uq_room_round"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    room: Mapped[Room] = relationship(back_populates="rounds")
+    item: Mapped[Item] = relationship()
+
+
+class RoomPlayer(Base):
+    """A student's seat in a room: a nickname and a secret token (kept hashed) for rejoining."""
+
+    __tablename__ = "room_players"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_room_player_token"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    player_id: Mapped[str] = mapped_column(ForeignKey("players.id"))
+    nickname: Mapped[str] = mapped_column(String(40))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    connected: Mapped[bool] = mapped_column(Boolean, default=True)
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
-from typing import Any
 
 from flask import abort, current_app, jsonify, render_template, request, session
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import game
+from ..api import error as _error
+from ..api import field as _field
+from ..api import json_body as _json_body
+from ..api import model_display_name as _model_display_name
 from ..extensions import db
 from ..lm import load_tokenizer
 from ..models import Corpus, Document, Guess, Item, LanguageModel, Player, ScoredDocument
@@ -20,32 +23,6 @@ PLAYER_KEY = "player_id"
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def _error(message: str, status: int = 400):
-    return jsonify(error=message), status
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        abort(400, description="request body must be JSON (Content-Type: application/json)")
-    if not isinstance(body, dict):
-        abort(400, description="request body must be a JSON object")
-    return body
-
-
-def _field(body: dict, name: str, kind: type | tuple[type, ...], *, required: bool = True, default=None):
-    if name not in body or body[name] is None:
-        if required:
-            abort(400, description=f"missing field '{name}'")
-        return default
-    value = body[name]
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        abort(400, description=f"field '{name}' must be a number")
-    if not isinstance(value, kind):
-        abort(400, description=f"field '{name}' has the wrong type")
-    return value
 
 
 def _player_id(create: bool) -> str | None:
@@ -74,11 +51,6 @@ def _model_or_503():
     return model
 
 
-def _model_display_name() -> str:
-    spec = current_app.config["MODEL"]
-    return "Gemma 3 270M (base)" if spec.endswith("gemma-3-270m") else spec
-
-
 # -------------------------------------------------------------------------------------- pages
 
 
@@ -90,7 +62,9 @@ def home():
         if model else None
     )
     corpora = []
-    for corpus in db.session.scalars(select(Corpus).order_by(Corpus.name)):
+    for corpus in db.session.scalars(
+        select(Corpus).where(Corpus.purpose == "game").order_by(Corpus.name)
+    ):
         n_docs = db.session.scalar(select(func.count(Document.id)).where(Document.corpus_id == corpus.id))
         n_scored = 0
         if scored is not None:
@@ -125,7 +99,8 @@ def next_question():
     body = _json_body()
     corpus = _field(body, "corpus", str, required=False)
     new_passage = _field(body, "new_passage", bool, required=False, default=False)
-    if corpus is not None and db.session.scalar(select(Corpus).where(Corpus.name == corpus)) is None:
+    known = select(Corpus).where(Corpus.name == corpus, Corpus.purpose == "game")
+    if corpus is not None and db.session.scalar(known) is None:
         return _error(f"unknown corpus '{corpus}'", 404)
     model = _model_or_503()
     player_id = _player_id(create=True)

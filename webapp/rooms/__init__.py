@@ -1,1 +1,11 @@
-"""Classroom rooms: a teacher-led, shared version of the game (rules in state.py)."""
+"""Classroom rooms: a teacher-led, shared version of the game.
+
+state.py holds the pure rules, service.py what a room does on the database, routes.py the pages
+and HTTP API, events.py the Socket.IO events (protocol: docs/rooms-protocol.md).
+"""
+
+from flask import Blueprint
+
+bp = Blueprint("rooms", __name__)
+
+from . import events, routes  # noqa: E402,F401  (registers routes and Socket.IO handlers)

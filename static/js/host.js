@@ -1,0 +1,761 @@
+/* humanlm: projector view of a classroom room (the host). Plain ES2020, no build step.
+ *
+ * Protocol: docs/rooms-protocol.md. The host token lives in localStorage["humanlm.host.<CODE>"];
+ * on every (re)connect this page sends host_join with it and redraws from the HostState it gets.
+ * Token texts always go through textContent, never innerHTML.
+ */
+'use strict';
+
+(() => {
+  const root = document.getElementById('host');
+  if (!root) return;
+
+  const $ = (id) => document.getElementById(id);
+  const code = root.dataset.code;
+  const modelName = root.dataset.modelName || 'the model';
+  const TOKEN_KEY = `humanlm.host.${code}`;
+  const ACK_TIMEOUT_MS = 10000;
+  const MAX_HISTOGRAM_ROWS = 8;
+  const MAX_CHART_ROWS = 10;
+  const MAX_LEADER_ROWS = 10;
+
+  const els = {
+    joinUrl: $('join-url-text'),
+    playerCount: $('player-count'),
+    playerCountWord: $('player-count-word'),
+    roundLabel: $('round-label'),
+    phaseBadge: $('phase-badge'),
+    conn: $('conn'),
+    toast: $('toast'),
+    toastMessage: $('toast-message'),
+    toastClose: $('toast-close'),
+    nothostTitle: $('nothost-title'),
+    nothostText: $('nothost-text'),
+    failedError: $('failed-error'),
+    lobbyTitle: $('lobby-title'),
+    lobbyLead: $('lobby-lead'),
+    playersLobby: $('players-lobby'),
+    playersMenu: $('players-menu'),
+    playersMenuList: $('players-menu-list'),
+    round: $('round'),
+    roundAsk: $('round-ask'),
+    prefix: $('prefix'),
+    answeredN: $('answered-n'),
+    answeredTotal: $('answered-total'),
+    countdown: $('countdown'),
+    histo: $('histo'),
+    histogram: $('histogram'),
+    histogramEmpty: $('histogram-empty'),
+    histoHidden: $('histo-hidden'),
+    revealPrefix: $('reveal-prefix'),
+    targetBig: $('target-big'),
+    revealStats: $('reveal-stats'),
+    compare: $('compare'),
+    compareNote: $('compare-note'),
+    leaderPanel: $('leader-panel'),
+    leaderboard: $('leaderboard'),
+    leaderboardBody: $('leaderboard-body'),
+    leaderHidden: $('leader-hidden'),
+    guessesLikely: $('guesses-likely'),
+    guessesUnlikely: $('guesses-unlikely'),
+    summaryTiles: $('summary-tiles'),
+    summaryRounds: $('summary-rounds'),
+    finalLeaderBody: $('final-leaderboard-body'),
+    finalLeaderHidden: $('final-leader-hidden'),
+    controls: $('controls'),
+    primary: $('primary-btn'),
+    finish: $('finish-btn'),
+    primaryHint: $('primary-hint'),
+    histoToggle: $('histo-toggle'),
+    leaderToggle: $('leader-toggle'),
+    timerSelect: $('timer-select'),
+  };
+
+  const S = {
+    state: null,      // last HostState
+    answers: null,    // last {round, answered, total, histogram} for the current round
+    busy: false,      // a host_action is on its way
+    tick: 0,          // countdown interval
+    autoLocked: null, // round index the countdown already locked
+    primaryAction: null,
+    lastToast: { text: '', at: 0 },
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  /** Token text with visible whitespace: " over" shows as ␣over (screen readers hear "space"). */
+  function renderTokenText(node, text) {
+    const t = String(text ?? '');
+    node.textContent = '';
+    node.dataset.text = t;
+    node.classList.toggle('is-ws', /^\s+$/.test(t));
+    if (t === '') {
+      node.appendChild(el('span', 'ws', '∅'));
+      return node;
+    }
+    let buf = '';
+    const flush = () => {
+      if (buf) node.appendChild(document.createTextNode(buf));
+      buf = '';
+    };
+    const mark = (symbol, spoken) => {
+      flush();
+      const m = el('span', 'ws', symbol);
+      m.setAttribute('aria-hidden', 'true');
+      node.append(m, el('span', 'sr-only', spoken));
+    };
+    for (const ch of t) {
+      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
+      else if (ch === '\n') mark('↵', ' newline ');
+      else if (ch === '\t') mark('⇥', ' tab ');
+      else if (ch !== '\r') buf += ch;
+    }
+    flush();
+    return node;
+  }
+
+  function chip(text, extraClass) {
+    return renderTokenText(el('span', `chip${extraClass ? ` ${extraClass}` : ''}`), text);
+  }
+
+  function tokenText(t) {
+    if (t === null || t === undefined) return '';
+    return typeof t === 'object' ? String(t.text ?? '') : String(t);
+  }
+
+  /** A probability (0..1) as a readable percentage. */
+  function pct(p) {
+    if (p === null || p === undefined || Number.isNaN(Number(p))) return '–';
+    const v = Number(p) * 100;
+    if (v >= 99.95 && v < 100) return '>99.9%';
+    if (v >= 10) return `${Math.round(v)}%`;
+    if (v >= 1) return `${v.toFixed(1)}%`;
+    if (v >= 0.1) return `${v.toFixed(2)}%`;
+    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
+    if (v > 0) return '<0.001%';
+    return '0%';
+  }
+
+  const wholePct = (x) => (x === null || x === undefined ? '–' : `${Math.round(Number(x) * 100)}%`);
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+  function call(event, payload) {
+    return new Promise((resolve) => {
+      if (!socket.connected) {
+        resolve({ ok: false, error: 'Not connected to the server: wait a moment and try again.' });
+        return;
+      }
+      socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (err, resp) => {
+        if (err) resolve({ ok: false, error: 'The server did not answer in time. Check the connection.' });
+        else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
+      });
+    });
+  }
+
+  function toast(message) {
+    const text = String(message || 'Something went wrong.');
+    const now = Date.now();
+    // The server sends both a failed ack and a room_error for the same mistake: show it once.
+    if (S.lastToast.text === text && now - S.lastToast.at < 2000) return;
+    S.lastToast = { text, at: now };
+    els.toastMessage.textContent = text.charAt(0).toUpperCase() + text.slice(1);
+    els.toast.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { els.toast.hidden = true; }, 8000);
+  }
+
+  function setScreen(name) {
+    root.dataset.screen = name;
+    root.setAttribute('aria-busy', name === 'connecting' ? 'true' : 'false');
+    document.querySelectorAll('#host .screen').forEach((s) => {
+      s.hidden = s.dataset.for !== name;
+    });
+  }
+
+  // ---------------------------------------------------------------- join rail
+
+  (function showJoinUrl() {
+    const url = root.dataset.joinUrl || '';
+    // Show the short form ("host:5000/join"): the code is printed huge right under it.
+    let shown = url.replace(/^https?:\/\//, '');
+    const suffix = `/${code}`;
+    if (shown.toUpperCase().endsWith(suffix.toUpperCase())) shown = shown.slice(0, -suffix.length);
+    els.joinUrl.textContent = shown || url;
+    els.joinUrl.title = url;
+  })();
+
+  // ---------------------------------------------------------------- players
+
+  function renderPlayers(players) {
+    const list = Array.isArray(players) ? players : [];
+    els.playerCount.textContent = String(list.length);
+    els.playerCountWord.textContent = list.length === 1 ? 'player' : 'players';
+    for (const ul of [els.playersLobby, els.playersMenuList]) {
+      ul.textContent = '';
+      for (const p of list) {
+        const li = el('li', `player${p.connected === false ? ' player--away' : ''}`);
+        li.dataset.playerId = String(p.id);
+        const name = el('span', 'player__name', p.nickname);
+        const dot = el('span', 'player__dot');
+        dot.title = p.connected === false ? 'disconnected' : 'connected';
+        const rm = el('button', 'player__remove', '✕');
+        rm.type = 'button';
+        rm.setAttribute('aria-label', `Remove ${p.nickname}`);
+        rm.title = `Remove ${p.nickname} from the room`;
+        rm.addEventListener('click', () => removePlayer(p, rm));
+        li.append(dot, name, rm);
+        ul.appendChild(li);
+      }
+    }
+    if (!list.length) {
+      els.playersMenuList.appendChild(el('li', 'players__empty muted', 'Nobody has joined yet.'));
+    }
+  }
+
+  async function removePlayer(p, button) {
+    button.disabled = true;
+    const resp = await call('host_remove', { code, player_id: p.id });
+    if (!resp.ok) {
+      button.disabled = false;
+      toast(resp.error);
+    }
+  }
+
+  // ---------------------------------------------------------------- text of the round
+
+  /** Fill `box` with the prefix tokens, then a blinking slot (or the revealed target). */
+  function renderPrefix(box, context, target) {
+    box.textContent = '';
+    const p = el('p', 'prefix__text');
+    const ctx = Array.isArray(context) ? context.map(String) : [];
+    if (!ctx.length) p.appendChild(el('span', 'prefix__start', 'Start of the text →'));
+    ctx.forEach((t, i) => {
+      p.appendChild(el('span', `tok${i % 2 ? ' tok--b' : ''}`, t));
+    });
+    if (target === undefined) {
+      const slot = el('span', 'slot');
+      slot.setAttribute('aria-hidden', 'true');
+      slot.append(el('span', 'slot__ghost'), el('span', 'slot__caret'));
+      p.appendChild(slot);
+    } else {
+      p.appendChild(el('span', 'tok tok--revealed tok--ok', tokenText(target)));
+    }
+    box.appendChild(p);
+    requestAnimationFrame(() => { box.scrollTop = box.scrollHeight; });
+  }
+
+  // ---------------------------------------------------------------- histogram (live answers)
+
+  function currentAnswers() {
+    const st = S.state;
+    if (!st) return null;
+    const idx = st.round ? st.round.index : null;
+    if (S.answers && S.answers.round === idx) return S.answers;
+    return st.answers || null;
+  }
+
+  function renderAnswers() {
+    const st = S.state;
+    if (!st) return;
+    const a = currentAnswers() || { answered: 0, total: 0, histogram: null };
+    els.answeredN.textContent = String(a.answered ?? 0);
+    els.answeredTotal.textContent = String(a.total ?? (st.players || []).length);
+    const show = !!(st.settings && st.settings.show_histogram);
+    els.histo.hidden = !show;
+    els.histoHidden.hidden = show;
+    els.round.classList.toggle('round--no-histo', !show);
+    if (!show) return;
+    renderHistogram(Array.isArray(a.histogram) ? a.histogram : []);
+  }
+
+  function renderHistogram(rows) {
+    const list = els.histogram;
+    list.textContent = '';
+    els.histogramEmpty.hidden = rows.length > 0;
+    if (!rows.length) return;
+    const shown = rows.slice(0, MAX_HISTOGRAM_ROWS);
+    const rest = rows.slice(MAX_HISTOGRAM_ROWS);
+    const max = Math.max(1, ...rows.map((r) => Number(r.count) || 0));
+    const sum = rows.reduce((s, r) => s + (Number(r.count) || 0), 0) || 1;
+    const row = (label, count, isOther) => {
+      const li = el('li', `hbar${isOther ? ' hbar--other' : ''}`);
+      li.appendChild(label);
+      const track = el('span', 'hbar__track');
+      const fill = el('span', 'hbar__fill');
+      fill.style.width = `${((count / max) * 100).toFixed(1)}%`;
+      track.appendChild(fill);
+      li.appendChild(track);
+      const n = el('span', 'hbar__count', String(count));
+      n.title = `${pct(count / sum)} of the answers`;
+      li.appendChild(n);
+      li.dataset.count = String(count);
+      return li;
+    };
+    for (const r of shown) {
+      const li = row(chip(r.text, 'chip--hbar'), Number(r.count) || 0, false);
+      li.dataset.text = String(r.text ?? '');
+      list.appendChild(li);
+    }
+    if (rest.length) {
+      const n = rest.reduce((s, r) => s + (Number(r.count) || 0), 0);
+      list.appendChild(row(el('span', 'hbar__other', `${plural(rest.length, 'other', 'others')}`), n, true));
+    }
+  }
+
+  // ---------------------------------------------------------------- countdown
+
+  function stopCountdown() {
+    clearInterval(S.tick);
+    S.tick = 0;
+    els.countdown.hidden = true;
+  }
+
+  function startCountdown(round, phase) {
+    stopCountdown();
+    if (!round || !round.deadline || phase !== 'answering') return;
+    const deadline = Date.parse(round.deadline);
+    if (Number.isNaN(deadline)) return;
+    const update = () => {
+      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      const m = Math.floor(left / 60);
+      const s = left % 60;
+      els.countdown.textContent = `${m}:${String(s).padStart(2, '0')}`;
+      els.countdown.classList.toggle('countdown--urgent', left <= 5);
+      els.countdown.setAttribute('aria-label', `${left} seconds left`);
+      if (left === 0) {
+        clearInterval(S.tick);
+        S.tick = 0;
+        // Time is up: close the answers (once per round) unless the server already did.
+        const st = S.state;
+        if (st && st.phase === 'answering' && st.round && S.autoLocked !== st.round.index) {
+          S.autoLocked = st.round.index;
+          call('host_action', { code, action: 'lock' }).then((resp) => {
+            if (!resp.ok && S.state && S.state.phase === 'answering') toast(resp.error);
+          });
+        }
+      }
+    };
+    els.countdown.hidden = false;
+    update();
+    S.tick = setInterval(update, 250);
+  }
+
+  // ---------------------------------------------------------------- reveal
+
+  function renderReveal(st) {
+    const r = st.reveal || {};
+    const round = st.round || {};
+    renderPrefix(els.revealPrefix, round.context, r.target || { text: '' });
+
+    els.targetBig.textContent = '';
+    els.targetBig.appendChild(chip(tokenText(r.target), 'chip--target chip--huge'));
+
+    // "2 of 3 correct (67%) · 1 skipped · the model's top pick ✓ teacher"
+    els.revealStats.textContent = '';
+    const answered = Number(r.answered) || 0;
+    const correct = Number(r.correct) || 0;
+    const line1 = el('span', 'stat-line');
+    line1.append(el('strong', null, `${correct} of ${answered}`), ` correct${answered ? ` (${wholePct(correct / answered)})` : ''}`);
+    if (r.skips) line1.append(el('span', 'muted', ` · ${r.skips} skipped`));
+    const line2 = el('span', `stat-line stat-line--model ${r.model_correct ? 'is-ok' : 'is-bad'}`);
+    line2.append(`Model's top pick `, chip(tokenText(r.model_top1), r.model_correct ? 'chip--ok' : 'chip--model'),
+      el('span', 'stat-line__mark', r.model_correct ? ' ✓' : ' ✗'));
+    els.revealStats.append(line1, line2);
+
+    renderCompare(r);
+    renderGuesses(r);
+    renderLeaderboard(els.leaderboardBody, els.leaderHidden, els.leaderboard, st);
+  }
+
+  function renderCompare(r) {
+    const list = els.compare;
+    list.textContent = '';
+    const rows = Array.isArray(r.chart) ? r.chart.slice() : [];
+    // Keep the true token on the chart even when the server sent many rows.
+    let shown = rows.slice(0, MAX_CHART_ROWS);
+    const target = rows.find((x) => x.is_target);
+    if (target && !shown.includes(target)) shown = shown.slice(0, MAX_CHART_ROWS - 1).concat([target]);
+    const floor = r.min_top_k_prob;
+    for (const row of shown) {
+      const li = el('li', `cbar${row.is_target ? ' cbar--target' : ''}`);
+      li.dataset.text = String(row.text ?? '');
+      const label = el('span', 'cbar__label');
+      label.appendChild(chip(row.text, 'chip--cbar'));
+      if (row.is_target) label.appendChild(el('span', 'tag tag--target', 'true'));
+      li.appendChild(label);
+      const bars = el('span', 'cbar__bars');
+      const classShare = Math.max(0, Math.min(1, Number(row.class_share) || 0));
+      const known = row.model_prob !== null && row.model_prob !== undefined;
+      const modelProb = known ? Math.max(0, Math.min(1, Number(row.model_prob))) : 0;
+      const classLine = el('span', 'cbar__line cbar__line--class');
+      const cf = el('span', 'cbar__fill');
+      cf.style.width = `${(classShare * 100).toFixed(1)}%`;
+      const countTxt = Number(row.class_count) ? ` (${row.class_count})` : '';
+      classLine.append(cf, el('span', 'cbar__val', `${wholePct(classShare)}${countTxt}`));
+      const modelLine = el('span', 'cbar__line cbar__line--model');
+      const mf = el('span', 'cbar__fill');
+      mf.style.width = `${(modelProb * 100).toFixed(1)}%`;
+      modelLine.append(mf, el('span', 'cbar__val', known ? pct(modelProb) : `<${pct(floor)}`));
+      classLine.setAttribute('aria-label', `class ${wholePct(classShare)}`);
+      modelLine.setAttribute('aria-label', `model ${known ? pct(modelProb) : `below ${pct(floor)}`}`);
+      bars.append(classLine, modelLine);
+      li.appendChild(bars);
+      list.appendChild(li);
+    }
+    const k = r.top_k ? ` (the model's top ${r.top_k} are stored; below that it is under ${pct(floor)})` : '';
+    els.compareNote.textContent = rows.length
+      ? `Class: share of the class's answers. Model: the probability ${modelName} gave the token${k}.`
+      : 'Nobody answered this round.';
+  }
+
+  function renderGuesses(r) {
+    const guesses = Array.isArray(r.guesses) ? r.guesses : [];
+    els.guessesLikely.textContent = '';
+    els.guessesUnlikely.textContent = '';
+    const item = (g) => {
+      const li = el('li', `guess-item guess-item--${g.verdict || 'unlikely'}`);
+      li.dataset.text = String(g.text ?? '');
+      li.appendChild(chip(g.text, 'chip--guessitem'));
+      if (Number(g.count) > 1) li.appendChild(el('span', 'guess-item__count', `×${g.count}`));
+      const known = g.model_prob !== null && g.model_prob !== undefined;
+      li.appendChild(el('span', 'guess-item__p', known ? pct(g.model_prob) : `<${pct(r.min_top_k_prob)}`));
+      return li;
+    };
+    for (const g of guesses) {
+      (g.verdict === 'unlikely' ? els.guessesUnlikely : els.guessesLikely).appendChild(item(g));
+    }
+    if (!els.guessesLikely.childNodes.length) els.guessesLikely.appendChild(el('li', 'guess-list__empty muted', 'none'));
+    if (!els.guessesUnlikely.childNodes.length) els.guessesUnlikely.appendChild(el('li', 'guess-list__empty muted', 'none'));
+  }
+
+  function renderLeaderboard(tbody, hiddenNote, table, st) {
+    tbody.textContent = '';
+    const show = !!(st.settings && st.settings.show_leaderboard);
+    const rows = Array.isArray(st.leaderboard) ? st.leaderboard : null;
+    const panelHidden = !show || !rows;
+    table.hidden = panelHidden;
+    hiddenNote.hidden = !panelHidden;
+    if (panelHidden) return;
+    for (const row of rows.slice(0, MAX_LEADER_ROWS)) {
+      const tr = el('tr', row.rank === 1 ? 'is-first' : '');
+      tr.append(
+        el('td', 'rank', String(row.rank)),
+        el('td', 'name', row.nickname),
+        el('td', 'num strong', String(row.points)),
+        el('td', 'num', `${row.correct}/${row.answered}`),
+        el('td', 'num muted', row.mean_log_score === null || row.mean_log_score === undefined
+          ? '–' : Number(row.mean_log_score).toFixed(2)),
+      );
+      tbody.appendChild(tr);
+    }
+    if (!rows.length) {
+      const tr = el('tr');
+      const td = el('td', 'muted', 'No answers yet.');
+      td.colSpan = 5;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+  }
+
+  // ---------------------------------------------------------------- summary slide
+
+  function renderSummary(st) {
+    const s = st.summary || {};
+    els.summaryTiles.textContent = '';
+    const tile = (label, value, note, cls) => {
+      const d = el('div', `tile${cls ? ` ${cls}` : ''}`);
+      d.append(el('span', 'tile__label', label), el('span', 'tile__value', value));
+      if (note) d.appendChild(el('span', 'tile__note', note));
+      return d;
+    };
+    els.summaryTiles.append(
+      tile('Class accuracy', wholePct(s.class_accuracy), 'answers with the true token', 'tile--class'),
+      tile('Most common answer', wholePct(s.plurality_accuracy), 'rounds the plurality got right', 'tile--class'),
+      tile('Model accuracy', wholePct(s.model_accuracy), `${modelName}'s top pick`, 'tile--model'),
+      tile('Players', String(s.n_players ?? 0)),
+      tile('Answers', String(s.n_answers ?? 0)),
+    );
+
+    els.summaryRounds.textContent = '';
+    const rounds = Array.isArray(s.rounds) ? s.rounds : [];
+    for (const r of rounds) {
+      const li = el('li', 'rbar');
+      const label = el('span', 'rbar__label');
+      label.append(el('span', 'rbar__num', `${r.number}`), chip(tokenText(r.target), 'chip--rbar'));
+      li.appendChild(label);
+      const bars = el('span', 'cbar__bars');
+      const cls = Math.max(0, Math.min(1, Number(r.class_accuracy) || 0));
+      const classLine = el('span', 'cbar__line cbar__line--class');
+      const cf = el('span', 'cbar__fill');
+      cf.style.width = `${(cls * 100).toFixed(1)}%`;
+      classLine.append(cf, el('span', 'cbar__val', r.answered ? wholePct(cls) : 'no answers'));
+      const modelLine = el('span', 'cbar__line cbar__line--model');
+      const mf = el('span', 'cbar__fill');
+      mf.style.width = r.model_correct ? '100%' : '0%';
+      modelLine.append(mf, el('span', 'cbar__val', r.model_correct ? '✓ right' : '✗ wrong'));
+      bars.append(classLine, modelLine);
+      li.appendChild(bars);
+      els.summaryRounds.appendChild(li);
+    }
+    if (!rounds.length) els.summaryRounds.appendChild(el('li', 'muted', 'No round was played.'));
+    renderLeaderboard(els.finalLeaderBody, els.finalLeaderHidden, els.finalLeaderBody.closest('table'), st);
+  }
+
+  // ---------------------------------------------------------------- controls
+
+  const PHASE_LABEL = {
+    lobby: 'Lobby',
+    answering: 'Answering',
+    locked: 'Answers closed',
+    reveal: 'Reveal',
+    finished: 'Finished',
+  };
+
+  function primaryFor(st) {
+    if (!st || st.status !== 'ready') return null;
+    const round = st.round;
+    const last = round && round.number >= round.total;
+    switch (st.phase) {
+      case 'lobby': return { action: 'start', label: 'Start the first round', hint: 'start' };
+      case 'answering': return { action: 'lock', label: 'Close answers', hint: 'close answers' };
+      case 'locked': return { action: 'reveal', label: 'Reveal the answer', hint: 'reveal' };
+      case 'reveal': return last
+        ? { action: 'finish', label: 'Show the summary', hint: 'summary' }
+        : { action: 'next', label: 'Next round', hint: 'next round' };
+      default: return null;
+    }
+  }
+
+  function renderControls(st) {
+    const p = primaryFor(st);
+    S.primaryAction = p ? p.action : null;
+    const showControls = !!st && st.status !== 'failed';
+    els.controls.hidden = !showControls;
+    els.primary.hidden = !p;
+    if (p) {
+      els.primary.textContent = '';
+      els.primary.append(p.label, el('span', null, ' →'));
+      els.primary.lastChild.setAttribute('aria-hidden', 'true');
+      els.primary.dataset.action = p.action;
+      els.primaryHint.textContent = p.hint;
+    }
+    els.primary.disabled = S.busy;
+    els.primaryHint.parentElement.hidden = !p;
+    const canFinish = st.status === 'ready' && st.phase === 'reveal' && p && p.action === 'next';
+    els.finish.hidden = !canFinish;
+    els.finish.textContent = 'Finish now';
+    els.finish.disabled = S.busy;
+
+    const settings = st.settings || {};
+    els.histoToggle.setAttribute('aria-pressed', settings.show_histogram ? 'true' : 'false');
+    els.leaderToggle.setAttribute('aria-pressed', settings.show_leaderboard ? 'true' : 'false');
+    const t = String(settings.timer_seconds || 0);
+    if (![...els.timerSelect.options].some((o) => o.value === t)) {
+      els.timerSelect.appendChild(el('option', null, `${t} s`)).value = t;
+    }
+    els.timerSelect.value = t;
+    const finished = st.phase === 'finished';
+    els.histoToggle.hidden = finished;
+    els.timerSelect.parentElement.hidden = finished;
+    els.playersMenu.hidden = st.phase === 'lobby' || finished;
+  }
+
+  async function act(action) {
+    if (S.busy || !action) return;
+    S.busy = true;
+    els.primary.disabled = true;
+    els.finish.disabled = true;
+    els.primary.classList.add('is-loading');
+    const resp = await call('host_action', { code, action });
+    S.busy = false;
+    els.primary.classList.remove('is-loading');
+    if (!resp.ok) toast(resp.error);
+    if (S.state) renderControls(S.state);
+  }
+
+  async function setting(change) {
+    const resp = await call('host_settings', { code, ...change });
+    if (!resp.ok) {
+      toast(resp.error);
+      if (S.state) renderControls(S.state);
+    }
+  }
+
+  function toggleHistogram() {
+    if (!S.state || S.state.phase === 'finished') return;
+    const on = !(S.state.settings && S.state.settings.show_histogram);
+    els.histoToggle.setAttribute('aria-pressed', on ? 'true' : 'false');
+    setting({ show_histogram: on });
+  }
+
+  function toggleLeaderboard() {
+    if (!S.state) return;
+    const on = !(S.state.settings && S.state.settings.show_leaderboard);
+    els.leaderToggle.setAttribute('aria-pressed', on ? 'true' : 'false');
+    setting({ show_leaderboard: on });
+  }
+
+  // ---------------------------------------------------------------- whole state
+
+  function render(st) {
+    if (!st || typeof st !== 'object') return;
+    const prev = S.state;
+    S.state = st;
+    const newRound = !prev || !prev.round || !st.round || prev.round.index !== st.round.index;
+    if (newRound || prev.phase !== st.phase) S.answers = null;
+    if (st.answers && st.round) S.answers = { round: st.round.index, ...st.answers };
+
+    renderPlayers(st.players);
+    renderControls(st);
+
+    const round = st.round;
+    els.roundLabel.textContent = round ? `Round ${round.number} of ${round.total}` : `Room ${st.code || code}`;
+    const status = st.status || 'ready';
+    els.phaseBadge.textContent = status === 'preparing' ? 'Preparing'
+      : status === 'failed' ? 'Failed' : (PHASE_LABEL[st.phase] || st.phase || '');
+    els.phaseBadge.dataset.phase = status === 'ready' ? st.phase : status;
+    root.dataset.phase = st.phase || '';
+
+    if (status === 'preparing' && st.phase === 'lobby') {
+      stopCountdown();
+      setScreen('preparing');
+      return;
+    }
+    if (status === 'failed') {
+      stopCountdown();
+      els.failedError.textContent = st.error || 'The model could not score the prompts.';
+      setScreen('failed');
+      return;
+    }
+    switch (st.phase) {
+      case 'lobby': {
+        stopCountdown();
+        const n = (st.players || []).length;
+        els.lobbyTitle.textContent = n ? `${plural(n, 'player has', 'players have')} joined` : 'Waiting for players…';
+        setScreen('lobby');
+        break;
+      }
+      case 'answering':
+      case 'locked': {
+        const answering = st.phase === 'answering';
+        els.roundAsk.textContent = answering ? 'What comes next?' : 'Answers are closed';
+        els.round.classList.toggle('round--locked', !answering);
+        if (newRound || !els.prefix.firstChild || prev.phase !== st.phase) renderPrefix(els.prefix, round && round.context);
+        renderAnswers();
+        if (answering) {
+          if (newRound || !S.tick || (prev.round && prev.round.deadline !== round.deadline)) startCountdown(round, st.phase);
+        } else {
+          stopCountdown();
+        }
+        setScreen('round');
+        break;
+      }
+      case 'reveal':
+        stopCountdown();
+        renderReveal(st);
+        setScreen('reveal');
+        break;
+      case 'finished':
+        stopCountdown();
+        renderSummary(st);
+        setScreen('finished');
+        break;
+      default:
+        setScreen('connecting');
+    }
+  }
+
+  function onAnswers(a) {
+    if (!a || !S.state || !S.state.round || a.round !== S.state.round.index) return;
+    S.answers = a;
+    if (S.state.phase === 'answering' || S.state.phase === 'locked') renderAnswers();
+  }
+
+  // ---------------------------------------------------------------- keyboard
+
+  document.addEventListener('keydown', (e) => {
+    if (e.defaultPrevented || e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+    const key = e.key;
+    if (key === ' ' || key === 'Enter') {
+      // A focused button, link or summary handles Space/Enter itself.
+      if (t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement || (t && t.tagName === 'SUMMARY')) return;
+      if (e.repeat) { e.preventDefault(); return; }
+      if (S.primaryAction && !els.controls.hidden) {
+        e.preventDefault();
+        act(S.primaryAction);
+      }
+      return;
+    }
+    if (e.repeat) return;
+    if (key === 'h' || key === 'H') { e.preventDefault(); toggleHistogram(); }
+    else if (key === 'l' || key === 'L') { e.preventDefault(); toggleLeaderboard(); }
+    else if (key === 'f' || key === 'F') {
+      e.preventDefault();
+      if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+      else if (document.documentElement.requestFullscreen) document.documentElement.requestFullscreen().catch(() => {});
+    }
+  });
+
+  els.primary.addEventListener('click', () => act(els.primary.dataset.action));
+  els.finish.addEventListener('click', () => act('finish'));
+  els.histoToggle.addEventListener('click', toggleHistogram);
+  els.leaderToggle.addEventListener('click', toggleLeaderboard);
+  els.timerSelect.addEventListener('change', () => {
+    const v = Number(els.timerSelect.value);
+    setting({ timer_seconds: v > 0 ? v : null });
+  });
+  els.toastClose.addEventListener('click', () => { els.toast.hidden = true; });
+
+  // ---------------------------------------------------------------- connection
+
+  let hostToken = null;
+  try { hostToken = localStorage.getItem(TOKEN_KEY); } catch (_) { hostToken = null; }
+  if (!hostToken) {
+    setScreen('nothost');
+    return;
+  }
+  if (typeof window.io !== 'function') {
+    els.nothostTitle.textContent = 'The live connection could not start';
+    els.nothostText.textContent = 'The Socket.IO client script did not load (static/vendor/socket.io.min.js). Reload the page; if it persists, run "cd static && npm ci" on the server.';
+    setScreen('nothost');
+    return;
+  }
+
+  setScreen('connecting');
+  const socket = window.io({ reconnectionDelayMax: 4000 });
+
+  async function hostJoin() {
+    const resp = await call('host_join', { code, host_token: hostToken });
+    if (resp.ok && resp.state) {
+      render(resp.state);
+      return;
+    }
+    if (resp.ok === false && /did not answer|not connected/i.test(resp.error || '')) {
+      toast(resp.error);
+      return;
+    }
+    els.nothostTitle.textContent = `This browser cannot host room ${code}`;
+    els.nothostText.textContent = resp.error || 'The server refused the host key stored in this browser.';
+    els.controls.hidden = true;
+    setScreen('nothost');
+  }
+
+  socket.on('connect', () => {
+    els.conn.hidden = true;
+    hostJoin();
+  });
+  socket.on('disconnect', () => { els.conn.hidden = false; });
+  socket.on('connect_error', () => { els.conn.hidden = false; });
+  socket.on('host_state', (st) => render(st));
+  socket.on('answers', (a) => onAnswers(a));
+  socket.on('room_error', (e) => toast(e && e.message));
+})();

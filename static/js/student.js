@@ -1,0 +1,770 @@
+/* humanlm: a student's phone in a classroom room. Plain ES2020, no build step.
+ *
+ * Protocol: docs/rooms-protocol.md. The player token lives in localStorage["humanlm.player.<CODE>"];
+ * on every (re)connect this page sends rejoin with it, so a reload keeps the same player and answer.
+ * Token texts always go through textContent, never innerHTML.
+ */
+'use strict';
+
+(() => {
+  const root = document.getElementById('student');
+  if (!root) return;
+
+  const $ = (id) => document.getElementById(id);
+  const ACK_TIMEOUT_MS = 8000;
+  const GUESS_RETRIES = 4;
+  const modelName = root.dataset.modelName || 'the model';
+
+  const els = {
+    meBar: $('me-bar'),
+    meCode: $('me-code'),
+    meName: $('me-name'),
+    mePoints: $('me-points'),
+    conn: $('conn'),
+    toast: $('toast'),
+    toastMessage: $('toast-message'),
+    toastClose: $('toast-close'),
+    joinForm: $('join-form'),
+    joinCode: $('join-code'),
+    joinName: $('join-name'),
+    joinError: $('join-error'),
+    joinBtn: $('join-btn'),
+    waitTitle: $('wait-title'),
+    waitCount: $('wait-count'),
+    roundLabel: $('s-round-label'),
+    countdown: $('s-countdown'),
+    prefix: $('s-prefix'),
+    ask: $('s-ask'),
+    form: $('guess-form'),
+    input: $('guess-input'),
+    guessBtn: $('guess-btn'),
+    skipBtn: $('skip-btn'),
+    spaceToggle: $('space-toggle'),
+    guessError: $('guess-error'),
+    sent: $('s-sent'),
+    sentTitle: $('s-sent-title'),
+    sentAnswer: $('s-sent-answer'),
+    sentWait: $('s-sent-wait'),
+    feedback: $('feedback'),
+    fbMark: $('fb-mark'),
+    fbTitle: $('fb-title'),
+    fbRound: $('fb-round'),
+    fbYour: $('fb-your'),
+    fbTarget: $('fb-target'),
+    fbModelRow: $('fb-model-row'),
+    fbModel: $('fb-model'),
+    fbTop1: $('fb-top1'),
+    fbPoints: $('fb-points'),
+    fbTotal: $('fb-total'),
+    fbRank: $('fb-rank'),
+    fbRankLabel: $('fb-rank-label'),
+    fbClass: $('fb-class'),
+    fbNone: $('fb-none'),
+    fbNoneText: $('fb-none-text'),
+    endTitle: $('end-title'),
+    endPoints: $('end-points'),
+    endRank: $('end-rank'),
+    endRankLabel: $('end-rank-label'),
+    endCorrect: $('end-correct'),
+    endClass: $('end-class'),
+    endModel: $('end-model'),
+    endNote: $('end-note'),
+    removedText: $('removed-text'),
+    rejoinBtn: $('rejoin-btn'),
+  };
+
+  const S = {
+    code: normalizeCode(root.dataset.code || ''),
+    token: null,
+    playerId: null,
+    nickname: '',
+    state: null,        // last StudentState (personal parts kept below)
+    answered: false,
+    myAnswer: null,     // {text, skipped}
+    sentTokens: null,   // tokens of my answer from the guess ack
+    feedback: {},       // round index -> Feedback
+    shownRound: null,   // round index whose question is on screen
+    shownAt: 0,
+    spaceOn: true,
+    sending: false,
+    joining: false,
+    tick: 0,
+    lastToast: { text: '', at: 0 },
+  };
+
+  // ---------------------------------------------------------------- helpers
+
+  function normalizeCode(text) {
+    return String(text || '').normalize('NFKC').toUpperCase().replace(/[\s\-_.]+/g, '');
+  }
+
+  const tokenKey = (code) => `humanlm.player.${code}`;
+  const guessKeyName = (code, round) => `humanlm.guesskey.${code}.${round}`;
+
+  function store(kind, key, value) {
+    try {
+      const s = kind === 'local' ? window.localStorage : window.sessionStorage;
+      if (value === null) s.removeItem(key);
+      else s.setItem(key, value);
+    } catch (_) { /* storage disabled: the page still works until a reload */ }
+  }
+
+  function load(kind, key) {
+    try {
+      return (kind === 'local' ? window.localStorage : window.sessionStorage).getItem(key);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function renderTokenText(node, text) {
+    const t = String(text ?? '');
+    node.textContent = '';
+    node.dataset.text = t;
+    node.classList.toggle('is-ws', /^\s+$/.test(t));
+    if (t === '') {
+      node.appendChild(el('span', 'ws', '∅'));
+      return node;
+    }
+    let buf = '';
+    const flush = () => {
+      if (buf) node.appendChild(document.createTextNode(buf));
+      buf = '';
+    };
+    const mark = (symbol, spoken) => {
+      flush();
+      const m = el('span', 'ws', symbol);
+      m.setAttribute('aria-hidden', 'true');
+      node.append(m, el('span', 'sr-only', spoken));
+    };
+    for (const ch of t) {
+      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
+      else if (ch === '\n') mark('↵', ' newline ');
+      else if (ch === '\t') mark('⇥', ' tab ');
+      else if (ch !== '\r') buf += ch;
+    }
+    flush();
+    return node;
+  }
+
+  function chip(text, extraClass) {
+    return renderTokenText(el('span', `chip${extraClass ? ` ${extraClass}` : ''}`), text);
+  }
+
+  function tokenText(t) {
+    if (t === null || t === undefined) return '';
+    return typeof t === 'object' ? String(t.text ?? '') : String(t);
+  }
+
+  function pct(p) {
+    if (p === null || p === undefined || Number.isNaN(Number(p))) return '–';
+    const v = Number(p) * 100;
+    if (v >= 99.95 && v < 100) return '>99.9%';
+    if (v >= 10) return `${Math.round(v)}%`;
+    if (v >= 1) return `${v.toFixed(1)}%`;
+    if (v >= 0.1) return `${v.toFixed(2)}%`;
+    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
+    if (v > 0) return '<0.001%';
+    return '0%';
+  }
+
+  const wholePct = (x) => (x === null || x === undefined ? '–' : `${Math.round(Number(x) * 100)}%`);
+
+  function newClientKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+      try { return window.crypto.randomUUID(); } catch (_) { /* insecure context (plain http on a LAN) */ }
+    }
+    const bytes = new Uint8Array(16);
+    if (window.crypto && window.crypto.getRandomValues) window.crypto.getRandomValues(bytes);
+    else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  /** The idempotency key of my answer to `round`: one per round, kept across a resend or reload. */
+  function clientKeyFor(round) {
+    const name = guessKeyName(S.code, round);
+    let key = load('session', name);
+    if (!key) {
+      key = newClientKey();
+      store('session', name, key);
+    }
+    return key;
+  }
+
+  function call(event, payload, timeoutMs = ACK_TIMEOUT_MS) {
+    return new Promise((resolve) => {
+      if (!socket || !socket.connected) {
+        resolve({ ok: false, error: 'Not connected: check your connection.', network: true });
+        return;
+      }
+      socket.timeout(timeoutMs).emit(event, payload, (err, resp) => {
+        if (err) resolve({ ok: false, error: 'The server did not answer in time.', network: true });
+        else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
+      });
+    });
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function toast(message) {
+    const text = String(message || 'Something went wrong.');
+    const now = Date.now();
+    if (S.lastToast.text === text && now - S.lastToast.at < 2000) return;
+    S.lastToast = { text, at: now };
+    els.toastMessage.textContent = text.charAt(0).toUpperCase() + text.slice(1);
+    els.toast.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { els.toast.hidden = true; }, 6000);
+  }
+
+  function setScreen(name) {
+    root.dataset.screen = name;
+    root.setAttribute('aria-busy', name === 'connecting' ? 'true' : 'false');
+    root.querySelectorAll('.screen').forEach((s) => {
+      s.hidden = s.dataset.for !== name;
+    });
+    els.meBar.hidden = !S.token || name === 'join' || name === 'removed' || name === 'connecting';
+  }
+
+  const capital = (s) => { const t = String(s || ''); return t.charAt(0).toUpperCase() + t.slice(1); };
+
+  // ---------------------------------------------------------------- join
+
+  function showJoin(message) {
+    stopCountdown();
+    els.joinCode.value = S.code || els.joinCode.value;
+    els.joinError.hidden = !message;
+    els.joinError.textContent = message ? capital(message) : '';
+    setScreen('join');
+    const target = els.joinCode.value ? els.joinName : els.joinCode;
+    try { target.focus({ preventScroll: true }); } catch (_) { target.focus(); }
+  }
+
+  async function join() {
+    if (S.joining) return;
+    const code = normalizeCode(els.joinCode.value);
+    const nickname = els.joinName.value.trim();
+    els.joinCode.value = code;
+    if (!code) {
+      showJoinError('Type the room code shown on the big screen.', els.joinCode);
+      return;
+    }
+    if (!nickname) {
+      showJoinError('Type a nickname.', els.joinName);
+      return;
+    }
+    S.joining = true;
+    els.joinBtn.disabled = true;
+    els.joinBtn.classList.add('is-loading');
+    els.joinError.hidden = true;
+    const resp = await call('join', { code, nickname });
+    S.joining = false;
+    els.joinBtn.disabled = false;
+    els.joinBtn.classList.remove('is-loading');
+    if (!resp.ok) {
+      const field = /nick|name|called/i.test(resp.error || '') ? els.joinName : /code|room/i.test(resp.error || '') ? els.joinCode : null;
+      showJoinError(resp.error || 'Could not join.', field);
+      return;
+    }
+    const st = resp.state || {};
+    S.code = normalizeCode(st.code || code);
+    S.token = resp.player_token;
+    S.playerId = resp.player_id ?? st.player_id ?? null;
+    store('local', tokenKey(S.code), S.token);
+    // Put the code in the address so a reload (or a phone that drops the tab) finds the token.
+    const path = `/join/${encodeURIComponent(S.code)}`;
+    if (window.location.pathname !== path) {
+      try { window.history.replaceState(null, '', path); } catch (_) { /* ignore */ }
+    }
+    applyState(st, true);
+  }
+
+  function showJoinError(message, field) {
+    els.joinError.textContent = capital(message);
+    els.joinError.hidden = false;
+    if (field) {
+      field.setAttribute('aria-invalid', 'true');
+      field.focus();
+    }
+  }
+
+  async function rejoin() {
+    if (!S.token || !S.code) return;
+    const resp = await call('rejoin', { code: S.code, player_token: S.token });
+    if (resp.ok) {
+      S.playerId = resp.player_id ?? (resp.state && resp.state.player_id) ?? S.playerId;
+      applyState(resp.state || {}, true);
+      return;
+    }
+    if (resp.network) {
+      toast(resp.error);
+      return; // the next connect event tries again
+    }
+    // The token is no good any more (room closed, player removed, ...): start over.
+    store('local', tokenKey(S.code), null);
+    S.token = null;
+    showJoin(resp.error || 'Please join again.');
+  }
+
+  // ---------------------------------------------------------------- state
+
+  function applyState(st, personal) {
+    if (!st || typeof st !== 'object') return;
+    const prev = S.state;
+    const prevRound = prev && prev.round ? prev.round.index : null;
+    const round = st.round ? st.round.index : null;
+    if (personal) {
+      S.answered = !!st.answered;
+      S.myAnswer = st.my_answer || null;
+      if (st.feedback && st.feedback.round !== undefined) S.feedback[st.feedback.round] = st.feedback;
+      if (!S.answered) S.sentTokens = null;
+    } else if (round !== prevRound) {
+      S.answered = false;
+      S.myAnswer = null;
+      S.sentTokens = null;
+    }
+    if (st.nickname) S.nickname = st.nickname;
+    if (st.player_id !== undefined && st.player_id !== null) S.playerId = st.player_id;
+    S.state = { ...(prev || {}), ...st };
+    if (!personal) {
+      // room_state has no personal parts: do not let an old copy linger.
+      delete S.state.answered;
+      delete S.state.my_answer;
+      delete S.state.feedback;
+    }
+    render();
+  }
+
+  function myRow() {
+    const lb = S.state && Array.isArray(S.state.leaderboard) ? S.state.leaderboard : null;
+    if (!lb) return null;
+    return lb.find((r) => String(r.player_id) === String(S.playerId)) || null;
+  }
+
+  function latestFeedback() {
+    const keys = Object.keys(S.feedback).map(Number).sort((a, b) => b - a);
+    return keys.length ? S.feedback[keys[0]] : null;
+  }
+
+  function renderMeBar() {
+    const st = S.state || {};
+    els.meCode.textContent = st.code || S.code;
+    els.meName.textContent = S.nickname;
+    const row = myRow();
+    const fb = latestFeedback();
+    const total = row ? row.points : fb ? fb.total_points : null;
+    els.mePoints.hidden = total === null || total === undefined;
+    els.mePoints.textContent = total === null || total === undefined ? '' : `${total} pts`;
+  }
+
+  function render() {
+    const st = S.state;
+    if (!st) return;
+    renderMeBar();
+    if (st.status === 'failed') {
+      stopCountdown();
+      els.waitTitle.textContent = 'This room could not start';
+      els.waitCount.textContent = 'Your teacher will set up a new one.';
+      setScreen('wait');
+      return;
+    }
+    switch (st.phase) {
+      case 'lobby': {
+        stopCountdown();
+        els.waitTitle.textContent = `You're in, ${S.nickname}!`;
+        const n = Number(st.n_players) || 0;
+        els.waitCount.textContent = n > 1 ? `${n} players in the room` : '';
+        setScreen('wait');
+        break;
+      }
+      case 'answering':
+      case 'locked':
+        renderRound(st);
+        setScreen('round');
+        break;
+      case 'reveal':
+        stopCountdown();
+        renderFeedback(st);
+        setScreen('feedback');
+        break;
+      case 'finished':
+        stopCountdown();
+        renderFinished(st);
+        setScreen('finished');
+        break;
+      default:
+        setScreen('connecting');
+    }
+  }
+
+  // ---------------------------------------------------------------- a round
+
+  function defaultSpace(context) {
+    const ctx = Array.isArray(context) ? context : [];
+    if (!ctx.length) return false;
+    const last = String(ctx[ctx.length - 1]);
+    return !(last === '' || /\s$/.test(last));
+  }
+
+  function composeText() {
+    const text = (S.spaceOn ? ' ' : '') + els.input.value;
+    return text.length > 200 ? text.slice(0, 200) : text;
+  }
+
+  function setSpace(on) {
+    S.spaceOn = !!on;
+    els.spaceToggle.setAttribute('aria-pressed', S.spaceOn ? 'true' : 'false');
+    updateSlot();
+  }
+
+  function renderPrefix(context) {
+    const box = els.prefix;
+    box.textContent = '';
+    const p = el('p', 'prefix__text');
+    const ctx = Array.isArray(context) ? context.map(String) : [];
+    if (!ctx.length) p.appendChild(el('span', 'prefix__start', 'Start of the text →'));
+    ctx.forEach((t, i) => p.appendChild(el('span', `tok${i % 2 ? ' tok--b' : ''}`, t)));
+    const slot = el('span', 'slot');
+    slot.id = 's-slot';
+    slot.setAttribute('aria-hidden', 'true');
+    slot.append(el('span', 'slot__ghost'), el('span', 'slot__caret'));
+    p.appendChild(slot);
+    box.appendChild(p);
+    requestAnimationFrame(() => { box.scrollTop = box.scrollHeight; });
+  }
+
+  function updateSlot() {
+    const slot = document.getElementById('s-slot');
+    if (!slot) return;
+    const ghost = slot.querySelector('.slot__ghost');
+    const st = S.state;
+    let text = '';
+    if (S.answered && S.myAnswer && !S.myAnswer.skipped) text = S.myAnswer.text || '';
+    else if (st && st.phase === 'answering' && !S.answered && els.input.value) text = composeText();
+    if (!text) {
+      ghost.textContent = '';
+      slot.classList.remove('slot--typing');
+    } else {
+      renderTokenText(ghost, text);
+      slot.classList.add('slot--typing');
+    }
+  }
+
+  function renderRound(st) {
+    const round = st.round || {};
+    els.roundLabel.textContent = round.total ? `Round ${round.number} of ${round.total}` : `Round ${round.number || ''}`;
+    const fresh = S.shownRound !== round.index;
+    if (fresh) {
+      S.shownRound = round.index;
+      renderPrefix(round.context);
+      els.input.value = '';
+      els.guessError.hidden = true;
+      setSpace(defaultSpace(round.context));
+      S.shownAt = performance.now();
+    }
+    const answering = st.phase === 'answering';
+    const canAnswer = answering && !S.answered;
+    els.ask.hidden = !canAnswer;
+    els.sent.hidden = canAnswer;
+    setFormEnabled(canAnswer && !S.sending);
+    if (canAnswer) {
+      if (fresh) focusInput();
+    } else {
+      renderSent(st);
+    }
+    updateSlot();
+    if (answering) startCountdown(round);
+    else stopCountdown();
+  }
+
+  function renderSent(st) {
+    els.sentAnswer.textContent = '';
+    if (S.answered && S.myAnswer) {
+      if (S.myAnswer.skipped) {
+        els.sentAnswer.append('You chose “I don\u2019t know”.');
+      } else {
+        els.sentAnswer.append('Your answer: ');
+        const c = chip(S.myAnswer.text, 'chip--guess chip--lg');
+        c.id = 's-my-answer';
+        els.sentAnswer.append(c);
+        const toks = Array.isArray(S.sentTokens) ? S.sentTokens : [];
+        if (toks.length > 1) {
+          els.sentAnswer.append(el('span', 'muted small s-sent__note',
+            ` ${toks.length} tokens: only the first, “${toks[0].text.replace(/ /g, '␣')}”, is scored.`));
+        }
+      }
+    }
+    if (st.phase === 'locked') {
+      els.sentTitle.textContent = 'Answers are closed';
+      els.sentWait.textContent = S.answered ? 'Look at the big screen: the answer comes next.' : 'You did not answer this round. Look at the big screen.';
+    } else {
+      els.sentTitle.textContent = S.myAnswer && S.myAnswer.skipped ? 'Skipped' : 'Answer sent ✓';
+      els.sentWait.textContent = 'Waiting for the others…';
+    }
+  }
+
+  function setFormEnabled(on) {
+    els.input.readOnly = !on;
+    els.guessBtn.disabled = !on;
+    els.skipBtn.disabled = !on;
+    els.spaceToggle.disabled = !on;
+  }
+
+  function focusInput() {
+    // Focus only on devices with a real keyboard: on a phone, popping the keyboard over the text hides it.
+    if (window.matchMedia && window.matchMedia('(hover: none)').matches) return;
+    try { els.input.focus({ preventScroll: true }); } catch (_) { els.input.focus(); }
+  }
+
+  async function sendGuess(skip) {
+    const st = S.state;
+    if (!st || st.phase !== 'answering' || S.answered || S.sending || !st.round) return;
+    const typed = els.input.value;
+    if (!skip && !typed.trim()) {
+      els.guessError.textContent = 'Type a guess first, or tap “I don\u2019t know”.';
+      els.guessError.hidden = false;
+      els.input.focus();
+      return;
+    }
+    const roundIndex = st.round.index;
+    const payload = {
+      code: S.code,
+      round: roundIndex,
+      text: skip ? '' : composeText(),
+      skipped: !!skip,
+      client_key: clientKeyFor(roundIndex),
+      reaction_ms: Math.round(Math.max(0, performance.now() - S.shownAt) * 10) / 10,
+    };
+    S.sending = true;
+    els.guessError.hidden = true;
+    setFormEnabled(false);
+    const busyBtn = skip ? els.skipBtn : els.guessBtn;
+    busyBtn.classList.add('is-loading');
+    let resp = null;
+    for (let attempt = 0; attempt <= GUESS_RETRIES; attempt++) {
+      resp = await call('guess', payload);
+      // A lost answer is resent with the SAME client_key: the server stores it once.
+      if (resp.ok || !resp.network || attempt === GUESS_RETRIES) break;
+      await sleep(500 * (attempt + 1));
+    }
+    S.sending = false;
+    busyBtn.classList.remove('is-loading');
+    if (resp.ok) {
+      S.answered = true;
+      const ans = resp.answer || {};
+      S.myAnswer = { text: ans.text ?? payload.text, skipped: ans.skipped ?? payload.skipped };
+      S.sentTokens = Array.isArray(ans.tokens) ? ans.tokens : null;
+      if (S.state && S.state.round && S.state.round.index === roundIndex) render();
+      return;
+    }
+    els.guessError.textContent = capital(resp.error || 'The answer was not sent.');
+    els.guessError.hidden = false;
+    setFormEnabled(S.state && S.state.phase === 'answering' && !S.answered);
+  }
+
+  // ---------------------------------------------------------------- countdown
+
+  function stopCountdown() {
+    clearInterval(S.tick);
+    S.tick = 0;
+    els.countdown.hidden = true;
+  }
+
+  function startCountdown(round) {
+    const deadline = round && round.deadline ? Date.parse(round.deadline) : NaN;
+    if (Number.isNaN(deadline)) {
+      stopCountdown();
+      return;
+    }
+    if (S.tick && S.tickDeadline === deadline) return;
+    stopCountdown();
+    S.tickDeadline = deadline;
+    const update = () => {
+      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      els.countdown.textContent = `${left} s`;
+      els.countdown.classList.toggle('countdown--urgent', left <= 5);
+      if (left === 0) {
+        clearInterval(S.tick);
+        S.tick = 0;
+      }
+    };
+    els.countdown.hidden = false;
+    update();
+    S.tick = setInterval(update, 250);
+  }
+
+  // ---------------------------------------------------------------- feedback
+
+  function renderFeedback(st) {
+    const round = st.round || {};
+    const fb = S.feedback[round.index];
+    els.feedback.hidden = !fb;
+    els.fbNone.hidden = !!fb;
+    if (!fb) {
+      els.fbNoneText.textContent = S.answered
+        ? 'Your result is on its way…'
+        : 'You did not answer this round. The answer is on the big screen.';
+      return;
+    }
+    const skipped = !!fb.skipped;
+    const correct = !!fb.correct && !skipped;
+    const card = els.feedback;
+    card.classList.remove('is-ok', 'is-bad', 'is-skip');
+    card.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
+    els.fbMark.textContent = correct ? '✓' : skipped ? '–' : '✗';
+    els.fbTitle.textContent = correct ? 'Correct!' : skipped ? 'Skipped' : 'Not quite';
+    els.fbRound.textContent = round.total ? `Round ${round.number} of ${round.total}` : '';
+
+    els.fbYour.textContent = '';
+    if (skipped) {
+      els.fbYour.append(el('span', 'muted', 'I don\u2019t know'));
+    } else {
+      const yours = fb.your_text ?? '';
+      const c = chip(yours, correct ? 'chip--ok chip--lg' : 'chip--guess chip--lg');
+      c.id = 'fb-your-chip';
+      els.fbYour.append(c);
+      const first = fb.your_token ? tokenText(fb.your_token) : null;
+      if (first !== null && first !== yours) {
+        els.fbYour.append(el('span', 'muted small fb-first', ' first token '), chip(first, 'chip--inline'));
+      }
+    }
+    els.fbTarget.textContent = '';
+    const tc = chip(tokenText(fb.target), 'chip--target chip--lg');
+    tc.id = 'fb-target-chip';
+    els.fbTarget.append(tc);
+
+    els.fbModelRow.hidden = skipped;
+    if (!skipped) {
+      const known = fb.model_prob !== null && fb.model_prob !== undefined;
+      els.fbModel.textContent = known
+        ? `${pct(fb.model_prob)}${fb.model_rank ? ` (rank ${fb.model_rank})` : ''}`
+        : 'very little (not in its top list)';
+    }
+    els.fbTop1.textContent = '';
+    const top1Right = tokenText(fb.model_top1) === tokenText(fb.target);
+    els.fbTop1.append(chip(tokenText(fb.model_top1), top1Right ? 'chip--ok' : 'chip--model'),
+      el('span', top1Right ? 'fb-ok' : 'fb-bad', top1Right ? ' ✓ right' : ' ✗ wrong'));
+
+    els.fbPoints.textContent = `+${Number(fb.points) || 0}`;
+    els.fbTotal.textContent = String(fb.total_points ?? 0);
+    els.fbRank.textContent = fb.rank ? String(fb.rank) : '–';
+    els.fbRankLabel.textContent = fb.n_players ? `rank of ${fb.n_players}` : 'rank';
+    const share = fb.class_share_of_target;
+    els.fbClass.textContent = share === null || share === undefined
+      ? ''
+      : `${wholePct(share)} of the class found the true token.`;
+  }
+
+  // ---------------------------------------------------------------- finished
+
+  function renderFinished(st) {
+    const row = myRow();
+    const fb = latestFeedback();
+    els.endTitle.textContent = S.nickname ? `Thanks for playing, ${S.nickname}!` : 'Thanks for playing!';
+    const points = row ? row.points : fb ? fb.total_points : 0;
+    els.endPoints.textContent = String(points ?? 0);
+    const rank = row ? row.rank : fb ? fb.rank : null;
+    const n = fb && fb.n_players ? fb.n_players : (Number(st.n_players) || null);
+    els.endRank.textContent = rank ? String(rank) : '–';
+    els.endRankLabel.textContent = n ? `rank of ${n}` : 'rank';
+    els.endCorrect.textContent = row ? `${row.correct}/${row.answered}` : '–';
+    const s = st.summary || {};
+    els.endClass.textContent = wholePct(s.class_accuracy);
+    els.endModel.textContent = wholePct(s.model_accuracy);
+    const rounds = Array.isArray(s.rounds) ? s.rounds.length : 0;
+    els.endNote.textContent = rounds
+      ? `Over ${rounds} round${rounds === 1 ? '' : 's'} and ${s.n_answers ?? 0} answers from ${s.n_players ?? 0} players. `
+        + `The class's most common answer was right in ${wholePct(s.plurality_accuracy)} of the rounds. Model: ${modelName}.`
+      : '';
+  }
+
+  // ---------------------------------------------------------------- events
+
+  els.joinForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    join();
+  });
+  els.joinCode.addEventListener('input', () => {
+    const pos = els.joinCode.selectionStart;
+    els.joinCode.value = els.joinCode.value.toUpperCase();
+    try { els.joinCode.setSelectionRange(pos, pos); } catch (_) { /* ignore */ }
+    els.joinCode.removeAttribute('aria-invalid');
+  });
+  els.joinName.addEventListener('input', () => els.joinName.removeAttribute('aria-invalid'));
+
+  els.form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendGuess(false);
+  });
+  els.skipBtn.addEventListener('click', () => sendGuess(true));
+  els.spaceToggle.addEventListener('click', () => {
+    setSpace(!S.spaceOn);
+    els.input.focus();
+  });
+  els.input.addEventListener('input', () => {
+    els.guessError.hidden = true;
+    updateSlot();
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyS' || e.key === 's' || e.key === 'S')) {
+      if (S.state && S.state.phase === 'answering' && !S.answered) {
+        e.preventDefault();
+        setSpace(!S.spaceOn);
+      }
+    }
+  });
+  els.toastClose.addEventListener('click', () => { els.toast.hidden = true; });
+  els.rejoinBtn.addEventListener('click', () => showJoin(''));
+
+  // ---------------------------------------------------------------- connection
+
+  let socket = null;
+  if (typeof window.io !== 'function') {
+    showJoin('The live connection could not start (the Socket.IO script did not load). Reload the page.');
+    els.joinBtn.disabled = true;
+    return;
+  }
+
+  if (S.code) S.token = load('local', tokenKey(S.code));
+  if (S.token) setScreen('connecting');
+  else showJoin('');
+
+  socket = window.io({ reconnectionDelayMax: 4000 });
+  socket.on('connect', () => {
+    els.conn.hidden = true;
+    if (S.token) rejoin();
+  });
+  socket.on('disconnect', () => { if (S.token) els.conn.hidden = false; });
+  socket.on('connect_error', () => { if (S.token) els.conn.hidden = false; });
+  socket.on('room_state', (st) => {
+    if (!S.token || !st || (st.code && normalizeCode(st.code) !== S.code)) return;
+    applyState(st, false);
+  });
+  socket.on('feedback', (fb) => {
+    if (!fb || fb.round === undefined) return;
+    S.feedback[fb.round] = fb;
+    if (S.state && S.state.phase === 'reveal' && S.state.round && S.state.round.index === fb.round) render();
+    else renderMeBar();
+  });
+  socket.on('removed', (msg) => {
+    store('local', tokenKey(S.code), null);
+    S.token = null;
+    S.state = null;
+    stopCountdown();
+    els.removedText.textContent = (msg && msg.message) || 'The teacher removed you from the room.';
+    setScreen('removed');
+  });
+  socket.on('room_error', (e) => {
+    // The join form shows its own errors inline.
+    if (e && (e.event === 'join' || e.event === 'rejoin')) return;
+    if (e && e.event === 'guess' && !els.guessError.hidden) return;
+    toast(e && e.message);
+  });
+})();

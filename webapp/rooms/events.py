@@ -1,0 +1,259 @@
+"""Socket.IO events of classroom rooms. Thin: check the payload, call service.py, broadcast.
+
+Socket.IO rooms used for broadcasts: `host:<CODE>` (the projector), `room:<CODE>` (every
+student) and `player:<seat id>` (one student). With SOCKETIO_MESSAGE_QUEUE set, emits travel
+through the queue, so a host connected to one server process hears students on another.
+
+Every event answers with an acknowledgement {"ok": true, ...} or {"ok": false, "error": ...};
+a refused event also emits `room_error` to the sender, stores nothing (the session is rolled
+back) and leaves the connection usable. The protocol is documented in docs/rooms-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from flask import current_app, request
+from flask_socketio import emit, join_room
+
+from ..extensions import db, socketio
+from ..lm import load_tokenizer
+from ..models import Room, RoomPlayer
+from . import service
+from .state import Phase, RoomRuleError
+
+MAX_PAYLOAD_BYTES = 4096
+
+
+@dataclass
+class Connection:
+    """Who is on the other end of one Socket.IO connection (kept in this process's memory: a
+    connection always stays on the process it was opened on)."""
+
+    room_id: int
+    code: str
+    role: str  # host | student
+    seat_id: int | None = None
+
+
+_connections: dict[str, Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def _tokenizer():
+    return load_tokenizer(current_app.config["MODEL"])
+
+
+def grace_seconds() -> int:
+    return current_app.config["ROOM_GRACE_SECONDS"]
+
+
+# ------------------------------------------------------------------------------ broadcasting
+
+
+def broadcast_state(room: Room, *, students: bool = True, with_feedback: bool = False) -> None:
+    """Send the host its full state and (optionally) every student the public state."""
+    session, tokenizer = db.session, _tokenizer()
+    socketio.emit(
+        "host_state", service.host_state(session, room, tokenizer, room.join_url),
+        to=f"host:{room.code}",
+    )
+    if students:
+        socketio.emit("room_state", service.public_state(session, room), to=f"room:{room.code}")
+    if with_feedback:
+        for seat_id, payload in service.feedback(session, room, tokenizer).items():
+            socketio.emit("feedback", payload, to=f"player:{seat_id}")
+
+
+def broadcast_answers(room: Room) -> None:
+    socketio.emit(
+        "answers", service.answers_view(db.session, room, _tokenizer()), to=f"host:{room.code}"
+    )
+
+
+# ------------------------------------------------------------------------------ event plumbing
+
+
+def _payload(raw: Any) -> dict:
+    if not isinstance(raw, dict):
+        raise RoomRuleError("send one JSON object with the event")
+    try:
+        size = len(json.dumps(raw))
+    except (TypeError, ValueError):
+        raise RoomRuleError("the payload is not plain JSON") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise RoomRuleError(f"the payload is too large ({size} bytes; at most {MAX_PAYLOAD_BYTES})")
+    return raw
+
+
+def room_event(name: str) -> Callable:
+    """Register a handler; turn rule violations and crashes into an error reply, never a 500."""
+
+    def decorate(fn: Callable[[dict], dict | None]) -> Callable:
+        def handler(raw: Any = None, *_extra: Any) -> dict:
+            try:
+                return {"ok": True, **(fn(_payload(raw)) or {})}
+            except RoomRuleError as exc:
+                db.session.rollback()
+                message = exc.message
+            except Exception:  # a bug: log it, tell the user nothing was stored
+                current_app.logger.exception("room event %s failed", name)
+                db.session.rollback()
+                message = "something went wrong on the server; nothing was stored"
+            finally:
+                db.session.remove()
+            emit("room_error", {"event": name, "message": message})
+            return {"ok": False, "error": message}
+
+        socketio.on_event(name, handler)
+        return fn
+
+    return decorate
+
+
+def _room_of(data: dict) -> Room:
+    return service.get_room(db.session, data.get("code"))
+
+
+def _hosted_room(data: dict) -> Room:
+    room = _room_of(data)
+    conn = _connections.get(request.sid)
+    if conn is None or conn.role != "host" or conn.room_id != room.id:
+        raise RoomRuleError("only the host of this room can do that")
+    return room
+
+
+def _remember(conn: Connection) -> None:
+    with _connections_lock:
+        _connections[request.sid] = conn
+
+
+# ------------------------------------------------------------------------------ host events
+
+
+@room_event("host_join")
+def host_join(data: dict) -> dict:
+    room = _room_of(data)
+    service.check_host(room, data.get("host_token"))
+    join_room(f"host:{room.code}")
+    _remember(Connection(room.id, room.code, "host"))
+    return {"state": service.host_state(db.session, room, _tokenizer(), room.join_url)}
+
+
+@room_event("host_action")
+def host_action(data: dict) -> dict:
+    room = _hosted_room(data)
+    phase = service.apply_action(db.session, room, data.get("action"))
+    broadcast_state(room, with_feedback=phase == Phase.REVEAL)
+    if phase == Phase.ANSWERING and room.deadline is not None:
+        socketio.start_background_task(
+            _lock_when_due, current_app._get_current_object(), room.code, room.round_index,
+            service._aware(room.deadline),
+        )
+    return {"phase": phase.value}
+
+
+@room_event("host_settings")
+def host_settings(data: dict) -> dict:
+    room = _hosted_room(data)
+    service.update_settings(db.session, room, data)
+    broadcast_state(room, students="show_leaderboard" in data)
+    return {}
+
+
+@room_event("host_remove")
+def host_remove(data: dict) -> dict:
+    room = _hosted_room(data)
+    seat = service.remove_player(db.session, room, data.get("player_id"))
+    socketio.emit(
+        "removed", {"message": "The host removed you from this room."}, to=f"player:{seat.id}"
+    )
+    broadcast_state(room)
+    return {}
+
+
+def _lock_when_due(app, code: str, round_index: int, deadline: datetime) -> None:
+    """The round timer: lock the round at its deadline unless the host already moved on."""
+    socketio.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 0.05)
+    with app.app_context():
+        try:
+            room = service.get_room(db.session, code)
+            if room.phase == Phase.ANSWERING.value and room.round_index == round_index:
+                service.apply_action(db.session, room, "lock")
+                broadcast_state(room)
+        except RoomRuleError:
+            db.session.rollback()  # the host (or another worker) locked first
+        finally:
+            db.session.remove()
+
+
+# ---------------------------------------------------------------------------- student events
+
+
+def _seat_joined(room: Room, seat: RoomPlayer) -> dict:
+    join_room(f"room:{room.code}")
+    join_room(f"player:{seat.id}")
+    _remember(Connection(room.id, room.code, "student", seat.id))
+    broadcast_state(room, students=False)  # the host's player list
+    return service.student_state(db.session, room, seat, _tokenizer())
+
+
+@room_event("join")
+def join(data: dict) -> dict:
+    room = _room_of(data)
+    seat, token = service.join(db.session, room, data.get("nickname"), grace_seconds())
+    state = _seat_joined(room, seat)
+    return {"player_token": token, "player_id": seat.id, "state": state}
+
+
+@room_event("rejoin")
+def rejoin(data: dict) -> dict:
+    room = _room_of(data)
+    seat = service.rejoin(db.session, room, data.get("player_token"), grace_seconds())
+    return {"player_id": seat.id, "state": _seat_joined(room, seat)}
+
+
+@room_event("guess")
+def guess(data: dict) -> dict:
+    received_at = datetime.now(timezone.utc)
+    room = _room_of(data)
+    conn = _connections.get(request.sid)
+    if conn is None or conn.role != "student" or conn.room_id != room.id:
+        raise RoomRuleError("join the room before answering")
+    seat = db.session.get(RoomPlayer, conn.seat_id)
+    tokenizer = _tokenizer()
+    stored, duplicate = service.submit_guess(
+        db.session, room, seat, round_index=data.get("round"), text=data.get("text"),
+        skipped=data.get("skipped", False), client_key=data.get("client_key"),
+        reaction_ms=data.get("reaction_ms"), tokenizer=tokenizer,
+        max_chars=current_app.config["MAX_GUESS_CHARS"], received_at=received_at,
+    )
+    if not duplicate:
+        broadcast_answers(room)
+    return {
+        "duplicate": duplicate,
+        "answer": {
+            "text": stored.raw_text, "skipped": stored.skipped,
+            "tokens": [{"id": t, "text": service.game.token_view(t, tokenizer)["text"]}
+                       for t in stored.token_ids],
+        },
+    }
+
+
+@socketio.on("disconnect")
+def disconnect(*_args: Any) -> None:
+    with _connections_lock:
+        conn = _connections.pop(request.sid, None)
+    if conn is None or conn.role != "student":
+        return
+    try:
+        service.set_disconnected(db.session, conn.seat_id)
+        room = db.session.get(Room, conn.room_id)
+        if room is not None:
+            broadcast_state(room, students=False)
+    finally:
+        db.session.remove()

@@ -1,0 +1,186 @@
+"""HTTP side of classroom rooms: the set-up, host and student pages, room creation, the QR code.
+
+Creating a room from the teacher's own prompts returns at once with status "preparing"; the
+prompts are scored in a background task and the host page hears `host_state` when they are ready
+(or failed). The live game itself runs over Socket.IO (events.py).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+from flask import abort, current_app, jsonify, render_template, request, url_for
+from sqlalchemy import func, select
+
+from .. import game
+from ..api import error, field, json_body, model_display_name
+from ..extensions import db, socketio
+from ..lm import load_tokenizer
+from ..models import Corpus, Document, Room, ScoredDocument
+from . import bp, service
+from .prompts import parse_prompts, prompt_model, score_prompt_documents, store_prompts
+from .state import RoomRuleError, normalize_join_code
+
+DEFAULT_ROUNDS = 5
+
+
+def _base_url() -> str:
+    return (current_app.config.get("PUBLIC_URL") or request.host_url).rstrip("/")
+
+
+def _room_or_404(code: str) -> Room:
+    try:
+        room = db.session.scalar(select(Room).where(Room.code == normalize_join_code(code)))
+    except RoomRuleError:
+        room = None
+    if room is None:
+        abort(404, description=f"there is no room {code!r}")
+    return room
+
+
+# -------------------------------------------------------------------------------------- pages
+
+
+@bp.get("/rooms/new")
+def new_room_page():
+    model = game.active_model(db.session, current_app.config["MODEL"])
+    corpora = []
+    if model is not None:
+        scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
+        rows = db.session.execute(
+            select(Corpus.name, func.count(Document.id))
+            .join(Document, Document.corpus_id == Corpus.id)
+            .where(Corpus.purpose == "game", Document.id.in_(scored))
+            .group_by(Corpus.name)
+            .order_by(Corpus.name)
+        ).all()
+        corpora = [{"name": name, "n_scored_documents": n} for name, n in rows]
+    return render_template(
+        "rooms/new.html", corpora=corpora, model_name=model_display_name(),
+        default_rounds=DEFAULT_ROUNDS,
+    )
+
+
+@bp.get("/rooms/<code>/host")
+def host_page(code: str):
+    room = _room_or_404(code)
+    return render_template(
+        "rooms/host.html", code=room.code, join_url=room.join_url, model_name=model_display_name()
+    )
+
+
+@bp.get("/join")
+@bp.get("/join/<code>")
+def student_page(code: str = ""):
+    return render_template(
+        "rooms/student.html", code=code.strip().upper()[:12], model_name=model_display_name()
+    )
+
+
+@bp.get("/rooms/<code>/qr.svg")
+def qr_code(code: str):
+    """The join URL as a QR code, in SVG so it stays sharp on a projector."""
+    import qrcode
+    import qrcode.image.svg
+
+    room = _room_or_404(code)
+    image = qrcode.make(room.join_url, image_factory=qrcode.image.svg.SvgPathImage, border=2)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return current_app.response_class(buffer.getvalue(), mimetype="image/svg+xml")
+
+
+# ---------------------------------------------------------------------------------------- API
+
+
+@bp.get("/api/rooms/<code>")
+def room_info(code: str):
+    room = _room_or_404(code)
+    n_players = len(service.active_players(db.session, room))
+    return jsonify(code=room.code, phase=room.phase, status=room.status, n_players=n_players)
+
+
+@bp.post("/api/rooms")
+def create_room():
+    body = json_body()
+    source = field(body, "source", str)
+    show_histogram = field(body, "show_histogram", bool, required=False, default=True)
+    show_leaderboard = field(body, "show_leaderboard", bool, required=False, default=True)
+    try:
+        timer = service.check_timer(body.get("timer_seconds"))
+        if source == "corpus":
+            room, token = _room_from_corpus(body, timer, show_histogram, show_leaderboard)
+        elif source == "prompts":
+            room, token = _room_from_prompts(body, timer, show_histogram, show_leaderboard)
+        else:
+            return error("source must be 'corpus' or 'prompts'", 400)
+    except RoomRuleError as exc:
+        db.session.rollback()
+        return error(exc.message, 400)
+    return jsonify(
+        code=room.code, host_token=token, status=room.status, join_url=room.join_url,
+        host_url=url_for("rooms.host_page", code=room.code),
+    ), 201
+
+
+def _room_from_corpus(body: dict, timer, show_histogram: bool, show_leaderboard: bool):
+    corpus = field(body, "corpus", str)
+    rounds = field(body, "rounds", int, required=False, default=DEFAULT_ROUNDS)
+    if not 1 <= rounds <= service.MAX_ROUNDS:
+        raise RoomRuleError(f"rounds must be between 1 and {service.MAX_ROUNDS}")
+    model = game.active_model(db.session, current_app.config["MODEL"])
+    if model is None:
+        abort(503, description="no passages are scored yet: run `humanlm score` (or `make run`)")
+    items = service.pick_corpus_items(db.session, model, corpus, rounds, random.SystemRandom())
+    room, token = service.create_room(
+        db.session, items=items, source="corpus", corpus_name=corpus, model_id=model.id,
+        timer_seconds=timer, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
+    )
+    _set_join_url(room)
+    return room, token
+
+
+def _room_from_prompts(body: dict, timer, show_histogram: bool, show_leaderboard: bool):
+    text = field(body, "prompts", str)
+    tokenizer = load_tokenizer(current_app.config["MODEL"])
+    items = store_prompts(db.session, parse_prompts(text), tokenizer)
+    room, token = service.create_room(
+        db.session, items=items, source="prompts", corpus_name="", model_id=None,
+        timer_seconds=timer, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
+        status="preparing",
+    )
+    _set_join_url(room)
+    socketio.start_background_task(
+        _prepare_prompts, current_app._get_current_object(), room.id,
+        sorted({item.document_id for item in items}),
+    )
+    return room, token
+
+
+def _set_join_url(room: Room) -> None:
+    room.join_url = f"{_base_url()}/join/{room.code}"
+    db.session.commit()
+
+
+def _prepare_prompts(app, room_id: int, document_ids: list[int]) -> None:
+    """Background task: score the prompts, mark the room ready (or failed), tell the host."""
+    from .events import broadcast_state
+
+    with app.app_context():
+        session = db.new_session()
+        try:
+            model = prompt_model(app.config["MODEL"], app.config["N_THREADS"])
+            model_id = score_prompt_documents(session, model, app.config["TOP_K"], document_ids)
+            service.mark_ready(session, room_id, model_id)
+        except Exception as exc:  # any failure is shown to the host, not lost in a log
+            app.logger.exception("scoring room prompts failed")
+            session.rollback()
+            service.mark_failed(session, room_id, f"the model could not score the prompts ({exc})")
+        finally:
+            session.close()
+        try:
+            room = db.session.get(Room, room_id)
+            broadcast_state(room, students=True)
+        finally:
+            db.session.remove()
