@@ -50,6 +50,7 @@ def _config(path: Path) -> dict:
     return {
         "DATABASE_URL": f"sqlite:///{path}", "TESTING": True, "SECRET_KEY": "test",
         "MODEL": MODEL_SPEC, "MAX_DOCUMENT_TOKENS": TEST_MAX_TOKENS, "TOP_K": 64,
+        "ROOM_ANSWER_BATCH_MS": 0,  # answers reach the host inline; test_rooms_events tests batching
     }
 
 

@@ -454,3 +454,22 @@ def test_timer_locks_the_round_and_late_answers_are_refused(scored_app, client, 
         pytest.fail("the timer did not lock the round")
     ack = guess(sock, code, " late", "tim-key-0001")
     assert not ack["ok"] and "closed" in ack["error"]
+
+
+def test_answers_arriving_together_reach_the_host_batched_and_none_is_left_out(scored_app, client):
+    scored_app.config["ROOM_ANSWER_BATCH_MS"] = 200
+    room = create_room(client)
+    code = room["code"]
+    host, _ = host_of(scored_app, room)
+    socks = [student(scored_app, code, f"B{i}")[0] for i in range(6)]
+    act(host, code, "start")
+    for i, sock in enumerate(socks):
+        assert guess(sock, code, " tea", f"batch-key-{i:03d}")["ok"]
+    received: list[dict] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (received and received[-1]["answered"] == 6):
+        received += events(host, "answers")
+        time.sleep(0.05)
+    assert received and received[-1]["answered"] == 6
+    assert len(received) < 6  # batched: fewer updates than answers
+    assert received[-1]["histogram"][0]["count"] == 6

@@ -96,6 +96,11 @@ SETTINGS: tuple[Setting, ...] = (
         "How long a student who dropped out of a room keeps their seat and nickname.",
     ),
     Setting(
+        "ROOM_ANSWER_BATCH_MS", "HUMANLM_ROOM_ANSWER_BATCH_MS", 25, int,
+        "Answers arriving within this many milliseconds reach the host's live count together "
+        "(0 = one update per answer).",
+    ),
+    Setting(
         "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
         "Echo every SQL statement (debugging).",
     ),

@@ -6,6 +6,8 @@ import, scoring) can use a session without a Flask app.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 from flask_socketio import SocketIO
@@ -21,6 +23,7 @@ class Database:
         self.url: str | None = None
         self._factory = sessionmaker(expire_on_commit=False)
         self.session = scoped_session(self._factory)
+        self._sqlite_write_lock = threading.Lock()
 
     def configure(self, url: str, echo: bool = False) -> Engine:
         if self.engine is not None and self.url == url:
@@ -46,6 +49,17 @@ class Database:
         if self.engine is not None:
             self.engine.dispose()
         self.engine, self.url = None, None
+
+    def write_lock(self) -> contextlib.AbstractContextManager:
+        """Serialise this process's short write transactions on SQLite; a no-op elsewhere.
+
+        Why: SQLite allows one writer at a time and makes the others sleep-and-retry with growing
+        back-off, so a burst of concurrent writes (a class answering at once) spends most of its
+        time asleep. Queuing on a Python lock instead hands the database over immediately.
+        """
+        if self.url is not None and self.url.startswith("sqlite"):
+            return self._sqlite_write_lock
+        return contextlib.nullcontext()
 
     def new_session(self) -> Session:
         """A session not tied to the current thread (background jobs, CLI loops)."""

@@ -75,6 +75,45 @@ def broadcast_answers(room: Room) -> None:
     )
 
 
+_answers_pending: set[str] = set()
+_answers_lock = threading.Lock()
+
+
+def schedule_answers(room: Room) -> None:
+    """Tell the host about new answers, batching those that arrive together.
+
+    Why: when a whole class answers within a second, recounting and re-sending the host's view
+    once per answer makes the last answers wait behind hundreds of recounts. Instead one update
+    per room is pending at a time; it clears its flag *before* counting, so an answer committed
+    before the count is in it, and an answer committed after the flag was cleared schedules the
+    next update: none is ever left out. ROOM_ANSWER_BATCH_MS = 0 sends at once, inline.
+    """
+    batch_ms = current_app.config["ROOM_ANSWER_BATCH_MS"]
+    if batch_ms <= 0:
+        broadcast_answers(room)
+        return
+    with _answers_lock:
+        if room.code in _answers_pending:
+            return
+        _answers_pending.add(room.code)
+    socketio.start_background_task(
+        _send_batched_answers, current_app._get_current_object(), room.code, batch_ms / 1000
+    )
+
+
+def _send_batched_answers(app, code: str, delay: float) -> None:
+    socketio.sleep(delay)
+    with _answers_lock:
+        _answers_pending.discard(code)
+    with app.app_context():
+        try:
+            broadcast_answers(service.get_room(db.session, code))
+        except Exception:
+            app.logger.exception("sending the answer count of room %s failed", code)
+        finally:
+            db.session.remove()
+
+
 # ------------------------------------------------------------------------------ event plumbing
 
 
@@ -226,14 +265,15 @@ def guess(data: dict) -> dict:
         raise RoomRuleError("join the room before answering")
     seat = db.session.get(RoomPlayer, conn.seat_id)
     tokenizer = _tokenizer()
-    stored, duplicate = service.submit_guess(
-        db.session, room, seat, round_index=data.get("round"), text=data.get("text"),
-        skipped=data.get("skipped", False), client_key=data.get("client_key"),
-        reaction_ms=data.get("reaction_ms"), tokenizer=tokenizer,
-        max_chars=current_app.config["MAX_GUESS_CHARS"], received_at=received_at,
-    )
+    with db.write_lock():
+        stored, duplicate = service.submit_guess(
+            db.session, room, seat, round_index=data.get("round"), text=data.get("text"),
+            skipped=data.get("skipped", False), client_key=data.get("client_key"),
+            reaction_ms=data.get("reaction_ms"), tokenizer=tokenizer,
+            max_chars=current_app.config["MAX_GUESS_CHARS"], received_at=received_at,
+        )
     if not duplicate:
-        broadcast_answers(room)
+        schedule_answers(room)
     return {
         "duplicate": duplicate,
         "answer": {
