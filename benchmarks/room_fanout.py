@@ -11,7 +11,9 @@ Baseline, measured in the same run on the same server and connections: the ackno
 round trip of an event the server refuses after one database lookup (a student asking to lock
 the room). The ratio p99 / baseline p50 says how much the fan-out adds to a bare round trip.
 
-    .venv/bin/python benchmarks/room_fanout.py [--students 50 200] [--spread 2 0] [--rounds 1]
+    .venv/bin/python benchmarks/room_fanout.py [--students 50 200] [--spread 5 0] [--rounds 1]
+    .venv/bin/python benchmarks/room_fanout.py --workers 2 --queue redis://127.0.0.1:6379/0 \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/humanlm_bench
 """
 
 from __future__ import annotations
@@ -105,12 +107,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def run_round(url: str, n: int, spread: float, timeout: float, rng: random.Random,
-                    server_pid: int) -> dict:
+async def run_round(urls: list[str], n: int, spread: float, timeout: float, rng: random.Random,
+                    server_pids: list[int]) -> dict:
     import psutil
     import socketio
 
-    server = psutil.Process(server_pid)
+    url = urls[0]  # the host's server; students are spread over all of them
+    servers = [psutil.Process(pid) for pid in server_pids]
 
     room = create_room(url)
     code = room["code"]
@@ -136,7 +139,10 @@ async def run_round(url: str, n: int, spread: float, timeout: float, rng: random
         for i in range(start, min(n, start + 25)):
             sio = socketio.AsyncClient(reconnection=False)
             batch.append(sio)
-        await asyncio.gather(*(s.connect(url, transports=["websocket"]) for s in batch))
+        await asyncio.gather(*(
+            s.connect(urls[(start + j) % len(urls)], transports=["websocket"])
+            for j, s in enumerate(batch)
+        ))
         acks = await asyncio.gather(*(
             s.call("join", {"code": code, "nickname": f"s{start + j}"}, timeout=30)
             for j, s in enumerate(batch)
@@ -166,14 +172,14 @@ async def run_round(url: str, n: int, spread: float, timeout: float, rng: random
         ack_ok += bool(reply.get("ok"))
 
     started = time.perf_counter()
-    cpu_before = sum(server.cpu_times()[:2])
+    cpu_before = sum(sum(p.cpu_times()[:2]) for p in servers)
     await asyncio.wait_for(asyncio.gather(*(answer(s, pid, i) for i, (s, pid) in enumerate(students))), timeout)
     try:
         await asyncio.wait_for(all_seen.wait(), timeout)
     except asyncio.TimeoutError:
         pass
     wall = time.perf_counter() - started
-    server_cpu = sum(server.cpu_times()[:2]) - cpu_before
+    server_cpu = sum(sum(p.cpu_times()[:2]) for p in servers) - cpu_before
     latencies = [seen_at[pid] - sent_at[pid] for pid in sent_at if pid in seen_at]
     for s, _ in students:
         await s.disconnect()
@@ -217,20 +223,25 @@ def stored_answers(database_url: str, code: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--students", type=int, nargs="+", default=[50, 200])
-    parser.add_argument("--spread", type=float, nargs="+", default=[2.0, 0.0],
+    parser.add_argument("--spread", type=float, nargs="+", default=[5.0, 0.0],
                         help="seconds over which the answers arrive (0 = all at once)")
     parser.add_argument("--rounds", type=int, default=1, help="repeats of each configuration")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     parser.add_argument("--queue", default=None, help="e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (>1 needs --database-url postgresql... and --queue)")
     args = parser.parse_args()
+    if args.workers > 1 and not (args.queue and args.database_url and "postgresql" in args.database_url):
+        parser.error("--workers > 1 needs --database-url postgresql+psycopg://... and --queue redis://...")
 
     tmp = Path(tempfile.mkdtemp(prefix="humanlm-fanout-"))
     database_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
     print(f"preparing {database_url} (one passage scored by the real model)...", flush=True)
     prepare_database(database_url)
-    proc, url = start_server(database_url, args.queue, tmp / "server.log")
-    print(f"server {url} (pid {proc.pid}), {os.cpu_count()} cores; log {tmp / 'server.log'}")
+    servers = [start_server(database_url, args.queue, tmp / f"server-{i}.log") for i in range(args.workers)]
+    urls = [url for _proc, url in servers]
+    print(f"{args.workers} server process(es) {', '.join(urls)}; {os.cpu_count()} cores; logs in {tmp}")
     rng = random.Random(7)
     header = (f"{'N':>4} {'spread':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
               f"{'base p50':>9} {'p99/base':>9} {'lost':>5} {'wall s':>7} {'srv cpu s':>9}")
@@ -239,7 +250,7 @@ def main() -> None:
         for n in args.students:
             for spread in args.spread:
                 for _ in range(args.rounds):
-                    r = asyncio.run(run_round(url, n, spread, args.timeout, rng, proc.pid))
+                    r = asyncio.run(run_round(urls, n, spread, args.timeout, rng, [p.pid for p, _ in servers]))
                     stored = stored_answers(database_url, r["code"])
                     lost = (n - min(r["seen_by_host"], stored))
                     print(f"{n:>4} {spread:>6.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
@@ -248,8 +259,9 @@ def main() -> None:
                           f"{r['server_cpu_s']:>9.2f}",
                           flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc, _url in servers:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import hashlib
 import math
 import random
 import secrets
+import threading
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
@@ -178,6 +180,65 @@ def mark_failed(session: Session, room_id: int, message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- finding things
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What answering needs of an item and its prediction; both never change once scored."""
+
+    token_id: int
+    top_k: tuple
+
+
+class _FactCache:
+    """A small per-process cache of immutable rows, so an answer costs fewer queries."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._values: dict = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, load):
+        value = self._values.get(key)
+        if value is None:
+            value = load()
+            with self._lock:
+                if len(self._values) >= self._size:
+                    self._values.clear()
+                self._values[key] = value
+        return value
+
+
+_round_items = _FactCache()
+_item_facts = _FactCache()
+
+
+def round_item_id(session: Session, room_id: int, index: int) -> int:
+    """The item asked in round `index` of a room (planned at creation, never changed)."""
+    return _round_items.get(
+        (_database(session), room_id, index),
+        lambda: session.scalar(
+            select(RoomRound.item_id).where(RoomRound.room_id == room_id, RoomRound.index == index)
+        ),
+    )
+
+
+def item_facts(session: Session, item_id: int, model_id: int) -> ItemFacts:
+    def load() -> ItemFacts:
+        token_id, top_k = session.execute(
+            select(Item.token_id, Prediction.top_k)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(Item.id == item_id, Prediction.model_id == model_id)
+        ).one()
+        return ItemFacts(token_id, tuple(tuple(e) for e in top_k))
+
+    return _item_facts.get((_database(session), item_id, model_id), load)
+
+
+def _database(session: Session) -> str:
+    """Part of every cache key: ids are only unique within one database (tests use many)."""
+    return str(session.get_bind().url)
+
 
 
 def get_room(session: Session, code: object) -> Room:
@@ -385,7 +446,15 @@ def submit_guess(
     if seat.removed:
         raise RoomRuleError("the host removed you from this room")
 
-    existing = session.scalar(select(Guess).where(Guess.client_key == client_key))
+    item_id = round_item_id(session, room.id, room.round_index)
+    # One query finds both a resent answer (same client_key) and an earlier answer this round.
+    earlier = session.scalars(
+        select(Guess).where(
+            (Guess.client_key == client_key)
+            | ((Guess.room_id == room.id) & (Guess.player_id == seat.player_id) & (Guess.item_id == item_id))
+        )
+    ).all()
+    existing = next((g for g in earlier if g.client_key == client_key), None)
     if existing is not None:
         if existing.player_id != seat.player_id or existing.room_id != room.id:
             raise RoomRuleError("client_key was already used for another answer")
@@ -397,20 +466,13 @@ def submit_guess(
     deadline = _aware(room.deadline)
     if deadline is not None and received_at > deadline:
         raise RoomRuleError("time is up for this round")
-    rnd = current_round(room)
-    item = rnd.item
-    previous = session.scalar(
-        select(Guess).where(
-            Guess.room_id == room.id, Guess.player_id == seat.player_id, Guess.item_id == item.id
-        )
-    )
-    if previous is not None:
+    if earlier:
         raise RoomRuleError("you already answered this round")
-    prediction = game.prediction_for(session, item.id, room.model_id)
-    match = game.match_guess(text if not skipped else "", item.token_id, tokenizer, skipped)
-    logprob, rank = game.model_view_of_token(prediction, match.first_token_id)
+    facts = item_facts(session, item_id, room.model_id)
+    match = game.match_guess(text if not skipped else "", facts.token_id, tokenizer, skipped)
+    logprob, rank = game.model_view_of_token(facts, match.first_token_id)
     guess = Guess(
-        client_key=client_key, player_id=seat.player_id, item_id=item.id, model_id=room.model_id,
+        client_key=client_key, player_id=seat.player_id, item_id=item_id, model_id=room.model_id,
         raw_text="" if skipped else text, token_ids=match.token_ids,
         first_token_id=match.first_token_id, multi_token=match.multi_token, skipped=skipped,
         is_correct=match.correct, match_rule=match.match_rule,
