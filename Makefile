@@ -38,6 +38,7 @@ lint:
 
 bench: install ## benchmarks (slow; print ratios against a baseline measured in the same run)
 	$(BIN)/python benchmarks/score_throughput.py
+	$(BIN)/python benchmarks/room_fanout.py
 
 clean:
 	rm -rf $(VENV) static/node_modules static/vendor
