@@ -176,7 +176,7 @@ async def run_round(urls: list[str], n: int, spread: float, timeout: float, rng:
     await asyncio.wait_for(asyncio.gather(*(answer(s, pid, i) for i, (s, pid) in enumerate(students))), timeout)
     try:
         await asyncio.wait_for(all_seen.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     wall = time.perf_counter() - started
     server_cpu = sum(sum(p.cpu_times()[:2]) for p in servers) - cpu_before

@@ -13,7 +13,6 @@ from webapp.extensions import db, socketio
 from webapp.models import Guess, Item, Prediction, Room
 from webapp.rooms import service
 
-
 # ------------------------------------------------------------------------------------ helpers
 
 

@@ -21,13 +21,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS
 
 from webapp.cli import upgrade_database
 from webapp.corpus import get_or_create_corpus, import_documents
 from webapp.extensions import db
 from webapp.predictions import score_corpus
-
-from conftest import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
