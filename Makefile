@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel
 	@echo "Installing Python packages (the first install compiles llama.cpp: ~8 minutes on 2 cores)..."
-	$(BIN)/pip install -e ".[test,parquet,postgres,redis]"
+	$(BIN)/pip install -e ".[test,parquet,postgres,redis,analysis]"
 	touch $(STAMP)
 
 assets: static/node_modules/.package-lock.json ## front-end packages from static/package.json

@@ -193,6 +193,15 @@ class Guess(Base):
     room_id: Mapped[int | None] = mapped_column(
         ForeignKey("rooms.id", ondelete="SET NULL"), nullable=True, index=True
     )
+    # game (solo) | room | study | external (imported by `humanlm import-responses`)
+    source: Mapped[str] = mapped_column(String(20), default="game", server_default="game")
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # token: scored by the first token; word: the whole next word (see webapp.words)
+    mode: Mapped[str] = mapped_column(String(10), default="token", server_default="token")
+    word_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reported_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     item: Mapped[Item] = relationship()
 
@@ -262,3 +271,112 @@ class RoomPlayer(Base):
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WordScore(Base):
+    """The model's log-probability of a whole word after an item's prefix (word mode).
+
+    ln p(word) = sum of the log-probs of its tokens given the prefix and the tokens before (chain
+    rule, one forward pass), plus ln P(the word ends there): see webapp.words for the method.
+    Cached per (item, model, word) because the same word is answered many times.
+    """
+
+    __tablename__ = "word_scores"
+    __table_args__ = (UniqueConstraint("item_id", "model_id", "word", name="uq_word_score"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("language_models.id", ondelete="CASCADE"))
+    word: Mapped[str] = mapped_column(String(200))
+    token_ids: Mapped[list[Any]] = mapped_column(JSON)
+    tokens_logprob: Mapped[float] = mapped_column(Float)  # sum over the word's tokens
+    end_logprob: Mapped[float] = mapped_column(Float)  # ln P(next token starts a new word)
+    logprob: Mapped[float] = mapped_column(Float)  # tokens_logprob + end_logprob
+
+
+class Researcher(Base):
+    """A researcher account (created with `humanlm researcher add`); the password is hashed."""
+
+    __tablename__ = "researchers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Study(Base):
+    """An online study: which items, how they are assigned, and what participants see.
+
+    Every setting that shapes the data is also copied into `settings` (exported verbatim), so a
+    dataset always says how it was collected.
+    """
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)  # the study link: /s/<slug>
+    mode: Mapped[str] = mapped_column(String(10), default="token")  # token | word
+    corpus_id: Mapped[int | None] = mapped_column(ForeignKey("corpora.id"), nullable=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("language_models.id"), nullable=True)
+    items_per_participant: Mapped[int] = mapped_column(Integer, default=20)
+    order: Mapped[str] = mapped_column(String(10), default="random")  # random | fixed
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    target_responses: Mapped[int] = mapped_column(Integer, default=10)
+    consent_text: Mapped[str] = mapped_column(Text, default="")
+    instructions: Mapped[str] = mapped_column(Text, default="")
+    show_feedback: Mapped[bool] = mapped_column(Boolean, default=False)
+    ask_probability: Mapped[bool] = mapped_column(Boolean, default=False)
+    check_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completion_code: Mapped[str] = mapped_column(String(100), default="")
+    redirect_url: Mapped[str] = mapped_column(String(500), default="")
+    pilot: Mapped[bool] = mapped_column(Boolean, default=True)  # new participants are pilots
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | closed
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("researchers.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    items: Mapped[list[StudyItem]] = relationship(
+        back_populates="study", order_by="StudyItem.order", cascade="all, delete-orphan"
+    )
+
+
+class StudyItem(Base):
+    """An item in a study: a test item, or a comprehension check with a known answer."""
+
+    __tablename__ = "study_items"
+    __table_args__ = (UniqueConstraint("study_id", "item_id", name="uq_study_item"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    kind: Mapped[str] = mapped_column(String(10), default="test")  # test | check
+    expected_answer: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    order: Mapped[int] = mapped_column(Integer, default=0)
+
+    study: Mapped[Study] = relationship(back_populates="items")
+    item: Mapped[Item] = relationship()
+
+
+class Participant(Base):
+    """One person's run through a study (their answers are Guesses of `player_id`)."""
+
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("study_id", "external_id", name="uq_participant_external"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    player_id: Mapped[str] = mapped_column(ForeignKey("players.id"), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    url_params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pilot: Mapped[bool] = mapped_column(Boolean, default=False)
+    assigned: Mapped[list[Any]] = mapped_column(JSON, default=list)  # StudyItem ids, in order
+    consented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    checks_passed: Mapped[int] = mapped_column(Integer, default=0)
+    checks_total: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    exclusion_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)

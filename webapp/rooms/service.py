@@ -478,6 +478,7 @@ def submit_guess(
         is_correct=match.correct, match_rule=match.match_rule,
         client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
         server_received_at=received_at, model_logprob=logprob, model_rank=rank, room_id=room.id,
+        source="room",
     )
     session.add(guess)
     try:

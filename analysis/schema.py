@@ -1,0 +1,171 @@
+"""The export format: every table and column humanlm exports, with type, unit and meaning.
+
+One definition used on both sides: `webapp.export` writes exactly these columns (and the
+codebook from this text), `analysis.load` reads and checks them. A test fails when the exporter
+writes a column this schema does not document, or the reverse.
+
+Conventions: log-probabilities are natural logs (nats) over the model's full vocabulary at
+temperature 1, never renormalised over the top-k; times are UTC ISO 8601; JSON columns hold
+compact JSON text in CSV and native lists/objects in JSONL and Parquet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = "1"
+FORMATS = ("csv", "jsonl", "parquet")
+TYPES = ("int", "float", "str", "bool", "json", "datetime")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # one of TYPES
+    description: str
+    unit: str = ""
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+C = Column
+
+GUESSES = Table(
+    "guesses",
+    "One row per human answer (long format), with the model's view of that answer and item.",
+    (
+        C("guess_id", "int", "Row id of the answer."),
+        C("participant_id", "str", "Pseudonymous participant id (random; no personal data)."),
+        C("source", "str", "Where the answer came from: game (solo), room (classroom), study, external (imported)."),
+        C("study_id", "int", "Study the answer belongs to.", nullable=True),
+        C("room_id", "int", "Classroom room the answer belongs to.", nullable=True),
+        C("item_id", "int", "Item (document position) answered."),
+        C("document_id", "int", "Document the item is in."),
+        C("corpus", "str", "Corpus name of the document."),
+        C("position", "int", "0-based token position of the item in its document.", unit="tokens"),
+        C("mode", "str", "token: the answer is scored by its first model token; word: by the whole next word."),
+        C("prefix_text", "str", "The text shown before the answer (everything before the item)."),
+        C("target_text", "str", "What actually followed: the true next token (token mode) or word (word mode)."),
+        C("target_token_id", "int", "Model token id of the true next token."),
+        C("answer_text", "str", "The answer exactly as typed (empty for a skip)."),
+        C("answer_token_ids", "json", "Model token ids of the answer tokenized on its own (list)."),
+        C("answer_first_token_id", "int", "First model token id of the answer.", nullable=True),
+        C("answer_first_token_text", "str", "Text of that first token.", nullable=True),
+        C("skipped", "bool", "True when the participant chose \"I don't know\"."),
+        C("is_correct", "bool", "Token mode: first token == true next token. Word mode: the word matches (case-sensitive, surrounding spaces ignored)."),
+        C("match_rule", "str", "first_token, first_token_if_space_toggled (near miss, counted wrong), none, skip, or word/word_mismatch in word mode."),
+        C("answer_index", "int", "1-based order of this answer among the participant's answers (for learning curves).", unit="answers"),
+        C("reaction_ms", "float", "Time from showing the question to submitting, measured in the browser.", unit="ms", nullable=True),
+        C("server_received_at", "datetime", "When the server received the answer (UTC)."),
+        C("stored_at", "datetime", "When the answer was committed to the database (UTC)."),
+        C("reported_probability", "float", "The participant's own probability that the answer is right, when the study asked for it.", unit="probability 0-1", nullable=True),
+        C("model_id", "int", "Model whose numbers fill the model_* columns (see models).", nullable=True),
+        C("model_answer_logprob", "float", "ln p_model(answer): of its first token (token mode) or of the whole word (word mode). Empty when not computed (answer outside the stored top-k and not yet filled).", unit="nats", nullable=True),
+        C("model_answer_rank", "int", "Rank of the answer's first token in the model's distribution (1 = most likely). Token mode only.", nullable=True),
+        C("model_target_logprob", "float", "ln p_model(true next token), or of the true next word in word mode.", unit="nats", nullable=True),
+        C("model_target_rank", "int", "Rank of the true next token (1 = the model's top choice).", nullable=True),
+        C("model_top1_id", "int", "The model's most likely next token.", nullable=True),
+        C("model_top1_text", "str", "Its text.", nullable=True),
+        C("model_entropy", "float", "Entropy of the model's full next-token distribution.", unit="nats", nullable=True),
+        C("pilot", "bool", "Answer from a pilot run of a study (excluded from assignment counts)."),
+        C("excluded", "bool", "The participant is flagged for exclusion (e.g. failed comprehension checks); never dropped silently."),
+        C("external", "bool", "Imported with `humanlm import-responses` (collected outside humanlm)."),
+    ),
+)
+
+ITEMS = Table(
+    "items",
+    "One row per item that has at least one exported answer: the model's distribution and the human answer counts.",
+    (
+        C("item_id", "int", "Item id (document position)."),
+        C("document_id", "int", "Document id."),
+        C("corpus", "str", "Corpus name."),
+        C("position", "int", "0-based token position in the document.", unit="tokens"),
+        C("prefix_text", "str", "Text before the item."),
+        C("target_token_id", "int", "True next token id."),
+        C("target_text", "str", "True next token text."),
+        C("model_id", "int", "Model of the model_* columns.", nullable=True),
+        C("model_target_logprob", "float", "ln p_model(true next token).", unit="nats", nullable=True),
+        C("model_target_rank", "int", "Rank of the true next token.", nullable=True),
+        C("model_top1_id", "int", "The model's most likely token.", nullable=True),
+        C("model_entropy", "float", "Entropy of the full next-token distribution.", unit="nats", nullable=True),
+        C("model_top_k", "json", "The model's k most likely tokens: list of [token_id, logprob (nats), text, is_control], most likely first.", nullable=True),
+        C("model_logz", "json", "log Z(T) = logsumexp(logprob/T) over the full vocabulary for each T in models.temperatures; p_T(token) = exp(logprob/T - logZ(T)).", nullable=True),
+        C("n_answers", "int", "Exported answers to this item (skips included).", unit="answers"),
+        C("answer_counts", "json", "Object {first token id: number of answers}; skips are not counted here.", nullable=False),
+    ),
+)
+
+PARTICIPANTS = Table(
+    "participants",
+    "One row per participant with at least one exported answer.",
+    (
+        C("participant_id", "str", "Pseudonymous participant id."),
+        C("source", "str", "game, room, study or external."),
+        C("study_id", "int", "Study, if any.", nullable=True),
+        C("room_id", "int", "Room, if any.", nullable=True),
+        C("external_id", "str", "Recruitment-platform id (e.g. PROLIFIC_PID) given in the study link.", nullable=True),
+        C("started_at", "datetime", "First answer or study start (UTC).", nullable=True),
+        C("finished_at", "datetime", "Study completion (UTC).", nullable=True),
+        C("n_answers", "int", "Exported answers.", unit="answers"),
+        C("pilot", "bool", "Took part in a pilot run."),
+        C("excluded", "bool", "Flagged for exclusion."),
+        C("exclusion_reason", "str", "Why, e.g. comprehension checks 1/3 below threshold 2/3.", nullable=True),
+    ),
+)
+
+STUDIES = Table(
+    "studies",
+    "One row per study with exported answers; its settings exactly as run.",
+    (
+        C("study_id", "int", "Study id."),
+        C("name", "str", "Study name."),
+        C("mode", "str", "token or word."),
+        C("settings", "json", "Every study setting (items per participant, order and seed, target responses, feedback shown, comprehension threshold, ...)."),
+        C("created_at", "datetime", "When the study was created (UTC)."),
+    ),
+)
+
+MODELS = Table(
+    "models",
+    "One row per model referenced by the export, with its scoring settings.",
+    (
+        C("model_id", "int", "Model id."),
+        C("key", "str", "Unique key: spec, file hash prefix, k and temperature grid."),
+        C("spec", "str", "Model spec, e.g. llamacpp:gemma-3-270m."),
+        C("name", "str", "Model name from its metadata."),
+        C("tokenizer", "str", "Tokenizer id."),
+        C("n_vocab", "int", "Vocabulary size.", unit="tokens"),
+        C("top_k", "int", "How many top tokens were stored per item.", unit="tokens"),
+        C("temperatures", "json", "The temperature grid of items.model_logz (list of floats)."),
+        C("settings", "json", "Backend settings (context size, file hash, threads ...)."),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (GUESSES, ITEMS, PARTICIPANTS, STUDIES, MODELS)}
+
+
+def codebook_rows() -> list[dict[str, str]]:
+    """One row per column of every table: the content of codebook.csv."""
+    return [
+        {
+            "table": table.name,
+            "column": col.name,
+            "type": col.type,
+            "unit": col.unit,
+            "nullable": "yes" if col.nullable else "no",
+            "description": col.description,
+        }
+        for table in TABLES.values()
+        for col in table.columns
+    ]
