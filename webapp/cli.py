@@ -197,7 +197,8 @@ def corpus_list() -> None:
 @click.option("--model", "spec", default=None, help="Model spec (default: HUMANLM_MODEL).")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Default: HUMANLM_TOP_K.")
 @click.option("--fill-guesses", is_flag=True,
-              help="Instead: fill exact model log-probs of guesses outside the stored top-k.")
+              help="Instead: fill exact model log-probs of guesses outside the stored top-k "
+                   "and of word-mode answers.")
 @with_appcontext
 def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool) -> None:
     from .lm import ModelSpecError, load_model
@@ -215,8 +216,11 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         _fail(str(exc))
     try:
         if fill_guesses:
+            from .words import fill_word_logprobs
+
             n = fill_guess_logprobs(db.session, model, top_k=top_k)
-            click.echo(f"Filled exact model log-probs for {n} guesses.")
+            words = fill_word_logprobs(db.session, model, top_k=top_k)
+            click.echo(f"Filled exact model log-probs for {n} guesses and {words} word answers.")
             return
 
         def progress(docs, total_tokens):
@@ -238,6 +242,92 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         )
     else:
         click.echo(f"Nothing to score: all {report.already_scored} documents are already scored.")
+
+
+# ----------------------------------------------------------------------- research data in/out
+
+
+@click.command("export", help="Export answers, items, participants, studies and models, with a codebook.")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default="csv",
+              show_default=True, help="File format of every table (parquet needs pyarrow).")
+@click.option("--zip", "as_zip", is_flag=True, help="Write OUT as one .zip file instead of a folder.")
+@click.option("--study", "study_id", type=int, default=None, help="Only this study (id).")
+@click.option("--room", "room", default=None, help="Only this classroom room (join code or id).")
+@click.option("--since", default=None, help="Only answers received on/after this UTC date(-time).")
+@click.option("--until", default=None, help="Only answers received before this UTC date(-time).")
+@click.option("--include-pilot", is_flag=True, help="Also export pilot answers (left out by default).")
+@click.option("--drop-excluded", is_flag=True,
+              help="Leave out participants flagged excluded (kept, flagged, by default).")
+@click.option("--no-external", is_flag=True, help="Leave out responses imported with import-responses.")
+@with_appcontext
+def export_command(out: Path, fmt: str, as_zip: bool, study_id: int | None, room: str | None,
+                   since: str | None, until: str | None, include_pilot: bool,
+                   drop_excluded: bool, no_external: bool) -> None:
+    from .export import ExportError, ExportFilters, parse_datetime, write_export
+    from .models import Room
+
+    try:
+        room_id = None
+        if room is not None:
+            found = db.session.scalar(select(Room).where(Room.code == room.strip().upper()))
+            if found is None and room.isdigit():
+                found = db.session.get(Room, int(room))
+            if found is None:
+                raise ExportError(f"there is no room {room!r} (give its join code or id)")
+            room_id = found.id
+        filters = ExportFilters(
+            study_id=study_id, room_id=room_id,
+            since=parse_datetime(since, "--since") if since else None,
+            until=parse_datetime(until, "--until") if until else None,
+            include_pilot=include_pilot, include_excluded=not drop_excluded,
+            include_external=not no_external,
+        )
+        summary = write_export(db.session, out, fmt, filters, as_zip=as_zip)
+    except ExportError as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{n} {name}" for name, n in summary.rows.items())
+    click.echo(f"Exported {counts} to {summary.path} ({fmt}).")
+
+
+@click.command("import-responses",
+               help="Import human responses collected elsewhere (CSV: context,response,target[,count,participant,item_id]).")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Name of this data set (default: the file name).")
+@click.option("--mode", type=click.Choice(["word", "token"]), default="word", show_default=True,
+              help="word: responses are whole words; token: scored by their first token.")
+@click.option("--no-score", is_flag=True, help="Only store; score later with `humanlm score`.")
+@with_appcontext
+def import_responses_command(path: Path, name: str | None, mode: str, no_score: bool) -> None:
+    from .lm import load_model, load_tokenizer
+    from .predictions import fill_guess_logprobs, score_corpus
+    from .responses import ResponsesImportError, import_responses, read_rows
+    from .words import fill_word_logprobs
+
+    cfg = current_app.config
+    name = name or path.stem
+    try:
+        rows = read_rows(path, cfg["MAX_IMPORT_BYTES"])
+        summary = import_responses(
+            db.session, rows, load_tokenizer(cfg["MODEL"]), name=name, mode=mode,
+            max_tokens=cfg["MAX_DOCUMENT_TOKENS"],
+        )
+        db.session.commit()
+    except ResponsesImportError as exc:
+        db.session.rollback()
+        _fail(str(exc))
+    click.echo(
+        f"Imported {summary.responses} responses ({summary.rows} rows) on {summary.items} items "
+        f"into corpus {summary.corpus!r}."
+    )
+    if no_score:
+        click.echo("Not scored yet: run `humanlm score` and `humanlm score --fill-guesses`.")
+        return
+    model = load_model(cfg["MODEL"], max_tokens=cfg["MAX_DOCUMENT_TOKENS"], n_threads=cfg["N_THREADS"])
+    score_corpus(db.session, model, top_k=cfg["TOP_K"], corpus=summary.corpus)
+    n = fill_guess_logprobs(db.session, model, top_k=cfg["TOP_K"])
+    words = fill_word_logprobs(db.session, model, top_k=cfg["TOP_K"]) if mode == "word" else 0
+    click.echo(f"Scored with {model.name}: {n} first-token and {words} word log-probs filled.")
 
 
 # -------------------------------------------------------------------------------- setup, serve
@@ -269,7 +359,8 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, corpus_group, score_command, setup_command, serve_command):
+    for command in (db_group, corpus_group, score_command, export_command,
+                    import_responses_command, setup_command, serve_command):
         app.cli.add_command(command)
 
 

@@ -68,6 +68,11 @@ class LanguageModelBackend(Tokenizer, Protocol):
     ) -> list[tuple[float, int]]:
         """Exact (logprob, rank) of token q at position p for each (p, q), in one forward pass."""
 
+    def continuation_logprobs(
+        self, prefix_ids: Sequence[int], continuation_ids: Sequence[int]
+    ) -> tuple[list[float], np.ndarray]:
+        """ln p of each continuation token after the prefix (one pass) and the next-token row."""
+
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:
         """Full-vocabulary log-probabilities after the prefix (last position only: cheap)."""
 

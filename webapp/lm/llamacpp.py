@@ -174,6 +174,20 @@ class LlamaCppModel:
             results.append((float(log_softmax_row(row)[token]), rank))
         return results
 
+    def continuation_logprobs(
+        self, prefix_ids: Sequence[int], continuation_ids: Sequence[int]
+    ) -> tuple[list[float], np.ndarray]:
+        """One pass over prefix + continuation: ln p of each continuation token given everything
+        before it (chain rule), and the full log-prob row for the token after the continuation."""
+        sequence = [*prefix_ids, *continuation_ids]
+        logits = self._eval(sequence)
+        start = len(prefix_ids)
+        token_logprobs = [
+            float(log_softmax_row(logits[start + i])[token])
+            for i, token in enumerate(continuation_ids)
+        ]
+        return token_logprobs, log_softmax_row(logits[len(sequence)])
+
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:
         """Log-probs after the prefix. Caution: llama.cpp's CPU kernels differ with batch size
         (< 8 vs >= 8 positions), so values can differ by ~1% from the same position scored inside

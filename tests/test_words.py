@@ -1,0 +1,89 @@
+"""Word-level mode: word boundaries, matching, and word probabilities with the real model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from webapp.lm.stats import log_softmax_row
+from webapp.words import (
+    continues_word,
+    normalize_word,
+    word_logprob,
+    word_matches,
+    word_token_ids,
+)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("ing", True), ("7", True), ("'s", True), ("-like", True), (" cat", False), (",", False),
+     ("\n", False), ("", False), (".", False)],
+)
+def test_continues_word(text, expected):
+    assert continues_word(text) is expected
+
+
+@pytest.mark.parametrize(
+    "answer, target, expected",
+    [("Paris", "Paris", True), (" paris ", "Paris", True), ("Paris.", "Paris", True),
+     ("Pariss", "Paris", False), ("", "Paris", False), ("...", "...", False), ("café", "CAFÉ", True)],
+)
+def test_word_matches(answer, target, expected):
+    assert word_matches(answer, target) is expected
+    assert normalize_word("  «Hello!» ") == "hello"
+
+
+def test_leading_space_convention(tokenizer):
+    assert word_token_ids(tokenizer, "Hello", "world") == tokenizer.tokenize(" world")
+    assert word_token_ids(tokenizer, "Hello\n", "world") == tokenizer.tokenize("world")
+    assert word_token_ids(tokenizer, "", "world") == tokenizer.tokenize("world")
+
+
+def test_target_word_joins_the_tokens_of_one_word(app, tokenizer):
+    from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+    from webapp.extensions import db
+    from webapp.models import Document
+    from webapp.words import is_word_start, target_word
+
+    text = "Unbelievably, the flibbertigibbet experiment worked."
+    with app.app_context():
+        corpus = get_or_create_corpus(db.session, "w", min_prefix_tokens=1)
+        import_documents(db.session, corpus, [RawDocument(text=text)], tokenizer, max_tokens=64)
+        doc = db.session.query(Document).one()
+        starts = [it for it in doc.items if is_word_start(doc, it)]
+        words = [target_word(doc, it) for it in starts]
+        assert words == ["Unbelievably", "the", "flibbertigibbet", "experiment", "worked"]
+        assert len(tokenizer.tokenize(" flibbertigibbet")) > 1  # the test covers a multi-token word
+
+
+@pytest.mark.model
+def test_word_logprob_matches_a_hand_computation_with_the_real_model(gemma):
+    prefix = gemma.tokenize("The capital of France is")
+    word = gemma.tokenize(" Paris")
+    multi = gemma.tokenize(" Quetzalcoatl")
+    assert len(multi) > 1
+    for ids in (word, multi):
+        tokens_lp, end_lp = word_logprob(gemma, prefix, ids)
+        # By hand: one pass over BOS + prefix + word; row i predicts token i of the sequence.
+        logits = np.array(gemma._eval(prefix + ids))
+        expected = sum(
+            float(log_softmax_row(logits[len(prefix) + i])[t]) for i, t in enumerate(ids)
+        )
+        assert tokens_lp == pytest.approx(expected, abs=1e-6)
+        row = log_softmax_row(logits[len(prefix) + len(ids)])
+        boundary = [
+            t for t in range(gemma.n_vocab)
+            if gemma.is_control(t)
+            or not continues_word(gemma.token_bytes(t).decode("utf-8", "replace"))
+        ]
+        assert end_lp == pytest.approx(float(np.logaddexp.reduce(row[boundary])), abs=1e-6)
+        assert end_lp < 0 and math.exp(end_lp) > 0.05  # after " Paris", most mass ends the word
+    # The chain rule through separate next-token calls agrees (up to llama.cpp batch effects).
+    step = gemma.next_token_logprobs(prefix)[multi[0]]
+    step += sum(
+        gemma.next_token_logprobs(prefix + multi[:i])[multi[i]] for i in range(1, len(multi))
+    )
+    assert word_logprob(gemma, prefix, multi)[0] == pytest.approx(float(step), abs=0.05)

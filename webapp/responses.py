@@ -1,0 +1,234 @@
+"""Import human responses collected elsewhere (e.g. cloze norms) as external guesses.
+
+CSV columns: `context` (the text before the blank), `response` (what a person answered) and
+`target` (the word that actually followed) are required; `count` (how many people gave that
+response, default 1), `participant` and `item_id` (your own item label) are optional.
+Why `target` is required: every humanlm item is a position in a real text with a true next
+token; without it there is nothing to be correct about, and no model log-prob of the truth.
+
+Each distinct (context, target) becomes a document "context target" of the corpus
+"external:<name>" (purpose "external") whose item is the target's first token. Every response
+is stored `count` times as a Guess with source "external" (one pseudonymous player per
+`participant`, or one per import when the column is absent), matched in word or token mode.
+The data import is all or nothing: every row is checked first and errors are reported with
+their line numbers; nothing is stored unless all rows are good. Scoring by the model follows
+(resumable with `humanlm score` and `humanlm score --fill-guesses`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import game
+from .corpus import build_items, content_hash, get_or_create_corpus, normalize_text
+from .lm import Tokenizer
+from .models import Document, Guess, Item, Player
+from .words import word_matches
+
+REQUIRED = ("context", "response", "target")
+OPTIONAL = ("count", "participant", "item_id")
+MAX_COUNT = 10_000
+MAX_ROWS = 200_000
+
+
+class ResponsesImportError(ValueError):
+    """The file cannot be imported; the message lists the bad rows with line numbers."""
+
+
+@dataclass
+class ResponseRow:
+    line: int
+    context: str
+    response: str
+    target: str
+    count: int
+    participant: str
+    item_label: str
+
+
+@dataclass
+class ImportSummary:
+    corpus: str
+    rows: int = 0
+    responses: int = 0
+    items: int = 0
+    new_documents: list[int] = field(default_factory=list)
+
+
+def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
+    """Parse and check every row; raise ResponsesImportError listing all problems found."""
+    if not path.is_file():
+        raise ResponsesImportError(f"{path}: no such file")
+    if path.stat().st_size > max_bytes:
+        raise ResponsesImportError(f"{path}: larger than {max_bytes} bytes")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ResponsesImportError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise ResponsesImportError(f"{path}: empty file (expected a header: context,response,target)")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ResponsesImportError(f"{path}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise ResponsesImportError(
+            f"{path}: unknown column(s) {', '.join(unknown)}; "
+            f"use {', '.join(REQUIRED + OPTIONAL)}"
+        )
+    reader.fieldnames = header
+    rows, errors = [], []
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            errors.append(f"line {line}: more cells than columns")
+            continue
+        cells = {k: (v or "") for k, v in raw.items()}
+        context = normalize_text(cells["context"])
+        response = cells["response"].strip()
+        target = cells["target"].strip()
+        problems = []
+        if not context:
+            problems.append("context is empty")
+        if not response:
+            problems.append("response is empty")
+        if not target:
+            problems.append("target is empty")
+        elif any(c.isspace() for c in target):
+            problems.append("target must be one word (no spaces)")
+        count = 1
+        if cells.get("count", "").strip():
+            try:
+                count = int(cells["count"])
+            except ValueError:
+                problems.append(f"count {cells['count']!r} is not a whole number")
+            else:
+                if not 1 <= count <= MAX_COUNT:
+                    problems.append(f"count must be between 1 and {MAX_COUNT}")
+        if problems:
+            errors.append(f"line {line}: " + "; ".join(problems))
+            continue
+        rows.append(ResponseRow(line, context, response, target, count,
+                                cells.get("participant", "").strip(), cells.get("item_id", "").strip()))
+        if len(rows) > MAX_ROWS:
+            raise ResponsesImportError(f"{path}: more than {MAX_ROWS} rows; split the file")
+    labels: dict[str, tuple[str, str, int]] = {}
+    for row in rows:
+        if row.item_label:
+            first = labels.setdefault(row.item_label, (row.context, row.target, row.line))
+            if first[:2] != (row.context, row.target):
+                errors.append(
+                    f"line {row.line}: item_id {row.item_label!r} has another context or target "
+                    f"than on line {first[2]}"
+                )
+    if errors:
+        shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
+        raise ResponsesImportError(f"{path}: {len(errors)} bad row(s), nothing imported:\n  " + "\n  ".join(shown))
+    if not rows:
+        raise ResponsesImportError(f"{path}: no rows to import")
+    return rows
+
+
+def _document_text(context: str, target: str) -> tuple[str, int]:
+    """The passage "context target" and the character offset where the target begins."""
+    sep = "" if context[-1:].isspace() else " "
+    return context + sep + target, len(context)
+
+
+def import_responses(
+    session: Session, rows: list[ResponseRow], tokenizer: Tokenizer, *, name: str, mode: str,
+    max_tokens: int, model_id: int | None = None,
+) -> ImportSummary:
+    """Store the rows (flush only: the caller commits once, so the import is all or nothing)."""
+    if mode not in ("word", "token"):
+        raise ResponsesImportError("mode must be word or token")
+    corpus = get_or_create_corpus(
+        session, f"external:{name}", min_prefix_tokens=1,
+        description="Human responses imported with `humanlm import-responses`.",
+    )
+    corpus.purpose = "external"
+    summary = ImportSummary(corpus=corpus.name, rows=len(rows))
+    items: dict[tuple[str, str], Item] = {}
+    players: dict[str, str] = {}
+    default_player = f"ext-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    received = datetime.now(timezone.utc)
+    for row in rows:
+        key = (row.context, row.target)
+        item = items.get(key)
+        if item is None:
+            item = _item_for(session, corpus, row, tokenizer, summary, max_tokens)
+            items[key] = item
+        label = row.participant or ""
+        player_id = players.get(label)
+        if player_id is None:
+            player_id = (
+                f"ext-{hashlib.sha256(f'{name}/{label}'.encode()).hexdigest()[:12]}"
+                if label else default_player
+            )
+            if session.get(Player, player_id) is None:
+                session.add(Player(id=player_id))
+                session.flush()  # players before their guesses (no ORM relationship orders them)
+            players[label] = player_id
+        match = game.match_guess(
+            _as_typed(row.response, row.context), item.token_id, tokenizer, skipped=False
+        )
+        correct = word_matches(row.response, row.target) if mode == "word" else match.correct
+        for _ in range(row.count):
+            session.add(Guess(
+                client_key=f"ext-{secrets.token_hex(12)}", player_id=player_id, item_id=item.id,
+                model_id=model_id, raw_text=row.response[:400], token_ids=match.token_ids,
+                first_token_id=match.first_token_id, multi_token=match.multi_token,
+                skipped=False, is_correct=correct,
+                match_rule=("word" if correct else "word_mismatch") if mode == "word" else match.match_rule,
+                server_received_at=received, source="external", mode=mode,
+            ))
+            summary.responses += 1
+    summary.items = len(items)
+    session.flush()
+    return summary
+
+
+def _as_typed(response: str, context: str) -> str:
+    """Responses are words; as a next token they carry the leading space the text would have."""
+    return response if context[-1:].isspace() else " " + response
+
+
+def _item_for(
+    session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, summary, max_tokens: int
+) -> Item:
+    text, target_char = _document_text(row.context, row.target)
+    digest = content_hash(text)
+    document = session.scalar(
+        select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
+    )
+    if document is None:
+        token_ids = tokenizer.tokenize(text)
+        if len(token_ids) > max_tokens:
+            raise ResponsesImportError(
+                f"line {row.line}: context and target are {len(token_ids)} tokens; "
+                f"the limit is {max_tokens} (HUMANLM_MAX_DOCUMENT_TOKENS)"
+            )
+        document = Document(
+            corpus_id=corpus.id, title=(row.item_label or row.context[:60])[:300], register="cloze",
+            source="import-responses", text=text, content_hash=digest,
+            tokenizer=tokenizer.tokenizer_id, token_ids=token_ids, n_tokens=len(token_ids),
+        )
+        document.items = list(build_items(token_ids, tokenizer, min_prefix_tokens=1))
+        session.add(document)
+        session.flush()
+        summary.new_documents.append(document.id)
+    item = next((it for it in document.items if it.char_start >= target_char), None)
+    if item is None or item.position < 1:
+        raise ResponsesImportError(f"line {row.line}: the target has no text before it")
+    return item
