@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import operator
 import os
 import shutil
 import tempfile
@@ -25,12 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from analysis.schema import FORMATS, SCHEMA_VERSION, TABLES, Table, codebook_rows
 
 from .models import (
+    Corpus,
+    Document,
     Guess,
     Item,
     LanguageModel,
@@ -98,16 +101,20 @@ def check_filters(session: Session, filters: ExportFilters) -> None:
 # ------------------------------------------------------------------------------ guesses rows
 
 
-def _guess_query(filters: ExportFilters):
+def _guess_query(filters: ExportFilters, times_as_text: bool = False):
     """Answers with their participant flags, as plain columns (no ORM objects: speed)."""
     pilot = func.coalesce(Participant.pilot, False)
     excluded = func.coalesce(Participant.excluded, False)
+    received, stored = Guess.server_received_at, Guess.stored_at
+    if times_as_text:
+        received, stored = cast(received, Text), cast(stored, Text)
     query = (
         select(
             Guess.id, Guess.player_id, Guess.source, Guess.study_id, Guess.room_id, Guess.item_id,
-            Guess.mode, Guess.raw_text, Guess.token_ids, Guess.first_token_id, Guess.skipped,
+            Guess.mode, Guess.raw_text, cast(Guess.token_ids, Text), Guess.first_token_id,
+            Guess.skipped,
             Guess.is_correct, Guess.match_rule, Guess.client_reaction_ms,
-            Guess.server_received_at, Guess.stored_at, Guess.reported_probability,
+            received, stored, Guess.reported_probability,
             Guess.model_id, Guess.model_logprob, Guess.model_rank, Guess.word_logprob,
             pilot, excluded,
         )
@@ -132,106 +139,155 @@ def _guess_query(filters: ExportFilters):
     return query
 
 
+class JsonText(str):
+    """JSON already serialised by the database: CSV and Parquet write it as it is."""
+
+
 class ItemFacts:
-    """What every answer row repeats about its item, loaded once per (item, model)."""
+    """What answer rows repeat about their items, bulk-loaded once per chunk of answers.
 
-    def __init__(self, session: Session, tokenizer_text) -> None:
+    Bounded: at most MAX_CACHED items are kept; beyond that the cache starts over, so memory
+    does not grow with the number of answers.
+    """
+
+    MAX_CACHED = 50_000
+
+    def __init__(self, session: Session, token_text) -> None:
         self.session = session
-        self.token_text = tokenizer_text
-        self._items: dict[int, dict] = {}
-        self._predictions: dict[tuple[int, int | None], dict] = {}
-        self._words: dict[tuple[int, int | None], float | None] = {}
+        self.token_text = token_text
+        self.items: dict[int, dict] = {}
+        self.predictions: dict[tuple[int, int], dict] = {}
+        self.words: dict[tuple[int, int], float | None] = {}
 
-    def item(self, item_id: int) -> dict:
-        facts = self._items.get(item_id)
-        if facts is None:
-            item = self.session.get(Item, item_id)
-            document = item.document
-            facts = {
-                "document_id": document.id, "corpus": document.corpus.name,
-                "position": item.position, "prefix_text": document.text[: item.char_start],
-                "target_token_id": item.token_id, "target_text": item.token_text,
-                "target_word": target_word(document, item),
-            }
-            if len(self._items) > 100_000:
-                self._items.clear()
-            self._items[item_id] = facts
-            self.session.expunge_all()  # keep the identity map from growing with the export
-        return facts
+    def load(self, pairs: set[tuple[int, int | None]]) -> None:
+        """Make sure facts for these (item, model) pairs are cached, in two queries."""
+        if len(self.items) > self.MAX_CACHED:
+            self.items.clear()
+            self.predictions.clear()
+            self.words.clear()
+        new_items = {i for i, _m in pairs if i not in self.items}
+        if new_items:
+            rows = self.session.connection().execute(
+                select(Item.id, Item.document_id, Item.position, Item.token_id, Item.token_text,
+                       Item.char_start, Document.text, Corpus.name)
+                .join(Document, Item.document_id == Document.id)
+                .join(Corpus, Document.corpus_id == Corpus.id)
+                .where(Item.id.in_(new_items))
+            ).all()
+            for item_id, doc_id, position, token_id, token_text, char_start, text, corpus in rows:
+                self.items[item_id] = {
+                    "document_id": doc_id, "corpus": corpus, "position": position,
+                    "prefix_text": text[:char_start], "target_token_id": token_id,
+                    "target_text": token_text,
+                }
+        wanted = {(i, m) for i, m in pairs if m is not None and (i, m) not in self.predictions}
+        if wanted:
+            rows = self.session.connection().execute(
+                select(Prediction.item_id, Prediction.model_id, Prediction.target_logprob,
+                       Prediction.target_rank, Prediction.top1_id, Prediction.entropy)
+                .where(Prediction.item_id.in_({i for i, _ in wanted}),
+                       Prediction.model_id.in_({m for _, m in wanted}))
+            ).all()
+            for item_id, model_id, lp, rank, top1, entropy in rows:
+                self.predictions[(item_id, model_id)] = {
+                    "target_logprob": lp, "target_rank": rank, "top1_id": top1,
+                    "top1_text": self.token_text(top1), "entropy": entropy,
+                }
 
     def prediction(self, item_id: int, model_id: int | None) -> dict:
-        key = (item_id, model_id)
-        facts = self._predictions.get(key)
-        if facts is None:
-            row = None
-            if model_id is not None:
-                row = self.session.execute(
-                    select(Prediction.target_logprob, Prediction.target_rank, Prediction.top1_id,
-                           Prediction.entropy, Prediction.top_k)
-                    .where(Prediction.item_id == item_id, Prediction.model_id == model_id)
-                ).first()
-            if row is None:
-                facts = {"target_logprob": None, "target_rank": None, "top1_id": None,
-                         "top1_text": None, "entropy": None}
-            else:
-                top1_text = next((e[2] for e in row.top_k if e[0] == row.top1_id), None)
-                facts = {"target_logprob": row.target_logprob, "target_rank": row.target_rank,
-                         "top1_id": row.top1_id, "top1_text": top1_text, "entropy": row.entropy}
-            if len(self._predictions) > 100_000:
-                self._predictions.clear()
-            self._predictions[key] = facts
-        return facts
+        return self.predictions.get((item_id, model_id), _NO_PREDICTION)
+
+    def target_word(self, item_id: int) -> str:
+        facts = self.items[item_id]
+        if "target_word" not in facts:
+            item = self.session.get(Item, item_id)
+            facts["target_word"] = target_word(item.document, item)
+        return facts["target_word"]
 
     def target_word_logprob(self, item_id: int, model_id: int | None) -> float | None:
         key = (item_id, model_id)
-        if key not in self._words:
-            word = self.item(item_id)["target_word"]
-            self._words[key] = None if model_id is None else self.session.scalar(
+        if key not in self.words:
+            word = self.target_word(item_id)
+            self.words[key] = None if model_id is None else self.session.scalar(
                 select(WordScore.logprob).where(
                     WordScore.item_id == item_id, WordScore.model_id == model_id,
                     WordScore.word == word,
                 )
             )
-        return self._words[key]
+        return self.words[key]
 
 
-def guess_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[dict[str, Any]]:
-    """One dict per exported answer, with exactly the schema's guesses columns."""
+_NO_PREDICTION = {"target_logprob": None, "target_rank": None, "top1_id": None,
+                  "top1_text": None, "entropy": None}
+
+
+GUESS_COLUMNS = (
+    "guess_id", "participant_id", "source", "study_id", "room_id", "item_id", "document_id",
+    "corpus", "position", "mode", "prefix_text", "target_text", "target_token_id", "answer_text",
+    "answer_token_ids", "answer_first_token_id", "answer_first_token_text", "skipped",
+    "is_correct", "match_rule", "answer_index", "reaction_ms", "server_received_at", "stored_at",
+    "reported_probability", "model_id", "model_answer_logprob", "model_answer_rank",
+    "model_target_logprob", "model_target_rank", "model_top1_id", "model_top1_text",
+    "model_entropy", "pilot", "excluded", "external",
+)
+assert list(GUESS_COLUMNS) == TABLES["guesses"].column_names, "guess_rows must follow the schema"
+
+
+def guess_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[tuple]:
+    """One tuple per exported answer, in the order of GUESS_COLUMNS (= the schema's).
+
+    Tuples, not dicts, and the Core result, not ORM rows: this loop runs once per answer, and a
+    million answers should export in seconds.
+    """
     facts = ItemFacts(session, token_text)
     answer_index: dict[str, int] = {}
-    result = session.execute(
-        _guess_query(filters).execution_options(yield_per=CHUNK_ROWS, stream_results=True)
+    connection = session.connection()
+    time_text = _time_text_reader(connection.dialect.name)
+    result = connection.execute(
+        _guess_query(filters, times_as_text=time_text is not None),
+        execution_options={"yield_per": CHUNK_ROWS, "stream_results": True},
     )
-    for r in result:
-        (gid, player, source, study_id, room_id, item_id, mode, raw_text, token_ids, first_id,
-         skipped, correct, rule, reaction, received, stored, reported, model_id, model_lp,
-         model_rank, word_lp, pilot, excluded) = r
-        item = facts.item(item_id)
-        pred = facts.prediction(item_id, model_id)
-        word_mode = mode == "word"
-        answer_index[player] = answer_index.get(player, 0) + 1
-        yield {
-            "guess_id": gid, "participant_id": player, "source": source, "study_id": study_id,
-            "room_id": room_id, "item_id": item_id, "document_id": item["document_id"],
-            "corpus": item["corpus"], "position": item["position"], "mode": mode,
-            "prefix_text": item["prefix_text"],
-            "target_text": item["target_word"] if word_mode else item["target_text"],
-            "target_token_id": item["target_token_id"], "answer_text": raw_text,
-            "answer_token_ids": token_ids, "answer_first_token_id": first_id,
-            "answer_first_token_text": token_text(first_id) if first_id is not None else None,
-            "skipped": bool(skipped), "is_correct": bool(correct), "match_rule": rule,
-            "answer_index": answer_index[player], "reaction_ms": reaction,
-            "server_received_at": _utc(received), "stored_at": _utc(stored),
-            "reported_probability": reported, "model_id": model_id,
-            "model_answer_logprob": word_lp if word_mode else model_lp,
-            "model_answer_rank": None if word_mode else model_rank,
-            "model_target_logprob": facts.target_word_logprob(item_id, model_id)
-            if word_mode else pred["target_logprob"],
-            "model_target_rank": None if word_mode else pred["target_rank"],
-            "model_top1_id": pred["top1_id"], "model_top1_text": pred["top1_text"],
-            "model_entropy": pred["entropy"], "pilot": bool(pilot), "excluded": bool(excluded),
-            "external": source == "external",
-        }
+    to_time = time_text or _utc
+    for chunk in result.partitions():
+        facts.load({(r[5], r[17]) for r in chunk})
+        items, prediction = facts.items, facts.prediction
+        for (gid, player, source, study_id, room_id, item_id, mode, raw_text, token_ids,
+             first_id, skipped, correct, rule, reaction, received, stored, reported, model_id,
+             model_lp, model_rank, word_lp, pilot, excluded) in chunk:
+            item = items[item_id]
+            pred = prediction(item_id, model_id)
+            index = answer_index[player] = answer_index.get(player, 0) + 1
+            if mode == "word":
+                target, answer_lp, answer_rank = facts.target_word(item_id), word_lp, None
+                target_lp, target_rank = facts.target_word_logprob(item_id, model_id), None
+            else:
+                target, answer_lp, answer_rank = item["target_text"], model_lp, model_rank
+                target_lp, target_rank = pred["target_logprob"], pred["target_rank"]
+            yield (
+                gid, player, source, study_id, room_id, item_id, item["document_id"],
+                item["corpus"], item["position"], mode, item["prefix_text"], target,
+                item["target_token_id"], raw_text, JsonText(token_ids), first_id,
+                token_text(first_id) if first_id is not None else None, bool(skipped),
+                bool(correct), rule, index, reaction, to_time(received), to_time(stored),
+                reported, model_id, answer_lp, answer_rank, target_lp, target_rank,
+                pred["top1_id"], pred["top1_text"], pred["entropy"], bool(pilot),
+                bool(excluded), source == "external",
+            )
+
+
+def _time_text_reader(dialect: str):
+    """SQLite keeps UTC times as text 'YYYY-MM-DD HH:MM:SS.ffffff': turn that into ISO 8601
+    directly instead of parsing a datetime per value (other databases return datetimes)."""
+    if dialect != "sqlite":
+        return None
+
+    def iso(text: str | None) -> str | None:
+        if text is None:
+            return None
+        text = text.replace(" ", "T", 1)
+        return text if text[-6] in "+-" or text[-1] == "Z" else text + "+00:00"
+
+    return iso
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -243,8 +299,14 @@ def _utc(value: datetime | None) -> datetime | None:
 # ------------------------------------------------------------------------- other tables' rows
 
 
-def item_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, Any]]:
-    """One row per item with an exported answer; answer counts aggregated in SQL per item."""
+def _chunks(rows: list, size: int = 2000) -> Iterator[list]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[dict[str, Any]]:
+    """One row per item with an exported answer; answer counts come from one grouped query,
+    read in step with the items (both ordered by item id)."""
     answers = _guess_query(filters).with_only_columns(
         Guess.item_id, Guess.model_id, Guess.first_token_id, Guess.skipped
     ).order_by(None).subquery()
@@ -253,37 +315,47 @@ def item_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, An
         .group_by(answers.c.item_id)
         .order_by(answers.c.item_id)
     ).all()
-    for item_id, model_id, n_answers in per_item:
-        counts = dict(
-            session.execute(
-                select(answers.c.first_token_id, func.count())
-                .where(answers.c.item_id == item_id, answers.c.first_token_id.is_not(None),
-                       answers.c.skipped.is_(False))
-                .group_by(answers.c.first_token_id)
-            ).all()
-        )
-        item = session.get(Item, item_id)
-        document = item.document
-        pred = None
-        if model_id is not None:
-            pred = session.scalar(
-                select(Prediction).where(Prediction.item_id == item_id, Prediction.model_id == model_id)
+    counts = iter(session.execute(
+        select(answers.c.item_id, answers.c.first_token_id, func.count())
+        .where(answers.c.first_token_id.is_not(None), answers.c.skipped.is_(False))
+        .group_by(answers.c.item_id, answers.c.first_token_id)
+        .order_by(answers.c.item_id, answers.c.first_token_id)
+        .execution_options(yield_per=CHUNK_ROWS)
+    ))
+    pending = next(counts, None)
+    facts = ItemFacts(session, token_text)
+    for chunk in _chunks(per_item):
+        facts.load({(item_id, model_id) for item_id, model_id, _n in chunk})
+        predictions = {
+            (row[0], row[1]): row
+            for row in session.execute(
+                select(Prediction.item_id, Prediction.model_id, cast(Prediction.top_k, Text),
+                       cast(Prediction.logz, Text))
+                .where(Prediction.item_id.in_({i for i, _m, _n in chunk}),
+                       Prediction.model_id.in_({m for _i, m, _n in chunk if m is not None}))
             )
-        yield {
-            "item_id": item_id, "document_id": document.id, "corpus": document.corpus.name,
-            "position": item.position, "prefix_text": document.text[: item.char_start],
-            "target_token_id": item.token_id, "target_text": item.token_text,
-            "model_id": model_id if pred else None,
-            "model_target_logprob": pred.target_logprob if pred else None,
-            "model_target_rank": pred.target_rank if pred else None,
-            "model_top1_id": pred.top1_id if pred else None,
-            "model_entropy": pred.entropy if pred else None,
-            "model_top_k": pred.top_k if pred else None,
-            "model_logz": pred.logz if pred else None,
-            "n_answers": n_answers,
-            "answer_counts": {str(k): v for k, v in sorted(counts.items())},
         }
-        session.expunge_all()
+        for item_id, model_id, n_answers in chunk:
+            answer_counts = {}
+            while pending is not None and pending[0] <= item_id:
+                if pending[0] == item_id:
+                    answer_counts[str(pending[1])] = pending[2]
+                pending = next(counts, None)
+            item = facts.items[item_id]
+            pred = facts.prediction(item_id, model_id)
+            raw = predictions.get((item_id, model_id))
+            yield {
+                "item_id": item_id, "document_id": item["document_id"], "corpus": item["corpus"],
+                "position": item["position"], "prefix_text": item["prefix_text"],
+                "target_token_id": item["target_token_id"], "target_text": item["target_text"],
+                "model_id": model_id if raw else None,
+                "model_target_logprob": pred["target_logprob"],
+                "model_target_rank": pred["target_rank"], "model_top1_id": pred["top1_id"],
+                "model_entropy": pred["entropy"],
+                "model_top_k": JsonText(raw[2]) if raw else None,
+                "model_logz": JsonText(raw[3]) if raw else None,
+                "n_answers": n_answers, "answer_counts": answer_counts,
+            }
 
 
 def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, Any]]:
@@ -296,16 +368,23 @@ def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[
             func.min(answers.c.room_id), func.min(answers.c.server_received_at), func.count(),
         ).group_by(answers.c.player_id).order_by(answers.c.player_id)
     ).all()
-    for player_id, source, study_id, room_id, first_at, n in rows:
-        p = session.scalar(select(Participant).where(Participant.player_id == player_id))
-        yield {
-            "participant_id": player_id, "source": source, "study_id": study_id,
-            "room_id": room_id, "external_id": p.external_id if p else None,
-            "started_at": _utc(p.started_at if p else first_at),
-            "finished_at": _utc(p.finished_at) if p else None, "n_answers": n,
-            "pilot": bool(p and p.pilot), "excluded": bool(p and p.excluded),
-            "exclusion_reason": p.exclusion_reason if p else None,
+    for chunk in _chunks(rows):
+        known = {
+            p.player_id: p
+            for p in session.scalars(
+                select(Participant).where(Participant.player_id.in_([r[0] for r in chunk]))
+            )
         }
+        for player_id, source, study_id, room_id, first_at, n in chunk:
+            p = known.get(player_id)
+            yield {
+                "participant_id": player_id, "source": source, "study_id": study_id,
+                "room_id": room_id, "external_id": p.external_id if p else None,
+                "started_at": _utc(p.started_at if p else first_at),
+                "finished_at": _utc(p.finished_at) if p else None, "n_answers": n,
+                "pilot": bool(p and p.pilot), "excluded": bool(p and p.excluded),
+                "exclusion_reason": p.exclusion_reason if p else None,
+            }
 
 
 def study_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, Any]]:
@@ -335,31 +414,46 @@ def model_rows(session: Session, model_ids: Iterable[int]) -> Iterator[dict[str,
 # ------------------------------------------------------------------------------- writers
 
 
-def _cell(value: Any, kind: str) -> Any:
-    """A value as CSV text: empty for null, true/false, compact JSON, ISO datetimes."""
-    if value is None:
-        return ""
+def _json_cell(value: Any) -> Any:
+    if value is None or value.__class__ is JsonText:
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _datetime_cell(value: Any) -> Any:
+    """ISO 8601 text (values read as text from SQLite already are)."""
+    return value if value is None or value.__class__ is str else value.isoformat()
+
+
+_BOOL_TEXT = {True: "true", False: "false", None: None}
+
+
+def _csv_column(kind: str, values: tuple) -> list:
+    """Convert one column of a chunk (column-wise: far fewer Python calls than cell by cell).
+    csv.writer already writes None as an empty cell and floats as repr ("-inf" stays "-inf")."""
     if kind == "bool":
-        return "true" if value else "false"
+        return [_BOOL_TEXT[v] for v in values]
     if kind == "json":
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if kind == "datetime":
-        return value.isoformat()
-    if kind == "float" and isinstance(value, float) and not math.isfinite(value):
-        return "-inf" if value < 0 else ("inf" if value > 0 else "nan")
-    return value
+        return [_json_cell(v) for v in values]
+    return [_datetime_cell(v) for v in values]
 
 
 class CsvWriter:
     def __init__(self, path: Path, table: Table) -> None:
         self.fh = open(path, "w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.fh)
-        self.kinds = [(c.name, c.type) for c in table.columns]
-        self.writer.writerow([name for name, _ in self.kinds])
+        self.names = table.column_names
+        self.get = operator.itemgetter(*self.names)
+        self.converted = [
+            (i, c.type) for i, c in enumerate(table.columns) if c.type in ("bool", "json", "datetime")
+        ]
+        self.writer.writerow(self.names)
 
-    def write(self, rows: list[dict]) -> None:
-        kinds = self.kinds
-        self.writer.writerows([[_cell(r[name], kind) for name, kind in kinds] for r in rows])
+    def write(self, rows: list) -> None:
+        columns = list(zip(*(r if isinstance(r, tuple) else self.get(r) for r in rows)))
+        for i, kind in self.converted:
+            columns[i] = _csv_column(kind, columns[i])
+        self.writer.writerows(zip(*columns))
 
     def close(self) -> None:
         self.fh.close()
@@ -368,18 +462,24 @@ class CsvWriter:
 class JsonlWriter:
     def __init__(self, path: Path, table: Table) -> None:
         self.fh = open(path, "w", encoding="utf-8")
-        self.kinds = [(c.name, c.type) for c in table.columns]
+        self.names = table.column_names
+        self.get = operator.itemgetter(*self.names)
+        self.kinds = [c.type for c in table.columns]
 
-    def write(self, rows: list[dict]) -> None:
+    def write(self, rows: list) -> None:
         lines = []
         for r in rows:
+            values = r if isinstance(r, tuple) else self.get(r)
             obj = {}
-            for name, kind in self.kinds:
-                value = r[name]
-                if kind == "datetime" and value is not None:
-                    value = value.isoformat()
-                elif kind == "float" and isinstance(value, float) and not math.isfinite(value):
-                    value = None  # JSON has no infinities; documented: only -inf occurs (p = 0)
+            for name, kind, value in zip(self.names, self.kinds, values):
+                if value is None:
+                    pass
+                elif kind == "datetime":
+                    value = _datetime_cell(value)
+                elif isinstance(value, JsonText):
+                    value = json.loads(value)
+                elif kind == "float" and not math.isfinite(value):
+                    value = None  # JSON has no infinities (only -inf, p = 0, can occur)
                 obj[name] = value
             lines.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
         self.fh.write("\n".join(lines) + "\n" if lines else "")
@@ -392,32 +492,32 @@ class ParquetWriter:
     """Parquet through pyarrow (the optional `parquet` extra), one row group per chunk."""
 
     def __init__(self, path: Path, table: Table) -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ExportError(
-                "Parquet needs pyarrow: pip install 'humanlm[parquet]' (or use --format csv)"
-            ) from None
-        types = {
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.types = {
             "int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
             "json": pa.string(), "datetime": pa.timestamp("us", tz="UTC"),
         }
         self.pa = pa
-        self.kinds = [(c.name, c.type) for c in table.columns]
-        self.schema = pa.schema([(c.name, types[c.type], c.nullable) for c in table.columns])
+        self.get = operator.itemgetter(*table.column_names)
+        self.kinds = [c.type for c in table.columns]
+        self.schema = pa.schema([(c.name, self.types[c.type], c.nullable) for c in table.columns])
         self.writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
         self.rows = 0
 
-    def write(self, rows: list[dict]) -> None:
-        columns = {}
-        for name, kind in self.kinds:
-            values = [r[name] for r in rows]
+    def write(self, rows: list) -> None:
+        pa = self.pa
+        tuples = [r if isinstance(r, tuple) else self.get(r) for r in rows]
+        arrays = []
+        for kind, values in zip(self.kinds, zip(*tuples)):
             if kind == "json":
-                values = [None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-                          for v in values]
-            columns[name] = values
-        self.writer.write_table(self.pa.Table.from_pydict(columns, schema=self.schema))
+                arrays.append(pa.array([_json_cell(v) for v in values], pa.string()))
+            elif kind == "datetime" and any(isinstance(v, str) for v in values):
+                arrays.append(pa.array(values, pa.string()).cast(self.types["datetime"]))
+            else:
+                arrays.append(pa.array(values, self.types[kind]))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -528,7 +628,9 @@ def write_export(
     try:
         rows = {}
         rows["guesses"] = _write_table(work, fmt, TABLES["guesses"], guess_rows(session, filters, token_text))
-        rows["items"] = _write_table(work, fmt, TABLES["items"], item_rows(session, filters))
+        rows["items"] = _write_table(
+            work, fmt, TABLES["items"], item_rows(session, filters, token_text)
+        )
         rows["participants"] = _write_table(
             work, fmt, TABLES["participants"], participant_rows(session, filters)
         )
