@@ -16,8 +16,9 @@
   const TOKEN_KEY = `humanlm.host.${code}`;
   const ACK_TIMEOUT_MS = 10000;
   const MAX_HISTOGRAM_ROWS = 8;
-  const MAX_CHART_ROWS = 10;
-  const MAX_LEADER_ROWS = 10;
+  const MAX_CHART_ROWS = 8;
+  const MAX_LEADER_ROWS_REVEAL = 5; // the projector keeps the chart and the guesses beside it
+  const MAX_LEADER_ROWS_FINAL = 10;
 
   const els = {
     joinUrl: $('join-url-text'),
@@ -57,14 +58,18 @@
     leaderboardBody: $('leaderboard-body'),
     leaderHidden: $('leader-hidden'),
     guessesLikely: $('guesses-likely'),
+    guessesPlausible: $('guesses-plausible'),
     guessesUnlikely: $('guesses-unlikely'),
     summaryTiles: $('summary-tiles'),
     summaryRounds: $('summary-rounds'),
     finalLeaderBody: $('final-leaderboard-body'),
     finalLeaderHidden: $('final-leader-hidden'),
     controls: $('controls'),
+    settings: $('settings'),
     primary: $('primary-btn'),
     finish: $('finish-btn'),
+    newRoom: $('new-room-link'),
+    histoHint: $('histo-hint'),
     primaryHint: $('primary-hint'),
     histoToggle: $('histo-toggle'),
     leaderToggle: $('leader-toggle'),
@@ -76,7 +81,6 @@
     answers: null,    // last {round, answered, total, histogram} for the current round
     busy: false,      // a host_action is on its way
     tick: 0,          // countdown interval
-    autoLocked: null, // round index the countdown already locked
     primaryAction: null,
     lastToast: { text: '', at: 0 },
   };
@@ -148,10 +152,8 @@
 
   function call(event, payload) {
     return new Promise((resolve) => {
-      if (!socket.connected) {
-        resolve({ ok: false, error: 'Not connected to the server: wait a moment and try again.' });
-        return;
-      }
+      // While (re)connecting, Socket.IO buffers the emit and sends it on connect; the timeout
+      // still bounds the wait, so a click before the connection is up just takes a moment.
       socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (err, resp) => {
         if (err) resolve({ ok: false, error: 'The server did not answer in time. Check the connection.' });
         else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
@@ -330,16 +332,9 @@
       els.countdown.classList.toggle('countdown--urgent', left <= 5);
       els.countdown.setAttribute('aria-label', `${left} seconds left`);
       if (left === 0) {
+        // Time is up: the server locks the round itself and sends a new host_state.
         clearInterval(S.tick);
         S.tick = 0;
-        // Time is up: close the answers (once per round) unless the server already did.
-        const st = S.state;
-        if (st && st.phase === 'answering' && st.round && S.autoLocked !== st.round.index) {
-          S.autoLocked = st.round.index;
-          call('host_action', { code, action: 'lock' }).then((resp) => {
-            if (!resp.ok && S.state && S.state.phase === 'answering') toast(resp.error);
-          });
-        }
       }
     };
     els.countdown.hidden = false;
@@ -371,7 +366,7 @@
 
     renderCompare(r);
     renderGuesses(r);
-    renderLeaderboard(els.leaderboardBody, els.leaderHidden, els.leaderboard, st);
+    renderLeaderboard(els.leaderboardBody, els.leaderHidden, els.leaderboard, st, MAX_LEADER_ROWS_REVEAL);
   }
 
   function renderCompare(r) {
@@ -409,16 +404,16 @@
       li.appendChild(bars);
       list.appendChild(li);
     }
-    const k = r.top_k ? ` (the model's top ${r.top_k} are stored; below that it is under ${pct(floor)})` : '';
+    const k = r.top_k ? ` (“<” = outside its top ${r.top_k})` : '';
     els.compareNote.textContent = rows.length
-      ? `Class: share of the class's answers. Model: the probability ${modelName} gave the token${k}.`
+      ? `Class = share of the answers · Model = probability from ${modelName}${k}`
       : 'Nobody answered this round.';
   }
 
   function renderGuesses(r) {
     const guesses = Array.isArray(r.guesses) ? r.guesses : [];
-    els.guessesLikely.textContent = '';
-    els.guessesUnlikely.textContent = '';
+    const lists = { likely: els.guessesLikely, plausible: els.guessesPlausible, unlikely: els.guessesUnlikely };
+    Object.values(lists).forEach((ul) => { ul.textContent = ''; });
     const item = (g) => {
       const li = el('li', `guess-item guess-item--${g.verdict || 'unlikely'}`);
       li.dataset.text = String(g.text ?? '');
@@ -428,14 +423,18 @@
       li.appendChild(el('span', 'guess-item__p', known ? pct(g.model_prob) : `<${pct(r.min_top_k_prob)}`));
       return li;
     };
-    for (const g of guesses) {
-      (g.verdict === 'unlikely' ? els.guessesUnlikely : els.guessesLikely).appendChild(item(g));
-    }
-    if (!els.guessesLikely.childNodes.length) els.guessesLikely.appendChild(el('li', 'guess-list__empty muted', 'none'));
-    if (!els.guessesUnlikely.childNodes.length) els.guessesUnlikely.appendChild(el('li', 'guess-list__empty muted', 'none'));
+    for (const g of guesses) (lists[g.verdict] || lists.unlikely).appendChild(item(g));
+    Object.values(lists).forEach((ul) => {
+      if (!ul.childNodes.length) ul.appendChild(el('li', 'guess-list__empty muted', 'none'));
+    });
+    els.guessesPlausible.previousElementSibling.title = r.top_k
+      ? `In the model's top ${r.top_k}, below 10%` : 'In the model\u2019s top list, below 10%';
+    els.guessesLikely.previousElementSibling.title = 'The model gave it at least 10%';
+    els.guessesUnlikely.previousElementSibling.title = r.top_k
+      ? `Outside the model's top ${r.top_k}` : 'Outside the model\u2019s top list';
   }
 
-  function renderLeaderboard(tbody, hiddenNote, table, st) {
+  function renderLeaderboard(tbody, hiddenNote, table, st, maxRows) {
     tbody.textContent = '';
     const show = !!(st.settings && st.settings.show_leaderboard);
     const rows = Array.isArray(st.leaderboard) ? st.leaderboard : null;
@@ -443,8 +442,8 @@
     table.hidden = panelHidden;
     hiddenNote.hidden = !panelHidden;
     if (panelHidden) return;
-    for (const row of rows.slice(0, MAX_LEADER_ROWS)) {
-      const tr = el('tr', row.rank === 1 ? 'is-first' : '');
+    for (const row of rows.slice(0, maxRows)) {
+      const tr = el('tr', row.rank === 1 && Number(row.points) > 0 ? 'is-first' : '');
       tr.append(
         el('td', 'rank', String(row.rank)),
         el('td', 'name', row.nickname),
@@ -453,6 +452,13 @@
         el('td', 'num muted', row.mean_log_score === null || row.mean_log_score === undefined
           ? '–' : Number(row.mean_log_score).toFixed(2)),
       );
+      tbody.appendChild(tr);
+    }
+    if (rows.length > maxRows) {
+      const tr = el('tr', 'more');
+      const td = el('td', 'muted', `+ ${rows.length - maxRows} more`);
+      td.colSpan = 5;
+      tr.appendChild(td);
       tbody.appendChild(tr);
     }
     if (!rows.length) {
@@ -505,7 +511,7 @@
       els.summaryRounds.appendChild(li);
     }
     if (!rounds.length) els.summaryRounds.appendChild(el('li', 'muted', 'No round was played.'));
-    renderLeaderboard(els.finalLeaderBody, els.finalLeaderHidden, els.finalLeaderBody.closest('table'), st);
+    renderLeaderboard(els.finalLeaderBody, els.finalLeaderHidden, els.finalLeaderBody.closest('table'), st, MAX_LEADER_ROWS_FINAL);
   }
 
   // ---------------------------------------------------------------- controls
@@ -537,7 +543,8 @@
     const p = primaryFor(st);
     S.primaryAction = p ? p.action : null;
     const showControls = !!st && st.status !== 'failed';
-    els.controls.hidden = !showControls;
+    els.controls.hidden = !showControls || st.status !== 'ready';
+    els.settings.hidden = !showControls;
     els.primary.hidden = !p;
     if (p) {
       els.primary.textContent = '';
@@ -562,7 +569,9 @@
     }
     els.timerSelect.value = t;
     const finished = st.phase === 'finished';
+    els.newRoom.hidden = !finished;
     els.histoToggle.hidden = finished;
+    els.histoHint.hidden = finished;
     els.timerSelect.parentElement.hidden = finished;
     els.playersMenu.hidden = st.phase === 'lobby' || finished;
   }
@@ -639,6 +648,9 @@
         stopCountdown();
         const n = (st.players || []).length;
         els.lobbyTitle.textContent = n ? `${plural(n, 'player has', 'players have')} joined` : 'Waiting for players…';
+        const rounds = Number(st.rounds_total) || 0;
+        els.lobbyLead.textContent = `${rounds ? `${plural(rounds, 'round', 'rounds')} ready. ` : ''}`
+          + 'Names appear here as students join. Press Start when everyone is in.';
         setScreen('lobby');
         break;
       }
@@ -746,6 +758,7 @@
     els.nothostTitle.textContent = `This browser cannot host room ${code}`;
     els.nothostText.textContent = resp.error || 'The server refused the host key stored in this browser.';
     els.controls.hidden = true;
+    els.settings.hidden = true;
     setScreen('nothost');
   }
 
@@ -757,5 +770,8 @@
   socket.on('connect_error', () => { els.conn.hidden = false; });
   socket.on('host_state', (st) => render(st));
   socket.on('answers', (a) => onAnswers(a));
-  socket.on('room_error', (e) => toast(e && e.message));
+  socket.on('room_error', (e) => {
+    if (e && e.event === 'host_join') return; // shown as the "not the host" screen
+    toast(e && e.message);
+  });
 })();

@@ -200,10 +200,8 @@
 
   function call(event, payload, timeoutMs = ACK_TIMEOUT_MS) {
     return new Promise((resolve) => {
-      if (!socket || !socket.connected) {
-        resolve({ ok: false, error: 'Not connected: check your connection.', network: true });
-        return;
-      }
+      // While (re)connecting, Socket.IO buffers the emit and sends it on connect; the timeout
+      // still bounds the wait, so a click before the connection is up just takes a moment.
       socket.timeout(timeoutMs).emit(event, payload, (err, resp) => {
         if (err) resolve({ ok: false, error: 'The server did not answer in time.', network: true });
         else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
@@ -379,8 +377,7 @@
       case 'lobby': {
         stopCountdown();
         els.waitTitle.textContent = `You're in, ${S.nickname}!`;
-        const n = Number(st.n_players) || 0;
-        els.waitCount.textContent = n > 1 ? `${n} players in the room` : '';
+        els.waitCount.textContent = st.status === 'preparing' ? 'The teacher\u2019s questions are being prepared.' : '';
         setScreen('wait');
         break;
       }
@@ -448,6 +445,7 @@
     let text = '';
     if (S.answered && S.myAnswer && !S.myAnswer.skipped) text = S.myAnswer.text || '';
     else if (st && st.phase === 'answering' && !S.answered && els.input.value) text = composeText();
+    slot.classList.toggle('slot--sent', S.answered || (st && st.phase !== 'answering'));
     if (!text) {
       ghost.textContent = '';
       slot.classList.remove('slot--typing');
@@ -588,7 +586,8 @@
     S.tickDeadline = deadline;
     const update = () => {
       const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-      els.countdown.textContent = `${left} s`;
+      els.countdown.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`;
+      els.countdown.setAttribute('aria-label', `${left} seconds left`);
       els.countdown.classList.toggle('countdown--urgent', left <= 5);
       if (left === 0) {
         clearInterval(S.tick);
@@ -613,17 +612,20 @@
         : 'You did not answer this round. The answer is on the big screen.';
       return;
     }
-    const skipped = !!fb.skipped;
+    const noAnswer = fb.answered === false;
+    const skipped = !!fb.skipped || noAnswer;
     const correct = !!fb.correct && !skipped;
     const card = els.feedback;
     card.classList.remove('is-ok', 'is-bad', 'is-skip');
     card.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
     els.fbMark.textContent = correct ? '✓' : skipped ? '–' : '✗';
-    els.fbTitle.textContent = correct ? 'Correct!' : skipped ? 'Skipped' : 'Not quite';
+    els.fbTitle.textContent = correct ? 'Correct!' : noAnswer ? 'No answer' : skipped ? 'Skipped' : 'Not quite';
     els.fbRound.textContent = round.total ? `Round ${round.number} of ${round.total}` : '';
 
     els.fbYour.textContent = '';
-    if (skipped) {
+    if (noAnswer) {
+      els.fbYour.append(el('span', 'muted', 'none this round'));
+    } else if (skipped) {
       els.fbYour.append(el('span', 'muted', 'I don\u2019t know'));
     } else {
       const yours = fb.your_text ?? '';
@@ -645,7 +647,7 @@
       const known = fb.model_prob !== null && fb.model_prob !== undefined;
       els.fbModel.textContent = known
         ? `${pct(fb.model_prob)}${fb.model_rank ? ` (rank ${fb.model_rank})` : ''}`
-        : 'very little (not in its top list)';
+        : 'very little (outside its top list)';
     }
     els.fbTop1.textContent = '';
     const top1Right = tokenText(fb.model_top1) === tokenText(fb.target);
@@ -762,9 +764,8 @@
     setScreen('removed');
   });
   socket.on('room_error', (e) => {
-    // The join form shows its own errors inline.
-    if (e && (e.event === 'join' || e.event === 'rejoin')) return;
-    if (e && e.event === 'guess' && !els.guessError.hidden) return;
+    // join, rejoin and guess show their errors next to the form (from the acknowledgement).
+    if (e && ['join', 'rejoin', 'guess'].includes(e.event)) return;
     toast(e && e.message);
   });
 })();
