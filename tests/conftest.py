@@ -7,32 +7,18 @@ into a template SQLite file; every test that needs it gets its own copy of that 
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from webapp import create_app
 from webapp.cli import upgrade_database
-from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+from webapp.corpus import get_or_create_corpus, import_documents
 from webapp.extensions import db
 from webapp.lm import load_model, load_tokenizer
 from webapp.predictions import score_corpus
 
-MODEL_SPEC = "llamacpp:gemma-3-270m"
-TEST_MAX_TOKENS = 128
-
-SHORT_TEXTS = [
-    RawDocument(
-        title="Fox", register="story",
-        text="The quick brown fox jumps over the lazy dog. It was a sunny day in the park.",
-    ),
-    RawDocument(
-        title="Tea", register="recipe",
-        text="To make a cup of tea, boil the water, add the tea bag and wait three minutes.",
-    ),
-]
+from support import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS, LiveServer  # noqa: F401, I001
 
 
 @pytest.fixture(scope="session")
@@ -92,22 +78,6 @@ def scored_app(tmp_path, scored_template):
 @pytest.fixture
 def client(scored_app):
     return scored_app.test_client()
-
-
-class LiveServer:
-    def __init__(self, app, host: str = "127.0.0.1") -> None:
-        self.app = app
-        self._server = make_server(host, 0, app, threaded=True)
-        self.url = f"http://{host}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture

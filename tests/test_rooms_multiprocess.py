@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS
+from support import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS
 
 from webapp.cli import upgrade_database
 from webapp.corpus import get_or_create_corpus, import_documents

@@ -39,7 +39,7 @@ FALLBACK_ANSWERS = [" dog", " cat", " dog", " fox"]  # with --url (no database a
 def serve_real_app(stack: ExitStack) -> str:
     """Import and score a few demo passages into a temporary database and serve the real app."""
     sys.path.insert(0, str(REPO))
-    from tests.conftest import LiveServer
+    from tests.support import LiveServer
     from webapp import create_app
     from webapp.cli import upgrade_database
     from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
