@@ -27,9 +27,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from .play import bp as play_bp
     from .rooms import bp as rooms_bp
+    from .research import bp as research_bp
 
     app.register_blueprint(play_bp)
     app.register_blueprint(rooms_bp)
+    app.register_blueprint(research_bp)
     socketio.init_app(app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"))
 
     @app.teardown_appcontext

@@ -362,6 +362,9 @@ def register_commands(app: Flask) -> None:
     for command in (db_group, corpus_group, score_command, export_command,
                     import_responses_command, setup_command, serve_command):
         app.cli.add_command(command)
+    from .research.cli import register as register_research_commands  # researcher, study
+
+    register_research_commands(app)
 
 
 def main() -> None:

@@ -101,6 +101,15 @@ SETTINGS: tuple[Setting, ...] = (
         "(0 = one update per answer).",
     ),
     Setting(
+        "RESEARCH_SESSION_MINUTES", "HUMANLM_RESEARCH_SESSION_MINUTES", 480, int,
+        "A researcher's login lasts this many minutes; after that they must log in again.",
+    ),
+    Setting(
+        "STUDY_RESERVATION_MINUTES", "HUMANLM_STUDY_RESERVATION_MINUTES", 60, int,
+        "Items assigned to a participant who has not finished count towards the items' targets "
+        "for this many minutes (so participants who start together get different items).",
+    ),
+    Setting(
         "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
         "Echo every SQL statement (debugging).",
     ),

@@ -1,0 +1,70 @@
+/* humanlm: researcher pages (dashboard, study set-up, study page). Plain ES2020.
+ * Copy buttons, the set-up form's mode-dependent hint, and live headline numbers. */
+'use strict';
+
+(() => {
+  // Copy the value of an input (data-copy="input id").
+  document.querySelectorAll('[data-copy]').forEach((btn) => {
+    btn.addEventListener('click', async () => {
+      const input = document.getElementById(btn.dataset.copy);
+      if (!input) return;
+      try {
+        await navigator.clipboard.writeText(input.value);
+        btn.textContent = 'Copied';
+      } catch (_) {
+        input.select();
+        btn.textContent = 'Press Ctrl+C';
+      }
+      setTimeout(() => { btn.textContent = 'Copy'; }, 2000);
+    });
+  });
+
+  // Set-up form: the default instructions follow the chosen mode; the sample size picks "sample".
+  const instructions = document.getElementById('instructions');
+  if (instructions) {
+    document.querySelectorAll('input[name="mode"]').forEach((radio) => {
+      radio.addEventListener('change', () => {
+        instructions.placeholder = radio.value === 'word'
+          ? instructions.dataset.defaultWord : instructions.dataset.defaultToken;
+      });
+    });
+  }
+  const sample = document.querySelector('input[name="sample_size"]');
+  if (sample) {
+    sample.addEventListener('input', () => {
+      const radio = document.querySelector('input[name="items_choice"][value="sample"]');
+      if (radio) radio.checked = true;
+    });
+  }
+  const errors = document.getElementById('form-errors');
+  if (errors) errors.focus();
+
+  // Study page: refresh the headline numbers every 5 seconds.
+  const live = document.getElementById('live');
+  if (!live || !live.dataset.summaryUrl) return;
+  const status = document.getElementById('live-status');
+  const get = (obj, path) => path.split('.').reduce((o, k) => (o == null ? o : o[k]), obj);
+  const fmt = (value, kind) => {
+    if (value === null || value === undefined) return '–';
+    if (kind === 'pct') return `${Math.round(value * 100)}%`;
+    if (kind === 'min') return `${value.toFixed(1)} min`;
+    if (kind === 'sec') return `${(value / 1000).toFixed(1)} s`;
+    return String(value);
+  };
+  async function refresh() {
+    if (document.hidden) return;
+    try {
+      const res = await fetch(live.dataset.summaryUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+      if (res.status === 401) { status.textContent = 'session expired: reload to log in'; return; }
+      if (!res.ok) throw new Error(String(res.status));
+      const data = await res.json();
+      document.querySelectorAll('[data-k]').forEach((el) => {
+        el.textContent = fmt(get(data, el.dataset.k), el.dataset.fmt);
+      });
+      status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (_) {
+      status.textContent = 'could not update; retrying';
+    }
+  }
+  setInterval(refresh, 5000);
+})();

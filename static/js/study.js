@@ -1,0 +1,312 @@
+/* humanlm: a participant's study pages (task and end). Plain ES2020, no dependencies.
+ *
+ * The task page asks the server for the participant's current item, shows the text before it,
+ * and sends the answer; the server stores it before replying, so a reload (or a lost
+ * connection) resumes at the next unanswered item. Nothing about the true continuation reaches
+ * this page unless the study shows feedback, and then only after the answer is stored.
+ */
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  // ------------------------------------------------------------------ end page: code and redirect
+  document.querySelectorAll('[data-copy-text]').forEach((btn) => {
+    btn.addEventListener('click', async () => {
+      try {
+        await navigator.clipboard.writeText(btn.dataset.copyText);
+        btn.textContent = 'Copied';
+      } catch (_) {
+        btn.textContent = 'Select the code to copy it';
+      }
+    });
+  });
+  const note = $('redirect-note');
+  if (note && note.dataset.redirect) {
+    let left = Number(note.dataset.seconds || 5);
+    const out = $('redirect-seconds');
+    const timer = setInterval(() => {
+      left -= 1;
+      if (out) out.textContent = String(Math.max(left, 0));
+      if (left <= 0) {
+        clearInterval(timer);
+        window.location.assign(note.dataset.redirect);
+      }
+    }, 1000);
+  }
+
+  // ------------------------------------------------------------------ task page
+  const root = $('study');
+  if (!root) return;
+
+  const els = {
+    alert: $('alert'), alertMessage: $('alert-message'), alertRetry: $('alert-retry'),
+    progressText: $('progress-text'), progressBar: $('progress-bar'), passage: $('passage'),
+    ask: $('ask'), form: $('answer-form'), input: $('answer-input'), button: $('answer-btn'),
+    skip: $('skip-btn'), space: $('space-toggle'), confidence: $('confidence'),
+    confidenceOut: $('confidence-out'), formError: $('form-error'),
+    feedback: $('feedback'), feedbackTitle: $('feedback-title'), feedbackLine: $('feedback-line'),
+    feedbackModel: $('feedback-model'), continueBtn: $('continue-btn'),
+  };
+  const mode = root.dataset.mode;
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || '';
+  const RETRY_MS = [500, 1500, 3000, 6000];
+
+  const state = {
+    phase: 'loading', // loading | question | sending | feedback | done | error
+    question: null,
+    next: null, // the reply after an answer: the next state, shown after the feedback
+    clientKey: null,
+    shownAt: 0,
+    spaceOn: true,
+    touched: false,
+  };
+
+  class ApiError extends Error {
+    constructor(message, status = 0, data = null) {
+      super(message);
+      this.status = status;
+      this.data = data;
+    }
+  }
+
+  async function api(method, url, body) {
+    let res;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: body === undefined
+          ? { Accept: 'application/json' }
+          : { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRFToken': csrf },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+    } catch (_) {
+      throw new ApiError('Could not reach the server. Check your connection; your answers so far are saved.');
+    }
+    let data = null;
+    try { data = await res.json(); } catch (_) { data = null; }
+    if (!res.ok) {
+      const msg = data && data.error ? data.error : `The server answered with an error (HTTP ${res.status}).`;
+      throw new ApiError(msg, res.status, data);
+    }
+    return data;
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function newKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+      try { return window.crypto.randomUUID().replace(/-/g, ''); } catch (_) { /* insecure context */ }
+    }
+    return Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join('');
+  }
+
+  function setPhase(phase) {
+    state.phase = phase;
+    root.dataset.state = phase;
+    root.setAttribute('aria-busy', phase === 'loading' || phase === 'sending' ? 'true' : 'false');
+  }
+
+  function showError(message, retry) {
+    els.alertMessage.textContent = message;
+    els.alert.hidden = false;
+    els.alertRetry.hidden = !retry;
+    els.alertRetry.onclick = () => { els.alert.hidden = true; retry(); };
+  }
+
+  function setSpace(on) {
+    state.spaceOn = !!on;
+    if (els.space) els.space.setAttribute('aria-pressed', state.spaceOn ? 'true' : 'false');
+  }
+
+  function renderProgress(answered, total, shown = Math.min(answered + 1, total)) {
+    els.progressText.textContent = total ? `Question ${shown} of ${total}` : '';
+    els.progressBar.style.width = total ? `${(100 * answered) / total}%` : '0%';
+  }
+
+  function renderQuestion(reply) {
+    const q = reply.question;
+    state.question = q;
+    state.clientKey = newKey();
+    state.touched = false;
+    renderProgress(reply.answered, reply.total);
+
+    els.passage.textContent = '';
+    const text = document.createElement('span');
+    text.className = 'sp-passage__prefix';
+    text.textContent = q.context;
+    const slot = document.createElement('span');
+    slot.className = 'slot sp-slot';
+    slot.setAttribute('aria-hidden', 'true');
+    slot.innerHTML = '<span class="slot__caret"></span>';
+    els.passage.append(text, slot);
+    els.passage.scrollTop = els.passage.scrollHeight;
+
+    setSpace(!q.prefix_ends_with_space);
+    els.input.value = '';
+    els.formError.hidden = true;
+    if (els.confidence) {
+      els.confidence.value = '50';
+      els.confidenceOut.textContent = '–';
+      els.confidence.classList.remove('is-touched');
+    }
+    els.feedback.hidden = true;
+    els.ask.hidden = false;
+    els.input.disabled = false;
+    els.button.disabled = false;
+    if (els.skip) els.skip.disabled = false;
+    setPhase('question');
+    els.input.focus({ preventScroll: true });
+    state.shownAt = performance.now();
+  }
+
+  function goDone(url) {
+    setPhase('done');
+    window.location.assign(url || root.dataset.doneUrl);
+  }
+
+  function renderState(reply) {
+    if (reply.finished || !reply.question) {
+      goDone(reply.done_url);
+    } else {
+      renderQuestion(reply);
+    }
+  }
+
+  async function load() {
+    setPhase('loading');
+    try {
+      renderState(await api('GET', root.dataset.currentUrl));
+    } catch (err) {
+      if (err.status === 409 && err.data && err.data.done_url) return goDone(err.data.done_url);
+      setPhase('error');
+      showError(err.message, load);
+    }
+  }
+
+  function formError(message) {
+    els.formError.textContent = message;
+    els.formError.hidden = false;
+  }
+
+  async function send(skipped) {
+    if (state.phase !== 'question') return;
+    const typed = els.input.value;
+    if (!skipped && !typed.trim()) {
+      formError(mode === 'word' ? 'Type a word first (or choose “I don\'t know”).' : 'Type your answer first.');
+      els.input.focus();
+      return;
+    }
+    let probability = null;
+    if (els.confidence && !skipped) {
+      if (!state.touched) {
+        formError('Move the slider to say how likely your answer is to be right.');
+        els.confidence.focus();
+        return;
+      }
+      probability = Number(els.confidence.value) / 100;
+    }
+    let text = typed;
+    if (mode === 'token' && !skipped) text = (state.spaceOn ? ' ' : '') + typed.replace(/^\s+/, '');
+    if (mode === 'word') text = typed.trim();
+    const body = {
+      study_item_id: state.question.study_item_id,
+      client_key: state.clientKey,
+      text: skipped ? '' : text,
+      skipped: !!skipped,
+      reaction_ms: Math.round(performance.now() - state.shownAt),
+    };
+    if (probability !== null) body.reported_probability = probability;
+
+    setPhase('sending');
+    els.formError.hidden = true;
+    els.input.disabled = true;
+    els.button.disabled = true;
+    if (els.skip) els.skip.disabled = true;
+    els.button.classList.add('is-loading');
+    try {
+      let reply = null;
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          reply = await api('POST', root.dataset.answerUrl, body);
+          break;
+        } catch (err) {
+          // Network trouble: send the same answer again (same client key, stored once).
+          if (err.status === 0 && attempt < RETRY_MS.length) { await sleep(RETRY_MS[attempt]); continue; }
+          throw err;
+        }
+      }
+      els.button.classList.remove('is-loading');
+      if (reply.feedback) {
+        showFeedback(reply.feedback, reply);
+      } else {
+        renderState(reply);
+      }
+    } catch (err) {
+      els.button.classList.remove('is-loading');
+      if (err.status === 409) return load(); // answered elsewhere or already finished: resync
+      setPhase('question');
+      els.input.disabled = false;
+      els.button.disabled = false;
+      if (els.skip) els.skip.disabled = false;
+      formError(err.message);
+    }
+  }
+
+  function showFeedback(fb, reply) {
+    state.next = reply;
+    renderProgress(reply.answered, reply.total, reply.answered);
+    els.ask.hidden = true;
+    els.feedback.hidden = false;
+    els.feedback.classList.remove('is-ok', 'is-bad', 'is-skip');
+    els.feedback.classList.add(fb.skipped ? 'is-skip' : fb.correct ? 'is-ok' : 'is-bad');
+    els.feedbackTitle.textContent = fb.skipped ? 'Skipped' : fb.correct ? 'Right!' : 'Not this time';
+    els.feedbackLine.textContent = '';
+    els.feedbackLine.append('The text continued with ');
+    const chip = document.createElement('span');
+    chip.className = 'chip chip--target';
+    chip.textContent = fb.target.replace(/ /g, '␣');
+    els.feedbackLine.append(chip);
+    if (fb.near_miss) els.feedbackLine.append(' (your answer differed only by the space before it)');
+    els.feedbackModel.textContent = fb.model_top
+      ? `The language model's first choice was “${fb.model_top.text}” (${Math.round(fb.model_top.prob * 100)}%).`
+      : '';
+    setPhase('feedback');
+    els.continueBtn.focus();
+  }
+
+  els.form.addEventListener('submit', (e) => { e.preventDefault(); send(false); });
+  if (els.skip) els.skip.addEventListener('click', () => send(true));
+  if (els.space) els.space.addEventListener('click', () => { setSpace(!state.spaceOn); els.input.focus(); });
+  if (els.confidence) {
+    const touch = () => {
+      state.touched = true;
+      els.confidence.classList.add('is-touched');
+      els.confidenceOut.textContent = `${els.confidence.value}%`;
+    };
+    els.confidence.addEventListener('input', touch);
+    els.confidence.addEventListener('change', touch);
+    els.confidence.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') { e.preventDefault(); send(false); }
+    });
+  }
+  els.continueBtn.addEventListener('click', () => { if (state.next) renderState(state.next); });
+  els.input.addEventListener('input', () => { els.formError.hidden = true; });
+
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && state.phase === 'question' && els.skip) {
+      e.preventDefault();
+      send(true);
+    } else if (e.altKey && (e.key === 's' || e.key === 'S' || e.code === 'KeyS') && els.space && state.phase === 'question') {
+      e.preventDefault();
+      setSpace(!state.spaceOn);
+    } else if (e.key === 'Enter' && state.phase === 'feedback' && document.activeElement !== els.continueBtn) {
+      e.preventDefault();
+      els.continueBtn.click();
+    }
+  });
+
+  load();
+})();

@@ -1,0 +1,538 @@
+"""Pages and JSON API of online studies. Thin: read the request, call studies.py/auth.py, reply.
+
+Researcher side (login required): /research/... pages, /api/research/... JSON, the export zip.
+Participant side (no account; a signed session cookie remembers which participant this browser
+is in each study): /s/<slug> -> consent -> instructions -> task (items one at a time through
+/api/s/<slug>/...) -> done (completion code and/or redirect).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from itertools import chain
+from urllib.parse import urlparse
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    get_flashed_messages,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..api import field as _field
+from ..api import json_body as _json_body
+from ..extensions import db
+from ..game import GameError, active_model
+from ..lm import load_tokenizer
+from ..models import Corpus, Document, Guess, Participant, ScoredDocument, Study
+from . import auth, bp, csrf, studies
+
+PARTICIPANTS_KEY = "study_participants"  # session: {slug: participant id}
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+PARTICIPANT_ROWS = 100
+
+
+# ------------------------------------------------------------------------------ request hooks
+
+
+@bp.before_request
+def protect_forms() -> None:
+    """Every state-changing request to this blueprint needs the session's CSRF token."""
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+
+
+@bp.errorhandler(CSRFError)
+def csrf_error(exc: CSRFError):
+    message = ("This form has expired or was not sent from this site. Reload the page and try "
+               "again (this site needs cookies to be allowed).")
+    current_app.logger.warning("CSRF refused on %s: %s", request.path, exc.description)
+    if request.path.startswith("/api/"):
+        return jsonify(error=f"{message} ({exc.description})"), 400
+    referrer = urlparse(request.referrer or "")
+    back = None
+    if referrer.netloc == request.host and referrer.path:
+        back = referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    if request.path.startswith("/s/"):
+        return render_template("research/participant/message.html", title="Please try again",
+                               message=message, study=None, code="", back=back), 400
+    return render_template("research/message.html", title="Please try again", message=message,
+                           back=back), 400
+
+
+@bp.context_processor
+def researcher_context() -> dict:
+    return {"researcher": g.get("researcher")}
+
+
+def _tokenizer():
+    return load_tokenizer(current_app.config["MODEL"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ------------------------------------------------------------------------------------ login
+
+
+@bp.route("/research/login", methods=["GET", "POST"])
+def login():
+    next_url = auth.safe_next(request.values.get("next"))
+    error = None
+    email = ""
+    if request.method == "POST":
+        email = request.form.get("email", "")[:254]
+        password = request.form.get("password", "")[:1000]
+        researcher = auth.authenticate(db.session, email, password)
+        if researcher is None:
+            error = "Wrong e-mail or password."
+            db.session.rollback()
+        else:
+            db.session.commit()
+            session.pop("csrf_token", None)  # a fresh CSRF secret for the logged-in researcher
+            auth.login(researcher)
+            return redirect(next_url or url_for("research.dashboard"))
+    elif auth.current_researcher(db.session) is not None:
+        return redirect(next_url or url_for("research.dashboard"))
+    expired = request.args.get("expired") == "1"
+    return render_template("research/login.html", error=error, email=email, next_url=next_url,
+                           expired=expired), (401 if error else 200)
+
+
+@bp.post("/research/logout")
+def logout():
+    auth.logout()
+    return redirect(url_for("research.login"))
+
+
+# -------------------------------------------------------------------------------- dashboard
+
+
+def _study_or_404(study_id: int) -> Study:
+    study = db.session.get(Study, study_id)
+    if study is None:
+        abort(404, description=f"there is no study {study_id}")
+    return study
+
+
+def _study_link(study: Study) -> str:
+    base = (current_app.config.get("PUBLIC_URL") or request.host_url).rstrip("/")
+    return f"{base}/s/{study.slug}"
+
+
+@bp.get("/research/")
+@auth.login_required
+def dashboard():
+    rows = []
+    for study in db.session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())):
+        rows.append({"study": study, "summary": studies.study_summary(db.session, study),
+                     "link": _study_link(study)})
+    return render_template("research/dashboard.html", rows=rows, formats=EXPORT_FORMATS,
+                           messages=get_flashed_messages(with_categories=True))
+
+
+def _corpus_choices() -> list[dict]:
+    model = active_model(db.session, current_app.config["MODEL"])
+    out = []
+    for corpus in db.session.scalars(select(Corpus).where(Corpus.purpose == "game").order_by(Corpus.name)):
+        n_scored = 0
+        if model is not None:
+            n_scored = db.session.scalar(
+                select(func.count(ScoredDocument.id))
+                .join(Document, Document.id == ScoredDocument.document_id)
+                .where(Document.corpus_id == corpus.id, ScoredDocument.model_id == model.id)
+            )
+        out.append({"name": corpus.name, "n_scored": n_scored})
+    return out
+
+
+def _form_to_spec(form) -> tuple[dict, dict[str, str]]:
+    """The set-up form as the same dict a YAML/JSON study file gives."""
+    errors: dict[str, str] = {}
+    spec: dict = {
+        key: form.get(key, "").strip()
+        for key in ("name", "slug", "corpus", "mode", "items_per_participant", "target_responses",
+                    "order", "seed", "consent_text", "instructions", "checks", "check_threshold",
+                    "completion_code", "redirect_url")
+    }
+    for key in ("show_feedback", "ask_probability", "allow_skip", "pilot"):
+        spec[key] = form.get(key) == "on"
+    spec = {k: v for k, v in spec.items() if v != ""}
+    if form.get("items_choice") == "sample":
+        raw = form.get("sample_size", "").strip()
+        if not re.fullmatch(r"\d{1,6}", raw):
+            errors["items"] = "give the number of positions to sample (a whole number)"
+        else:
+            spec["items"] = {"sample": int(raw)}
+    else:
+        spec["items"] = "all"
+    return spec, errors
+
+
+def _form_errors(errors: dict[str, str]) -> dict[str, str]:
+    """StudyError fields as form fields: checks[2] -> checks ("line 3: ...")."""
+    out: dict[str, str] = {}
+    for key, message in errors.items():
+        match = re.fullmatch(r"(\w+)\[(\d+)\]", key)
+        if match:
+            key, message = match.group(1), f"line {int(match.group(2)) + 1}: {message}"
+        out.setdefault(key, message)
+    return out
+
+
+@bp.route("/research/studies/new", methods=["GET", "POST"])
+@auth.login_required
+def new_study():
+    values: dict = {
+        "mode": "token", "order": "random", "items_per_participant": "20",
+        "target_responses": "10", "consent_text": studies.DEFAULT_CONSENT,
+        "instructions": "", "items_choice": "all", "allow_skip": True, "pilot": True,
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        spec, errors = _form_to_spec(request.form)
+        values = {**request.form.to_dict(), **{k: spec.get(k, False) for k in
+                                               ("show_feedback", "ask_probability", "allow_skip", "pilot")}}
+        if not errors:
+            model = active_model(db.session, current_app.config["MODEL"])
+            try:
+                with db.write_lock():
+                    study = studies.create_study(db.session, spec, model=model, tokenizer=_tokenizer(),
+                                                 created_by=g.researcher.id)
+                    db.session.commit()
+            except studies.StudyError as exc:
+                db.session.rollback()
+                errors = _form_errors(exc.errors)
+            else:
+                flash(f"Study “{study.name}” created. Pilot mode is "
+                      f"{'on' if study.pilot else 'off'}.", "ok")
+                return redirect(url_for("research.study_detail", study_id=study.id))
+    return render_template("research/study_new.html", values=values, errors=errors,
+                           corpora=_corpus_choices(), default_instructions=studies.DEFAULT_INSTRUCTIONS,
+                           fields=studies.FIELDS), (400 if errors else 200)
+
+
+def _participant_rows(study: Study) -> list[dict]:
+    participants = list(db.session.scalars(
+        select(Participant).where(Participant.study_id == study.id)
+        .order_by(Participant.started_at.desc(), Participant.id.desc()).limit(PARTICIPANT_ROWS)
+    ))
+    answered = dict(db.session.execute(
+        select(Guess.player_id, func.count(Guess.id))
+        .where(Guess.study_id == study.id, Guess.player_id.in_([p.player_id for p in participants]))
+        .group_by(Guess.player_id)
+    ).all())
+    return [{"p": p, "answered": answered.get(p.player_id, 0), "assigned": len(p.assigned or [])}
+            for p in participants]
+
+
+@bp.get("/research/studies/<int:study_id>")
+@auth.login_required
+def study_detail(study_id: int):
+    study = _study_or_404(study_id)
+    corpus = db.session.get(Corpus, study.corpus_id) if study.corpus_id else None
+    return render_template(
+        "research/study_detail.html", study=study, corpus=corpus,
+        summary=studies.study_summary(db.session, study), link=_study_link(study),
+        items=studies.item_rows(db.session, study), participants=_participant_rows(study),
+        histogram=studies.fill_histogram(db.session, study), formats=EXPORT_FORMATS,
+        n_checks=sum(si.kind == "check" for si in study.items),
+        messages=get_flashed_messages(with_categories=True),
+    )
+
+
+@bp.post("/research/studies/<int:study_id>/settings")
+@auth.login_required
+def study_settings(study_id: int):
+    study = _study_or_404(study_id)
+    action = request.form.get("action")
+    if action == "pilot-on":
+        studies.set_pilot(study, True)
+        flash("Pilot mode is on: new participants are flagged pilot and do not count.", "ok")
+    elif action == "pilot-off":
+        studies.set_pilot(study, False)
+        flash("Pilot mode is off: new participants count towards the targets.", "ok")
+    elif action in ("open", "close"):
+        study.status = "open" if action == "open" else "closed"
+        flash("The study is open to new participants." if action == "open" else
+              "The study is closed: new participants see a 'closed' page; those who started can finish.", "ok")
+    else:
+        abort(400, description="unknown action")
+    db.session.commit()
+    return redirect(url_for("research.study_detail", study_id=study.id))
+
+
+@bp.get("/api/research/studies/<int:study_id>/summary")
+@auth.login_required
+def study_summary_api(study_id: int):
+    study = db.session.get(Study, study_id)
+    if study is None:
+        return jsonify(error=f"there is no study {study_id}"), 404
+    return jsonify(studies.study_summary(db.session, study))
+
+
+@bp.get("/research/studies/<int:study_id>/export")
+@auth.login_required
+def export_study(study_id: int):
+    """A zip of the study's data (guesses, items, participants, ...) streamed as it is written."""
+    study = db.session.get(Study, study_id)
+    if study is None:
+        return jsonify(error=f"there is no study {study_id}"), 404
+    fmt = request.args.get("format", "csv")
+    if fmt not in EXPORT_FORMATS:
+        return jsonify(error=f"format must be one of {', '.join(EXPORT_FORMATS)}"), 400
+    include_pilot = request.args.get("include_pilot", "0")
+    if include_pilot not in ("0", "1"):
+        return jsonify(error="include_pilot must be 0 or 1"), 400
+    try:
+        from ..export import ExportFilters, stream_zip
+    except ImportError:
+        return jsonify(error="export is not available in this installation"), 501
+    filters = ExportFilters(study_id=study.id, include_pilot=include_pilot == "1")
+    try:  # the export is written before the first byte is sent: option errors are a clean 4xx
+        chunks = iter(stream_zip(db.session, fmt, filters))
+        first = next(chunks, b"")
+    except (ValueError, ImportError) as exc:
+        db.session.rollback()
+        return jsonify(error=str(exc)), 400
+    stamp = _now().strftime("%Y%m%d-%H%M%S")
+    pilot = "-with-pilot" if include_pilot == "1" else ""
+    return Response(
+        stream_with_context(chain([first], chunks)), mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="humanlm-{study.slug}-{fmt}{pilot}-{stamp}.zip"',
+                 "Cache-Control": "no-store"},
+    )
+
+
+# ------------------------------------------------------------------------- participant pages
+
+
+def _study_by_slug(slug: str) -> Study:
+    study = db.session.scalar(select(Study).where(Study.slug == slug.lower()))
+    if study is None:
+        abort(404, description="there is no study at this address")
+    return study
+
+
+def _session_participant(study: Study) -> Participant | None:
+    participant_id = (session.get(PARTICIPANTS_KEY) or {}).get(study.slug)
+    if participant_id is None:
+        return None
+    participant = db.session.get(Participant, participant_id)
+    return participant if participant is not None and participant.study_id == study.id else None
+
+
+def _remember(study: Study, participant: Participant) -> None:
+    known = dict(session.get(PARTICIPANTS_KEY) or {})
+    known[study.slug] = participant.id
+    session[PARTICIPANTS_KEY] = known
+    session.permanent = True
+
+
+def _message(title: str, message: str, status: int, *, study: Study | None = None, code: str = ""):
+    return render_template("research/participant/message.html", title=title, message=message,
+                           study=study, code=code), status
+
+
+def _already_done(study: Study):
+    return _message(
+        "You have already completed this study",
+        "Thank you: your answers are saved. Each person can take part once, so there is nothing "
+        "more to do here.", 409, study=study, code=study.completion_code,
+    )
+
+
+@bp.get("/s/<slug>")
+def study_entry(slug: str):
+    study = _study_by_slug(slug)
+    params = studies.captured_params(request.args)
+    external_id = studies.external_id_of(params)
+    mine = _session_participant(study)
+    if external_id is not None:
+        existing = studies.find_participant(db.session, study, external_id)
+        if existing is not None:
+            if existing.finished_at is not None:
+                return _already_done(study)
+            _remember(study, existing)
+            return redirect(url_for("research.study_task", slug=study.slug))
+    elif mine is not None:
+        if mine.finished_at is not None:
+            return _already_done(study)
+        return redirect(url_for("research.study_task", slug=study.slug))
+    if study.status != "open":
+        return _message("This study is closed", "It is not taking new participants at the moment. "
+                        "Thank you for your interest.", 403, study=study)
+    return render_template("research/participant/consent.html", study=study, params=params)
+
+
+@bp.post("/s/<slug>/consent")
+def study_consent(slug: str):
+    study = _study_by_slug(slug)
+    params = studies.captured_params(request.form)
+    external_id = studies.external_id_of(params)
+    mine = _session_participant(study)
+    if external_id is None and mine is not None:
+        return redirect(url_for("research.study_task", slug=study.slug))
+    try:
+        with db.write_lock():
+            participant = studies.start_participant(
+                db.session, study, params, now=_now(),
+                reservation_minutes=current_app.config["STUDY_RESERVATION_MINUTES"],
+            )
+            db.session.commit()
+    except GameError as exc:
+        db.session.rollback()
+        if exc.status == 409:
+            return _already_done(study)
+        return _message("This study is closed", str(exc).capitalize() + ".", exc.status, study=study)
+    except IntegrityError:  # the same id consented twice at the same moment (double click)
+        db.session.rollback()
+        participant = studies.find_participant(db.session, study, external_id) if external_id else None
+        if participant is None:
+            raise
+    _remember(study, participant)
+    return redirect(url_for("research.study_instructions", slug=study.slug))
+
+
+@bp.get("/s/<slug>/declined")
+def study_declined(slug: str):
+    study = _study_by_slug(slug)
+    return _message("You have not joined the study",
+                    "Nothing about you was stored. You can close this page now; if you came from a "
+                    "recruitment site, return there and withdraw from the study.", 200, study=study)
+
+
+def _participant_or_entry(slug: str):
+    study = _study_by_slug(slug)
+    participant = _session_participant(study)
+    return study, participant
+
+
+@bp.get("/s/<slug>/instructions")
+def study_instructions(slug: str):
+    study, participant = _participant_or_entry(slug)
+    if participant is None:
+        return redirect(url_for("research.study_entry", slug=study.slug))
+    if participant.finished_at is not None:
+        return redirect(url_for("research.study_done", slug=study.slug))
+    return render_template("research/participant/instructions.html", study=study,
+                           n_items=len(participant.assigned or []))
+
+
+@bp.get("/s/<slug>/task")
+def study_task(slug: str):
+    study, participant = _participant_or_entry(slug)
+    if participant is None:
+        return redirect(url_for("research.study_entry", slug=study.slug))
+    if participant.finished_at is not None:
+        return redirect(url_for("research.study_done", slug=study.slug))
+    return render_template("research/participant/task.html", study=study,
+                           allow_skip=studies.allow_skip(study))
+
+
+@bp.get("/s/<slug>/done")
+def study_done(slug: str):
+    study, participant = _participant_or_entry(slug)
+    if participant is None:
+        return redirect(url_for("research.study_entry", slug=study.slug))
+    if participant.finished_at is None:
+        return redirect(url_for("research.study_task", slug=study.slug))
+    return render_template("research/participant/done.html", study=study,
+                           redirect_to=studies.redirect_target(study, participant))
+
+
+# --------------------------------------------------------------------------- participant API
+
+
+def _api_participant(slug: str) -> tuple[Study, Participant]:
+    study = db.session.scalar(select(Study).where(Study.slug == slug.lower()))
+    if study is None:
+        abort(404, description="there is no study at this address")
+    participant = _session_participant(study)
+    if participant is None:
+        abort(403, description="open the study link and give your consent first")
+    return study, participant
+
+
+def _state(study: Study, participant: Participant) -> dict:
+    sequence, done, current = studies.progress(db.session, study, participant)
+    state = {"answered": done, "total": len(sequence), "finished": participant.finished_at is not None}
+    if current is not None and participant.finished_at is None:
+        state["question"] = studies.question_payload(study, current, done + 1, len(sequence))
+    else:
+        state["done_url"] = url_for("research.study_done", slug=study.slug)
+    return state
+
+
+@bp.get("/api/s/<slug>/current")
+def study_current(slug: str):
+    study, participant = _api_participant(slug)
+    if participant.finished_at is not None:
+        return jsonify(error="you have already completed this study",
+                       done_url=url_for("research.study_done", slug=study.slug)), 409
+    return jsonify(_state(study, participant))
+
+
+@bp.post("/api/s/<slug>/answers")
+def study_answer(slug: str):
+    received_at = _now()
+    study, participant = _api_participant(slug)
+    body = _json_body()
+    study_item_id = _field(body, "study_item_id", int)
+    client_key = _field(body, "client_key", str)
+    skipped = _field(body, "skipped", bool, required=False, default=False)
+    text = _field(body, "text", str, required=False, default="")
+    reaction_ms = _field(body, "reaction_ms", (int, float), required=False)
+    probability = _field(body, "reported_probability", (int, float), required=False)
+    limit = current_app.config["MAX_GUESS_CHARS"]
+    if len(text) > limit:
+        return jsonify(error=f"the answer is longer than {limit} characters"), 400
+    if not 8 <= len(client_key) <= 64:
+        return jsonify(error="client_key must be 8-64 characters"), 400
+    if reaction_ms is not None and not 0 <= reaction_ms <= 86_400_000:
+        return jsonify(error="reaction_ms must be between 0 and 86400000"), 400
+    if not -(2**63) <= study_item_id < 2**63:
+        return jsonify(error="this item is not part of your study"), 409
+    try:
+        with db.write_lock():
+            result = studies.submit_answer(
+                db.session, study, participant, _tokenizer(), study_item_id=study_item_id,
+                text=text, skipped=skipped, client_key=client_key, reaction_ms=reaction_ms,
+                reported_probability=float(probability) if probability is not None else None,
+                received_at=received_at,
+            )
+            db.session.commit()  # stored first; only then feedback (if the study gives any)
+    except GameError as exc:
+        db.session.rollback()
+        return jsonify(error=str(exc)), exc.status
+    except IntegrityError:
+        db.session.rollback()
+        return jsonify(error="this answer was already stored; reload to continue"), 409
+    reply = _state(study, participant)
+    reply.update(feedback=result.feedback, replayed=result.replayed, stored=True)
+    return jsonify(reply)
+
+
+@bp.errorhandler(404)
+@bp.errorhandler(403)
+def not_found(exc):
+    if request.path.startswith("/api/"):
+        return jsonify(error=exc.description or exc.name), exc.code
+    title = "This page does not exist" if exc.code == 404 else "Not allowed"
+    return render_template("research/participant/message.html", title=title,
+                           message=(exc.description or exc.name).capitalize() + ".", study=None,
+                           code=""), exc.code
