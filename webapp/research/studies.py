@@ -821,7 +821,7 @@ def submit_answer(
         token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], word)
         first = token_ids[0] if token_ids else None
         correct = word_matches(word, target_word(item.document, item))
-        rule = "word" if correct else "none"
+        rule = "word" if correct else "word_mismatch"
         raw = word
         multi = len(token_ids) > 1
     else:
