@@ -1,0 +1,325 @@
+"""The analysed answers: one clean, numeric table per analysis, with every exclusion counted.
+
+Every metric starts from `prepare(data, ...)`: it chooses the answers (mode, model, study, pilot
+and excluded participants), attaches the model's view of each answer and item, and writes down
+in `notes` what was left out and why. Results carry those notes in `DataFrame.attrs["notes"]`,
+and the report prints them: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .bootstrap import DEFAULT_BOOT, Design
+from .reader import AnalysisError, ExportData
+from .tokens import continues_word, token_class
+
+MISSING_POLICIES = ("bound", "exclude")
+
+
+@dataclass
+class Prepared:
+    """Analysed answers and items of one model and one mode, as arrays ready for metrics.
+
+    answers: one row per answer, with
+        p_idx, i_idx      participant and item index (0-based codes)
+        skipped, correct  bools; a skip counts as not correct
+        key               crowd answer code (first token id in token mode, the stripped word in
+                          word mode), -1 for skips
+        lp, lp_status     ln p_model(answer) at T=1 and where it came from: exact (export),
+                          topk (looked up in the stored top-k), bound (unknown, outside the
+                          top-k: the k-th stored log-prob, an upper bound), missing (unknown,
+                          excluded by missing="exclude"), skip
+        n_item            non-skip answers to the item; count_key: answers with the same key
+    items: one row per item (row i = i_idx), with token_class, whole_word, model_correct,
+        crowd_correct (plurality), n_nonskip, ...
+    topk_ids, topk_lp, topk_ctrl: (items x k) arrays (-1 / -inf / True padding)
+    logz: (items x G) log Z(T) on `temperatures`
+    """
+
+    answers: pd.DataFrame
+    items: pd.DataFrame
+    model: dict[str, Any]
+    mode: str
+    temperatures: np.ndarray
+    topk_ids: np.ndarray
+    topk_lp: np.ndarray
+    topk_ctrl: np.ndarray
+    logz: np.ndarray
+    design: Design
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    participants: pd.Index = field(default_factory=pd.Index)
+
+    @property
+    def n_answers(self) -> int:
+        return len(self.answers)
+
+
+def _as_float(s: pd.Series) -> np.ndarray:
+    return s.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def prepare(
+    data: ExportData,
+    *,
+    mode: str | None = None,
+    model_id: int | None = None,
+    study_id: int | None = None,
+    source: str | None = None,
+    include_pilot: bool = False,
+    include_excluded: bool = False,
+    missing: str = "bound",
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = 0,
+) -> Prepared:
+    """Choose and annotate the answers to analyse (cached per data object and options).
+
+    Defaults: answers of pilot runs and of participants flagged for exclusion are left out
+    (counted in notes); if the export holds token- and word-mode answers, or several models,
+    the mode/model with the most answers is analysed and the rest counted in notes.
+    `missing` says what to do with answers whose model log-prob is unknown (outside the stored
+    top-k and not filled by `humanlm score --fill-guesses`): "bound" uses the k-th stored
+    log-prob, an upper bound (no token outside the top-k is more likely); "exclude" leaves
+    them out of log-likelihood metrics. Either way their number is reported.
+    """
+    if missing not in MISSING_POLICIES:
+        raise AnalysisError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
+    key = (mode, model_id, study_id, source, include_pilot, include_excluded, missing, n_boot, seed)
+    cache = data._cache.setdefault("prepared", {})
+    if key not in cache:
+        cache[key] = _prepare(data, mode, model_id, study_id, source, include_pilot,
+                              include_excluded, missing, n_boot, seed)
+    return cache[key]
+
+
+def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excluded, missing,
+             n_boot, seed) -> Prepared:
+    g = data.guesses
+    notes: list[str] = []
+    total = len(g)
+    keep = np.ones(total, dtype=bool)
+    if study_id is not None:
+        keep &= (g["study_id"] == study_id).fillna(False).to_numpy(dtype=bool)
+        notes.append(f"only study {study_id}: {int(keep.sum())} of {total} answers")
+    if source is not None:
+        before = int(keep.sum())
+        keep &= (g["source"] == source).to_numpy(dtype=bool)
+        notes.append(f"only source {source!r}: {int(keep.sum())} of {before} answers")
+    pilot = g["pilot"].to_numpy(dtype=bool)
+    if not include_pilot and (pilot & keep).any():
+        n_pilot = int((pilot & keep).sum())
+        notes.append(f"{n_pilot} pilot answer{'s' if n_pilot != 1 else ''} left out (keep them with "
+                     "include_pilot=True / --include-pilot)")
+        keep &= ~pilot
+    excl = g["excluded"].to_numpy(dtype=bool)
+    if not include_excluded and (excl & keep).any():
+        n_people = g.loc[excl & keep, "participant_id"].nunique()
+        notes.append(
+            f"{int((excl & keep).sum())} answer{'s' if (excl & keep).sum() != 1 else ''} of "
+            f"{n_people} participant"
+            f"{'s' if n_people != 1 else ''} flagged for exclusion "
+            "left out (keep them with include_excluded=True / --include-excluded)"
+        )
+        keep &= ~excl
+    g = g.loc[keep]
+    if g.empty:
+        raise AnalysisError("no answers to analyse after the filters (" + "; ".join(notes) + ")")
+
+    modes = g["mode"].value_counts()
+    if mode is None:
+        mode = str(modes.index[0])
+    if mode not in modes.index:
+        raise AnalysisError(f"no {mode}-mode answers in this export (modes: {', '.join(modes.index)})")
+    for other, n in modes.items():
+        if other != mode:
+            notes.append(f"{n} {other}-mode answers not in this analysis (choose mode={other!r})")
+    g = g.loc[g["mode"] == mode]
+
+    items_all = data.items.set_index("item_id", drop=False)
+    item_model = items_all["model_id"].reindex(g["item_id"].to_numpy())
+    has_model = items_all["model_top_k"].map(lambda v: v is not None).reindex(g["item_id"].to_numpy())
+    known_models = set(data.models["model_id"].tolist())
+    usable = (item_model.notna() & has_model.fillna(False).astype(bool)).to_numpy().copy()
+    usable &= item_model.isin(list(known_models)).to_numpy(dtype=bool)
+    if not usable.any():
+        raise AnalysisError("no answers on items with model predictions (score the corpus first)")
+    if (~usable).any():
+        notes.append(f"{int((~usable).sum())} answers on items without model predictions left out")
+    g = g.loc[usable]
+    item_model = item_model[usable].astype(int).to_numpy()
+    counts = pd.Series(item_model).value_counts()
+    if model_id is None:
+        model_id = int(counts.index[0])
+    if model_id not in counts.index:
+        raise AnalysisError(f"model {model_id} has no answers here (models: {sorted(counts.index)})")
+    for other, n in counts.items():
+        if other != model_id:
+            notes.append(f"{n} answers on items scored by model {other} not in this analysis")
+    g = g.loc[item_model == model_id].reset_index(drop=True)
+    model = data.models.set_index("model_id").loc[model_id].to_dict()
+    model["model_id"] = model_id
+    temps = np.asarray(model["temperatures"], dtype=np.float64)
+
+    # ---- items
+    item_codes, item_ids = pd.factorize(g["item_id"], sort=True)
+    items = items_all.loc[item_ids].reset_index(drop=True)
+    n_items = len(items)
+    k = int(max(len(t) for t in items["model_top_k"]))
+    topk_ids = np.full((n_items, k), -1, dtype=np.int64)
+    topk_lp = np.full((n_items, k), -np.inf)
+    topk_ctrl = np.ones((n_items, k), dtype=bool)
+    texts: dict[int, str] = {}
+    for row, top in enumerate(items["model_top_k"]):
+        n = len(top)
+        if n:
+            topk_ids[row, :n] = [e[0] for e in top]
+            topk_lp[row, :n] = [e[1] for e in top]
+            topk_ctrl[row, :n] = [bool(e[3]) if len(e) > 3 else False for e in top]
+            for e in top[:3]:
+                texts.setdefault(int(e[0]), e[2])
+    logz = np.array([v if v is not None else [np.nan] * len(temps) for v in items["model_logz"]],
+                    dtype=np.float64).reshape(n_items, len(temps))
+    kth_lp = np.where(np.isfinite(topk_lp), topk_lp, np.nan)
+    kth_lp = np.nanmin(kth_lp, axis=1)
+    items["kth_logprob"] = kth_lp
+    items["model_correct"] = (items["model_top1_id"] == items["target_token_id"]).fillna(False).astype(bool)
+    items["model_top1_logprob"] = topk_lp[:, 0]
+    shown = np.where(topk_ctrl, np.inf, np.arange(k)[None, :]).argmin(axis=1)  # first non-control
+    items["model_top_candidate_id"] = topk_ids[np.arange(n_items), shown]
+    items["token_class"] = [token_class(t, p) for t, p in zip(items["target_text"], items["prefix_text"])]
+    # Whole word: the next position of the same document (if exported) does not continue it.
+    nxt = data.items[["document_id", "position", "target_text"]].copy()
+    nxt["position"] = nxt["position"] - 1
+    nxt = nxt.drop_duplicates(["document_id", "position"]).set_index(["document_id", "position"])["target_text"]
+    follow = nxt.reindex(pd.MultiIndex.from_arrays([items["document_id"], items["position"]]))
+    items["next_text"] = follow.to_numpy()
+    items["whole_word"] = [
+        None if (nt is None or (isinstance(nt, float) and np.isnan(nt))) else not continues_word(str(nt))
+        for nt in items["next_text"]
+    ]
+
+    # ---- answers
+    a = pd.DataFrame({
+        "guess_id": g["guess_id"].to_numpy(),
+        "participant_id": g["participant_id"].to_numpy(),
+        "item_id": g["item_id"].to_numpy(),
+        "i_idx": item_codes,
+        "skipped": g["skipped"].to_numpy(dtype=bool),
+        "answer_index": g["answer_index"].to_numpy(dtype=np.int64),
+        "reported_probability": g["reported_probability"].to_numpy(dtype=np.float64),
+        "match_rule": g["match_rule"].to_numpy(),
+    })
+    p_codes, participants = pd.factorize(a["participant_id"])
+    a["p_idx"] = p_codes
+    a["correct"] = g["is_correct"].to_numpy(dtype=bool) & ~a["skipped"].to_numpy()
+    if mode == "token":
+        first = _as_float(g["answer_first_token_id"])
+        key_values = np.where(a["skipped"] | np.isnan(first), np.nan, first)
+        key_codes = np.where(np.isnan(key_values), -1, key_values).astype(np.int64)
+        a["first_token_id"] = key_codes
+    else:
+        words = g["answer_text"].fillna("").astype(str).str.strip().to_numpy()
+        key_codes, _ = pd.factorize(pd.Series(np.where(a["skipped"], None, words)))
+        key_codes = np.where(a["skipped"] | (words == ""), -1, key_codes).astype(np.int64)
+        first = _as_float(g["answer_first_token_id"])
+        a["first_token_id"] = np.where(np.isnan(first), -1, first).astype(np.int64)
+    a["key"] = key_codes
+
+    # Model log-prob of each answer.
+    lp = _as_float(g["model_answer_logprob"])
+    gm = _as_float(g["model_id"])
+    other_model = ~np.isnan(gm) & (gm != model_id)
+    lp[other_model] = np.nan
+    ftok = a["first_token_id"].to_numpy()
+    in_topk = np.zeros(len(a), dtype=bool)
+    topk_val = np.full(len(a), np.nan)
+    for start in range(0, len(a), 100_000):  # chunks keep the (answers x k) comparison small
+        rows = slice(start, start + 100_000)
+        codes = item_codes[rows]
+        hit = (topk_ids[codes] == ftok[rows, None]) & (ftok[rows, None] >= 0)
+        in_topk[rows] = hit.any(axis=1)
+        topk_val[rows] = np.where(in_topk[rows], topk_lp[codes, hit.argmax(axis=1)], np.nan)
+    status = np.full(len(a), "exact", dtype=object)
+    skipped = a["skipped"].to_numpy()
+    no_answer = skipped | (key_codes < 0)
+    fill_topk = np.isnan(lp) & in_topk & ~no_answer
+    if mode == "word":
+        # A word is at most as likely as its first token; unknown word log-probs are bounded.
+        bound = np.where(in_topk, topk_val, kth_lp[item_codes])
+        fill_topk = np.zeros(len(a), dtype=bool)
+    else:
+        lp = np.where(fill_topk, topk_val, lp)
+        bound = kth_lp[item_codes]
+    status[fill_topk] = "topk"
+    unknown = np.isnan(lp) & ~no_answer
+    if missing == "bound":
+        lp = np.where(unknown, bound, lp)
+        status[unknown] = "bound"
+    else:
+        status[unknown] = "missing"
+    status[no_answer] = "skip"
+    lp[no_answer] = np.nan
+    a["lp"] = lp
+    a["lp_status"] = status
+    a["in_topk"] = in_topk
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        what = ("counted at the k-th stored log-prob, an upper bound (so model log-likelihoods "
+                "are upper bounds)" if missing == "bound" else "left out of log-likelihood metrics")
+        notes.append(
+            f"{n_unknown} answers ({n_unknown / len(a):.1%}) have no exact model log-prob "
+            f"(outside the stored top-{k}, not filled by `humanlm score --fill-guesses`): {what}"
+        )
+    if other_model.any():
+        notes.append(f"{int(other_model.sum())} answers carried a log-prob of another model; "
+                     "it was ignored")
+
+    # Crowd: counts per (item, key) over non-skip answers, and the plurality answer per item.
+    answered = key_codes >= 0
+    pair = pd.DataFrame({"i": item_codes[answered], "key": key_codes[answered],
+                         "correct": a["correct"].to_numpy()[answered]})
+    per_key = pair.groupby(["i", "key"], sort=False).agg(n=("correct", "size"),
+                                                         correct=("correct", "max")).reset_index()
+    n_item = np.bincount(pair["i"], minlength=n_items)
+    items["n_nonskip"] = n_item
+    items["n_analysed"] = np.bincount(item_codes, minlength=n_items)
+    top = per_key.groupby("i")["n"].transform("max")
+    tied = per_key[per_key["n"] == top]
+    crowd = tied.groupby("i")["correct"].mean()
+    items["crowd_correct"] = crowd.reindex(np.arange(n_items)).to_numpy()
+    items["crowd_n_tied"] = tied.groupby("i").size().reindex(np.arange(n_items)).fillna(0).to_numpy()
+    a["n_item"] = n_item[item_codes]
+    cnt = per_key.set_index(["i", "key"])["n"]
+    key_count = np.zeros(len(a))
+    if answered.any():
+        key_count[answered] = cnt.reindex(
+            pd.MultiIndex.from_arrays([item_codes[answered], key_codes[answered]])
+        ).to_numpy()
+    a["count_key"] = key_count
+    a["entropy"] = items["model_entropy"].to_numpy(dtype=np.float64)[item_codes]
+    a["model_correct"] = items["model_correct"].to_numpy(dtype=bool)[item_codes]
+    a["token_class"] = items["token_class"].to_numpy()[item_codes]
+
+    design = Design(a["p_idx"].to_numpy(), a["i_idx"].to_numpy(), n_boot=n_boot, seed=seed)
+    return Prepared(
+        answers=a, items=items, model=model, mode=mode, temperatures=temps,
+        topk_ids=topk_ids, topk_lp=topk_lp, topk_ctrl=topk_ctrl, logz=logz, design=design,
+        notes=notes, participants=participants,
+        options={"mode": mode, "model_id": model_id, "study_id": study_id, "source": source,
+                 "include_pilot": include_pilot, "include_excluded": include_excluded,
+                 "missing": missing, "n_boot": n_boot, "seed": seed},
+    )
+
+
+def get_prepared(data, **selection) -> Prepared:
+    """Accept an ExportData (prepared with the selection options) or a Prepared object."""
+    if isinstance(data, Prepared):
+        return data
+    if not isinstance(data, ExportData):
+        raise AnalysisError("expected the result of analysis.load(path) or analysis.prepare(data)")
+    return prepare(data, **selection)

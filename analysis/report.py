@@ -1,0 +1,536 @@
+"""The report: every metric on one export, as a self-contained HTML page or as JSON.
+
+    from analysis.report import write_report
+    write_report(analysis.load("export.zip"), "report.html")          # or format="json"
+
+The HTML has no external resources (figures are inline SVG, styles inline), so it can be
+mailed, archived with the data, or opened offline. Its methods section is generated from the
+docstrings of the metric functions, so the text and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import json
+import math
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import answers as answers_mod
+from . import bootstrap as bootstrap_mod
+from . import metrics, temperature, tokens
+from .answers import prepare
+from .reader import AnalysisError, ExportData, load
+
+FORMATS = ("html", "json")
+DEFAULTS = {"level": 0.95, "n_boot": 1000, "seed": 0, "min_answers": 10, "min_crowd": 3,
+            "missing": "bound"}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("humanlm")
+    except Exception:  # noqa: BLE001 (not installed as a package)
+        return "unknown"
+
+
+def _safe(section: str, fn, errors: dict):
+    try:
+        return fn()
+    except AnalysisError as exc:
+        errors[section] = str(exc)
+        return None
+
+
+def run_analysis(data: ExportData | str | Path, **options) -> dict[str, Any]:
+    """Every metric with the report's settings; returns a dict of DataFrames and facts.
+
+    Options: level, n_boot, seed, min_answers (items in distribution metrics), min_crowd
+    (answers for a crowd plurality), missing, and the selection of analysis.prepare (mode,
+    model_id, study_id, source, include_pilot, include_excluded).
+    """
+    if not isinstance(data, ExportData):
+        data = load(data, lean=True)
+    opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    level, min_answers, min_crowd = opts.pop("level"), opts.pop("min_answers"), opts.pop("min_crowd")
+    prep = prepare(data, **opts)
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {"prep": prep, "data": data, "errors": errors,
+                           "settings": {**opts, "level": level, "min_answers": min_answers,
+                                        "min_crowd": min_crowd, "mode": prep.mode,
+                                        "model_id": prep.model["model_id"]}}
+    out["accuracy"] = metrics.accuracy(prep, min_crowd=min_crowd, level=level)
+    out["simulator_fit"] = _safe("simulator_fit", lambda: metrics.simulator_fit(
+        prep, min_crowd=min_crowd, level=level), errors)
+    out["temperature"] = _safe("temperature", lambda: temperature.fit_temperature(prep, level=level), errors)
+    out["temperature_curve"] = _safe("temperature", lambda: temperature.temperature_curve(prep), errors)
+    out["distances"] = _safe("distances", lambda: metrics.item_distances(prep, min_answers=min_answers), errors)
+    if out["distances"] is not None and len(out["distances"]):
+        out["distance_summary"] = metrics.distance_summary(prep, distances=out["distances"], level=level)
+        out["pairs"] = metrics.answer_pairs(prep, min_answers=min_answers)
+        t_star = out["temperature"]["estimate"].iloc[0] if out["temperature"] is not None else None
+        if t_star is not None and np.isfinite(t_star):
+            at_t = metrics.item_distances(prep, min_answers=min_answers, temperature=float(t_star))
+            out["distance_summary_tstar"] = metrics.distance_summary(prep, distances=at_t, level=level)
+    elif out["distances"] is not None:
+        errors["distances"] = (f"no item has {min_answers} or more answers; distribution "
+                               "distances need that many (lower min_answers / --min-answers)")
+    out["learning_curve"] = metrics.learning_curve(prep, level=level)
+    out["learning_trend"] = metrics.learning_trend(prep, level=level)
+    out["calibration"] = metrics.calibration(prep, level=level)
+    out["calibration_summary"] = metrics.calibration_summary(prep, level=level)
+    out["has_reported_probability"] = bool(np.isfinite(prep.answers["reported_probability"]).any())
+    return out
+
+
+# ------------------------------------------------------------------------------- formatting
+
+def _num(x, digits=2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    s = f"{x:,.{digits}f}"
+    return s.replace("-", "−")
+
+
+def _pct(x, digits=1) -> str:
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{100 * x:.{digits}f}%".replace("-", "−")
+
+
+def _ci(row, fmt=_num, **kw) -> str:
+    return f"{fmt(row['estimate'], **kw)} <span class=ci>({fmt(row['ci_low'], **kw)} to {fmt(row['ci_high'], **kw)})</span>"
+
+
+def _n(row) -> str:
+    parts = []
+    for key, name in (("n_answers", "answers"), ("n_items", "items"), ("n_participants", "participants")):
+        v = row.get(key)
+        if v is not None and not (isinstance(v, float) and np.isnan(v)):
+            parts.append(f"{int(v):,} {name}")
+    return ", ".join(parts)
+
+
+def _table(headers: list[str], rows: list[list[str]], cls="") -> str:
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(svg: str, number: int, caption: str, fid: str) -> str:
+    # Show every figure at the same scale (1.6 px per point of the matplotlib figure, about
+    # 1.2x its natural size), shrunk only when the column is narrower.
+    m = re.search(r'<svg[^>]*?width="([\d.]+)pt"', svg)
+    if m:
+        svg = svg.replace("<svg ", f"<svg style='width:{float(m.group(1)) * 1.6:.0f}px' ", 1)
+    return (f"<figure id='{fid}'>{svg}<figcaption><b>Figure {number}.</b> {caption}</figcaption>"
+            "</figure>")
+
+
+LABEL = re.compile(r"^[A-Z][\w\-() /*,']{0,40}:(\s|$)")  # "Model:", "Crowd plurality:" start a paragraph
+
+
+def _doc_html(doc: str) -> str:
+    """A docstring as paragraphs; indented lines (formulas, lists) as preformatted blocks."""
+    out, para, pre = [], [], []
+
+    def flush():
+        if para:
+            out.append("<p>" + html.escape(" ".join(para)) + "</p>")
+            para.clear()
+        if pre:
+            out.append("<pre>" + html.escape("\n".join(pre)) + "</pre>")
+            pre.clear()
+
+    for line in doc.splitlines():
+        if not line.strip() or (para and LABEL.match(line)):
+            flush()
+        if not line.strip():
+            continue
+        elif line.startswith("  "):
+            if para:
+                flush()
+            pre.append(line)
+        else:
+            if pre:
+                flush()
+            para.append(line.strip())
+    flush()
+    return "\n".join(out)
+
+
+METHOD_FUNCTIONS = [
+    ("Which answers are analysed", answers_mod.prepare),
+    ("Accuracy: humans, crowd, model", metrics.accuracy),
+    ("Intervals for accuracies of exactly 0 or 1", metrics.exact_bounds),
+    ("Token classes", tokens.token_class),
+    ("Simulator fit and the model-sample test", metrics.simulator_fit),
+    ("Distribution distances per item", metrics.item_distances),
+    ("Averages of the distances", metrics.distance_summary),
+    ("Temperature fit", temperature.fit_temperature),
+    ("Temperature curve", temperature.temperature_curve),
+    ("Learning curve", metrics.learning_curve),
+    ("Learning trend", metrics.learning_trend),
+    ("Calibration (reliability diagram)", metrics.calibration),
+    ("Calibration in numbers", metrics.calibration_summary),
+]
+
+
+def methods() -> dict[str, str]:
+    """Section title -> docstring, for the methods section (HTML and JSON)."""
+    out = {title: inspect.getdoc(fn) or "" for title, fn in METHOD_FUNCTIONS}
+    out["Confidence intervals: two-way cluster bootstrap"] = inspect.getdoc(bootstrap_mod) or ""
+    return out
+
+
+# ---------------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;color:#1d1d1f;max-width:1000px;
+margin:24px auto;padding:0 20px;line-height:1.45;font-size:15px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid #ddd;
+padding-bottom:4px}h3{font-size:16px;margin:20px 0 6px}
+.sub{color:#555;margin:0 0 14px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:14px}
+th,td{padding:5px 10px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
+th{background:#f5f5f7;font-weight:600}td.n,.n{color:#555;font-size:13px}
+.ci{color:#555;font-size:13px;white-space:nowrap}
+.headline td:first-child{font-weight:600}
+.verdict{background:#eef6fb;border-left:4px solid #0072B2;padding:8px 12px;margin:10px 0}
+.note{background:#fff8e6;border-left:4px solid #E69F00;padding:6px 12px;margin:8px 0;font-size:14px}
+figure{margin:14px 0 22px}figure svg{max-width:100%;height:auto}
+figcaption{font-size:13px;color:#333;margin-top:4px;max-width:820px}
+.figs2{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.figs2 figure{flex:1 1 430px;margin:6px 0}
+pre{background:#f7f7f9;padding:6px 10px;font-size:12.5px;overflow-x:auto;margin:4px 0}
+.methods p{margin:6px 0}details{margin:6px 0}summary{cursor:pointer;font-weight:600}
+ul.summary li{margin:4px 0}
+@media print{body{max-width:none}h2{page-break-after:avoid}figure{page-break-inside:avoid}}
+"""
+
+WHO_LABEL = {
+    "humans": "Humans (each answer)", "crowd": "Crowd plurality answer",
+    "model": "Model top-1", "humans − model": "Humans − model",
+    "crowd − model": "Crowd − model", "crowd − humans": "Crowd − humans",
+}
+
+
+def _sentences(res: dict) -> list[str]:
+    acc = res["accuracy"]
+    a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")].set_index("who")
+    out = []
+    h, m, c = a.loc["humans"], a.loc["model"], a.loc["crowd"]
+    out.append(
+        f"Humans gave the true next token in {_pct(h['estimate'])} of {int(h['n_answers']):,} "
+        f"answers (95% CI {_pct(h['ci_low'])}–{_pct(h['ci_high'])}); the model's top-1 was right "
+        f"on {_pct(m['estimate'])} ({_pct(m['ci_low'])}–{_pct(m['ci_high'])}) of the same items"
+        + (f"; the crowd's most common answer on {_pct(c['estimate'])} "
+           f"({_pct(c['ci_low'])}–{_pct(c['ci_high'])}, {int(c['n_items']):,} items with ≥ "
+           f"{res['settings']['min_crowd']} answers)." if np.isfinite(c["estimate"]) else ".")
+    )
+    sf = res.get("simulator_fit")
+    if sf is not None and len(sf):
+        s = sf.set_index("metric")
+        if "simulator_fit" in s.index:
+            r = s.loc["simulator_fit"]
+            out.append(f"Simulator fit (model − leave-one-out crowd log-likelihood): "
+                       f"{_num(r['estimate'])} nats/answer ({_num(r['ci_low'])} to "
+                       f"{_num(r['ci_high'])}): {r['verdict']}.")
+        if "model_sample_test" in s.index:
+            r = s.loc["model_sample_test"]
+            out.append(f"Model-sample test: {_num(r['estimate'])} nats/answer "
+                       f"({_num(r['ci_low'])} to {_num(r['ci_high'])}): {r['verdict']}.")
+    t = res.get("temperature")
+    if t is not None and len(t):
+        r = t.iloc[0]
+        edge = " (at the end of the stored grid: the best temperature may lie beyond it)" if r["at_edge"] else ""
+        out.append(f"The model predicts people best at temperature T* = {r['estimate']:.2f} "
+                   f"({r['ci_low']:.2f}–{r['ci_high']:.2f}){edge}, gaining "
+                   f"{_num(r['gain_vs_T1'], 3)} nats/answer over T = 1.")
+    return out
+
+
+def render_html(res: dict) -> str:
+    from . import plots
+
+    data, prep, settings = res["data"], res["prep"], res["settings"]
+    level = round(settings["level"] * 100)
+    model = prep.model
+    parts = []
+    n_all = metrics._counts(prep, np.ones(len(prep.answers), dtype=bool))
+    parts.append("<h1>Humans and a language model predicting the next token</h1>")
+    parts.append(
+        f"<p class=sub>Model <b>{html.escape(str(model.get('name')))}</b> "
+        f"({html.escape(str(model.get('spec')))}), {prep.mode} mode · {n_all['n_answers']:,} answers, "
+        f"{n_all['n_items']:,} items, {n_all['n_participants']:,} participants · export "
+        f"{html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% confidence intervals "
+        "(two-way cluster bootstrap over participants and items)</p>")
+    parts.append("<section id=summary><h2>Summary</h2><ul class=summary>"
+                 + "".join(f"<li>{s}</li>" for s in _sentences(res)) + "</ul>")
+    for note in prep.notes:
+        parts.append(f"<div class=note>{html.escape(note)}</div>")
+    parts.append("</section>")
+
+    # Headline table.
+    acc = res["accuracy"]
+    a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")]
+    rows = []
+    for who in ["humans", "crowd", "model", "humans − model", "crowd − model"]:
+        r = a[a["who"] == who]
+        if not len(r):
+            continue
+        r = r.iloc[0]
+        rows.append([WHO_LABEL[who], _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
+    parts.append("<section id=headline><h2>Who predicts text better?</h2>")
+    parts.append(_table(["", f"Top-1 accuracy ({level}% CI)", "n"], rows, "headline"))
+    parts.append(
+        f"<p class=n>Crowd: items with at least {settings['min_crowd']} non-skip answers. Skips "
+        f"count as wrong ({int(a[a['who'] == 'humans']['n_skipped'].iloc[0]):,} skips; "
+        f"{int(a[a['who'] == 'humans']['n_near_miss'].iloc[0]):,} near misses that would be right "
+        "with the leading space toggled, counted wrong). Differences are paired on the same answers.</p>")
+    parts.append(_figure(plots.accuracy_bars(acc), 1,
+                         f"Top-1 accuracy by filter (left) and by class of the true next token (right), "
+                         f"with {level}% confidence intervals; item counts under each group. Whole "
+                         "words: the token starts a word and is not followed by a word continuation.",
+                         "fig-accuracy"))
+    rows = []
+    for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
+        s = sub.set_index("who")
+        rows.append([s["label"].iloc[0], _ci(s.loc["humans"], _pct), _ci(s.loc["crowd"], _pct),
+                     _ci(s.loc["model"], _pct), _ci(s.loc["humans − model"], _pct),
+                     f"<span class=n>{_n(s.loc['humans'])}</span>"])
+    parts.append("<h3>By filter and token class</h3>")
+    parts.append(_table(["", "Humans", "Crowd", "Model", "Humans − model", "n"], rows))
+    parts.append("</section>")
+
+    # Simulator fit.
+    parts.append("<section id=fit><h2>How well does the model predict people?</h2>")
+    sf = res.get("simulator_fit")
+    if sf is not None and len(sf):
+        rows = []
+        for _, r in sf.iterrows():
+            val = _ci(r) if r["metric"] != "perplexity_ratio" else _ci(r, digits=3)
+            rows.append([html.escape(r["label"]), val,
+                         f"<span class=n>{_n(r)}" + (f"; {int(r['n_bounded']):,} at the top-k bound"
+                                                     if r.get("n_bounded") else "") + "</span>"])
+        parts.append(_table(["", f"Estimate ({level}% CI)", "n"], rows))
+        for metric in ("simulator_fit", "model_sample_test"):
+            v = sf[sf["metric"] == metric]
+            if len(v):
+                parts.append(f"<div class=verdict><b>{'Simulator fit' if metric == 'simulator_fit' else 'Model-sample test'}:</b> "
+                             f"{html.escape(str(v['verdict'].iloc[0]))}.</div>")
+        beta = sf["smoothing_beta"].iloc[0]
+        parts.append(f"<p class=n>Crowd baseline smoothing β = {_num(beta, 3)} (fitted by "
+                     "leave-one-out likelihood), back-off: all-item answer frequencies with add-one "
+                     f"smoothing over the {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
+    else:
+        parts.append(f"<p class=note>{html.escape(res['errors'].get('simulator_fit', 'not available'))}</p>")
+    parts.append("</section>")
+
+    # Distributions.
+    parts.append("<section id=distributions><h2>How close are the distributions?</h2>")
+    ds = res.get("distance_summary")
+    if ds is not None and len(ds):
+        dt = res.get("distance_summary_tstar")
+        t_star = res["temperature"]["estimate"].iloc[0] if res.get("temperature") is not None else None
+        rows = []
+        for _, r in ds.iterrows():
+            row = [html.escape(r["label"]), _ci(r, digits=3), _num(r["median"], 3)]
+            if dt is not None:
+                m = dt[dt["metric"] == r["metric"]]
+                row.append(_ci(m.iloc[0], digits=3) if len(m) else "–")
+            row.append(f"<span class=n>{int(r['n_items']):,} items, {int(r['n_answers']):,} answers</span>")
+            rows.append(row)
+        headers = ["Per item", f"Mean, T = 1 ({level}% CI)", "Median"]
+        if dt is not None:
+            headers.append(f"Mean at T* = {t_star:.2f}")
+        parts.append(_table(headers + ["n"], rows))
+        parts.append(f"<p class=n>Items with at least {settings['min_answers']} non-skip answers. "
+                     "Human answers without a known model log-prob are merged with the model's "
+                     "remaining mass into one category (divergences are then lower bounds).</p>")
+        pairs = res["pairs"]
+        known = np.isfinite(pairs["m"])
+        rho = pairs.loc[known, "m"].rank().corr(pairs.loc[known, "h"].rank())  # Spearman
+        figs = [
+            _figure(plots.probability_scatter(pairs), 2,
+                    f"Each point is one answer given to one item: the share of that item's "
+                    f"participants who gave it against the model's probability of it. "
+                    f"{int(known.sum()):,} (item, answer) pairs from {pairs['i'].nunique():,} items"
+                    + (f" ({min(6000, int(known.sum())):,} drawn at random)" if known.sum() > 6000 else "")
+                    + f"; Spearman ρ = {_num(rho, 2)} over these pairs. Points above the dashed line: people give the "
+                    "token more often than the model predicts.", "fig-scatter"),
+            _figure(plots.kl_histogram(res["distances"]), 3,
+                    "Per-item divergence of the human answer distribution from the model's "
+                    f"(T = 1); {len(res['distances']):,} items. 0 = people answer exactly as the model "
+                    "predicts.", "fig-kl"),
+        ]
+        parts.append("<div class=figs2>" + "".join(figs) + "</div>")
+    else:
+        parts.append(f"<p class=note>{html.escape(res['errors'].get('distances', 'not available'))}</p>")
+    parts.append("</section>")
+
+    # Temperature.
+    parts.append("<section id=temperature><h2>Temperature</h2>")
+    t, curve = res.get("temperature"), res.get("temperature_curve")
+    if t is not None and curve is not None:
+        r = t.iloc[0]
+        parts.append(_table(
+            ["", f"Estimate ({level}% CI)", "n"],
+            [["Best temperature T*", f"{r['estimate']:.3f} <span class=ci>({r['ci_low']:.3f} to {r['ci_high']:.3f})</span>",
+              f"<span class=n>{_n(r)}; {int(r['n_bounded']):,} at the top-k bound</span>"],
+             ["Mean log-likelihood at T* (nats/answer)", _num(r["loglik_at_T*"], 3), ""],
+             ["Mean log-likelihood at T = 1 (nats/answer)", _num(r["loglik_at_1"], 3), ""],
+             ["Gain of T* over T = 1 (nats/answer)",
+              f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]]))
+        parts.append(_figure(plots.temperature_curve(curve, r), 4,
+                             "Mean log-likelihood of human answers under the model tempered to T. "
+                             "Dots: the stored grid (exact log Z); line: spline interpolation; band: "
+                             f"{level}% CI of T*.", "fig-temperature"))
+    else:
+        parts.append(f"<p class=note>{html.escape(res['errors'].get('temperature', 'not available'))}</p>")
+    parts.append("</section>")
+
+    # Learning and calibration.
+    parts.append("<section id=learning><h2>Learning and calibration</h2><div class=figs2>")
+    lc = res["learning_curve"]
+    parts.append(_figure(plots.learning_curve(lc), 5,
+                         "Accuracy by how many answers the participant had given (doubling bins), "
+                         "with the model's accuracy on the same answers' items as a difficulty "
+                         f"control; {level}% CIs.", "fig-learning"))
+    cal = res["calibration"]
+    cap = ("Reliability: observed accuracy against stated confidence, per tenth of the "
+           "probability scale." if res["has_reported_probability"] else
+           "No participant gave probabilities in this export; the model's own top-1 "
+           "reliability is shown for reference.")
+    parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration"))
+    parts.append("</div>")
+    rows = []
+    for _, r in res["learning_trend"].iterrows():
+        pp = {k: 100 * r[k] for k in ("estimate", "ci_low", "ci_high")}
+        rows.append([html.escape(r["label"]), _ci(pp, digits=2), f"<span class=n>{_n(r)}</span>"])
+    parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows))
+    cs = res["calibration_summary"]
+    rows = [[html.escape(r["who"]), html.escape(r["label"]), _ci(r, digits=3),
+             f"<span class=n>{_n(r)}</span>"] for _, r in cs.iterrows()]
+    parts.append(_table(["", "Calibration", f"Estimate ({level}% CI)", "n"], rows))
+    parts.append("</section>")
+
+    # Methods and provenance.
+    parts.append("<section id=methods class=methods><h2>Methods</h2>")
+    parts.append("<p>Generated from the docstrings of the functions that computed the numbers "
+                 "above (package <code>analysis</code>).</p>")
+    for title, doc in methods().items():
+        parts.append(f"<h3>{html.escape(title)}</h3>{_doc_html(doc)}")
+    parts.append("</section>")
+    parts.append("<section id=provenance><h2>Data provenance</h2>")
+    man = data.manifest
+    rows = [["Export", html.escape(data.path)],
+            ["Schema version", html.escape(str(man.get("schema_version")))],
+            ["humanlm version (export)", html.escape(str(man.get("humanlm_version")))],
+            ["Exported at", html.escape(str(man.get("exported_at")))],
+            ["Format", html.escape(str(man.get("format")))],
+            ["Export filters", f"<code>{html.escape(json.dumps(man.get('filters', {})))}</code>"],
+            ["Rows", html.escape(", ".join(f"{k} {len(v):,}" for k, v in data.tables.items()))],
+            ["Model", html.escape(f"{model.get('model_id')}: {model.get('name')} · {model.get('spec')} · "
+                                  f"key {model.get('key')}")],
+            ["Tokenizer / vocabulary", html.escape(f"{model.get('tokenizer')} · {model.get('n_vocab'):,} tokens · top-k {model.get('top_k')}")],
+            ["Temperature grid", html.escape(", ".join(f"{t:g}" for t in model.get("temperatures", [])))],
+            ["Model settings", f"<code>{html.escape(json.dumps(model.get('settings'), default=str))}</code>"]]
+    for _, s in data.studies.iterrows():
+        rows.append([f"Study {s['study_id']}", html.escape(f"{s['name']} ({s['mode']} mode)") +
+                     f"<br><code>{html.escape(json.dumps(s['settings'], default=str))}</code>"])
+    rows.append(["Analysis settings", f"<code>{html.escape(json.dumps(settings, default=str))}</code>"])
+    rows.append(["Report", html.escape(f"humanlm analysis {_version()}, "
+                                       f"{datetime.now(UTC).isoformat(timespec='seconds')}")])
+    parts.append(_table(["", ""], rows))
+    for w in data.warnings:
+        parts.append(f"<div class=note>{html.escape(w)}</div>")
+    for section, err in res["errors"].items():
+        parts.append(f"<div class=note>{html.escape(section)}: {html.escape(err)}</div>")
+    parts.append("</section>")
+    title = f"humanlm analysis: {html.escape(str(model.get('name')))}"
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{title}</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
+# ---------------------------------------------------------------------------------- JSON
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.isoformat()
+    return value
+
+
+def _records(df: pd.DataFrame | None):
+    if df is None:
+        return None
+    return _clean(df.to_dict(orient="records"))
+
+
+def to_json(res: dict) -> dict:
+    data, prep = res["data"], res["prep"]
+    return _clean({
+        "report": {"generator": f"humanlm analysis {_version()}",
+                   "generated_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        "provenance": {"export": data.path, "manifest": {k: v for k, v in data.manifest.items()
+                                                         if k != "models"},
+                       "model": prep.model, "studies": _records(data.studies),
+                       "warnings": data.warnings},
+        "settings": res["settings"],
+        "notes": prep.notes,
+        "summary": [html.unescape(s) for s in _sentences(res)],
+        "accuracy": _records(res["accuracy"]),
+        "simulator_fit": _records(res.get("simulator_fit")),
+        "temperature": {"fit": _records(res.get("temperature")),
+                        "curve": _records(res.get("temperature_curve"))},
+        "distances": {"summary": _records(res.get("distance_summary")),
+                      "summary_at_T*": _records(res.get("distance_summary_tstar")),
+                      "items": _records(res.get("distances"))},
+        "learning_curve": _records(res["learning_curve"]),
+        "learning_trend": _records(res["learning_trend"]),
+        "calibration": _records(res["calibration"]),
+        "calibration_summary": _records(res["calibration_summary"]),
+        "errors": res["errors"],
+        "methods": methods(),
+    })
+
+
+def write_report(data: ExportData | str | Path, path: str | Path, format: str = "html", **options) -> Path:
+    """Run every metric on `data` (a loaded export or its path) and write the report to `path`:
+    format="html" (self-contained page) or "json". Options as for run_analysis."""
+    if format not in FORMATS:
+        raise AnalysisError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    path = Path(path)
+    if not path.parent.exists():
+        raise AnalysisError(f"the folder {path.parent} does not exist")
+    res = run_analysis(data, **options)
+    if format == "json":
+        text = json.dumps(to_json(res), indent=1, ensure_ascii=False, allow_nan=False)
+    else:
+        text = render_html(res)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

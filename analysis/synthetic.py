@@ -1,0 +1,512 @@
+"""Synthetic exports whose truth is known: for validating the analysis and for benchmarks.
+
+A synthetic "world" is a set of items, each with a FULL next-token distribution over a small
+vocabulary (so log Z(T), the top-k, ranks, entropies and every log-prob are exact and
+consistent), and synthetic players whose answers follow known rules: sample from the model at
+temperature T, always give the model's top-1, answer uniformly at random, or give fixed answers.
+`write_export` writes the tables in the export layout (analysis/schema.py, the same files
+webapp/export.py writes): csv, jsonl or parquet, in a folder or a zip, with manifest.json,
+codebook.csv and README.md.
+
+It is independent of the reader (analysis.reader) on purpose: the tests check the reader
+against files written here, byte for byte in the documented conventions.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .schema import SCHEMA_VERSION, TABLES, codebook_rows
+
+GRID = (0.25, 0.33, 0.4, 0.5, 0.67, 0.8, 0.89, 1.0, 1.33, 1.6, 2.0, 2.67, 4.0)
+START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    mx = np.max(x, axis=axis, keepdims=True)
+    return (mx + np.log(np.sum(np.exp(x - mx), axis=axis, keepdims=True))).squeeze(axis)
+
+
+def make_vocab(size: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Token texts of several classes (id 0 is the control token <eos>)."""
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    texts, seen = ["<eos>"], {"<eos>"}
+    punct = [",", ".", "!", "?", ";", ":", "(", ")", "\"", "-", "—", "'", "…", "/"]
+    kinds = rng.choice(["start", "cont", "punct", "num"], p=[0.6, 0.2, 0.1, 0.1], size=size * 3)
+    for kind in kinds:
+        if len(texts) >= size:
+            break
+        if kind == "start":
+            t = " " + "".join(rng.choice(letters, size=rng.integers(1, 7)))
+        elif kind == "cont":
+            t = "".join(rng.choice(letters, size=rng.integers(1, 4)))
+        elif kind == "punct":
+            t = punct[int(rng.integers(len(punct)))] if rng.random() < 0.8 else \
+                " " + punct[int(rng.integers(len(punct)))]
+        else:
+            t = (" " if rng.random() < 0.7 else "") + str(int(rng.integers(0, 2000)))
+        if t not in seen:
+            seen.add(t)
+            texts.append(t)
+    while len(texts) < size:
+        t = " w" + str(len(texts))
+        seen.add(t)
+        texts.append(t)
+    control = np.zeros(size, dtype=bool)
+    control[0] = True
+    return texts, control
+
+
+@dataclass
+class World:
+    """Items with known full distributions. logprobs[i, v] = ln p_model(v | item i) at T = 1."""
+
+    logprobs: np.ndarray
+    vocab: list[str]
+    control: np.ndarray
+    targets: np.ndarray
+    top_k: int
+    temperatures: tuple[float, ...]
+    document: np.ndarray
+    position: np.ndarray
+    prefix: list[str]
+    first_item_id: int = 1001
+
+    @property
+    def n_items(self) -> int:
+        return self.logprobs.shape[0]
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.first_item_id + np.arange(self.n_items)
+
+    def probs(self, T: float = 1.0) -> np.ndarray:
+        z = self.logprobs / T
+        return np.exp(z - _logsumexp(z)[:, None])
+
+    def logz(self, temperatures=None) -> np.ndarray:
+        temps = self.temperatures if temperatures is None else temperatures
+        return np.stack([_logsumexp(self.logprobs / t) for t in temps], axis=1)
+
+    def entropy(self, T: float = 1.0) -> np.ndarray:
+        p = self.probs(T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+
+    def order(self) -> np.ndarray:
+        """Token ids by decreasing probability, per item (ties by id)."""
+        return np.argsort(-self.logprobs, axis=1, kind="stable")
+
+    def ranks(self, tokens: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """1 + number of tokens with strictly higher probability (as humanlm defines rank;
+        the synthetic log-probs are continuous, so there are no ties)."""
+        if not hasattr(self, "_rank"):
+            order = self.order()
+            rank = np.empty(order.shape, dtype=np.int32)
+            np.put_along_axis(rank, order, np.arange(1, order.shape[1] + 1, dtype=np.int32)[None, :]
+                              .repeat(order.shape[0], axis=0), axis=1)
+            self._rank = rank
+        return self._rank[items, tokens].astype(np.int64)
+
+
+def make_world(
+    n_items: int = 200, vocab_size: int = 120, top_k: int = 16, seed: int = 0,
+    items_per_document: int = 20, temperatures=GRID, spread: tuple[float, float] = (0.6, 2.5),
+) -> World:
+    """A world of n_items items. Each item's logits are a shared Zipf-like popularity plus
+    item-specific noise, scaled by a random sharpness in `spread` (peaked and flat items mix).
+    The true next token of each item is drawn from the model's own distribution."""
+    rng = np.random.default_rng(seed)
+    vocab, control = make_vocab(vocab_size, seed)
+    base = -np.log(np.arange(1, vocab_size + 1))[rng.permutation(vocab_size)]
+    noise = rng.normal(0, 1.0, size=(n_items, vocab_size))
+    sharp = rng.uniform(*spread, size=n_items)[:, None]
+    logits = sharp * (0.5 * base[None, :] + 1.2 * noise)
+    logits[:, 0] = logits.min(axis=1) - 8.0  # the control token is very unlikely
+    logprobs = logits - _logsumexp(logits)[:, None]
+    p = np.exp(logprobs)
+    u = rng.random(n_items)
+    targets = (np.cumsum(p, axis=1) < u[:, None]).sum(axis=1).clip(0, vocab_size - 1)
+    document = np.arange(n_items) // items_per_document + 1
+    position = 3 + np.arange(n_items) % items_per_document
+    prefix, text = [], ""
+    for i in range(n_items):
+        if position[i] == 3:
+            text = "Once upon a"
+        prefix.append(text)
+        text += vocab[targets[i]]
+    return World(logprobs, vocab, control, targets, top_k, tuple(temperatures), document,
+                 position, prefix)
+
+
+@dataclass
+class Answers:
+    """Synthetic answers: participant index, item index, token id (-1 = skip), order."""
+
+    participant: np.ndarray
+    item: np.ndarray
+    token: np.ndarray
+    answer_index: np.ndarray
+    reported_probability: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+
+def sample_tokens(world: World, items: np.ndarray, T: float, rng: np.random.Generator) -> np.ndarray:
+    """One token per entry of `items`, drawn from p_T of that item (exactly)."""
+    out = np.empty(len(items), dtype=np.int64)
+    probs = world.probs(T)
+    cum = np.cumsum(probs, axis=1)
+    cum[:, -1] = 1.0
+    u = rng.random(len(items))
+    for start in range(0, len(items), 20_000):
+        s = slice(start, start + 20_000)
+        out[s] = (cum[items[s]] < u[s, None]).sum(axis=1)
+    return out
+
+
+def player_answers(world: World, strategy, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Tokens for one strategy: ("sample", T) | ("top1",) | ("uniform",) | ("fixed", tokens per
+    item index) | ("skip",)."""
+    kind = strategy[0]
+    if kind == "sample":
+        return sample_tokens(world, items, float(strategy[1]), rng)
+    if kind == "top1":
+        return np.argmax(world.logprobs, axis=1)[items]
+    if kind == "uniform":
+        choices = np.flatnonzero(~world.control)
+        return rng.choice(choices, size=len(items))
+    if kind == "fixed":
+        return np.asarray(strategy[1])[items]
+    if kind == "skip":
+        return np.full(len(items), -1)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def simulate(
+    world: World, strategies: list, *, items_per_player: int | None = None, seed: int = 0,
+    skip_rate: float = 0.0, shuffle: bool = True,
+) -> Answers:
+    """Each player (one strategy each) answers `items_per_player` distinct random items (all
+    items if None), in random order when `shuffle`. A share `skip_rate` of answers are skips.
+    Players with the same strategy are drawn together (one pass over the distributions)."""
+    rng = np.random.default_rng(seed)
+    n = world.n_items if items_per_player is None else items_per_player
+    n_players = len(strategies)
+    if shuffle:
+        items = np.stack([rng.permutation(world.n_items)[:n] for _ in range(n_players)])
+    else:
+        items = np.tile(np.arange(n), (n_players, 1))
+    token = np.empty((n_players, n), dtype=np.int64)
+    groups: dict = {}
+    for p, strategy in enumerate(strategies):
+        key = (strategy[0], id(strategy[1])) if strategy[0] == "fixed" else tuple(strategy)
+        groups.setdefault(key, (strategy, []))[1].append(p)
+    for strategy, players in groups.values():
+        rows = np.array(players)
+        token[rows] = player_answers(world, strategy, items[rows].ravel(), rng).reshape(len(rows), n)
+    token = token.ravel()
+    if skip_rate:
+        token = np.where(rng.random(len(token)) < skip_rate, -1, token)
+    return Answers(np.repeat(np.arange(n_players), n), items.ravel(), token,
+                   np.tile(np.arange(1, n + 1), n_players))
+
+
+def _iso(seconds: np.ndarray) -> np.ndarray:
+    base = np.datetime64(START.replace(tzinfo=None), "us")
+    times = base + (seconds * 1e6).astype("timedelta64[us]")
+    return np.char.add(np.datetime_as_string(times, unit="us"), "+00:00")
+
+
+def export_tables(
+    world: World, answers: Answers, *, unfilled: float = 0.0, model_id: int = 1,
+    pilot: set[int] | None = None, excluded: set[int] | None = None, source: str = "study",
+    seed: int = 0, study_id: int | None = 1,
+) -> dict[str, pd.DataFrame]:
+    """The five tables with every schema column, as an exporter would fill them.
+
+    Values are Python/numpy objects (None = null; json columns as lists/dicts); `write_export`
+    formats them. `unfilled`: share of answers outside the top-k whose model log-prob is left
+    empty (as before `humanlm score --fill-guesses`). pilot/excluded: participant indices.
+    """
+    rng = np.random.default_rng(seed + 7)
+    pilot, excluded = pilot or set(), excluded or set()
+    n = len(answers)
+    it, tok = answers.item, answers.token
+    skip = tok < 0
+    safe = np.where(skip, 0, tok)
+    order = world.order()
+    topk = order[:, :world.top_k]
+    kth_lp = world.logprobs[np.arange(world.n_items), topk[:, -1]]
+    lp = world.logprobs[it, safe]
+    in_topk = lp >= kth_lp[it]
+    lp_out = np.where(skip, np.nan, lp)
+    drop = (~in_topk) & ~skip & (rng.random(n) < unfilled)
+    lp_out[drop] = np.nan
+    rank = np.where(np.isnan(lp_out), -1, world.ranks(safe, it))
+    target = world.targets
+    tgt_lp = world.logprobs[np.arange(world.n_items), target]
+    tgt_rank = world.ranks(target, np.arange(world.n_items))
+    top1 = order[:, 0]
+    ent = world.entropy(1.0)
+    vocab = np.array(world.vocab, dtype=object)
+    pid = np.array([f"p{p:05d}" for p in range(int(answers.participant.max()) + 1)], dtype=object)
+    item_ids = world.item_ids
+    correct = (~skip) & (tok == target[it])
+    rule = np.where(skip, "skip", np.where(correct, "first_token", "none"))
+    seconds = np.arange(n) * 3.0
+    reported = answers.reported_probability if answers.reported_probability is not None else \
+        np.full(n, np.nan)
+    prefix = np.array(world.prefix, dtype=object)
+    is_pilot = np.isin(answers.participant, list(pilot))
+    is_excl = np.isin(answers.participant, list(excluded))
+
+    def nullable(values: np.ndarray, null: np.ndarray) -> list:
+        return [None if z else v for v, z in zip(values.tolist(), null.tolist())]
+
+    guesses = pd.DataFrame({
+        "guess_id": np.arange(1, n + 1),
+        "participant_id": pid[answers.participant],
+        "source": source,
+        "study_id": [study_id] * n,
+        "room_id": [None] * n,
+        "item_id": item_ids[it],
+        "document_id": world.document[it],
+        "corpus": "synthetic",
+        "position": world.position[it],
+        "mode": "token",
+        "prefix_text": prefix[it],
+        "target_text": vocab[target[it]],
+        "target_token_id": target[it],
+        "answer_text": np.where(skip, "", vocab[safe]),
+        "answer_token_ids": [[] if s else [t] for s, t in zip(skip.tolist(), tok.tolist())],
+        "answer_first_token_id": nullable(tok, skip),
+        "answer_first_token_text": nullable(vocab[safe], skip),
+        "skipped": skip,
+        "is_correct": correct,
+        "match_rule": rule,
+        "answer_index": answers.answer_index,
+        "reaction_ms": np.round(rng.uniform(400, 6000, n), 1),
+        "server_received_at": _iso(seconds),
+        "stored_at": _iso(seconds + 0.004),
+        "reported_probability": nullable(reported, np.isnan(reported)),
+        "model_id": model_id,
+        "model_answer_logprob": nullable(lp_out, np.isnan(lp_out)),
+        "model_answer_rank": nullable(rank, rank < 0),
+        "model_target_logprob": tgt_lp[it],
+        "model_target_rank": tgt_rank[it],
+        "model_top1_id": top1[it],
+        "model_top1_text": vocab[top1[it]],
+        "model_entropy": ent[it],
+        "pilot": is_pilot,
+        "excluded": is_excl,
+        "external": False,
+    })
+    used = np.unique(it)
+    logz = world.logz()
+    counts = pd.DataFrame({"i": it[~skip], "t": tok[~skip]}).groupby(["i", "t"]).size()
+    count_map: dict[int, dict[str, int]] = {}
+    for (i, t), c in counts.items():
+        count_map.setdefault(int(i), {})[str(int(t))] = int(c)
+    n_ans = np.bincount(it, minlength=world.n_items)
+    items = pd.DataFrame({
+        "item_id": item_ids[used],
+        "document_id": world.document[used],
+        "corpus": "synthetic",
+        "position": world.position[used],
+        "prefix_text": prefix[used],
+        "target_token_id": target[used],
+        "target_text": vocab[target[used]],
+        "model_id": model_id,
+        "model_target_logprob": tgt_lp[used],
+        "model_target_rank": tgt_rank[used],
+        "model_top1_id": top1[used],
+        "model_entropy": ent[used],
+        "model_top_k": [[[int(t), float(world.logprobs[i, t]), world.vocab[t], bool(world.control[t])]
+                         for t in topk[i]] for i in used],
+        "model_logz": [logz[i].tolist() for i in used],
+        "n_answers": n_ans[used],
+        "answer_counts": [count_map.get(int(i), {}) for i in used],
+    })
+    parts = np.unique(answers.participant)
+    per = np.bincount(answers.participant)
+    participants = pd.DataFrame({
+        "participant_id": pid[parts],
+        "source": source,
+        "study_id": [study_id] * len(parts),
+        "room_id": [None] * len(parts),
+        "external_id": [None] * len(parts),
+        "started_at": _iso(parts * 1.0),
+        "finished_at": [None] * len(parts),
+        "n_answers": per[parts],
+        "pilot": np.isin(parts, list(pilot)),
+        "excluded": np.isin(parts, list(excluded)),
+        "exclusion_reason": ["comprehension checks 0/3 below threshold 2/3" if p in excluded
+                             else None for p in parts],
+    })
+    studies = pd.DataFrame({
+        "study_id": [study_id] if study_id is not None else [],
+        "name": ["synthetic study"] if study_id is not None else [],
+        "mode": ["token"] if study_id is not None else [],
+        "settings": [{"items_per_participant": int(per.max()), "order": "random", "seed": seed}]
+        if study_id is not None else [],
+        "created_at": [START.isoformat()] if study_id is not None else [],
+    })
+    models = pd.DataFrame({
+        "model_id": [model_id],
+        "key": [f"synthetic:v{len(world.vocab)}:k{world.top_k}"],
+        "spec": ["synthetic"],
+        "name": ["synthetic model"],
+        "tokenizer": ["synthetic"],
+        "n_vocab": [len(world.vocab)],
+        "top_k": [world.top_k],
+        "temperatures": [list(world.temperatures)],
+        "settings": [{"seed": seed}],
+    })
+    return {"guesses": guesses, "items": items, "participants": participants,
+            "studies": studies, "models": models}
+
+
+# --------------------------------------------------------------------------------- writing
+
+
+def _csv_frame(df: pd.DataFrame, table) -> pd.DataFrame:
+    out = {}
+    for c in table.columns:
+        s = df[c.name]
+        if c.type == "bool":
+            out[c.name] = np.where(s.to_numpy(dtype=bool), "true", "false")
+        elif c.type == "json":
+            out[c.name] = [
+                "" if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                for v in s.tolist()
+            ]
+        elif c.type == "float":
+            out[c.name] = pd.to_numeric(s, errors="coerce").astype("float64").map(
+                lambda v: "" if np.isnan(v) else ("-inf" if v == -np.inf else repr(float(v))))
+        elif c.type == "int":
+            out[c.name] = s.astype("Int64").astype(str).replace("<NA>", "")
+        else:
+            out[c.name] = s.astype(object).where(s.notna(), "")
+    return pd.DataFrame(out)
+
+
+def _write_parquet(df: pd.DataFrame, table, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
+             "json": pa.string(), "datetime": pa.timestamp("us", tz="UTC")}
+    arrays = []
+    for c in table.columns:
+        s = df[c.name]
+        if c.type == "json":
+            vals = [None if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                    for v in s.tolist()]
+        elif c.type == "datetime":
+            vals = pd.to_datetime(pd.Series(s, dtype=object), utc=True, format="ISO8601")
+            arrays.append(pa.array(vals, type=types["datetime"], from_pandas=True))
+            continue
+        elif c.type == "int":
+            vals = pd.array(s.tolist(), dtype="Int64")
+        elif c.type == "float":
+            vals = pd.to_numeric(pd.Series(s, dtype=object), errors="coerce").astype("float64")
+        else:
+            vals = s.tolist()
+        arrays.append(pa.array(vals, type=types[c.type], from_pandas=True))
+    schema = pa.schema([(c.name, types[c.type], c.nullable) for c in table.columns])
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), str(path), compression="zstd")
+
+
+def _write_jsonl(df: pd.DataFrame, table, path: Path) -> None:
+    kinds = [(c.name, c.type) for c in table.columns]
+    cols = {name: df[name].tolist() for name, _ in kinds}
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in range(len(df)):
+            obj = {}
+            for name, kind in kinds:
+                v = cols[name][r]
+                if isinstance(v, (np.generic,)):
+                    v = v.item()
+                if isinstance(v, float) and not np.isfinite(v):
+                    v = None
+                obj[name] = v
+            fh.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def write_export(
+    tables: dict[str, pd.DataFrame], path: str | Path, fmt: str = "csv", *, as_zip: bool = False,
+    manifest: dict | None = None,
+) -> Path:
+    """Write tables in the export layout: <table>.<fmt> x 5, manifest.json, codebook.csv,
+    README.md; into the folder `path`, or the zip file `path` when as_zip."""
+    path = Path(path)
+    folder = path.with_name(path.name + ".d") if as_zip else path
+    folder.mkdir(parents=True, exist_ok=False)
+    rows = {}
+    for name, table in TABLES.items():
+        df = tables[name]
+        file = folder / f"{name}.{fmt}"
+        if fmt == "csv":
+            _csv_frame(df, table).to_csv(file, index=False, lineterminator="\n")
+        elif fmt == "parquet":
+            _write_parquet(df, table, file)
+        elif fmt == "jsonl":
+            _write_jsonl(df, table, file)
+        else:
+            raise ValueError(fmt)
+        rows[name] = len(df)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "humanlm_version": "synthetic",
+        "exported_at": START.isoformat(),
+        "format": fmt,
+        "filters": {"include_pilot": True, "include_excluded": True},
+        "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},
+        "models": tables["models"].to_dict(orient="records"),
+    }
+    doc.update(manifest or {})
+    (folder / "manifest.json").write_text(json.dumps(doc, indent=2, default=str))
+    pd.DataFrame(codebook_rows()).to_csv(folder / "codebook.csv", index=False)
+    (folder / "README.md").write_text("# humanlm export (synthetic)\n")
+    if as_zip:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(folder.iterdir()):
+                zf.write(f, arcname=f.name)
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    return path
+
+
+def synthetic_export(path, *, n_items=60, strategies=None, fmt="csv", seed=0, top_k=16,
+                     vocab_size=120, items_per_player=None, unfilled=0.0, **kwargs) -> tuple[Path, World, Answers]:
+    """World + players + export in one call (defaults: 30 players sampling at T = 1)."""
+    world = make_world(n_items=n_items, vocab_size=vocab_size, top_k=top_k, seed=seed)
+    answers = simulate(world, strategies or [("sample", 1.0)] * 30, seed=seed + 1,
+                       items_per_player=items_per_player)
+    tables = export_tables(world, answers, unfilled=unfilled, seed=seed, **kwargs)
+    return write_export(tables, path, fmt), world, answers
+
+
+__all__ = [
+    "GRID",
+    "Answers",
+    "World",
+    "export_tables",
+    "make_world",
+    "sample_tokens",
+    "simulate",
+    "synthetic_export",
+    "write_export",
+]
