@@ -28,6 +28,7 @@ PROTECTED = [
     ("GET", "/research/studies/{id}/export?format=csv", "json"),
     ("GET", "/research/studies/{id}/export?format=jsonl&include_pilot=1", "json"),
     ("GET", "/research/studies/{id}/export?format=parquet", "json"),
+    ("GET", "/research/studies/{id}/report", "report"),
 ]
 # Open on purpose: the login page, logout, and the participant's side of a study.
 PUBLIC_ENDPOINTS = {
@@ -92,6 +93,9 @@ def test_logged_in_is_served(scored_app, client, study_id, method, url, kind):
         assert "attachment" in response.headers["Content-Disposition"]
         names = zipfile.ZipFile(io.BytesIO(response.get_data())).namelist()
         assert any("guesses" in n for n in names) and any("codebook" in n for n in names)
+    elif kind == "report":  # a study without answers: served, saying what is missing
+        assert response.status_code == 409
+        assert "The analysis needs more data" in response.get_data(as_text=True)
     elif kind == "json":
         assert response.status_code == 200 and "participants" in response.get_json()
     else:

@@ -330,6 +330,20 @@ def import_responses_command(path: Path, name: str | None, mode: str, no_score: 
     click.echo(f"Scored with {model.name}: {n} first-token and {words} word log-probs filled.")
 
 
+@click.command(
+    "analyze", context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+    help="Analyse an export: humans vs crowd vs model (see `humanlm analyze --help`).",
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def analyze_command(args: tuple[str, ...]) -> None:
+    """`humanlm analyze EXPORT -o report.html [--format json] ...`: analysis/cli.py does the work
+    (it reads only the exported files, so the same command runs on a laptop without the app)."""
+    from analysis.cli import main as analysis_main
+
+    sys.exit(analysis_main(list(args), prog="humanlm analyze"))
+
+
 # -------------------------------------------------------------------------------- setup, serve
 
 
@@ -360,7 +374,7 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
 
 def register_commands(app: Flask) -> None:
     for command in (db_group, corpus_group, score_command, export_command,
-                    import_responses_command, setup_command, serve_command):
+                    import_responses_command, analyze_command, setup_command, serve_command):
         app.cli.add_command(command)
     from .research.cli import register as register_research_commands  # researcher, study
 

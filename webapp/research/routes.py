@@ -318,6 +318,53 @@ def export_study(study_id: int):
     )
 
 
+@bp.get("/research/studies/<int:study_id>/report")
+@auth.login_required
+def study_report(study_id: int):
+    """The analysis report of a study's data (the same numbers as `humanlm analyze`).
+
+    The study is exported to a temporary folder and analysed there; the HTML is self-contained.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    study = db.session.get(Study, study_id)
+    if study is None:
+        abort(404, description=f"there is no study {study_id}")
+    include_pilot = request.args.get("include_pilot", "0") == "1"
+    from analysis.reader import AnalysisError
+    from analysis.report import write_report
+
+    from ..export import ExportFilters, write_export
+
+    folder = Path(tempfile.mkdtemp(prefix="humanlm-report-"))
+    try:
+        fmt = "parquet" if _has_pyarrow() else "csv"
+        filters = ExportFilters(study_id=study.id, include_pilot=include_pilot)
+        write_export(db.session, folder / "export", fmt, filters)
+        try:
+            path = write_report(folder / "export", folder / "report.html", "html",
+                                include_pilot=include_pilot, n_boot=400)
+        except AnalysisError as exc:
+            return render_template(
+                "research/message.html", title="No analysis yet",
+                message=f"The analysis needs more data: {exc}",
+                back=url_for("research.study_detail", study_id=study.id),
+            ), 409
+        return Response(path.read_text(encoding="utf-8"), mimetype="text/html")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ------------------------------------------------------------------------- participant pages
 
 
