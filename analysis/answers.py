@@ -192,12 +192,18 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     shown = np.where(topk_ctrl, np.inf, np.arange(k)[None, :]).argmin(axis=1)  # first non-control
     items["model_top_candidate_id"] = topk_ids[np.arange(n_items), shown]
     items["token_class"] = [token_class(t, p) for t, p in zip(items["target_text"], items["prefix_text"])]
-    # Whole word: the next position of the same document (if exported) does not continue it.
+    # Whole word: the token after it does not continue the word. The export's next_token_text
+    # says so exactly; without it, the next position of the same document if it was exported.
     nxt = data.items[["document_id", "position", "target_text"]].copy()
     nxt["position"] = nxt["position"] - 1
     nxt = nxt.drop_duplicates(["document_id", "position"]).set_index(["document_id", "position"])["target_text"]
     follow = nxt.reindex(pd.MultiIndex.from_arrays([items["document_id"], items["position"]]))
-    items["next_text"] = follow.to_numpy()
+    next_text = follow.to_numpy()
+    if "next_token_text" in items.columns:
+        given = items["next_token_text"].to_numpy(dtype=object)
+        known = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in given])
+        next_text = np.where(known, given, next_text)
+    items["next_text"] = next_text
     items["whole_word"] = [
         None if (nt is None or (isinstance(nt, float) and np.isnan(nt))) else not continues_word(str(nt))
         for nt in items["next_text"]

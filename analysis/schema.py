@@ -94,6 +94,7 @@ ITEMS = Table(
         C("prefix_text", "str", "Text before the item."),
         C("target_token_id", "int", "True next token id."),
         C("target_text", "str", "True next token text."),
+        C("next_token_text", "str", "Text of the token after the true next token in the document (empty at the end); says whether the true token ends a whole word.", nullable=True),
         C("model_id", "int", "Model of the model_* columns.", nullable=True),
         C("model_target_logprob", "float", "ln p_model(true next token).", unit="nats", nullable=True),
         C("model_target_rank", "int", "Rank of the true next token.", nullable=True),

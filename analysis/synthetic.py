@@ -327,6 +327,7 @@ def export_tables(
         "prefix_text": prefix[used],
         "target_token_id": target[used],
         "target_text": vocab[target[used]],
+        "next_token_text": None,
         "model_id": model_id,
         "model_target_logprob": tgt_lp[used],
         "model_target_rank": tgt_rank[used],

@@ -122,6 +122,13 @@ def test_export_round_trip_accounts_for_every_row_and_column(data_app, tmp_path,
         assert len(table_rows) == summary.rows[name], name
     _, items = read_table(out, "items", fmt)
     assert sum(int(i["n_answers"]) for i in items) == len(expected)
+    with data_app.app_context():
+        from webapp.models import Item
+
+        for row in items:
+            item = db.session.get(Item, int(row["item_id"]))
+            following = [it.token_text for it in item.document.items if it.position == item.position + 1]
+            assert (row["next_token_text"] or None) == (following[0] if following else None)
     counts = items[0]["answer_counts"]
     counts = json.loads(counts) if isinstance(counts, str) else counts
     assert all(int(k) >= 0 and v >= 1 for k, v in counts.items())

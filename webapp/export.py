@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, cast, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from analysis.schema import FORMATS, SCHEMA_VERSION, TABLES, Table, codebook_rows
@@ -335,6 +335,7 @@ def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[
                        Prediction.model_id.in_({m for _i, m, _n in chunk if m is not None}))
             )
         }
+        following = _next_token_texts(session, [facts.items[i] for i, _m, _n in chunk])
         for item_id, model_id, n_answers in chunk:
             answer_counts = {}
             while pending is not None and pending[0] <= item_id:
@@ -348,6 +349,7 @@ def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[
                 "item_id": item_id, "document_id": item["document_id"], "corpus": item["corpus"],
                 "position": item["position"], "prefix_text": item["prefix_text"],
                 "target_token_id": item["target_token_id"], "target_text": item["target_text"],
+                "next_token_text": following.get((item["document_id"], item["position"] + 1)),
                 "model_id": model_id if raw else None,
                 "model_target_logprob": pred["target_logprob"],
                 "model_target_rank": pred["target_rank"], "model_top1_id": pred["top1_id"],
@@ -356,6 +358,18 @@ def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[
                 "model_logz": JsonText(raw[3]) if raw else None,
                 "n_answers": n_answers, "answer_counts": answer_counts,
             }
+
+
+def _next_token_texts(session: Session, items: list[dict]) -> dict[tuple[int, int], str]:
+    """Text of the token after each item, in one query: (document id, position) -> text."""
+    wanted = {(it["document_id"], it["position"] + 1) for it in items}
+    if not wanted:
+        return {}
+    rows = session.connection().execute(
+        select(Item.document_id, Item.position, Item.token_text)
+        .where(tuple_(Item.document_id, Item.position).in_(sorted(wanted)))
+    )
+    return {(doc, pos): text for doc, pos, text in rows}
 
 
 def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, Any]]:
