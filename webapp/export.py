@@ -45,7 +45,7 @@ from .models import (
 )
 from .words import target_word
 
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 5_000
 
 
 class ExportError(ValueError):
