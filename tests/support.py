@@ -1,4 +1,5 @@
-"""Test data and helpers shared by conftest.py and test modules (importable as `support`).
+"""Test data and helpers shared by conftest.py and test modules (importable as `support`), and by
+the screenshot scripts in tests/browser/ (importable as `tests.support`).
 
 Kept out of conftest.py because tests/ and tests/browser/ both have a conftest module, so
 `from conftest import ...` finds whichever was imported first.
@@ -6,7 +7,13 @@ Kept out of conftest.py because tests/ and tests/browser/ both have a conftest m
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -41,3 +48,47 @@ class LiveServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+
+def serve_scored_demo(
+    stack: ExitStack,
+    db_name: str,
+    n_passages: int,
+    populate: Callable[[Any, Any], Any] | None = None,
+) -> tuple[str, Any]:
+    """Serve the real app on a free loopback port, on a temporary SQLite file (`db_name`) holding
+    the first `n_passages` demo passages scored with the real model (MODEL_SPEC, top 64).
+
+    `populate(session, tokenizer)`, if given, adds more before the app starts (and commits it:
+    the session is closed afterwards). The file and the server last until `stack` closes. Returns
+    the server's base URL and what `populate` returned (None without it). For the screenshot
+    scripts: it loads the real model.
+    """
+    from webapp import create_app
+    from webapp.cli import upgrade_database
+    from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
+    from webapp.extensions import db
+    from webapp.lm import load_model, load_tokenizer
+    from webapp.predictions import score_corpus
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    url = f"sqlite:///{tmp / db_name}"
+    upgrade_database(url)
+    db.configure(url)
+    session = db.new_session()
+    tokenizer = load_tokenizer(MODEL_SPEC)
+    corpus = get_or_create_corpus(session, "demo")
+    docs = demo_documents()[:n_passages]
+    import_documents(session, corpus, docs, tokenizer, max_tokens=256)
+    session.commit()
+    print(f"scoring {len(docs)} demo passages with the real model…", flush=True)
+    score_corpus(session, load_model(MODEL_SPEC, max_tokens=256, n_threads=2), top_k=64)
+    extra = populate(session, tokenizer) if populate is not None else None
+    session.close()
+    db.dispose()
+
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "screenshots", "MODEL": MODEL_SPEC, "TOP_K": 64})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = LiveServer(app).start()
+    stack.callback(server.stop)
+    return server.url, extra

@@ -80,105 +80,22 @@
     state: null,      // last HostState
     answers: null,    // last {round, answered, total, histogram} for the current round
     busy: false,      // a host_action is on its way
-    tick: 0,          // countdown interval
     primaryAction: null,
-    lastToast: { text: '', at: 0 },
   };
 
   // ---------------------------------------------------------------- helpers
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
-
-  /** Token text with visible whitespace: " over" shows as ␣over (screen readers hear "space"). */
-  function renderTokenText(node, text) {
-    const t = String(text ?? '');
-    node.textContent = '';
-    node.dataset.text = t;
-    node.classList.toggle('is-ws', /^\s+$/.test(t));
-    if (t === '') {
-      node.appendChild(el('span', 'ws', '∅'));
-      return node;
-    }
-    let buf = '';
-    const flush = () => {
-      if (buf) node.appendChild(document.createTextNode(buf));
-      buf = '';
-    };
-    const mark = (symbol, spoken) => {
-      flush();
-      const m = el('span', 'ws', symbol);
-      m.setAttribute('aria-hidden', 'true');
-      node.append(m, el('span', 'sr-only', spoken));
-    };
-    for (const ch of t) {
-      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
-      else if (ch === '\n') mark('↵', ' newline ');
-      else if (ch === '\t') mark('⇥', ' tab ');
-      else if (ch !== '\r') buf += ch;
-    }
-    flush();
-    return node;
-  }
-
-  function chip(text, extraClass) {
-    return renderTokenText(el('span', `chip${extraClass ? ` ${extraClass}` : ''}`), text);
-  }
-
-  function tokenText(t) {
-    if (t === null || t === undefined) return '';
-    return typeof t === 'object' ? String(t.text ?? '') : String(t);
-  }
-
-  /** A probability (0..1) as a readable percentage. */
-  function pct(p) {
-    if (p === null || p === undefined || Number.isNaN(Number(p))) return '–';
-    const v = Number(p) * 100;
-    if (v >= 99.95 && v < 100) return '>99.9%';
-    if (v >= 10) return `${Math.round(v)}%`;
-    if (v >= 1) return `${v.toFixed(1)}%`;
-    if (v >= 0.1) return `${v.toFixed(2)}%`;
-    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
-    if (v > 0) return '<0.001%';
-    return '0%';
-  }
-
-  const wholePct = (x) => (x === null || x === undefined ? '–' : `${Math.round(Number(x) * 100)}%`);
+  const {
+    el, chip, tokenText, pct, wholePct, showScreen, emitWithAck, createToast, createCountdown,
+  } = window.humanlm;
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
-
-  function call(event, payload) {
-    return new Promise((resolve) => {
-      // While (re)connecting, Socket.IO buffers the emit and sends it on connect; the timeout
-      // still bounds the wait, so a click before the connection is up just takes a moment.
-      socket.timeout(ACK_TIMEOUT_MS).emit(event, payload, (err, resp) => {
-        if (err) resolve({ ok: false, error: 'The server did not answer in time. Check the connection.' });
-        else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
-      });
-    });
-  }
-
-  function toast(message) {
-    const text = String(message || 'Something went wrong.');
-    const now = Date.now();
-    // The server sends both a failed ack and a room_error for the same mistake: show it once.
-    if (S.lastToast.text === text && now - S.lastToast.at < 2000) return;
-    S.lastToast = { text, at: now };
-    els.toastMessage.textContent = text.charAt(0).toUpperCase() + text.slice(1);
-    els.toast.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { els.toast.hidden = true; }, 8000);
-  }
+  const call = (event, payload) => emitWithAck(socket, event, payload, ACK_TIMEOUT_MS,
+    'The server did not answer in time. Check the connection.');
+  const toast = createToast(els.toast, els.toastMessage, els.toastClose, 8000);
+  const countdown = createCountdown(els.countdown);
 
   function setScreen(name) {
-    root.dataset.screen = name;
-    root.setAttribute('aria-busy', name === 'connecting' ? 'true' : 'false');
-    document.querySelectorAll('#host .screen').forEach((s) => {
-      s.hidden = s.dataset.for !== name;
-    });
+    showScreen(root, name);
   }
 
   // ---------------------------------------------------------------- join rail
@@ -314,32 +231,15 @@
   // ---------------------------------------------------------------- countdown
 
   function stopCountdown() {
-    clearInterval(S.tick);
-    S.tick = 0;
-    els.countdown.hidden = true;
+    countdown.stop();
   }
 
   function startCountdown(round, phase) {
     stopCountdown();
     if (!round || !round.deadline || phase !== 'answering') return;
     const deadline = Date.parse(round.deadline);
-    if (Number.isNaN(deadline)) return;
-    const update = () => {
-      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-      const m = Math.floor(left / 60);
-      const s = left % 60;
-      els.countdown.textContent = `${m}:${String(s).padStart(2, '0')}`;
-      els.countdown.classList.toggle('countdown--urgent', left <= 5);
-      els.countdown.setAttribute('aria-label', `${left} seconds left`);
-      if (left === 0) {
-        // Time is up: the server locks the round itself and sends a new host_state.
-        clearInterval(S.tick);
-        S.tick = 0;
-      }
-    };
-    els.countdown.hidden = false;
-    update();
-    S.tick = setInterval(update, 250);
+    // At 0:00 it stops ticking: the server locks the round itself and sends a new host_state.
+    if (!Number.isNaN(deadline)) countdown.start(deadline);
   }
 
   // ---------------------------------------------------------------- reveal
@@ -662,7 +562,7 @@
         if (newRound || !els.prefix.firstChild || prev.phase !== st.phase) renderPrefix(els.prefix, round && round.context);
         renderAnswers();
         if (answering) {
-          if (newRound || !S.tick || (prev.round && prev.round.deadline !== round.deadline)) startCountdown(round, st.phase);
+          if (newRound || !countdown.running || (prev.round && prev.round.deadline !== round.deadline)) startCountdown(round, st.phase);
         } else {
           stopCountdown();
         }
@@ -725,7 +625,6 @@
     const v = Number(els.timerSelect.value);
     setting({ timer_seconds: v > 0 ? v : null });
   });
-  els.toastClose.addEventListener('click', () => { els.toast.hidden = true; });
 
   // ---------------------------------------------------------------- connection
 

@@ -67,50 +67,7 @@
 
   // ---------------------------------------------------------------- helpers
 
-  class ApiError extends Error {
-    constructor(message, { status = 0, network = false } = {}) {
-      super(message);
-      this.status = status;
-      this.network = network;
-    }
-  }
-
-  async function api(method, url, body, signal) {
-    let res;
-    try {
-      res = await fetch(url, {
-        method,
-        headers: body === undefined
-          ? { Accept: 'application/json' }
-          : { 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        credentials: 'same-origin',
-        cache: 'no-store',
-        signal,
-      });
-    } catch (err) {
-      if (err && err.name === 'AbortError') throw err;
-      throw new ApiError('Could not reach the server. Check your connection and try again.', { network: true });
-    }
-    let data = null;
-    try {
-      data = await res.json();
-    } catch (_) {
-      data = null;
-    }
-    if (!res.ok) {
-      const msg = data && typeof data.error === 'string' && data.error
-        ? data.error
-        : `The server answered with an error (HTTP ${res.status}).`;
-      throw new ApiError(msg, { status: res.status });
-    }
-    if (data === null || typeof data !== 'object') {
-      throw new ApiError('The server sent a response this page could not read.', { status: res.status });
-    }
-    return data;
-  }
-
-  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const { el, sleep, ApiError, api } = window.humanlm;
 
   function newClientKey() {
     if (window.crypto && typeof window.crypto.randomUUID === 'function') {
@@ -146,13 +103,6 @@
     return `${Math.round((num / den) * 100)}%`;
   }
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
-
   /** Human-readable name of a token for tooltips. */
   function describeToken(text) {
     if (text === '') return 'empty token';
@@ -169,48 +119,11 @@
     return text.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥').replace(/\r/g, '');
   }
 
-  /**
-   * Fill `node` with a visible rendering of a token: spaces become a faint ␣,
-   * newlines ↵ and tabs ⇥, so " over" and "over" look different. Screen
-   * readers hear "space" instead of the symbol.
-   */
-  function renderTokenText(node, text) {
-    node.textContent = '';
-    node.dataset.text = text;
-    node.classList.toggle('is-ws', /^\s+$/.test(text));
-    if (text === '') {
-      node.appendChild(el('span', 'ws', '∅'));
-      return node;
-    }
-    let buf = '';
-    const flush = () => {
-      if (buf) node.appendChild(document.createTextNode(buf));
-      buf = '';
-    };
-    const mark = (symbol, spoken) => {
-      flush();
-      const m = el('span', 'ws', symbol);
-      m.setAttribute('aria-hidden', 'true');
-      node.append(m, el('span', 'sr-only', spoken));
-    };
-    for (const ch of text) {
-      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
-      else if (ch === '\n') mark('↵', ' newline ');
-      else if (ch === '\t') mark('⇥', ' tab ');
-      else if (ch !== '\r') buf += ch;
-    }
-    flush();
-    node.title = describeToken(text);
-    return node;
-  }
-
-  function chip(text, extraClass) {
-    const c = el('span', `chip${extraClass ? ` ${extraClass}` : ''}`);
-    renderTokenText(c, text);
-    return c;
-  }
-
   const quoteToken = (text) => `“${visibleToken(text)}”`;
+
+  // The shared token rendering, plus a tooltip naming the token (describeToken).
+  const renderTokenText = (node, text) => window.humanlm.renderTokenText(node, text, describeToken);
+  const chip = (text, extraClass) => window.humanlm.chip(text, extraClass, describeToken);
 
   // ---------------------------------------------------------------- alert
 
@@ -555,7 +468,7 @@
     const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
     state.tokAbort = ctrl;
     try {
-      const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text)}`, undefined, ctrl ? ctrl.signal : undefined);
+      const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text)}`, undefined, { signal: ctrl ? ctrl.signal : undefined });
       if (seq !== state.tokSeq || state.phase !== 'question') return; // stale
       renderTokens(data);
     } catch (err) {

@@ -88,11 +88,14 @@
     spaceOn: true,
     sending: false,
     joining: false,
-    tick: 0,
-    lastToast: { text: '', at: 0 },
   };
 
   // ---------------------------------------------------------------- helpers
+
+  const {
+    el, renderTokenText, chip, tokenText, pct, wholePct, capital, sleep,
+    showScreen, emitWithAck, createToast, createCountdown,
+  } = window.humanlm;
 
   function normalizeCode(text) {
     return String(text || '').normalize('NFKC').toUpperCase().replace(/[\s\-_.]+/g, '');
@@ -117,66 +120,6 @@
     }
   }
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
-
-  function renderTokenText(node, text) {
-    const t = String(text ?? '');
-    node.textContent = '';
-    node.dataset.text = t;
-    node.classList.toggle('is-ws', /^\s+$/.test(t));
-    if (t === '') {
-      node.appendChild(el('span', 'ws', '∅'));
-      return node;
-    }
-    let buf = '';
-    const flush = () => {
-      if (buf) node.appendChild(document.createTextNode(buf));
-      buf = '';
-    };
-    const mark = (symbol, spoken) => {
-      flush();
-      const m = el('span', 'ws', symbol);
-      m.setAttribute('aria-hidden', 'true');
-      node.append(m, el('span', 'sr-only', spoken));
-    };
-    for (const ch of t) {
-      if (ch === ' ' || ch === '\u00a0') mark('␣', 'space ');
-      else if (ch === '\n') mark('↵', ' newline ');
-      else if (ch === '\t') mark('⇥', ' tab ');
-      else if (ch !== '\r') buf += ch;
-    }
-    flush();
-    return node;
-  }
-
-  function chip(text, extraClass) {
-    return renderTokenText(el('span', `chip${extraClass ? ` ${extraClass}` : ''}`), text);
-  }
-
-  function tokenText(t) {
-    if (t === null || t === undefined) return '';
-    return typeof t === 'object' ? String(t.text ?? '') : String(t);
-  }
-
-  function pct(p) {
-    if (p === null || p === undefined || Number.isNaN(Number(p))) return '–';
-    const v = Number(p) * 100;
-    if (v >= 99.95 && v < 100) return '>99.9%';
-    if (v >= 10) return `${Math.round(v)}%`;
-    if (v >= 1) return `${v.toFixed(1)}%`;
-    if (v >= 0.1) return `${v.toFixed(2)}%`;
-    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
-    if (v > 0) return '<0.001%';
-    return '0%';
-  }
-
-  const wholePct = (x) => (x === null || x === undefined ? '–' : `${Math.round(Number(x) * 100)}%`);
-
   function newClientKey() {
     if (window.crypto && typeof window.crypto.randomUUID === 'function') {
       try { return window.crypto.randomUUID(); } catch (_) { /* insecure context (plain http on a LAN) */ }
@@ -198,40 +141,15 @@
     return key;
   }
 
-  function call(event, payload, timeoutMs = ACK_TIMEOUT_MS) {
-    return new Promise((resolve) => {
-      // While (re)connecting, Socket.IO buffers the emit and sends it on connect; the timeout
-      // still bounds the wait, so a click before the connection is up just takes a moment.
-      socket.timeout(timeoutMs).emit(event, payload, (err, resp) => {
-        if (err) resolve({ ok: false, error: 'The server did not answer in time.', network: true });
-        else resolve(resp && typeof resp === 'object' ? resp : { ok: false, error: 'The server sent an empty answer.' });
-      });
-    });
-  }
-
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-  function toast(message) {
-    const text = String(message || 'Something went wrong.');
-    const now = Date.now();
-    if (S.lastToast.text === text && now - S.lastToast.at < 2000) return;
-    S.lastToast = { text, at: now };
-    els.toastMessage.textContent = text.charAt(0).toUpperCase() + text.slice(1);
-    els.toast.hidden = false;
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { els.toast.hidden = true; }, 6000);
-  }
+  const call = (event, payload) => emitWithAck(socket, event, payload, ACK_TIMEOUT_MS,
+    'The server did not answer in time.');
+  const toast = createToast(els.toast, els.toastMessage, els.toastClose, 6000);
+  const countdown = createCountdown(els.countdown);
 
   function setScreen(name) {
-    root.dataset.screen = name;
-    root.setAttribute('aria-busy', name === 'connecting' ? 'true' : 'false');
-    root.querySelectorAll('.screen').forEach((s) => {
-      s.hidden = s.dataset.for !== name;
-    });
+    showScreen(root, name);
     els.meBar.hidden = !S.token || name === 'join' || name === 'removed' || name === 'connecting';
   }
-
-  const capital = (s) => { const t = String(s || ''); return t.charAt(0).toUpperCase() + t.slice(1); };
 
   // ---------------------------------------------------------------- join
 
@@ -570,33 +488,13 @@
   // ---------------------------------------------------------------- countdown
 
   function stopCountdown() {
-    clearInterval(S.tick);
-    S.tick = 0;
-    els.countdown.hidden = true;
+    countdown.stop();
   }
 
   function startCountdown(round) {
     const deadline = round && round.deadline ? Date.parse(round.deadline) : NaN;
-    if (Number.isNaN(deadline)) {
-      stopCountdown();
-      return;
-    }
-    if (S.tick && S.tickDeadline === deadline) return;
-    stopCountdown();
-    S.tickDeadline = deadline;
-    const update = () => {
-      const left = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-      els.countdown.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`;
-      els.countdown.setAttribute('aria-label', `${left} seconds left`);
-      els.countdown.classList.toggle('countdown--urgent', left <= 5);
-      if (left === 0) {
-        clearInterval(S.tick);
-        S.tick = 0;
-      }
-    };
-    els.countdown.hidden = false;
-    update();
-    S.tick = setInterval(update, 250);
+    if (Number.isNaN(deadline)) stopCountdown();
+    else if (!countdown.running || countdown.deadline !== deadline) countdown.start(deadline);
   }
 
   // ---------------------------------------------------------------- feedback
@@ -722,7 +620,6 @@
       }
     }
   });
-  els.toastClose.addEventListener('click', () => { els.toast.hidden = true; });
   els.rejoinBtn.addEventListener('click', () => showJoin(''));
 
   // ---------------------------------------------------------------- connection

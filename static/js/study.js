@@ -62,39 +62,11 @@
     touched: false,
   };
 
-  class ApiError extends Error {
-    constructor(message, status = 0, data = null) {
-      super(message);
-      this.status = status;
-      this.data = data;
-    }
-  }
-
-  async function api(method, url, body) {
-    let res;
-    try {
-      res = await fetch(url, {
-        method,
-        headers: body === undefined
-          ? { Accept: 'application/json' }
-          : { 'Content-Type': 'application/json', Accept: 'application/json', 'X-CSRFToken': csrf },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        credentials: 'same-origin',
-        cache: 'no-store',
-      });
-    } catch (_) {
-      throw new ApiError('Could not reach the server. Check your connection; your answers so far are saved.');
-    }
-    let data = null;
-    try { data = await res.json(); } catch (_) { data = null; }
-    if (!res.ok) {
-      const msg = data && data.error ? data.error : `The server answered with an error (HTTP ${res.status}).`;
-      throw new ApiError(msg, res.status, data);
-    }
-    return data;
-  }
-
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const { sleep } = window.humanlm;
+  const api = (method, url, body) => window.humanlm.api(method, url, body, {
+    csrfToken: csrf,
+    networkMessage: 'Could not reach the server. Check your connection; your answers so far are saved.',
+  });
 
   function newKey() {
     if (window.crypto && typeof window.crypto.randomUUID === 'function') {

@@ -14,13 +14,11 @@ the real app on a free loopback port and drives Debian's Chromium. It writes
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import random
 import re
 import sys
-import tempfile
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +29,6 @@ CHROMIUM = os.environ.get("HUMANLM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
-MODEL_SPEC = "llamacpp:gemma-3-270m"
 DEMO_PASSAGES = 4
 EMAIL, PASSWORD = "ada@lab.example.org", "screenshots only"
 CONSENT = (
@@ -48,55 +45,33 @@ CONSENT = (
 def prepare(stack: ExitStack) -> tuple[str, int]:
     """A scored temporary database with a researcher, two studies and simulated participants."""
     sys.path.insert(0, str(REPO))
-    from tests.support import LiveServer
-    from webapp import create_app
-    from webapp.cli import upgrade_database
-    from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
-    from webapp.extensions import db
-    from webapp.game import active_model
-    from webapp.lm import load_model, load_tokenizer
-    from webapp.predictions import score_corpus
-    from webapp.research import studies
-    from webapp.research.auth import create_researcher
+    from tests.support import MODEL_SPEC, serve_scored_demo
 
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    url = f"sqlite:///{tmp / 'research.db'}"
-    upgrade_database(url)
-    db.configure(url)
-    session = db.new_session()
-    tokenizer = load_tokenizer(MODEL_SPEC)
-    corpus = get_or_create_corpus(session, "demo")
-    docs = demo_documents()[:DEMO_PASSAGES]
-    import_documents(session, corpus, docs, tokenizer, max_tokens=256)
-    session.commit()
-    print(f"scoring {len(docs)} demo passages with the real model…", flush=True)
-    score_corpus(session, load_model(MODEL_SPEC, max_tokens=256, n_threads=2), top_k=64)
-    model = active_model(session, MODEL_SPEC)
-    researcher = create_researcher(session, EMAIL, PASSWORD)
+    def populate(session, tokenizer) -> int:
+        from webapp.game import active_model
+        from webapp.research import studies
+        from webapp.research.auth import create_researcher
 
-    main_study = studies.create_study(session, {
-        "name": "Cloze norms, everyday prose", "slug": "cloze-everyday", "corpus": "demo",
-        "mode": "word", "items": {"sample": 40}, "items_per_participant": 12, "target_responses": 8,
-        "seed": 20261124, "consent_text": CONSENT, "show_feedback": False, "ask_probability": False,
-        "checks": ["To show you are reading carefully, please type the word orange: | orange"],
-        "check_threshold": 1, "completion_code": "C7F3K2Q9",
-        "redirect_url": "https://app.prolific.com/submissions/complete?cc={code}", "pilot": False,
-    }, model=model, tokenizer=tokenizer, created_by=researcher.id)
-    studies.create_study(session, {
-        "name": "Token game with feedback (pilot)", "slug": "token-feedback-pilot", "corpus": "demo",
-        "mode": "token", "items_per_participant": 20, "target_responses": 5, "consent_text": CONSENT,
-        "show_feedback": True, "ask_probability": True, "pilot": True,
-    }, model=model, tokenizer=tokenizer, created_by=researcher.id)
-    session.commit()
-    simulate(session, main_study, tokenizer)
-    session.close()
-    db.dispose()
+        model = active_model(session, MODEL_SPEC)
+        researcher = create_researcher(session, EMAIL, PASSWORD)
+        main_study = studies.create_study(session, {
+            "name": "Cloze norms, everyday prose", "slug": "cloze-everyday", "corpus": "demo",
+            "mode": "word", "items": {"sample": 40}, "items_per_participant": 12, "target_responses": 8,
+            "seed": 20261124, "consent_text": CONSENT, "show_feedback": False, "ask_probability": False,
+            "checks": ["To show you are reading carefully, please type the word orange: | orange"],
+            "check_threshold": 1, "completion_code": "C7F3K2Q9",
+            "redirect_url": "https://app.prolific.com/submissions/complete?cc={code}", "pilot": False,
+        }, model=model, tokenizer=tokenizer, created_by=researcher.id)
+        studies.create_study(session, {
+            "name": "Token game with feedback (pilot)", "slug": "token-feedback-pilot", "corpus": "demo",
+            "mode": "token", "items_per_participant": 20, "target_responses": 5, "consent_text": CONSENT,
+            "show_feedback": True, "ask_probability": True, "pilot": True,
+        }, model=model, tokenizer=tokenizer, created_by=researcher.id)
+        session.commit()
+        simulate(session, main_study, tokenizer)
+        return main_study.id
 
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "screenshots", "MODEL": MODEL_SPEC, "TOP_K": 64})
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = LiveServer(app).start()
-    stack.callback(server.stop)
-    return server.url, main_study.id
+    return serve_scored_demo(stack, "research.db", DEMO_PASSAGES, populate)
 
 
 def simulate(session, study, tokenizer, n_people: int = 28) -> None:

@@ -14,7 +14,6 @@ Chromium: a host on a 1920x1080 projector and five students on 390x844 phones. I
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -29,7 +28,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 PHONE = {"width": 390, "height": 844}
 PROJECTOR = {"width": 1920, "height": 1080}
 DESKTOP = {"width": 1280, "height": 800}
-MODEL_SPEC = "llamacpp:gemma-3-270m"
 DEMO_SLUGS = 4  # passages of the demo corpus to score (about 10 s on 2 cores)
 # Five students; the first one is the phone in the screenshots, the last one says "I don't know".
 STUDENTS = ["Maya", "Leo", "Ines", "Tom", "Ada"]
@@ -39,32 +37,9 @@ FALLBACK_ANSWERS = [" dog", " cat", " dog", " fox"]  # with --url (no database a
 def serve_real_app(stack: ExitStack) -> str:
     """Import and score a few demo passages into a temporary database and serve the real app."""
     sys.path.insert(0, str(REPO))
-    from tests.support import LiveServer
-    from webapp import create_app
-    from webapp.cli import upgrade_database
-    from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
-    from webapp.extensions import db
-    from webapp.lm import load_model, load_tokenizer
-    from webapp.predictions import score_corpus
+    from tests.support import serve_scored_demo
 
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    url = f"sqlite:///{tmp / 'rooms.db'}"
-    upgrade_database(url)
-    db.configure(url)
-    session = db.new_session()
-    corpus = get_or_create_corpus(session, "demo")
-    docs = demo_documents()[:DEMO_SLUGS]
-    import_documents(session, corpus, docs, load_tokenizer(MODEL_SPEC), max_tokens=256)
-    session.commit()
-    print(f"scoring {len(docs)} demo passages with the real model…", flush=True)
-    score_corpus(session, load_model(MODEL_SPEC, max_tokens=256, n_threads=2), top_k=64)
-    session.close()
-    db.dispose()
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "screenshots", "MODEL": MODEL_SPEC, "TOP_K": 64})
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = LiveServer(app).start()
-    stack.callback(server.stop)
-    return server.url
+    return serve_scored_demo(stack, "rooms.db", DEMO_SLUGS)[0]
 
 
 def first_target(code: str) -> str:
