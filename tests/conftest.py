@@ -13,12 +13,12 @@ import pytest
 
 from webapp import create_app
 from webapp.cli import upgrade_database
-from webapp.corpus import get_or_create_corpus, import_documents
 from webapp.extensions import db
 from webapp.lm import load_model, load_tokenizer
-from webapp.predictions import score_corpus
 
-from support import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS, LiveServer  # noqa: F401, I001
+from support import (  # noqa: F401, I001
+    MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS, LiveServer, build_scored_test_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +54,7 @@ def app(tmp_path):
 def scored_template(tmp_path_factory, tokenizer, gemma) -> Path:
     """A database file holding SHORT_TEXTS, imported and scored by the real model."""
     path = tmp_path_factory.mktemp("template") / "scored.db"
-    upgrade_database(f"sqlite:///{path}")
-    session = db.new_session()
-    corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2)
-    import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=TEST_MAX_TOKENS)
-    session.commit()
-    score_corpus(session, gemma, top_k=64)
-    session.close()
-    db.dispose()
+    build_scored_test_database(f"sqlite:///{path}", tokenizer, gemma)
     return path
 
 

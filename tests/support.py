@@ -92,3 +92,22 @@ def serve_scored_demo(
     server = LiveServer(app).start()
     stack.callback(server.stop)
     return server.url, extra
+
+
+def build_scored_test_database(url: str, tokenizer, model) -> None:
+    """Migrate the database at `url`, import SHORT_TEXTS as corpus "tests" and score them."""
+    from webapp.cli import upgrade_database
+    from webapp.corpus import get_or_create_corpus, import_documents
+    from webapp.extensions import db
+    from webapp.predictions import score_corpus
+
+    upgrade_database(url)
+    session = db.new_session()
+    try:
+        corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2)
+        import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=TEST_MAX_TOKENS)
+        session.commit()
+        score_corpus(session, model, top_k=64)
+    finally:
+        session.close()
+        db.dispose()

@@ -21,12 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS
+from support import MODEL_SPEC, build_scored_test_database
 
-from webapp.cli import upgrade_database
-from webapp.corpus import get_or_create_corpus, import_documents
 from webapp.extensions import db
-from webapp.predictions import score_corpus
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -53,15 +50,7 @@ def pg_url(tokenizer, gemma):
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     try:
-        upgrade_database(url)
-        db.configure(url)
-        session = db.new_session()
-        corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2)
-        import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=TEST_MAX_TOKENS)
-        session.commit()
-        score_corpus(session, gemma, top_k=64)
-        session.close()
-        db.dispose()
+        build_scored_test_database(url, tokenizer, gemma)
         yield url
     finally:
         db.dispose()
