@@ -39,6 +39,8 @@ lint:
 bench: install ## benchmarks (slow; print ratios against a baseline measured in the same run)
 	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/room_fanout.py
+	$(BIN)/python benchmarks/export_throughput.py
+	$(BIN)/python benchmarks/analysis_speed.py
 
 clean:
 	rm -rf $(VENV) static/node_modules static/vendor
