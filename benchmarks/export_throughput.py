@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +36,7 @@ def build_database(path: Path, answers: int, items: int, seed: int = 1) -> None:
     db.dispose()
     rng = random.Random(seed)
     con = sqlite3.connect(path)
-    now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" ")  # as SQLAlchemy stores it
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")  # as SQLAlchemy stores it
     con.execute("INSERT INTO corpora (id, name, description, min_prefix_tokens, purpose, created_at) "
                 "VALUES (1, 'bench', '', 3, 'game', ?)", (now,))
     con.execute(
@@ -128,7 +128,7 @@ def child_baseline(db_path: str, out: str) -> None:
 
 
 def run_child(*args: str) -> dict:
-    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])

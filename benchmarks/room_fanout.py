@@ -36,11 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp.cli import upgrade_database  # noqa: E402
-from webapp.corpus import RawDocument, get_or_create_corpus, import_documents  # noqa: E402
-from webapp.extensions import db  # noqa: E402
-from webapp.lm import load_model  # noqa: E402
-from webapp.predictions import score_corpus  # noqa: E402
+from webapp.cli import upgrade_database
+from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+from webapp.extensions import db
+from webapp.lm import load_model
+from webapp.predictions import score_corpus
 
 SPEC = "llamacpp:gemma-3-270m"
 TEXT = (
@@ -77,7 +77,7 @@ def start_server(database_url: str, queue: str | None, log: Path) -> tuple[subpr
         env["SOCKETIO_MESSAGE_QUEUE"] = queue
     proc = subprocess.Popen(
         [sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
-        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 (the server process writes to it)
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

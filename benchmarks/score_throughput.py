@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp.cli import upgrade_database  # noqa: E402
-from webapp.corpus import demo_documents, get_or_create_corpus, import_documents  # noqa: E402
-from webapp.extensions import db  # noqa: E402
-from webapp.lm import load_model  # noqa: E402
-from webapp.predictions import score_corpus  # noqa: E402
+from webapp.cli import upgrade_database
+from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
+from webapp.extensions import db
+from webapp.lm import load_model
+from webapp.predictions import score_corpus
 
 SPEC = "llamacpp:gemma-3-270m"
 

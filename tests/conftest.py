@@ -10,15 +10,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import (  # noqa: F401
+    MODEL_SPEC,
+    SHORT_TEXTS,
+    TEST_MAX_TOKENS,
+    LiveServer,
+    build_scored_test_database,
+)
 
 from webapp import create_app
 from webapp.cli import upgrade_database
 from webapp.extensions import db
 from webapp.lm import load_model, load_tokenizer
-
-from support import (  # noqa: F401, I001
-    MODEL_SPEC, SHORT_TEXTS, TEST_MAX_TOKENS, LiveServer, build_scored_test_database,
-)
 
 
 @pytest.fixture(scope="session")

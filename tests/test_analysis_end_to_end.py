@@ -5,7 +5,7 @@ report's numbers agree with the simulation."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -54,7 +54,7 @@ def simulate_players(app, gemma, rng: np.random.Generator) -> dict:
                         model_id=model.id, raw_text=display_text(gemma.token_bytes(token)),
                         token_ids=[token], first_token_id=token, is_correct=token == item.token_id,
                         match_rule="first_token" if token == item.token_id else "none",
-                        server_received_at=datetime.now(timezone.utc),
+                        server_received_at=datetime.now(UTC),
                     ))
                     n += 1
         session.commit()

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -58,7 +58,7 @@ def add_study_participant(app, pilot: bool, excluded: bool = False) -> str:
         db.session.add(Guess(
             client_key=f"study-{player.id}", player_id=player.id, item_id=template.item_id,
             model_id=template.model_id, raw_text=" x", token_ids=[1], first_token_id=1,
-            match_rule="none", server_received_at=datetime.now(timezone.utc), source="study",
+            match_rule="none", server_received_at=datetime.now(UTC), source="study",
             study_id=study.id,
         ))
         db.session.commit()
@@ -179,7 +179,7 @@ def test_filters_select_rooms_dates_pilots_and_exclusions(data_app, tmp_path):
         assert summary.rows["guesses"] == 9
         summary = write_export(db.session, tmp_path / "clean", "csv", ExportFilters(include_excluded=False))
         assert summary.rows["guesses"] == 7
-        future = datetime.now(timezone.utc) + timedelta(days=1)
+        future = datetime.now(UTC) + timedelta(days=1)
         summary = write_export(db.session, tmp_path / "none", "csv", ExportFilters(since=future))
         assert summary.rows["guesses"] == 0 and summary.rows["items"] == 0
         _, rows = read_table(tmp_path / "none", "guesses", "csv")

@@ -200,7 +200,7 @@ def test_full_room_lifecycle(scored_app, client, tokenizer):
     assert ada_fb["rank"] == 1 and ada_fb["n_players"] == 3
 
     board = revealed["leaderboard"]
-    assert [r["nickname"] for r in board][0] == "Ada"
+    assert board[0]["nickname"] == "Ada"
     assert board[0]["points"] == ada_fb["points"] and board[0]["correct"] == 1
 
     act(host, code, "next")

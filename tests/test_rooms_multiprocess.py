@@ -79,7 +79,7 @@ class ServerProcess:
             "HUMANLM_MODEL": MODEL_SPEC,
             "HUMANLM_PORT": str(self.port),
         }
-        self.log = open(tmp / f"server-{name}.log", "w")
+        self.log = open(tmp / f"server-{name}.log", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,

@@ -26,8 +26,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.configure(app.config["DATABASE_URL"], echo=app.config["LOG_SQL"])
 
     from .play import bp as play_bp
-    from .rooms import bp as rooms_bp
     from .research import bp as research_bp
+    from .rooms import bp as rooms_bp
 
     app.register_blueprint(play_bp)
     app.register_blueprint(rooms_bp)

@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def parse_datetime(text: str, name: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ExportError(f"{name} must be a date like 2026-11-01 or 2026-11-01T12:00") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def check_filters(session: Session, filters: ExportFilters) -> None:
@@ -292,7 +292,7 @@ def _time_text_reader(dialect: str):
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=UTC)
     return value
 
 
@@ -454,7 +454,7 @@ def _csv_column(kind: str, values: tuple) -> list:
 
 class CsvWriter:
     def __init__(self, path: Path, table: Table) -> None:
-        self.fh = open(path, "w", newline="", encoding="utf-8")
+        self.fh = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
         self.writer = csv.writer(self.fh)
         self.names = table.column_names
         self.get = operator.itemgetter(*self.names)
@@ -475,7 +475,7 @@ class CsvWriter:
 
 class JsonlWriter:
     def __init__(self, path: Path, table: Table) -> None:
-        self.fh = open(path, "w", encoding="utf-8")
+        self.fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
         self.names = table.column_names
         self.get = operator.itemgetter(*self.names)
         self.kinds = [c.type for c in table.columns]
@@ -657,7 +657,7 @@ def write_export(
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "humanlm_version": __version__,
-            "exported_at": datetime.now(timezone.utc).isoformat(),
+            "exported_at": datetime.now(UTC).isoformat(),
             "format": fmt,
             "filters": filters.as_dict(),
             "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},

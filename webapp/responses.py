@@ -22,7 +22,7 @@ import hashlib
 import io
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -162,7 +162,7 @@ def import_responses(
     items: dict[tuple[str, str], Item] = {}
     players: dict[str, str] = {}
     default_player = f"ext-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-    received = datetime.now(timezone.utc)
+    received = datetime.now(UTC)
     for row in rows:
         key = (row.context, row.target)
         item = items.get(key)

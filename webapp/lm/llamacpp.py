@@ -11,9 +11,10 @@ import ctypes
 import hashlib
 import os
 import re
+import weakref
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -73,6 +74,9 @@ class LlamaCppModel:
         )
         self._bos = self._llm.token_bos()
         self._pieces: dict[int, bytes] = {}
+        # Free llama.cpp's memory when this object goes, or at exit while modules still exist
+        # (Llama.__del__ during interpreter shutdown fails with "NoneType is not callable").
+        weakref.finalize(self, self._llm.close)
 
     # -------------------------------------------------------------------------------- tokenizer
 
@@ -119,9 +123,7 @@ class LlamaCppModel:
         ids = set()
         for i in range(self.n_vocab):
             attr = llama_cpp.llama_vocab_get_attr(vocab, i)
-            if attr & always:
-                ids.add(i)
-            elif attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED and _MARKER.fullmatch(
+            if attr & always or attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED and _MARKER.fullmatch(
                 self.token_bytes(i).decode("utf-8", "replace")
             ):
                 ids.add(i)

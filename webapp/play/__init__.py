@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("play", __name__)
 
-from . import routes  # noqa: E402,F401  (registers the routes on bp)
+from . import routes  # noqa: F401  (registers the routes on bp)

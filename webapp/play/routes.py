@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import abort, current_app, jsonify, render_template, request, session
 from sqlalchemy import func, select
@@ -130,7 +130,7 @@ def tokenize():
 
 @bp.post("/api/play/guesses")
 def submit_guess():
-    received_at = datetime.now(timezone.utc)
+    received_at = datetime.now(UTC)
     body = _json_body()
     item_id = _field(body, "item_id", int)
     if not -(2**63) <= item_id < 2**63:  # beyond any database integer: cannot exist

@@ -8,4 +8,4 @@ from flask import Blueprint
 
 bp = Blueprint("rooms", __name__)
 
-from . import events, routes  # noqa: E402,F401  (registers routes and Socket.IO handlers)
+from . import events, routes  # noqa: F401  (registers routes and Socket.IO handlers)

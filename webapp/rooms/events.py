@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app, request
 from flask_socketio import emit, join_room
@@ -217,7 +218,7 @@ def host_remove(data: dict) -> dict:
 
 def _lock_when_due(app, code: str, round_index: int, deadline: datetime) -> None:
     """The round timer: lock the round at its deadline unless the host already moved on."""
-    socketio.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 0.05)
+    socketio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.05)
     with app.app_context():
         try:
             room = service.get_room(db.session, code)
@@ -258,7 +259,7 @@ def rejoin(data: dict) -> dict:
 
 @room_event("guess")
 def guess(data: dict) -> dict:
-    received_at = datetime.now(timezone.utc)
+    received_at = datetime.now(UTC)
     room = _room_of(data)
     conn = _connections.get(request.sid)
     if conn is None or conn.role != "student" or conn.room_id != room.id:
