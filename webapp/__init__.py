@@ -32,7 +32,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(play_bp)
     app.register_blueprint(rooms_bp)
     app.register_blueprint(research_bp)
-    socketio.init_app(app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"))
+    # async_handlers=False: each connection's events run in its reader thread, in order, instead
+    # of one new thread per event; every handler is short (the slow work, scoring prompts and
+    # round timers, runs as background tasks). Measured: a burst of 200 answers is handled with
+    # 20-35% less server CPU (benchmarks/room_fanout.py).
+    socketio.init_app(
+        app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"), async_handlers=False
+    )
 
     @app.teardown_appcontext
     def remove_session(_exc: BaseException | None) -> None:
