@@ -240,3 +240,15 @@ def test_parquet_without_pyarrow_is_a_clear_error(data_app, tmp_path, monkeypatc
     with data_app.app_context(), pytest.raises(export.ExportError, match="pip install 'humanlm\\[parquet\\]'"):
         write_export(db.session, dest / "out", "parquet", ExportFilters())
     assert list(dest.iterdir()) == []
+
+
+def test_item_counts_fold_skips_and_models_by_hand():
+    groups = [
+        (1, 10, False, 2, 3), (1, 11, False, 1, 1), (1, None, True, 2, 2),  # item 1: 6 answers
+        (2, 10, False, None, 1), (2, 10, True, 3, 1),  # a skipped row that kept its token
+    ]
+    assert list(export._fold_item_counts(groups)) == [
+        (1, 1, 6, {"10": 3, "11": 1}),
+        (2, 3, 2, {"10": 1}),
+    ]
+    assert list(export._chunks_of(range(5), 2)) == [[0, 1], [2, 3], [4]]

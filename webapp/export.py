@@ -299,49 +299,33 @@ def _utc(value: datetime | None) -> datetime | None:
 # ------------------------------------------------------------------------- other tables' rows
 
 
-def _chunks(rows: list, size: int = 2000) -> Iterator[list]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[dict[str, Any]]:
-    """One row per item with an exported answer; answer counts come from one grouped query,
-    read in step with the items (both ordered by item id)."""
+    """One row per item with an exported answer. The answers are counted in ONE grouped query
+    (item, first token, skip), streamed in item order and folded into per-item counts."""
     answers = _guess_query(filters).with_only_columns(
         Guess.item_id, Guess.model_id, Guess.first_token_id, Guess.skipped
     ).order_by(None).subquery()
-    per_item = session.execute(
-        select(answers.c.item_id, func.min(answers.c.model_id), func.count())
-        .group_by(answers.c.item_id)
+    groups = session.execute(
+        select(answers.c.item_id, answers.c.first_token_id, answers.c.skipped,
+               func.min(answers.c.model_id), func.count())
+        .group_by(answers.c.item_id, answers.c.first_token_id, answers.c.skipped)
         .order_by(answers.c.item_id)
-    ).all()
-    counts = iter(session.execute(
-        select(answers.c.item_id, answers.c.first_token_id, func.count())
-        .where(answers.c.first_token_id.is_not(None), answers.c.skipped.is_(False))
-        .group_by(answers.c.item_id, answers.c.first_token_id)
-        .order_by(answers.c.item_id, answers.c.first_token_id)
         .execution_options(yield_per=CHUNK_ROWS)
-    ))
-    pending = next(counts, None)
+    )
     facts = ItemFacts(session, token_text)
-    for chunk in _chunks(per_item):
-        facts.load({(item_id, model_id) for item_id, model_id, _n in chunk})
+    for chunk in _chunks_of(_fold_item_counts(groups), 2000):
+        facts.load({(item_id, model_id) for item_id, model_id, _n, _c in chunk})
+        following = _next_token_texts(session, [facts.items[i] for i, _m, _n, _c in chunk])
         predictions = {
             (row[0], row[1]): row
             for row in session.execute(
                 select(Prediction.item_id, Prediction.model_id, cast(Prediction.top_k, Text),
                        cast(Prediction.logz, Text))
-                .where(Prediction.item_id.in_({i for i, _m, _n in chunk}),
-                       Prediction.model_id.in_({m for _i, m, _n in chunk if m is not None}))
+                .where(Prediction.item_id.in_({i for i, _m, _n, _c in chunk}),
+                       Prediction.model_id.in_({m for _i, m, _n, _c in chunk if m is not None}))
             )
         }
-        following = _next_token_texts(session, [facts.items[i] for i, _m, _n in chunk])
-        for item_id, model_id, n_answers in chunk:
-            answer_counts = {}
-            while pending is not None and pending[0] <= item_id:
-                if pending[0] == item_id:
-                    answer_counts[str(pending[1])] = pending[2]
-                pending = next(counts, None)
+        for item_id, model_id, n_answers, answer_counts in chunk:
             item = facts.items[item_id]
             pred = facts.prediction(item_id, model_id)
             raw = predictions.get((item_id, model_id))
@@ -358,6 +342,35 @@ def item_rows(session: Session, filters: ExportFilters, token_text) -> Iterator[
                 "model_logz": JsonText(raw[3]) if raw else None,
                 "n_answers": n_answers, "answer_counts": answer_counts,
             }
+
+
+def _fold_item_counts(groups) -> Iterator[tuple[int, int | None, int, dict[str, int]]]:
+    """(item, first token, skipped, min model, n) groups in item order -> per item
+    (item id, model id, answers including skips, {first token id: answers without skips})."""
+    current = None
+    for item_id, token, skipped, model_id, n in groups:
+        if current is None or current[0] != item_id:
+            if current is not None:
+                yield tuple(current)
+            current = [item_id, model_id, 0, {}]
+        if model_id is not None and (current[1] is None or model_id < current[1]):
+            current[1] = model_id
+        current[2] += n
+        if token is not None and not skipped:
+            current[3][str(token)] = current[3].get(str(token), 0) + n
+    if current is not None:
+        yield tuple(current)
+
+
+def _chunks_of(rows: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _next_token_texts(session: Session, items: list[dict]) -> dict[tuple[int, int], str]:
@@ -382,7 +395,7 @@ def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[
             func.min(answers.c.room_id), func.min(answers.c.server_received_at), func.count(),
         ).group_by(answers.c.player_id).order_by(answers.c.player_id)
     ).all()
-    for chunk in _chunks(rows):
+    for chunk in _chunks_of(rows, 2000):
         known = {
             p.player_id: p
             for p in session.scalars(
