@@ -247,7 +247,7 @@ def guess_rows(session: Session, filters: ExportFilters, token_text) -> Iterator
         _guess_query(filters, times_as_text=time_text is not None),
         execution_options={"yield_per": CHUNK_ROWS, "stream_results": True},
     )
-    to_time = time_text or _utc
+    to_time = time_text or (lambda value: value)
     for chunk in result.partitions():
         facts.load({(r[5], r[17]) for r in chunk})
         items, prediction = facts.items, facts.prediction
@@ -288,12 +288,6 @@ def _time_text_reader(dialect: str):
         return text if text[-6] in "+-" or text[-1] == "Z" else text + "+00:00"
 
     return iso
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # ------------------------------------------------------------------------- other tables' rows
@@ -407,8 +401,8 @@ def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[
             yield {
                 "participant_id": player_id, "source": source, "study_id": study_id,
                 "room_id": room_id, "external_id": p.external_id if p else None,
-                "started_at": _utc(p.started_at if p else first_at),
-                "finished_at": _utc(p.finished_at) if p else None, "n_answers": n,
+                "started_at": p.started_at if p else first_at,
+                "finished_at": p.finished_at if p else None, "n_answers": n,
                 "pilot": bool(p and p.pilot), "excluded": bool(p and p.excluded),
                 "exclusion_reason": p.exclusion_reason if p else None,
             }
@@ -428,7 +422,7 @@ def study_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, A
             "instructions": study.instructions, **(study.settings or {}),
         }
         yield {"study_id": study.id, "name": study.name, "mode": study.mode,
-               "settings": settings, "created_at": _utc(study.created_at)}
+               "settings": settings, "created_at": study.created_at}
 
 
 def model_rows(session: Session, model_ids: Iterable[int]) -> Iterator[dict[str, Any]]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -26,6 +27,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database.
+
+    Why: SQLite stores no zone and hands values back naive; PostgreSQL hands them back aware.
+    Making every value aware here means no code compares naive with aware datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -44,7 +61,7 @@ class Corpus(Base):
     # "game": played in the solo game and listed on the home page; "room_prompts": a teacher's
     # own prompts for a classroom room (scored at one position only, never listed).
     purpose: Mapped[str] = mapped_column(String(20), default="game", server_default="game")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     documents: Mapped[list[Document]] = relationship(back_populates="corpus")
 
@@ -66,7 +83,7 @@ class Document(Base):
     tokenizer: Mapped[str] = mapped_column(String(200))
     token_ids: Mapped[list[Any]] = mapped_column(JSON)
     n_tokens: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     corpus: Mapped[Corpus] = relationship(back_populates="documents")
     items: Mapped[list[Item]] = relationship(
@@ -108,7 +125,7 @@ class LanguageModel(Base):
     top_k: Mapped[int] = mapped_column(Integer)
     temperatures: Mapped[list[Any]] = mapped_column(JSON)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ScoredDocument(Base):
@@ -122,7 +139,7 @@ class ScoredDocument(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("language_models.id", ondelete="CASCADE"))
     n_tokens: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
-    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    scored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Prediction(Base):
@@ -156,7 +173,7 @@ class Player(Base):
     __tablename__ = "players"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Guess(Base):
@@ -186,8 +203,8 @@ class Guess(Base):
     is_correct: Mapped[bool] = mapped_column(Boolean, default=False)
     match_rule: Mapped[str] = mapped_column(String(40))
     client_reaction_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    server_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    server_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     model_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
     room_id: Mapped[int | None] = mapped_column(
@@ -229,9 +246,9 @@ class Room(Base):
     show_histogram: Mapped[bool] = mapped_column(Boolean, default=True)
     show_leaderboard: Mapped[bool] = mapped_column(Boolean, default=True)
     timer_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     rounds: Mapped[list[RoomRound]] = relationship(
         back_populates="room", order_by="RoomRound.index", cascade="all, delete-orphan"
@@ -248,9 +265,9 @@ class RoomRound(Base):
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
-    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     room: Mapped[Room] = relationship(back_populates="rounds")
     item: Mapped[Item] = relationship()
@@ -269,8 +286,8 @@ class RoomPlayer(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     connected: Mapped[bool] = mapped_column(Boolean, default=True)
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
-    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class WordScore(Base):
@@ -302,8 +319,8 @@ class Researcher(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Study(Base):
@@ -336,7 +353,7 @@ class Study(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")  # open | closed
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("researchers.id"), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     items: Mapped[list[StudyItem]] = relationship(
         back_populates="study", order_by="StudyItem.order", cascade="all, delete-orphan"
@@ -373,9 +390,9 @@ class Participant(Base):
     url_params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     pilot: Mapped[bool] = mapped_column(Boolean, default=False)
     assigned: Mapped[list[Any]] = mapped_column(JSON, default=list)  # StudyItem ids, in order
-    consented_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     checks_passed: Mapped[int] = mapped_column(Integer, default=0)
     checks_total: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -28,7 +28,7 @@ import statistics
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -49,6 +49,7 @@ from ..models import (
     Prediction,
     Study,
     StudyItem,
+    utcnow,
 )
 from ..words import is_word_start, target_word, word_matches, word_token_ids
 
@@ -97,17 +98,6 @@ class StudyError(ValueError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = dict(errors)
         super().__init__("; ".join(f"{field}: {message}" for field, message in self.errors.items()))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; they were stored as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -598,7 +588,7 @@ def fill_counts(session: Session, study: Study, *, now: datetime, reservation_mi
                 Participant.pilot.is_(False), Participant.excluded.is_(False),
             )
         )
-        if _aware(p.started_at) >= since
+        if p.started_at >= since
     ]
     answered = _answered(session, study, [p.player_id for p in waiting])
     item_of = {si.id: si.item_id for si in study.items}
@@ -880,7 +870,7 @@ def study_summary(session: Session, study: Study) -> dict:
     target = study.target_responses
     n_items = len(counts)
     minutes = [
-        (_aware(p.finished_at) - _aware(p.consented_at or p.started_at)).total_seconds() / 60
+        (p.finished_at - (p.consented_at or p.started_at)).total_seconds() / 60
         for p in real if p.finished_at is not None and not p.excluded
     ]
     kept = select(Participant.player_id).where(

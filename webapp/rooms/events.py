@@ -192,7 +192,7 @@ def host_action(data: dict) -> dict:
     if phase == Phase.ANSWERING and room.deadline is not None:
         socketio.start_background_task(
             _lock_when_due, current_app._get_current_object(), room.code, room.round_index,
-            service._aware(room.deadline),
+            room.deadline,
         )
     return {"phase": phase.value}
 

@@ -16,7 +16,7 @@ import secrets
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +36,7 @@ from ..models import (
     RoomPlayer,
     RoomRound,
     ScoredDocument,
+    utcnow,
 )
 from .state import (
     Phase,
@@ -53,17 +54,6 @@ TIMER_RANGE = (5, 600)
 READABLE_POSITIONS = range(6, 61)
 LIKELY_PROB = 0.10
 CHART_ROWS = 12
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def hash_token(token: str) -> str:
@@ -283,7 +273,7 @@ def join(session: Session, room: Room, nickname: object, grace_seconds: int) -> 
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     players = active_players(session, room)
     # A name is held by a seat that is connected or was seen within the grace period.
-    taken = {p.nickname for p in players if p.connected or _aware(p.last_seen_at) >= cutoff}
+    taken = {p.nickname for p in players if p.connected or p.last_seen_at >= cutoff}
     name = validate_nickname(nickname, taken)
     if len(players) >= MAX_PLAYERS:
         raise RoomRuleError(f"this room is full ({MAX_PLAYERS} players)")
@@ -311,7 +301,7 @@ def rejoin(session: Session, room: Room, token: object, grace_seconds: int) -> R
         raise RoomRuleError("this browser has no seat in this room: join with a nickname")
     if seat.removed:
         raise RoomRuleError("the host removed you from this room")
-    away = utcnow() - _aware(seat.last_seen_at)
+    away = utcnow() - seat.last_seen_at
     if not seat.connected and away > timedelta(seconds=grace_seconds):
         raise RoomRuleError("you were away too long and your seat expired: join again")
     seat.connected, seat.last_seen_at = True, utcnow()
@@ -463,7 +453,7 @@ def submit_guess(
         raise RoomRuleError("answers are closed for this round")
     if round_index != room.round_index:
         raise RoomRuleError("that round is over; answer the current question")
-    deadline = _aware(room.deadline)
+    deadline = room.deadline
     if deadline is not None and received_at > deadline:
         raise RoomRuleError("time is up for this round")
     if earlier:
@@ -553,7 +543,7 @@ def round_view(room: Room) -> dict | None:
     if rnd is None or room.phase in (Phase.LOBBY.value, Phase.FINISHED.value):
         return None
     item = rnd.item
-    deadline = _aware(room.deadline)
+    deadline = room.deadline
     return {
         "index": rnd.index,
         "number": rnd.index + 1,
