@@ -205,6 +205,28 @@ def model_view_of_token(prediction: Prediction, token_id: int | None) -> tuple[f
     return None, None
 
 
+def build_guess(
+    match: GuessMatch, prediction, *, raw_text: str, skipped: bool,
+    reaction_ms: float | None = None, **fields,
+) -> Guess:
+    """The Guess row for a matched answer (solo game, rooms, studies and imports all use it).
+
+    Tokens and verdict come from `match`; the model's exact log-prob and rank of its first token
+    are filled when that token is in `prediction`'s stored top-k (prediction may be None before
+    scoring). `fields` are the rest of the row: ids, times, source, mode ...
+    """
+    logprob, rank = (
+        model_view_of_token(prediction, match.first_token_id) if prediction is not None else (None, None)
+    )
+    return Guess(
+        raw_text=raw_text[:400], token_ids=match.token_ids, first_token_id=match.first_token_id,
+        multi_token=match.multi_token, skipped=skipped, is_correct=match.correct,
+        match_rule=match.match_rule,
+        client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
+        model_logprob=logprob, model_rank=rank, **fields,
+    )
+
+
 def reveal_payload(guess: Guess, prediction: Prediction, tokenizer: Tokenizer, top_k: int) -> dict:
     """Everything shown after a stored guess: the truth, the model's view, and the guess."""
     item = guess.item

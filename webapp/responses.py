@@ -21,7 +21,7 @@ import csv
 import hashlib
 import io
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from . import game
 from .corpus import build_items, content_hash, get_or_create_corpus, normalize_text
 from .lm import Tokenizer
-from .models import Document, Guess, Item, Player
+from .models import Document, Item, Player
 from .words import word_matches
 
 REQUIRED = ("context", "response", "target")
@@ -183,15 +183,14 @@ def import_responses(
         match = game.match_guess(
             _as_typed(row.response, row.context), item.token_id, tokenizer, skipped=False
         )
-        correct = word_matches(row.response, row.target) if mode == "word" else match.correct
+        if mode == "word":
+            correct = word_matches(row.response, row.target)
+            match = replace(match, correct=correct, match_rule="word" if correct else "word_mismatch")
         for _ in range(row.count):
-            session.add(Guess(
+            session.add(game.build_guess(
+                match, None, raw_text=row.response, skipped=False,
                 client_key=f"ext-{secrets.token_hex(12)}", player_id=player_id, item_id=item.id,
-                model_id=model_id, raw_text=row.response[:400], token_ids=match.token_ids,
-                first_token_id=match.first_token_id, multi_token=match.multi_token,
-                skipped=False, is_correct=correct,
-                match_rule=("word" if correct else "word_mismatch") if mode == "word" else match.match_rule,
-                server_received_at=received, source="external", mode=mode,
+                model_id=model_id, server_received_at=received, source="external", mode=mode,
             ))
             summary.responses += 1
     summary.items = len(items)

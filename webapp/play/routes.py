@@ -166,14 +166,10 @@ def submit_guess():
         return _error(str(exc), exc.status)
 
     match = game.match_guess(text if not skipped else "", item.token_id, tokenizer, skipped)
-    logprob, rank = game.model_view_of_token(prediction, match.first_token_id)
-    guess = Guess(
-        client_key=client_key, player_id=player_id, item_id=item.id, model_id=model.id,
-        raw_text="" if skipped else text, token_ids=match.token_ids,
-        first_token_id=match.first_token_id, multi_token=match.multi_token, skipped=skipped,
-        is_correct=match.correct, match_rule=match.match_rule,
-        client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
-        server_received_at=received_at, model_logprob=logprob, model_rank=rank,
+    guess = game.build_guess(
+        match, prediction, raw_text="" if skipped else text, skipped=skipped,
+        reaction_ms=reaction_ms, client_key=client_key, player_id=player_id, item_id=item.id,
+        model_id=model.id, server_received_at=received_at,
     )
     db.session.add(guess)
     try:

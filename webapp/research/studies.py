@@ -27,7 +27,7 @@ import secrets
 import statistics
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -36,7 +36,13 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from ..corpus import build_items, content_hash, get_or_create_corpus, normalize_text
-from ..game import GameError, match_guess, model_view_of_token, prediction_for
+from ..game import (
+    GameError,
+    GuessMatch,
+    build_guess,
+    match_guess,
+    prediction_for,
+)
 from ..lm import Tokenizer, display_text
 from ..models import (
     Corpus,
@@ -807,32 +813,26 @@ def submit_answer(
 
     item = current.item
     if study.mode == "word" and not skipped:
-        word = text.strip()
-        token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], word)
-        first = token_ids[0] if token_ids else None
-        correct = word_matches(word, target_word(item.document, item))
-        rule = "word" if correct else "word_mismatch"
-        raw = word
-        multi = len(token_ids) > 1
+        raw = text.strip()
+        token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], raw)
+        correct = word_matches(raw, target_word(item.document, item))
+        match = GuessMatch(token_ids, token_ids[0] if token_ids else None, len(token_ids) > 1,
+                           correct, "word" if correct else "word_mismatch")
     else:
-        match = match_guess(text if not skipped else "", item.token_id, tokenizer, skipped)
-        token_ids, first, multi = match.token_ids, match.first_token_id, match.multi_token
-        correct, rule, raw = match.correct, match.match_rule, ("" if skipped else text)
+        raw = "" if skipped else text
+        match = match_guess(raw, item.token_id, tokenizer, skipped)
     if current.kind == "check":
         correct = not skipped and word_matches(text, current.expected_answer or "")
-        rule = "skip" if skipped else "check"
+        match = replace(match, correct=correct, match_rule="skip" if skipped else "check")
         participant.checks_total += 1
         participant.checks_passed += int(correct)
 
     prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
-    logprob, rank = model_view_of_token(prediction, first) if prediction is not None else (None, None)
-    guess = Guess(
+    guess = build_guess(
+        match, prediction, raw_text=raw, skipped=skipped, reaction_ms=reaction_ms,
         client_key=client_key, player_id=participant.player_id, item_id=item.id,
-        model_id=study.model_id, raw_text=raw[:400], token_ids=token_ids, first_token_id=first,
-        multi_token=multi, skipped=skipped, is_correct=correct, match_rule=rule,
-        client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
-        server_received_at=received_at, model_logprob=logprob, model_rank=rank,
-        source="study", study_id=study.id, mode=study.mode,
+        model_id=study.model_id, server_received_at=received_at, source="study",
+        study_id=study.id, mode=study.mode,
         reported_probability=None if skipped else reported_probability,
     )
     session.add(guess)

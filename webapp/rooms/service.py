@@ -460,15 +460,10 @@ def submit_guess(
         raise RoomRuleError("you already answered this round")
     facts = item_facts(session, item_id, room.model_id)
     match = game.match_guess(text if not skipped else "", facts.token_id, tokenizer, skipped)
-    logprob, rank = game.model_view_of_token(facts, match.first_token_id)
-    guess = Guess(
-        client_key=client_key, player_id=seat.player_id, item_id=item_id, model_id=room.model_id,
-        raw_text="" if skipped else text, token_ids=match.token_ids,
-        first_token_id=match.first_token_id, multi_token=match.multi_token, skipped=skipped,
-        is_correct=match.correct, match_rule=match.match_rule,
-        client_reaction_ms=float(reaction_ms) if reaction_ms is not None else None,
-        server_received_at=received_at, model_logprob=logprob, model_rank=rank, room_id=room.id,
-        source="room",
+    guess = game.build_guess(
+        match, facts, raw_text="" if skipped else text, skipped=skipped, reaction_ms=reaction_ms,
+        client_key=client_key, player_id=seat.player_id, item_id=item_id,
+        model_id=room.model_id, server_received_at=received_at, room_id=room.id, source="room",
     )
     session.add(guess)
     try:
