@@ -21,6 +21,7 @@ from typing import Any
 from flask import current_app, request
 from flask_socketio import emit, join_room
 
+from .. import game
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
 from ..models import Room, RoomPlayer
@@ -59,14 +60,17 @@ def grace_seconds() -> int:
 def broadcast_state(room: Room, *, students: bool = True, with_feedback: bool = False) -> None:
     """Send the host its full state and (optionally) every student the public state."""
     session, tokenizer = db.session, _tokenizer()
+    scored = service.shown_answers(session, room)  # once for all three views
     socketio.emit(
-        "host_state", service.host_state(session, room, tokenizer, room.join_url),
+        "host_state", service.host_state(session, room, tokenizer, room.join_url, scored),
         to=f"host:{room.code}",
     )
     if students:
-        socketio.emit("room_state", service.public_state(session, room), to=f"room:{room.code}")
+        socketio.emit(
+            "room_state", service.public_state(session, room, scored), to=f"room:{room.code}"
+        )
     if with_feedback:
-        for seat_id, payload in service.feedback(session, room, tokenizer).items():
+        for seat_id, payload in service.feedback(session, room, tokenizer, scored).items():
             socketio.emit("feedback", payload, to=f"player:{seat_id}")
 
 
@@ -279,8 +283,7 @@ def guess(data: dict) -> dict:
         "duplicate": duplicate,
         "answer": {
             "text": stored.raw_text, "skipped": stored.skipped,
-            "tokens": [{"id": t, "text": service.game.token_view(t, tokenizer)["text"]}
-                       for t in stored.token_ids],
+            "tokens": [game.token_view(t, tokenizer) for t in stored.token_ids],
         },
     }
 

@@ -704,12 +704,21 @@ def summary(session: Session, room: Room, answers=None) -> dict:
     }
 
 
-def feedback(session: Session, room: Room, tokenizer: Tokenizer) -> dict[int, dict]:
+def shown_answers(session: Session, room: Room) -> list[tuple[RoomRound, Guess, Prediction]]:
+    """The scored answers the room's screens show: only at reveal and at the end.
+
+    Compute once per broadcast and pass to host_state, public_state and feedback."""
+    if room.phase in (Phase.REVEAL.value, Phase.FINISHED.value):
+        return scored_answers(session, room)
+    return []
+
+
+def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None) -> dict[int, dict]:
     """Per seat id, what that student sees after the current round's reveal."""
     rnd = current_round(room)
     if rnd is None or rnd.revealed_at is None:
         return {}
-    answers = scored_answers(session, room)
+    answers = scored_answers(session, room) if answers is None else answers
     board = leaderboard(session, room, answers)
     by_seat = {row["player_id"]: row for row in board}
     prediction = game.prediction_for(session, rnd.item_id, room.model_id)
@@ -746,15 +755,15 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer) -> dict[int, di
     return out
 
 
-def host_state(session: Session, room: Room, tokenizer: Tokenizer, join_url: str) -> dict:
+def host_state(
+    session: Session, room: Room, tokenizer: Tokenizer, join_url: str, scored=None
+) -> dict:
     """Everything the projector shows, rebuilt from the database (a reloaded host gets it all)."""
     rnd = current_round(room)
     answers = answers_view(session, room, tokenizer)
-    answered_ids = set()
-    if rnd is not None:
-        answered_ids = {g.player_id for g in _round_guesses(session, room, rnd.item_id)}
+    answered_seats = set(answers["answered_player_ids"])
     shown = room.phase in (Phase.REVEAL.value, Phase.FINISHED.value)
-    scored = scored_answers(session, room) if shown else []
+    scored = shown_answers(session, room) if scored is None else scored
     return {
         "code": room.code,
         "join_url": join_url,
@@ -769,7 +778,7 @@ def host_state(session: Session, room: Room, tokenizer: Tokenizer, join_url: str
         },
         "players": [
             {"id": s.id, "nickname": s.nickname, "connected": s.connected,
-             "answered": s.player_id in answered_ids}
+             "answered": s.id in answered_seats}
             for s in active_players(session, room)
         ],
         "answers": answers,
@@ -780,10 +789,10 @@ def host_state(session: Session, room: Room, tokenizer: Tokenizer, join_url: str
     }
 
 
-def public_state(session: Session, room: Room) -> dict:
+def public_state(session: Session, room: Room, scored=None) -> dict:
     """What every student's screen may show (no per-student parts)."""
     shown = room.phase in (Phase.REVEAL.value, Phase.FINISHED.value)
-    scored = scored_answers(session, room) if shown else []
+    scored = shown_answers(session, room) if scored is None else scored
     return {
         "code": room.code,
         "phase": room.phase,
@@ -797,7 +806,8 @@ def public_state(session: Session, room: Room) -> dict:
 
 def student_state(session: Session, room: Room, seat: RoomPlayer, tokenizer: Tokenizer) -> dict:
     """A student's whole screen, for (re)joining: public state plus their own answer/feedback."""
-    state = public_state(session, room)
+    scored = shown_answers(session, room)
+    state = public_state(session, room, scored)
     rnd = current_round(room)
     mine = None
     if rnd is not None:
@@ -809,7 +819,7 @@ def student_state(session: Session, room: Room, seat: RoomPlayer, tokenizer: Tok
         )
     fb = None
     if room.phase == Phase.REVEAL.value:
-        fb = feedback(session, room, tokenizer).get(seat.id)
+        fb = feedback(session, room, tokenizer, scored).get(seat.id)
     return {
         **state,
         "player_id": seat.id,
