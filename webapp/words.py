@@ -24,7 +24,6 @@ Method (also in the export codebook):
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
 
 import numpy as np
 from sqlalchemy import select
@@ -89,17 +88,19 @@ def word_token_ids(tokenizer: Tokenizer, prefix_text: str, word: str) -> list[in
     return tokenizer.tokenize(lead + word)
 
 
-@lru_cache(maxsize=4)
+_boundary_masks: dict[str, np.ndarray] = {}
+
+
 def _boundary_mask(model: LanguageModelBackend) -> np.ndarray:
-    """True for every vocabulary token that would end a word (computed once per model)."""
-    n = model.n_vocab
-    mask = np.zeros(n, dtype=bool)
-    for token_id in range(n):
-        if model.is_control(token_id):
-            mask[token_id] = True
-            continue
-        text = model.token_bytes(token_id).decode("utf-8", "replace")
-        mask[token_id] = not continues_word(text)
+    """True for every vocabulary token that would end a word, computed once per tokenizer
+    (keyed by tokenizer id, so the cache does not keep model objects alive)."""
+    mask = _boundary_masks.get(model.tokenizer_id)
+    if mask is None:
+        mask = np.zeros(model.n_vocab, dtype=bool)
+        for token_id in range(model.n_vocab):
+            text = model.token_bytes(token_id).decode("utf-8", "replace")
+            mask[token_id] = model.is_control(token_id) or not continues_word(text)
+        _boundary_masks[model.tokenizer_id] = mask
     return mask
 
 
