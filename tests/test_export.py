@@ -144,7 +144,7 @@ def test_every_written_column_is_in_the_codebook(data_app, tmp_path):
     with data_app.app_context():
         write_export(db.session, out, "csv", ExportFilters(include_pilot=True))
         # The row builders produce exactly the documented columns, no more, no fewer.
-        token_text = export.tokenizer_texts(db.session)
+        token_text = export.tokenizer_texts()
         producers = {
             "guesses": export.guess_rows(db.session, ExportFilters(), token_text),
             "items": export.item_rows(db.session, ExportFilters(), token_text),

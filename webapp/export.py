@@ -644,7 +644,7 @@ def write_export(
     if not out.parent.exists():
         raise ExportError(f"the folder {out.parent} does not exist")
     check_filters(session, filters)
-    token_text = token_text or tokenizer_texts(session)
+    token_text = token_text or tokenizer_texts()
     work = Path(tempfile.mkdtemp(prefix=".humanlm-export-", dir=out.parent))
     try:
         rows = {}
@@ -689,7 +689,7 @@ def write_export(
     return ExportSummary(out, fmt, rows)
 
 
-def tokenizer_texts(session: Session):
+def tokenizer_texts():
     """Token id -> display text, from the configured tokenizer (cached by load_tokenizer)."""
     from flask import current_app, has_app_context
 
