@@ -96,7 +96,7 @@ def _insert_guesses(con, batch) -> None:
 
 def child_export(db_path: str, out: str, fmt: str) -> None:
     """Run in a child process: the export alone, then print JSON with seconds and peak RSS."""
-    from webapp import create_app
+    from webapp.app import create_app
     from webapp.export import ExportFilters, write_export
     from webapp.extensions import db
 

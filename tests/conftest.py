@@ -18,7 +18,7 @@ from support import (  # noqa: F401
     build_scored_test_database,
 )
 
-from webapp import create_app
+from webapp.app import create_app
 from webapp.cli import upgrade_database
 from webapp.extensions import db
 from webapp.lm import load_model, load_tokenizer

@@ -64,7 +64,7 @@ def serve_scored_demo(
     the server's base URL and what `populate` returned (None without it). For the screenshot
     scripts: it loads the real model.
     """
-    from webapp import create_app
+    from webapp.app import create_app
     from webapp.cli import upgrade_database
     from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
     from webapp.extensions import db

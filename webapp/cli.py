@@ -382,7 +382,7 @@ def register_commands(app: Flask) -> None:
 
 
 def main() -> None:
-    from . import create_app
+    from .app import create_app
 
     cli = FlaskGroup(create_app=lambda: create_app(), add_default_commands=False,
                      help="humanlm: be the language model.")

@@ -43,6 +43,7 @@ from .models import (
     Study,
     WordScore,
 )
+from .version import __version__
 from .words import target_word
 
 CHUNK_ROWS = 5_000
@@ -577,7 +578,6 @@ def _codebook(folder: Path) -> None:
 
 def readme_text(manifest: dict) -> str:
     """The export's README: what is in it, how it was made, and the methods behind the numbers."""
-    from . import __version__
     from .words import __doc__ as word_method
 
     lines = [
@@ -627,7 +627,6 @@ def write_export(
     Everything is written to a temporary folder next to the destination first and moved into
     place at the end, so a failed export leaves no half-written files behind.
     """
-    from . import __version__
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}")

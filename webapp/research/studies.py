@@ -57,6 +57,7 @@ from ..models import (
     StudyItem,
     utcnow,
 )
+from ..version import __version__
 from ..words import is_word_start, target_word, word_matches, word_token_ids
 
 CHECKS_CORPUS = "study-checks"
@@ -483,8 +484,6 @@ def create_study(
     On StudyError the caller rolls back; validation runs before anything is added, so a refused
     study leaves nothing behind even without the rollback.
     """
-    from .. import __version__
-
     v = validate_study(session, spec, model)
     study = Study(
         name=v["name"], slug=v["slug"] or _unique_slug(session, v["name"]), mode=v["mode"],
