@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .config import REPO_ROOT, load_settings
+from .config import asset_dir, load_settings
 from .extensions import db, socketio
 
 
@@ -15,8 +15,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Application factory: settings, database, blueprints, JSON errors for the API."""
     app = Flask(
         __name__,
-        template_folder=str(REPO_ROOT / "templates"),
-        static_folder=str(REPO_ROOT / "static"),
+        template_folder=str(asset_dir("templates")),
+        static_folder=str(asset_dir("static")),
     )
     app.config.update(load_settings(config))
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no API request needs more

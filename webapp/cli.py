@@ -16,10 +16,10 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import Integer, cast, func, select
 from tqdm import tqdm
 
-from .config import REPO_ROOT
+from .config import asset_dir
 from .extensions import db
 
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+MIGRATIONS_DIR = asset_dir("migrations")
 
 
 def _fail(message: str) -> None:

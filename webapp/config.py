@@ -14,8 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-INSTANCE_DIR = REPO_ROOT / "instance"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The git checkout this package runs from (`make`, `pip install -e .`), or None for an installed
+# wheel, which carries templates/, static/ and migrations/ under webapp/_assets/ instead.
+SOURCE_ROOT: Path | None = (
+    PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else None
+)
+# Default SQLite file and secret key: the checkout's instance/, else instance/ in the directory
+# an installed copy runs in (DATABASE_URL and HUMANLM_SECRET_KEY replace both).
+INSTANCE_DIR = (SOURCE_ROOT or Path.cwd()) / "instance"
+
+
+def asset_dir(name: str) -> Path:
+    """The top-level folder `name` (templates, static, migrations): the source tree's copy
+    first, else the one the wheel installs under webapp/_assets/ (see pyproject.toml)."""
+    if SOURCE_ROOT is not None and (SOURCE_ROOT / name).is_dir():
+        return SOURCE_ROOT / name
+    installed = PACKAGE_DIR / "_assets" / name
+    if installed.is_dir():
+        return installed
+    raise FileNotFoundError(f"humanlm's {name}/ folder is missing (looked in {installed})")
 
 
 @dataclass(frozen=True)
