@@ -29,9 +29,21 @@ assets: static/node_modules/.package-lock.json ## front-end packages from static
 static/node_modules/.package-lock.json: static/package.json static/package-lock.json
 	cd static && npm ci --no-audit --no-fund
 
-test: install assets ## run the whole test suite (needs /usr/bin/chromium for the browser tests)
-	@test -x /usr/bin/chromium || { echo "Browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; }
-	$(BIN)/python -m pytest -q
+# The browser tests' Chromium (passed as HUMANLM_CHROMIUM): one already set, else /usr/bin/chromium,
+# else Playwright's own (`playwright install chromium` downloads it once; needs a network).
+test: install assets ## run the whole test suite (browser: /usr/bin/chromium, else Playwright's Chromium)
+	@chromium="$${HUMANLM_CHROMIUM:-}"; \
+	if [ -z "$$chromium" ] && [ -x /usr/bin/chromium ]; then chromium=/usr/bin/chromium; fi; \
+	if [ -z "$$chromium" ]; then \
+		echo "No /usr/bin/chromium: fetching Playwright's Chromium (python -m playwright install chromium)"; \
+		$(BIN)/python -m playwright install chromium && chromium="$$($(BIN)/python -c \
+			'from playwright.sync_api import sync_playwright as s; p = s().start(); print(p.chromium.executable_path); p.stop()')"; \
+	fi; \
+	if [ -z "$$chromium" ] || [ ! -x "$$chromium" ]; then \
+		echo "Browser tests need Chromium: sudo apt-get install -y chromium (or go online so Playwright can download its own)"; exit 1; \
+	fi; \
+	echo "Browser tests use $$chromium"; \
+	HUMANLM_CHROMIUM="$$chromium" $(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check webapp tests benchmarks analysis

@@ -1,4 +1,9 @@
-"""Browser fixtures: Debian's Chromium driven by Playwright (never `playwright install`)."""
+"""Browser fixtures: Chromium driven by Playwright.
+
+The browser is HUMANLM_CHROMIUM (`make test` sets it: /usr/bin/chromium when present, else the
+Chromium that `playwright install chromium` downloads), else /usr/bin/chromium, else Playwright's
+own Chromium if it was downloaded before. These fixtures never download anything.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 
 import pytest
 
-CHROMIUM = os.environ.get("HUMANLM_CHROMIUM", "/usr/bin/chromium")
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -25,14 +30,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
+def _chromium(playwright_chromium: str) -> str:
+    chosen = os.environ.get("HUMANLM_CHROMIUM")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            pytest.fail(f"HUMANLM_CHROMIUM={chosen} is not an executable browser")
+        return chosen
+    for candidate in (SYSTEM_CHROMIUM, playwright_chromium):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("No Chromium for the browser tests: run `make test` (it finds or downloads one), "
+                "or sudo apt-get install -y chromium, or set HUMANLM_CHROMIUM=/path/to/chromium")
+
+
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=_chromium(p.chromium.executable_path),
+                              args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
