@@ -364,3 +364,73 @@ def import_documents(
             report.playable += sum(item.playable for item in doc.items)
     session.flush()
     return report
+
+
+# ---------------------------------------------------------------------------- hidden-corpus items
+
+
+class HiddenItemError(ValueError):
+    """A text gives no item to ask for. Callers turn `reason` into their own message.
+
+    reason: "too_long" (the text is `n_tokens` tokens, over max_tokens), "nothing_before" (no
+    token starts at or after the target, or it is the text's first token, so there is no prefix),
+    "not_visible" (the token to ask for is a control token or only whitespace; `item` is it).
+    """
+
+    def __init__(self, reason: str, *, n_tokens: int = 0, item: Item | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.n_tokens = n_tokens
+        self.item = item
+
+
+def hidden_item(
+    session: Session,
+    corpus: Corpus,
+    text: str,
+    target_char: int,
+    tokenizer: Tokenizer,
+    *,
+    title: str,
+    register: str,
+    source: str,
+    max_tokens: int | None = None,
+    require_visible: bool = True,
+) -> Item:
+    """The item to ask for in a short text stored as a document of a hidden corpus.
+
+    Room prompts, study checks and imported cloze responses are asked once, not played through:
+    `text` (already normalised) becomes one document of `corpus`, reused when a document with the
+    same content hash is stored there, and the item asked is the first token that starts at or
+    after character `target_char` (`target_char` < 0: the last token). Every position is stored
+    (playable from the second token on), so scoring the document once scores the asked item too.
+    Flushes, never commits. Raises HiddenItemError when the text gives no item to ask for.
+
+    require_visible=False accepts a whitespace or control token as the item: imported cloze data
+    is matched by whole word, and a tokenizer may split " 1990" into " " and digits.
+    """
+    token_ids = tokenizer.tokenize(text)
+    if max_tokens is not None and len(token_ids) > max_tokens:
+        raise HiddenItemError("too_long", n_tokens=len(token_ids))
+    digest = content_hash(text)
+    doc = session.scalar(
+        select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
+    )
+    if doc is None:
+        doc = Document(
+            corpus_id=corpus.id, title=title[:300], register=register[:50], source=source[:500],
+            text=text, content_hash=digest, tokenizer=tokenizer.tokenizer_id,
+            token_ids=token_ids, n_tokens=len(token_ids),
+        )
+        doc.items = list(build_items(token_ids, tokenizer, min_prefix_tokens=1))
+        session.add(doc)
+        session.flush()
+    if target_char < 0:
+        item = doc.items[-1] if doc.items else None
+    else:
+        item = next((it for it in doc.items if it.char_start >= target_char), None)
+    if item is None or item.position < 1:
+        raise HiddenItemError("nothing_before")
+    if require_visible and (tokenizer.is_control(item.token_id) or not item.token_text.strip()):
+        raise HiddenItemError("not_visible", item=item)
+    return item

@@ -21,17 +21,16 @@ import csv
 import hashlib
 import io
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import game
-from .corpus import build_items, content_hash, get_or_create_corpus, normalize_text
+from .corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
 from .lm import Tokenizer
-from .models import Document, Item, Player
+from .models import Item, Player
 from .words import word_matches
 
 REQUIRED = ("context", "response", "target")
@@ -61,7 +60,6 @@ class ImportSummary:
     rows: int = 0
     responses: int = 0
     items: int = 0
-    new_documents: list[int] = field(default_factory=list)
 
 
 def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
@@ -167,7 +165,7 @@ def import_responses(
         key = (row.context, row.target)
         item = items.get(key)
         if item is None:
-            item = _item_for(session, corpus, row, tokenizer, summary, max_tokens)
+            item = _item_for(session, corpus, row, tokenizer, max_tokens)
             items[key] = item
         label = row.participant or ""
         player_id = players.get(label)
@@ -203,31 +201,18 @@ def _as_typed(response: str, context: str) -> str:
     return response if context[-1:].isspace() else " " + response
 
 
-def _item_for(
-    session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, summary, max_tokens: int
-) -> Item:
+def _item_for(session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, max_tokens: int) -> Item:
     text, target_char = _document_text(row.context, row.target)
-    digest = content_hash(text)
-    document = session.scalar(
-        select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
-    )
-    if document is None:
-        token_ids = tokenizer.tokenize(text)
-        if len(token_ids) > max_tokens:
-            raise ResponsesImportError(
-                f"line {row.line}: context and target are {len(token_ids)} tokens; "
-                f"the limit is {max_tokens} (HUMANLM_MAX_DOCUMENT_TOKENS)"
-            )
-        document = Document(
-            corpus_id=corpus.id, title=(row.item_label or row.context[:60])[:300], register="cloze",
-            source="import-responses", text=text, content_hash=digest,
-            tokenizer=tokenizer.tokenizer_id, token_ids=token_ids, n_tokens=len(token_ids),
+    try:
+        return hidden_item(
+            session, corpus, text, target_char, tokenizer,
+            title=row.item_label or row.context[:60], register="cloze", source="import-responses",
+            max_tokens=max_tokens, require_visible=False,
         )
-        document.items = list(build_items(token_ids, tokenizer, min_prefix_tokens=1))
-        session.add(document)
-        session.flush()
-        summary.new_documents.append(document.id)
-    item = next((it for it in document.items if it.char_start >= target_char), None)
-    if item is None or item.position < 1:
-        raise ResponsesImportError(f"line {row.line}: the target has no text before it")
-    return item
+    except HiddenItemError as exc:
+        message = (
+            f"context and target are {exc.n_tokens} tokens; "
+            f"the limit is {max_tokens} (HUMANLM_MAX_DOCUMENT_TOKENS)"
+            if exc.reason == "too_long" else "the target has no text before it"
+        )
+        raise ResponsesImportError(f"line {row.line}: {message}") from None

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from ..corpus import build_items, content_hash, get_or_create_corpus, normalize_text
+from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
 from ..game import (
     GameError,
     GuessMatch,
@@ -451,24 +451,13 @@ def _store_text_check(session: Session, check: _Check, tokenizer: Tokenizer) -> 
         description="Comprehension checks of online studies (not scored, never played).",
     )
     corpus.purpose = "study_checks"
-    digest = content_hash(check.text)
-    doc = session.scalar(
-        select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
-    )
-    if doc is None:
-        token_ids = tokenizer.tokenize(check.text)
-        doc = Document(
-            corpus_id=corpus.id, title=check.text[:60], register="check", source="study check",
-            text=check.text, content_hash=digest, tokenizer=tokenizer.tokenizer_id,
-            token_ids=token_ids, n_tokens=len(token_ids),
+    try:
+        return hidden_item(
+            session, corpus, check.text, check.target_char, tokenizer,
+            title=check.text[:60], register="check", source="study check",
         )
-        doc.items = list(build_items(token_ids, tokenizer, min_prefix_tokens=1))
-        session.add(doc)
-        session.flush()
-    item = next((it for it in doc.items if it.char_start >= check.target_char), None)
-    if item is None or item.position < 1 or not item.token_text.strip():
-        raise StudyError({"checks": f"cannot find the token to ask for in {check.text!r}"})
-    return item
+    except HiddenItemError:
+        raise StudyError({"checks": f"cannot find the token to ask for in {check.text!r}"}) from None
 
 
 def create_study(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..corpus import build_items, content_hash, get_or_create_corpus, normalize_text
+from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
 from ..lm import LanguageModelBackend, Tokenizer, load_model
 from ..models import Document, Item, ScoredDocument
 from ..predictions import get_or_create_model_row, score_document
@@ -85,45 +85,25 @@ def store_prompts(session: Session, prompts: list[ParsedPrompt], tokenizer: Toke
     corpus.purpose = "room_prompts"
     items = []
     for prompt in prompts:
-        token_ids = tokenizer.tokenize(prompt.text)
-        if len(token_ids) > MAX_PROMPT_TOKENS:
-            raise RoomRuleError(
-                f"line {prompt.line_number} is {len(token_ids)} tokens long; "
-                f"use at most {MAX_PROMPT_TOKENS}"
-            )
-        digest = content_hash(prompt.text)
-        doc = session.scalar(
-            select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
-        )
-        if doc is None:
-            doc = Document(
-                corpus_id=corpus.id, title=prompt.text[:60], register="prompt",
-                source="room prompt", text=prompt.text, content_hash=digest,
-                tokenizer=tokenizer.tokenizer_id, token_ids=token_ids, n_tokens=len(token_ids),
-            )
-            doc.items = list(build_items(token_ids, tokenizer, min_prefix_tokens=1))
-            session.add(doc)
-            session.flush()
-        items.append(_target_item(doc, prompt, tokenizer))
+        try:
+            items.append(hidden_item(
+                session, corpus, prompt.text, prompt.target_char, tokenizer,
+                title=prompt.text[:60], register="prompt", source="room prompt",
+                max_tokens=MAX_PROMPT_TOKENS,
+            ))
+        except HiddenItemError as exc:
+            raise RoomRuleError(_refusal(prompt, exc)) from None
     return items
 
 
-def _target_item(doc: Document, prompt: ParsedPrompt, tokenizer: Tokenizer) -> Item:
-    if prompt.target_char < 0:
-        candidates = doc.items[-1:]
-    else:
-        candidates = [it for it in doc.items if it.char_start >= prompt.target_char][:1]
-    item = candidates[0] if candidates else None
-    if item is None or item.position < 1:
-        raise RoomRuleError(
-            f"line {prompt.line_number}: there must be text before the token to guess"
-        )
-    if tokenizer.is_control(item.token_id) or not item.token_text.strip():
-        raise RoomRuleError(
-            f"line {prompt.line_number}: the token to guess must be visible text, "
-            f"not {item.token_text!r}"
-        )
-    return item
+def _refusal(prompt: ParsedPrompt, exc: HiddenItemError) -> str:
+    if exc.reason == "too_long":
+        return (f"line {prompt.line_number} is {exc.n_tokens} tokens long; "
+                f"use at most {MAX_PROMPT_TOKENS}")
+    if exc.reason == "not_visible":
+        return (f"line {prompt.line_number}: the token to guess must be visible text, "
+                f"not {exc.item.token_text!r}")
+    return f"line {prompt.line_number}: there must be text before the token to guess"
 
 
 _model_lock = threading.Lock()
