@@ -12,8 +12,10 @@ import hashlib
 import io
 import json
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import Corpus, Document, Item
+from .textcheck import storable_text_problem
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n\s*\n|\n")
@@ -100,7 +103,12 @@ def read_file(
     if not data.strip():
         raise CorpusImportError(f"{path}: file is empty")
     if b"\x00" in data:
-        raise CorpusImportError(f"{path}: looks like a binary file (contains NUL bytes)")
+        at = data.index(b"\x00")
+        line = data[:at].count(b"\n") + 1
+        raise CorpusImportError(
+            f"{path}: looks like a binary file (a NUL byte on line {line}, byte {at}); "
+            "NUL cannot be stored"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -138,13 +146,17 @@ def _record(row: dict, text_field: str, where: str) -> RawDocument:
         raise CorpusImportError(f"{where}: field {text_field!r} is not text")
     if not value.strip():
         raise CorpusImportError(f"{where}: field {text_field!r} is empty")
-    return RawDocument(
-        text=value,
-        title=str(row.get("title") or ""),
-        register=str(row.get("register") or ""),
-        licence=str(row.get("licence") or row.get("license") or ""),
-        source=where,
-    )
+    meta = {}
+    for name, meta_value in (("title", row.get("title")), ("register", row.get("register")),
+                             ("licence", row.get("licence") or row.get("license"))):
+        if isinstance(meta_value, (list, dict)):  # a JSON array or object: no text to store
+            raise CorpusImportError(f"{where}: field {name!r} is not text")
+        meta[name] = str(meta_value or "")
+    for name, text in ((text_field, value), *meta.items()):
+        problem = storable_text_problem(text)
+        if problem:
+            raise CorpusImportError(f"{where}: field {name!r} {problem}")
+    return RawDocument(text=value, source=where, **meta)
 
 
 def _read_jsonl(text: str, path: Path, text_field: str) -> list[RawDocument]:
@@ -158,27 +170,59 @@ def _read_jsonl(text: str, path: Path, text_field: str) -> list[RawDocument]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CorpusImportError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise CorpusImportError(
+                f"{path}:{number}: JSON nested too deeply to read (arrays or objects inside "
+                "each other hundreds of levels deep)"
+            ) from None
+        except ValueError as exc:  # valid JSON Python refuses, e.g. a number of over 4,300 digits
+            raise CorpusImportError(f"{path}:{number}: JSON that cannot be read ({exc})") from None
         if not isinstance(row, dict):
             raise CorpusImportError(f"{path}:{number}: expected a JSON object per line")
         docs.append(_record(row, text_field, f"{path.name}:{number}"))
     return docs
 
 
+_csv_limit_lock = threading.Lock()
+
+
+@contextmanager
+def csv_fields_up_to(n_chars: int) -> Iterator[None]:
+    """Let csv readers read fields of up to `n_chars` characters while the block runs.
+
+    The csv module refuses a field longer than csv.field_size_limit() (131,072 characters by
+    default) with "field larger than field limit". Importers read a whole file that is already
+    held in memory and capped by HUMANLM_MAX_IMPORT_BYTES, so a field as long as the file costs
+    nothing more: they pass len(text), and a long text in a CSV cell is imported (and cut to
+    HUMANLM_MAX_DOCUMENT_TOKENS) like the same text in a .txt file. The limit is process-wide,
+    so it is raised under a lock and put back afterwards; consume the reader inside the block.
+    """
+    with _csv_limit_lock:
+        old = csv.field_size_limit()
+        csv.field_size_limit(max(old, n_chars))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(old)
+
+
 def _read_csv(text: str, path: Path, text_field: str) -> list[RawDocument]:
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or text_field not in reader.fieldnames:
-        raise CorpusImportError(
-            f"{path}: no column {text_field!r} (columns: {', '.join(reader.fieldnames or [])}); "
-            "use --text-field"
-        )
     docs = []
-    try:
-        start = reader.line_num + 1  # file line where the next record starts
-        for row in reader:
-            docs.append(_record(row, text_field, f"{path.name}:{start}"))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise CorpusImportError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    with csv_fields_up_to(len(text)):
+        try:
+            fieldnames = reader.fieldnames
+            if not fieldnames or text_field not in fieldnames:
+                raise CorpusImportError(
+                    f"{path}: no column {text_field!r} (columns: {', '.join(fieldnames or [])}); "
+                    "use --text-field"
+                )
+            start = reader.line_num + 1  # file line where the next record starts
+            for row in reader:
+                docs.append(_record(row, text_field, f"{path.name}:{start}"))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise CorpusImportError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     return docs
 
 

@@ -13,6 +13,11 @@ is stored `count` times as a Guess with source "external" (one pseudonymous play
 The data import is all or nothing: every row is checked first and errors are reported with
 their line numbers; nothing is stored unless all rows are good. Scoring by the model follows
 (resumable with `humanlm score` and `humanlm score --fill-guesses`).
+
+Limits: the file is at most HUMANLM_MAX_IMPORT_BYTES, and a cell may be as long as the file
+(csv's own 131,072-character cap is lifted); "context target" must fit in
+HUMANLM_MAX_DOCUMENT_TOKENS tokens and a response in MAX_RESPONSE_CHARS characters (what a
+guess stores); a cell must not hold NUL or lone surrogates (webapp/textcheck.py).
 """
 
 from __future__ import annotations
@@ -28,15 +33,23 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from . import game
-from .corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
+from .corpus import (
+    HiddenItemError,
+    csv_fields_up_to,
+    get_or_create_corpus,
+    hidden_item,
+    normalize_text,
+)
 from .lm import Tokenizer
 from .models import Item, Player
+from .textcheck import storable_text_problem
 from .words import word_matches
 
 REQUIRED = ("context", "response", "target")
 OPTIONAL = ("count", "participant", "item_id")
 MAX_COUNT = 10_000
 MAX_ROWS = 200_000
+MAX_RESPONSE_CHARS = 400  # Guess.raw_text: a longer answer would be stored cut
 
 
 class ResponsesImportError(ValueError):
@@ -52,6 +65,11 @@ class ResponseRow:
     count: int
     participant: str
     item_label: str
+    file: str = ""  # for messages: "<file>: line <line>: ..."
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}: line {self.line}" if self.file else f"line {self.line}"
 
 
 @dataclass
@@ -68,59 +86,20 @@ def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
         raise ResponsesImportError(f"{path}: no such file")
     if path.stat().st_size > max_bytes:
         raise ResponsesImportError(f"{path}: larger than {max_bytes} bytes")
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ResponsesImportError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ResponsesImportError(f"{path}: not UTF-8 text (line {line}, byte {exc.start})") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise ResponsesImportError(f"{path}: empty file (expected a header: context,response,target)")
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise ResponsesImportError(f"{path}: missing column(s) {', '.join(missing)}")
-    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
-    if unknown:
-        raise ResponsesImportError(
-            f"{path}: unknown column(s) {', '.join(unknown)}; "
-            f"use {', '.join(REQUIRED + OPTIONAL)}"
-        )
-    reader.fieldnames = header
-    rows, errors = [], []
-    for raw in reader:
-        line = reader.line_num
-        if None in raw:
-            errors.append(f"line {line}: more cells than columns")
-            continue
-        cells = {k: (v or "") for k, v in raw.items()}
-        context = normalize_text(cells["context"])
-        response = cells["response"].strip()
-        target = cells["target"].strip()
-        problems = []
-        if not context:
-            problems.append("context is empty")
-        if not response:
-            problems.append("response is empty")
-        if not target:
-            problems.append("target is empty")
-        elif any(c.isspace() for c in target):
-            problems.append("target must be one word (no spaces)")
-        count = 1
-        if cells.get("count", "").strip():
-            try:
-                count = int(cells["count"])
-            except ValueError:
-                problems.append(f"count {cells['count']!r} is not a whole number")
-            else:
-                if not 1 <= count <= MAX_COUNT:
-                    problems.append(f"count must be between 1 and {MAX_COUNT}")
-        if problems:
-            errors.append(f"line {line}: " + "; ".join(problems))
-            continue
-        rows.append(ResponseRow(line, context, response, target, count,
-                                cells.get("participant", "").strip(), cells.get("item_id", "").strip()))
-        if len(rows) > MAX_ROWS:
-            raise ResponsesImportError(f"{path}: more than {MAX_ROWS} rows; split the file")
+    with csv_fields_up_to(len(text)):
+        try:
+            rows, errors = _parse_rows(reader, path)
+        except csv.Error as exc:
+            raise ResponsesImportError(
+                f"{path}: line {reader.line_num}: malformed CSV ({exc})"
+            ) from None
     labels: dict[str, tuple[str, str, int]] = {}
     for row in rows:
         if row.item_label:
@@ -136,6 +115,65 @@ def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
     if not rows:
         raise ResponsesImportError(f"{path}: no rows to import")
     return rows
+
+
+def _parse_rows(reader: csv.DictReader, path: Path) -> tuple[list[ResponseRow], list[str]]:
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise ResponsesImportError(f"{path}: empty file (expected a header: context,response,target)")
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ResponsesImportError(f"{path}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise ResponsesImportError(
+            f"{path}: unknown column(s) {', '.join(unknown)}; "
+            f"use {', '.join(REQUIRED + OPTIONAL)}"
+        )
+    reader.fieldnames = header
+    rows, errors = [], []
+    start = reader.line_num + 1  # the file line where the next record starts
+    for raw in reader:
+        line, start = start, reader.line_num + 1
+        if None in raw:
+            errors.append(f"line {line}: more cells than columns")
+            continue
+        cells = {k: (v or "") for k, v in raw.items()}
+        problems = [
+            f"{column} {problem}" for column, value in cells.items()
+            if (problem := storable_text_problem(value))
+        ]
+        context = normalize_text(cells["context"])
+        response = cells["response"].strip()
+        target = cells["target"].strip()
+        if not context:
+            problems.append("context is empty")
+        if not response:
+            problems.append("response is empty")
+        elif len(response) > MAX_RESPONSE_CHARS:
+            problems.append(f"response is longer than {MAX_RESPONSE_CHARS} characters")
+        if not target:
+            problems.append("target is empty")
+        elif any(c.isspace() for c in target):
+            problems.append("target must be one word (no spaces)")
+        count = 1
+        if cells.get("count", "").strip():
+            try:
+                count = int(cells["count"])
+            except ValueError:
+                problems.append(f"count {cells['count']!r} is not a whole number")
+            else:
+                if not 1 <= count <= MAX_COUNT:
+                    problems.append(f"count must be between 1 and {MAX_COUNT}")
+        if problems:
+            errors.append(f"line {line}: " + "; ".join(problems))
+        else:
+            rows.append(ResponseRow(line, context, response, target, count,
+                                    cells.get("participant", "").strip(),
+                                    cells.get("item_id", "").strip(), file=str(path)))
+            if len(rows) > MAX_ROWS:
+                raise ResponsesImportError(f"{path}: more than {MAX_ROWS} rows; split the file")
+    return rows, errors
 
 
 def _document_text(context: str, target: str) -> tuple[str, int]:
@@ -215,4 +253,4 @@ def _item_for(session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, 
             f"the limit is {max_tokens} (HUMANLM_MAX_DOCUMENT_TOKENS)"
             if exc.reason == "too_long" else "the target has no text before it"
         )
-        raise ResponsesImportError(f"line {row.line}: {message}") from None
+        raise ResponsesImportError(f"{row.where}: {message}") from None
