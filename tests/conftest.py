@@ -6,7 +6,9 @@ into a template SQLite file; every test that needs it gets its own copy of that 
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,54 @@ def scored_app(tmp_path, scored_template):
     path = tmp_path / "scored.db"
     shutil.copy(scored_template, path)
     application = create_app(_config(path))
+    yield application
+    db.dispose()
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_url(tokenizer, gemma):
+    """A fresh PostgreSQL database with the short test corpus imported and scored.
+
+    Needs PostgreSQL and Redis on 127.0.0.1 (`.ci/run` starts them; in CI a skip fails)."""
+    if not (_reachable(5432) and _reachable(6379)):
+        pytest.skip("PostgreSQL (5432) and Redis (6379) must run on 127.0.0.1 for this test")
+    from sqlalchemy import create_engine, text
+
+    name = f"humanlm_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        build_scored_test_database(url, tokenizer, gemma)
+        yield url
+    finally:
+        db.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_app(request, tmp_path):
+    """The scored test database on SQLite (a file) or on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        application = request.getfixturevalue("scored_app")
+        yield application
+        return
+    url = request.getfixturevalue("pg_url")
+    application = create_app({**_config(tmp_path / 'unused.db'), "DATABASE_URL": url})
     yield application
     db.dispose()
 

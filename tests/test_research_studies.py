@@ -22,8 +22,9 @@ from research_helpers import (
 )
 from sqlalchemy import func, select
 
+from webapp.answers import StudyAnswerIn, model_view_of_token
 from webapp.extensions import db
-from webapp.game import active_model, model_view_of_token, prediction_for
+from webapp.game import active_model, prediction_for
 from webapp.lm import load_tokenizer
 from webapp.models import Corpus, Document, Guess, Item, Participant, Study, StudyItem
 from webapp.research import studies
@@ -160,9 +161,9 @@ def _finish(dbs, study, participant, tokenizer, now, text="zzz"):
         _seq, _done, si = studies.progress(dbs, study, participant)
         if si is None:
             return
-        studies.submit_answer(dbs, study, participant, tokenizer, study_item_id=si.id, text=text,
-                              skipped=False, client_key=f"k{participant.id}-{si.id}", reaction_ms=900,
-                              reported_probability=None, received_at=now)
+        answer = StudyAnswerIn(study_item_id=si.id, text=text, skipped=False,
+                               client_key=f"key-{participant.id:04d}-{si.id:04d}", reaction_ms=900)
+        studies.submit_answer(dbs, study, participant, tokenizer, answer, received_at=now)
         dbs.commit()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -20,43 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-from support import MODEL_SPEC, build_scored_test_database
+from support import MODEL_SPEC
 
-from webapp.extensions import db
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def pg_url(tokenizer, gemma):
-    """A fresh PostgreSQL database with the short test corpus imported and scored."""
-    if not (_reachable(5432) and _reachable(6379)):
-        pytest.skip("PostgreSQL (5432) and Redis (6379) must run on 127.0.0.1 for this test")
-    from sqlalchemy import create_engine, text
-
-    name = f"humanlm_test_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
-        build_scored_test_database(url, tokenizer, gemma)
-        yield url
-    finally:
-        db.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _free_port() -> int:

@@ -171,8 +171,11 @@ def test_other_tokenizer_name_with_identical_ids_is_accepted(session, gemma):
 
 
 def _guess(session, item, token_ids, key, **kw):
+    """An answer by its own player (one answer per player and position is a database rule)."""
+    session.add(Player(id=key))
+    session.flush()
     guess = Guess(
-        client_key=key, player_id="p1", item_id=item.id, raw_text="x", token_ids=token_ids,
+        client_key=key, player_id=key, item_id=item.id, raw_text="x", token_ids=token_ids,
         first_token_id=token_ids[0] if token_ids else None, multi_token=len(token_ids) > 1,
         skipped=not token_ids, is_correct=False, match_rule="none" if token_ids else "skip",
         server_received_at=datetime.now(UTC), **kw,
@@ -189,8 +192,6 @@ def test_fill_guess_logprobs(session, gemma):
     prediction = session.scalar(select(Prediction).where(Prediction.item_id == item.id))
     outside = gemma.tokenize(" zebra")[0]
     assert outside not in [entry[0] for entry in prediction.top_k]  # precondition
-    session.add(Player(id="p1"))
-    session.flush()  # no ORM relationship orders this insert before the guesses
     far = _guess(session, item, [outside, *gemma.tokenize("s")], "key-outside", model_id=model.id)
     unowned = _guess(session, item, [outside], "key-no-model")  # model_id None: filled too
     skipped = _guess(session, item, [], "key-skip")

@@ -23,10 +23,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     db.configure(app.config["DATABASE_URL"], echo=app.config["LOG_SQL"])
 
+    from . import api
     from .play import bp as play_bp
     from .research import bp as research_bp
     from .rooms import bp as rooms_bp
 
+    api.register(app)  # before the blueprints: their <int:...> URLs use the bounded converter
     app.register_blueprint(play_bp)
     app.register_blueprint(rooms_bp)
     app.register_blueprint(research_bp)
@@ -41,6 +43,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.teardown_appcontext
     def remove_session(_exc: BaseException | None) -> None:
         db.session.remove()
+
+    @app.context_processor
+    def page_limits() -> dict[str, Any]:
+        """The limits forms and page scripts share with the server (maxlength, the answer box):
+        from the settings table, never copied into templates (base.html hands them to JS)."""
+        from .rooms.state import NICKNAME_MAX_CHARS
+
+        return {"limits": {
+            "max_guess_chars": app.config["MAX_GUESS_CHARS"],
+            "max_nickname_chars": NICKNAME_MAX_CHARS,
+        }}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

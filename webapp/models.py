@@ -8,6 +8,7 @@ the tokenizer and the scoring settings (top-k, temperature grid), so no stored n
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -16,13 +17,41 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class CorpusPurpose(StrEnum):
+    """What a corpus is for: only GAME corpora are played in public; the rest are hidden."""
+
+    GAME = "game"
+    ROOM_PROMPTS = "room_prompts"  # a teacher's own prompts
+    STUDY_CHECKS = "study_checks"  # comprehension checks of studies
+    EXTERNAL = "external"  # contexts of imported norms
+
+
+class AnswerSource(StrEnum):
+    """Where a stored answer (a row of `guesses`) came from."""
+
+    GAME = "game"  # the solo game
+    ROOM = "room"
+    STUDY = "study"
+    EXTERNAL = "external"  # imported by `humanlm import-responses`
+
+
+class RoomStatus(StrEnum):
+    """Whether a room's rounds are ready to play (a teacher's prompts are scored first)."""
+
+    PREPARING = "preparing"
+    READY = "ready"
+    FAILED = "failed"
 
 
 def utcnow() -> datetime:
@@ -188,6 +217,12 @@ class Guess(Base):
         UniqueConstraint("client_key", name="uq_guess_client_key"),
         # One answer per student and round in a room (NULL room_id, the solo game, is exempt).
         UniqueConstraint("room_id", "player_id", "item_id", name="uq_guess_room_answer"),
+        # One answer per player and position in every live mode (solo, room, study); imported
+        # norms are exempt: one participant label may answer an item several times there.
+        Index(
+            "uq_guess_one_answer", "player_id", "item_id", unique=True,
+            sqlite_where=text("source != 'external'"), postgresql_where=text("source != 'external'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -26,13 +26,13 @@ import csv
 import hashlib
 import io
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from . import game
+from .answers import AnswerIn, build_row, match_token, match_word, parse
 from .corpus import (
     HiddenItemError,
     csv_fields_up_to,
@@ -41,9 +41,8 @@ from .corpus import (
     normalize_text,
 )
 from .lm import Tokenizer
-from .models import Item, Player
+from .models import AnswerSource, CorpusPurpose, Item, Player
 from .textcheck import storable_text_problem
-from .words import word_matches
 
 REQUIRED = ("context", "response", "target")
 OPTIONAL = ("count", "participant", "item_id")
@@ -193,7 +192,7 @@ def import_responses(
         session, f"external:{name}", min_prefix_tokens=1,
         description="Human responses imported with `humanlm import-responses`.",
     )
-    corpus.purpose = "external"
+    corpus.purpose = CorpusPurpose.EXTERNAL
     summary = ImportSummary(corpus=corpus.name, rows=len(rows))
     items: dict[tuple[str, str], Item] = {}
     players: dict[str, str] = {}
@@ -216,17 +215,16 @@ def import_responses(
                 session.add(Player(id=player_id))
                 session.flush()  # players before their guesses (no ORM relationship orders them)
             players[label] = player_id
-        match = game.match_guess(
-            _as_typed(row.response, row.context), item.token_id, tokenizer, skipped=False
-        )
+        answer = parse(AnswerIn, {"client_key": "ext-0000", "text": row.response},
+                       max_chars=MAX_RESPONSE_CHARS)
+        match = match_token(_as_typed(row.response, row.context), item.token_id, tokenizer, False)
         if mode == "word":
-            correct = word_matches(row.response, row.target)
-            match = replace(match, correct=correct, match_rule="word" if correct else "word_mismatch")
+            match = match_word(row.response, row.target, match.token_ids)
         for _ in range(row.count):
-            session.add(game.build_guess(
-                match, None, raw_text=row.response, skipped=False,
-                client_key=f"ext-{secrets.token_hex(12)}", player_id=player_id, item_id=item.id,
-                model_id=model_id, server_received_at=received, source="external", mode=mode,
+            answer.client_key = f"ext-{secrets.token_hex(12)}"
+            session.add(build_row(
+                answer, match, None, player_id=player_id, item_id=item.id, model_id=model_id,
+                server_received_at=received, source=AnswerSource.EXTERNAL, mode=mode,
             ))
             summary.responses += 1
     summary.items = len(items)

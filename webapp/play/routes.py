@@ -1,4 +1,5 @@
-"""Routes of the solo game. Thin: validate input, call webapp.game, return JSON or a template."""
+"""Routes of the solo game. Thin: validate input, call webapp.play.solo and webapp.answers,
+return JSON or a template."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import abort, current_app, jsonify, render_template, request, session
+from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
-from .. import game
+from .. import answers, game
+from ..answers import Payload, SafeStr, SoloAnswerIn
+from ..api import accepts, parse_body, parse_query
 from ..api import error as _error
-from ..api import field as _field
-from ..api import json_body as _json_body
 from ..api import model_display_name as _model_display_name
 from ..extensions import db
 from ..lm import load_tokenizer
-from ..models import Corpus, Document, Guess, Item, LanguageModel, Player, ScoredDocument
-from . import bp
+from ..models import Corpus, CorpusPurpose, Document, LanguageModel, Player, ScoredDocument
+from . import bp, solo
 
 PLAYER_KEY = "player_id"
 
@@ -63,7 +64,7 @@ def home():
     )
     corpora = []
     for corpus in db.session.scalars(
-        select(Corpus).where(Corpus.purpose == "game").order_by(Corpus.name)
+        select(Corpus).where(Corpus.purpose == CorpusPurpose.GAME).order_by(Corpus.name)
     ):
         n_docs = db.session.scalar(select(func.count(Document.id)).where(Document.corpus_id == corpus.id))
         n_scored = 0
@@ -80,7 +81,7 @@ def home():
         model_name=_model_display_name(),
         ready=model is not None,
         corpora=corpora,
-        player_stats=game.player_stats(db.session, player_id) if player_id else None,
+        player_stats=solo.player_stats(db.session, player_id) if player_id else None,
     )
 
 
@@ -94,30 +95,51 @@ def play_page():
 # ---------------------------------------------------------------------------------------- API
 
 
+class NextIn(Payload):
+    """POST /api/play/next: continue the current passage, or start another one."""
+
+    corpus: SafeStr | None = Field(default=None, max_length=100)
+    new_passage: bool = False
+
+
+class TokenizeQuery(Payload):
+    """GET /api/tokenize: how the model's tokenizer cuts a text (shown while typing)."""
+
+    text: SafeStr = Field(default="", max_length=4000)
+
+    @field_validator("text")
+    @classmethod
+    def _fits(cls, value: str, info: ValidationInfo) -> str:
+        limit = (info.context or {}).get("max_chars", 200)
+        if len(value) > limit:
+            raise ValueError(f"text is longer than {limit} characters")
+        return value
+
+
 @bp.post("/api/play/next")
+@accepts(body=NextIn)
 def next_question():
-    body = _json_body()
-    corpus = _field(body, "corpus", str, required=False)
-    new_passage = _field(body, "new_passage", bool, required=False, default=False)
-    known = select(Corpus).where(Corpus.name == corpus, Corpus.purpose == "game")
+    """The player's next position: the prefix only, never the true token."""
+    body = parse_body(NextIn)
+    corpus, new_passage = body.corpus, body.new_passage
+    known = select(Corpus).where(Corpus.name == corpus, Corpus.purpose == CorpusPurpose.GAME)
     if corpus is not None and db.session.scalar(known) is None:
         return _error(f"unknown corpus '{corpus}'", 404)
     model = _model_or_503()
     player_id = _player_id(create=True)
-    document = game.choose_document(db.session, player_id, model, corpus, new_passage)
-    stats = game.player_stats(db.session, player_id)
+    document = solo.choose_document(db.session, player_id, model, corpus, new_passage)
+    stats = solo.player_stats(db.session, player_id)
     if document is None:
         return jsonify(question=None, done=True, stats=stats)
-    item = game.next_open_item(db.session, player_id, document)
-    return jsonify(question=game.question_payload(db.session, player_id, document, item), stats=stats)
+    item = solo.next_open_item(db.session, player_id, document)
+    return jsonify(question=solo.position_payload(db.session, player_id, document, item), stats=stats)
 
 
 @bp.get("/api/tokenize")
+@accepts(query=TokenizeQuery)
 def tokenize():
-    text = request.args.get("text", "")
-    limit = current_app.config["MAX_GUESS_CHARS"]
-    if len(text) > limit:
-        return _error(f"text is longer than {limit} characters", 400)
+    """How the model's tokenizer splits a text, token by token."""
+    text = parse_query(TokenizeQuery).text
     tokenizer = _tokenizer()
     ids = tokenizer.tokenize(text)
     return jsonify(
@@ -129,79 +151,35 @@ def tokenize():
 
 
 @bp.post("/api/play/guesses")
+@accepts(body=SoloAnswerIn)
 def submit_guess():
+    """Store an answer for the player's current position, then reveal it."""
     received_at = datetime.now(UTC)
-    body = _json_body()
-    item_id = _field(body, "item_id", int)
-    if not -(2**63) <= item_id < 2**63:  # beyond any database integer: cannot exist
-        return _error(f"unknown item {item_id}", 404)
-    client_key = _field(body, "client_key", str)
-    skipped = _field(body, "skipped", bool, required=False, default=False)
-    text = _field(body, "text", str, required=not skipped, default="")
-    reaction_ms = _field(body, "reaction_ms", (int, float), required=False)
-    limit = current_app.config["MAX_GUESS_CHARS"]
-    if len(text) > limit:
-        return _error(f"guess is longer than {limit} characters", 400)
-    if not skipped and not text.strip():
-        return _error("guess is empty: type something or choose \"I don't know\"", 400)
-    if not 8 <= len(client_key) <= 64:
-        return _error("client_key must be 8-64 characters", 400)
-    if reaction_ms is not None and not 0 <= reaction_ms <= 86_400_000:
-        return _error("reaction_ms must be between 0 and 86400000", 400)
-
+    answer = parse_body(SoloAnswerIn)
     model = _model_or_503()
     player_id = _player_id(create=True)
     tokenizer = _tokenizer()
-
-    existing = db.session.scalar(select(Guess).where(Guess.client_key == client_key))
-    if existing is not None:
-        return _replay(existing, player_id, item_id, tokenizer)
-
-    item = db.session.get(Item, item_id)
-    if item is None:
-        return _error(f"unknown item {item_id}", 404)
     try:
-        prediction = game.check_guess_allowed(db.session, player_id, item, model)
-    except game.GameError as exc:
-        return _error(str(exc), exc.status)
-
-    match = game.match_guess(text if not skipped else "", item.token_id, tokenizer, skipped)
-    guess = game.build_guess(
-        match, prediction, raw_text="" if skipped else text, skipped=skipped,
-        reaction_ms=reaction_ms, client_key=client_key, player_id=player_id, item_id=item.id,
-        model_id=model.id, server_received_at=received_at,
-    )
-    db.session.add(guess)
-    try:
-        db.session.commit()  # stored first; only then is anything about the target revealed
-    except IntegrityError:
-        db.session.rollback()
-        existing = db.session.scalar(select(Guess).where(Guess.client_key == client_key))
-        if existing is None:
-            raise
-        return _replay(existing, player_id, item_id, tokenizer)
+        result = answers.submit(
+            db.session, solo.SoloPolicy(player_id, model), answer, player_id=player_id,
+            tokenizer=tokenizer, received_at=received_at,
+        )
+    except answers.AnswerRefused as refused:
+        return _error(refused.message, refused.status)
+    guess = result.guess
+    # The reveal is built only now, from the stored (committed) answer.
+    answer_model = db.session.get(LanguageModel, guess.model_id)
+    prediction = game.prediction_for(db.session, guess.item_id, answer_model.id)
     return jsonify(
-        **game.reveal_payload(guess, prediction, tokenizer, model.top_k),
-        stats=game.player_stats(db.session, player_id),
-        replayed=False,
-    )
-
-
-def _replay(guess: Guess, player_id: str, item_id: int, tokenizer):
-    """A retried submit: the same answer again, nothing stored twice."""
-    if guess.player_id != player_id or guess.item_id != item_id:
-        return _error("client_key was already used for another guess", 409)
-    model = db.session.get(LanguageModel, guess.model_id)
-    prediction = game.prediction_for(db.session, guess.item_id, model.id)
-    return jsonify(
-        **game.reveal_payload(guess, prediction, tokenizer, model.top_k),
-        stats=game.player_stats(db.session, player_id),
-        replayed=True,
+        **solo.reveal_payload(guess, prediction, tokenizer, answer_model.top_k),
+        stats=solo.player_stats(db.session, player_id),
+        replayed=result.replayed,
     )
 
 
 @bp.get("/api/play/stats")
 def stats():
+    """The player's running scores."""
     player_id = _player_id(create=False)
     empty = {"answered": 0, "correct": 0, "skipped": 0, "model_correct": 0}
-    return jsonify(stats=game.player_stats(db.session, player_id) if player_id else empty)
+    return jsonify(stats=solo.player_stats(db.session, player_id) if player_id else empty)

@@ -32,12 +32,12 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..api import field as _field
-from ..api import json_body as _json_body
+from ..answers import AnswerRefused, StudyAnswerIn
+from ..api import accepts, parse_body
 from ..extensions import db
-from ..game import GameError, active_model
+from ..game import active_model
 from ..lm import load_tokenizer
-from ..models import Corpus, Document, Guess, Participant, ScoredDocument, Study
+from ..models import Corpus, CorpusPurpose, Document, Guess, Participant, ScoredDocument, Study
 from . import auth, bp, csrf, studies
 
 PARTICIPANTS_KEY = "study_participants"  # session: {slug: participant id}
@@ -148,7 +148,7 @@ def dashboard():
 def _corpus_choices() -> list[dict]:
     model = active_model(db.session, current_app.config["MODEL"])
     out = []
-    for corpus in db.session.scalars(select(Corpus).where(Corpus.purpose == "game").order_by(Corpus.name)):
+    for corpus in db.session.scalars(select(Corpus).where(Corpus.purpose == CorpusPurpose.GAME).order_by(Corpus.name)):
         n_scored = 0
         if model is not None:
             n_scored = db.session.scalar(
@@ -441,7 +441,7 @@ def study_consent(slug: str):
                 reservation_minutes=current_app.config["STUDY_RESERVATION_MINUTES"],
             )
             db.session.commit()
-    except GameError as exc:
+    except studies.EntryRefused as exc:
         db.session.rollback()
         if exc.status == 409:
             return _already_done(study)
@@ -527,6 +527,7 @@ def _state(study: Study, participant: Participant) -> dict:
 
 @bp.get("/api/s/<slug>/current")
 def study_current(slug: str):
+    """The participant's progress and current item (its prefix only)."""
     study, participant = _api_participant(slug)
     if participant.finished_at is not None:
         return jsonify(error="you have already completed this study",
@@ -535,40 +536,20 @@ def study_current(slug: str):
 
 
 @bp.post("/api/s/<slug>/answers")
+@accepts(body=StudyAnswerIn)
 def study_answer(slug: str):
+    """Store the participant's answer to their current item (and give feedback if the study does)."""
     received_at = _now()
     study, participant = _api_participant(slug)
-    body = _json_body()
-    study_item_id = _field(body, "study_item_id", int)
-    client_key = _field(body, "client_key", str)
-    skipped = _field(body, "skipped", bool, required=False, default=False)
-    text = _field(body, "text", str, required=False, default="")
-    reaction_ms = _field(body, "reaction_ms", (int, float), required=False)
-    probability = _field(body, "reported_probability", (int, float), required=False)
-    limit = current_app.config["MAX_GUESS_CHARS"]
-    if len(text) > limit:
-        return jsonify(error=f"the answer is longer than {limit} characters"), 400
-    if not 8 <= len(client_key) <= 64:
-        return jsonify(error="client_key must be 8-64 characters"), 400
-    if reaction_ms is not None and not 0 <= reaction_ms <= 86_400_000:
-        return jsonify(error="reaction_ms must be between 0 and 86400000"), 400
-    if not -(2**63) <= study_item_id < 2**63:
-        return jsonify(error="this item is not part of your study"), 409
+    answer = parse_body(StudyAnswerIn)
     try:
-        with db.write_lock():
-            result = studies.submit_answer(
-                db.session, study, participant, _tokenizer(), study_item_id=study_item_id,
-                text=text, skipped=skipped, client_key=client_key, reaction_ms=reaction_ms,
-                reported_probability=float(probability) if probability is not None else None,
-                received_at=received_at,
-            )
-            db.session.commit()  # stored first; only then feedback (if the study gives any)
-    except GameError as exc:
+        result = studies.submit_answer(
+            db.session, study, participant, _tokenizer(), answer, received_at=received_at,
+            write_lock=db.write_lock,
+        )
+    except AnswerRefused as refused:
         db.session.rollback()
-        return jsonify(error=str(exc)), exc.status
-    except IntegrityError:
-        db.session.rollback()
-        return jsonify(error="this answer was already stored; reload to continue"), 409
+        return jsonify(error=refused.message), refused.status
     reply = _state(study, participant)
     reply.update(feedback=result.feedback, replayed=result.replayed, stored=True)
     return jsonify(reply)

@@ -20,6 +20,7 @@ out, never removed: their answers stay in the database and in the export.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
@@ -27,7 +28,7 @@ import secrets
 import statistics
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -35,17 +36,23 @@ from urllib.parse import urlparse
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
-from ..game import (
-    GameError,
-    GuessMatch,
-    build_guess,
-    match_guess,
-    prediction_for,
+from .. import answers
+from ..answers import (
+    AnswerRefused,
+    Match,
+    Placement,
+    StudyAnswerIn,
+    match_check,
+    match_token,
+    match_word,
 )
+from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
+from ..game import prediction_for
 from ..lm import Tokenizer, display_text
 from ..models import (
+    AnswerSource,
     Corpus,
+    CorpusPurpose,
     Document,
     Guess,
     Item,
@@ -58,7 +65,7 @@ from ..models import (
     utcnow,
 )
 from ..version import __version__
-from ..words import is_word_start, target_word, word_matches, word_token_ids
+from ..words import is_word_start, target_word, word_token_ids
 
 CHECKS_CORPUS = "study-checks"
 MODES = ("token", "word")
@@ -97,6 +104,15 @@ FIELDS = (
     "order", "seed", "consent_text", "instructions", "show_feedback", "ask_probability",
     "allow_skip", "checks", "check_threshold", "completion_code", "redirect_url", "pilot",
 )
+
+
+class EntryRefused(Exception):
+    """A participant cannot start (or restart) a run; `status` is the HTTP status to use."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 class StudyError(ValueError):
@@ -382,7 +398,7 @@ def validate_study(session: Session, spec: dict[str, Any], model: LanguageModel 
     corpus = None
     corpus_name = f.text("corpus", required=True, limit=100)
     if corpus_name:
-        corpus = session.scalar(select(Corpus).where(Corpus.name == corpus_name, Corpus.purpose == "game"))
+        corpus = session.scalar(select(Corpus).where(Corpus.name == corpus_name, Corpus.purpose == CorpusPurpose.GAME))
         if corpus is None:
             f.fail("corpus", f"there is no corpus '{corpus_name}' (see `humanlm corpus list`)")
         elif model is None:
@@ -559,7 +575,7 @@ def response_counts(session: Session, study: Study) -> dict[int, int]:
         select(Guess.item_id, func.count(Guess.id))
         .join(Participant, (Participant.player_id == Guess.player_id) & (Participant.study_id == study.id))
         .where(
-            Guess.study_id == study.id, Guess.source == "study",
+            Guess.study_id == study.id, Guess.source == AnswerSource.STUDY,
             Participant.pilot.is_(False), Participant.excluded.is_(False),
         )
         .group_by(Guess.item_id)
@@ -649,7 +665,7 @@ def start_participant(
 ) -> Participant:
     """A consenting participant: resumes an unfinished run of the same id, refuses a finished one.
 
-    Raises GameError(409) for a participant id that already finished, GameError(403) when the
+    Raises EntryRefused(409) for a participant id that already finished, EntryRefused(403) when the
     study is closed. Flushes; the caller commits.
     """
     now = now or utcnow()
@@ -659,10 +675,10 @@ def start_participant(
         existing = find_participant(session, study, external_id)
         if existing is not None:
             if existing.finished_at is not None:
-                raise GameError("this participant id has already completed the study", 409)
+                raise EntryRefused("this participant id has already completed the study", 409)
             return existing
     if study.status != "open":
-        raise GameError("this study is not taking participants at the moment", 403)
+        raise EntryRefused("this study is not taking participants at the moment", 403)
     player = Player(id=secrets.token_hex(8))
     session.add(player)
     session.flush()  # no relationship() links the two: the player row must exist first
@@ -754,81 +770,93 @@ class AnswerResult:
     replayed: bool
 
 
+class StudyPolicy:
+    """Answers in a study: the participant's current item, matched by the study's mode (or as a
+    comprehension check); the check count and the end of the run commit with the answer."""
+
+    already_answered = "this item is already answered; reload to continue"
+
+    def __init__(self, study: Study, participant: Participant) -> None:
+        self.study = study
+        self.participant = participant
+
+    def locate(self, session: Session, answer: StudyAnswerIn) -> Placement:
+        study, participant = self.study, self.participant
+        if participant.finished_at is not None:
+            raise AnswerRefused("you have already completed this study", 409)
+        sequence, done, current = progress(session, study, participant)
+        if current is None:
+            raise AnswerRefused("you have already completed this study", 409)
+        if current.id != answer.study_item_id:
+            if any(si.id == answer.study_item_id for si in sequence):
+                raise AnswerRefused(self.already_answered, 409)
+            raise AnswerRefused("this item is not part of your study", 409)
+        if answer.skipped and not allow_skip(study):
+            raise AnswerRefused("this study asks for an answer to every item", 400)
+        if study.ask_probability and not answer.skipped and answer.reported_probability is None:
+            raise AnswerRefused("say how likely you think your answer is (0-100%)", 400)
+        item = current.item
+        prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
+        row = {
+            "model_id": study.model_id, "source": AnswerSource.STUDY, "study_id": study.id,
+            "mode": study.mode,
+            "reported_probability": None if answer.skipped else answer.reported_probability,
+        }
+        # answers come in order: the current item is the first open one
+        finishes = done + 1 == len(sequence)
+        return Placement(item.id, item.token_id, prediction, row, (current, finishes))
+
+    def match(self, answer: StudyAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
+        study_item, _ = placement.context
+        item = study_item.item
+        if self.study.mode == "word" and not answer.skipped:
+            word = answer.text.strip()
+            token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], word)
+            match = match_word(word, target_word(item.document, item), token_ids)
+        else:
+            match = match_token(answer.text, item.token_id, tokenizer, answer.skipped)
+        if study_item.kind == "check":
+            match = match_check(match, answer.text, study_item.expected_answer or "", answer.skipped)
+        return match
+
+    def owns(self, guess: Guess, answer: StudyAnswerIn) -> bool:
+        if guess.study_id != self.study.id:
+            return False
+        return any(si.id == answer.study_item_id and si.item_id == guess.item_id
+                   for si in self.study.items)
+
+    def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
+        study_item, finishes = placement.context
+        if study_item.kind == "check":
+            self.participant.checks_total += 1
+            self.participant.checks_passed += int(guess.is_correct)
+        if finishes:
+            finish_participant(self.study, self.participant, guess.server_received_at)
+
+
 def submit_answer(
     session: Session,
     study: Study,
     participant: Participant,
     tokenizer: Tokenizer,
+    answer: StudyAnswerIn,
     *,
-    study_item_id: int,
-    text: str,
-    skipped: bool,
-    client_key: str,
-    reaction_ms: float | None,
-    reported_probability: float | None,
     received_at: datetime,
+    write_lock=contextlib.nullcontext,
 ) -> AnswerResult:
-    """Store one answer for the participant's current item (flushed; the caller commits).
-
-    A retried request with the same client_key returns the stored answer again. Raises
-    GameError for a finished run (409), an item that is not the current one (409), or bad input.
-    """
-    existing = session.scalar(select(Guess).where(Guess.client_key == client_key))
-    if existing is not None:
-        si = session.get(StudyItem, study_item_id)
-        if existing.player_id != participant.player_id or si is None or existing.item_id != si.item_id:
-            raise GameError("client_key was already used for another answer", 409)
-        prediction = prediction_for(session, existing.item_id, study.model_id) if study.model_id else None
-        return AnswerResult(existing, _feedback(study, si, existing, prediction, tokenizer),
-                            participant.finished_at is not None, True)
-    if participant.finished_at is not None:
-        raise GameError("you have already completed this study", 409)
-    sequence, done, current = progress(session, study, participant)
-    if current is None:
-        raise GameError("you have already completed this study", 409)
-    if current.id != study_item_id:
-        if any(si.id == study_item_id for si in sequence):
-            raise GameError("this item is already answered; reload to continue", 409)
-        raise GameError("this item is not part of your study", 409)
-    if skipped and not allow_skip(study):
-        raise GameError("this study asks for an answer to every item", 400)
-    if not skipped and not text.strip():
-        raise GameError("type an answer first", 400)
-    if study.ask_probability and not skipped and reported_probability is None:
-        raise GameError("say how likely you think your answer is (0-100%)", 400)
-    if reported_probability is not None and not 0 <= reported_probability <= 1:
-        raise GameError("reported_probability must be between 0 and 1", 400)
-
-    item = current.item
-    if study.mode == "word" and not skipped:
-        raw = text.strip()
-        token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], raw)
-        correct = word_matches(raw, target_word(item.document, item))
-        match = GuessMatch(token_ids, token_ids[0] if token_ids else None, len(token_ids) > 1,
-                           correct, "word" if correct else "word_mismatch")
-    else:
-        raw = "" if skipped else text
-        match = match_guess(raw, item.token_id, tokenizer, skipped)
-    if current.kind == "check":
-        correct = not skipped and word_matches(text, current.expected_answer or "")
-        match = replace(match, correct=correct, match_rule="skip" if skipped else "check")
-        participant.checks_total += 1
-        participant.checks_passed += int(correct)
-
-    prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
-    guess = build_guess(
-        match, prediction, raw_text=raw, skipped=skipped, reaction_ms=reaction_ms,
-        client_key=client_key, player_id=participant.player_id, item_id=item.id,
-        model_id=study.model_id, server_received_at=received_at, source="study",
-        study_id=study.id, mode=study.mode,
-        reported_probability=None if skipped else reported_probability,
+    """Store (and commit) one answer for the participant's current item through the one answer
+    path, or replay it; AnswerRefused for a finished run or an item that is not the current one."""
+    result = answers.submit(
+        session, StudyPolicy(study, participant), answer, player_id=participant.player_id,
+        tokenizer=tokenizer, received_at=received_at, write_lock=write_lock,
     )
-    session.add(guess)
-    finished = done + 1 == len(sequence)  # answers come in order: current is the first open one
-    if finished:
-        finish_participant(study, participant, received_at)
-    session.flush()
-    return AnswerResult(guess, _feedback(study, current, guess, prediction, tokenizer), finished, False)
+    guess = result.guess
+    study_item = next(si for si in study.items if si.item_id == guess.item_id)
+    prediction = prediction_for(session, guess.item_id, study.model_id) if study.model_id else None
+    return AnswerResult(
+        guess, _feedback(study, study_item, guess, prediction, tokenizer),
+        participant.finished_at is not None, result.replayed,
+    )
 
 
 def redirect_target(study: Study, participant: Participant) -> str:
@@ -962,7 +990,8 @@ def fill_histogram(session: Session, study: Study) -> list[tuple[int, int]]:
 
 
 __all__ = [
-    "DEFAULT_CONSENT", "DEFAULT_INSTRUCTIONS", "FIELDS", "AnswerResult", "StudyError",
+    "DEFAULT_CONSENT", "DEFAULT_INSTRUCTIONS", "FIELDS", "AnswerResult", "EntryRefused", "StudyError",
+    "StudyPolicy",
     "assign_items", "captured_params", "create_study", "display_text", "eligible_items",
     "external_id_of", "fill_counts", "find_participant", "finish_participant", "progress",
     "question_payload", "redirect_target", "response_counts", "set_pilot", "start_participant",

@@ -20,8 +20,11 @@ from typing import Any
 
 from flask import current_app, request
 from flask_socketio import emit, join_room
+from pydantic import Field
 
-from .. import game
+from .. import answers, game
+from ..answers import AnswerRefused, Int64, Payload, RoomAnswerIn, SafeStr
+from ..api import MAX_JSON_DEPTH, json_depth
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
 from ..models import Room, RoomPlayer
@@ -127,21 +130,66 @@ def _payload(raw: Any) -> dict:
         raise RoomRuleError("send one JSON object with the event")
     try:
         size = len(json.dumps(raw))
-    except (TypeError, ValueError):
-        raise RoomRuleError("the payload is not plain JSON") from None
+    except (TypeError, ValueError, RecursionError):
+        raise RoomRuleError("the payload is not plain JSON (or it is nested too deeply)") from None
     if size > MAX_PAYLOAD_BYTES:
         raise RoomRuleError(f"the payload is too large ({size} bytes; at most {MAX_PAYLOAD_BYTES})")
+    if json_depth(raw, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise RoomRuleError(f"the payload is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     return raw
 
 
-def room_event(name: str) -> Callable:
-    """Register a handler; turn rule violations and crashes into an error reply, never a 500."""
+class RoomEvent(Payload):
+    """Every room event names its room by join code."""
 
-    def decorate(fn: Callable[[dict], dict | None]) -> Callable:
+    code: SafeStr = Field(max_length=40)
+
+
+class HostJoinIn(RoomEvent):
+    host_token: SafeStr = Field(max_length=100)
+
+
+class HostActionIn(RoomEvent):
+    action: SafeStr = Field(max_length=20, description="start | lock | reveal | next | finish")
+
+
+class HostSettingsIn(RoomEvent):
+    show_histogram: bool | None = None
+    show_leaderboard: bool | None = None
+    timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
+
+
+class HostRemoveIn(RoomEvent):
+    player_id: Int64 = Field(description="the seat to remove (the id in the host's player list)")
+
+
+class JoinIn(RoomEvent):
+    nickname: SafeStr = Field(max_length=200)
+
+
+class RejoinIn(RoomEvent):
+    player_token: SafeStr = Field(max_length=100)
+
+
+EVENT_PAYLOADS: dict[str, type[Payload]] = {
+    "host_join": HostJoinIn, "host_action": HostActionIn, "host_settings": HostSettingsIn,
+    "host_remove": HostRemoveIn, "join": JoinIn, "rejoin": RejoinIn, "guess": RoomAnswerIn,
+}
+
+
+def room_event(name: str) -> Callable:
+    """Register a handler for an event whose payload EVENT_PAYLOADS declares; the handler gets
+    the validated payload. Rule violations and crashes become an error reply, never a 500."""
+    model = EVENT_PAYLOADS[name]
+
+    def decorate(fn: Callable[[Any], dict | None]) -> Callable:
         def handler(raw: Any = None, *_extra: Any) -> dict:
             try:
-                return {"ok": True, **(fn(_payload(raw)) or {})}
-            except RoomRuleError as exc:
+                data = answers.parse(
+                    model, _payload(raw), max_chars=current_app.config["MAX_GUESS_CHARS"]
+                )
+                return {"ok": True, **(fn(data) or {})}
+            except (RoomRuleError, AnswerRefused) as exc:
                 db.session.rollback()
                 message = exc.message
             except Exception:  # a bug: log it, tell the user nothing was stored
@@ -159,11 +207,11 @@ def room_event(name: str) -> Callable:
     return decorate
 
 
-def _room_of(data: dict) -> Room:
-    return service.get_room(db.session, data.get("code"))
+def _room_of(data: RoomEvent) -> Room:
+    return service.get_room(db.session, data.code)
 
 
-def _hosted_room(data: dict) -> Room:
+def _hosted_room(data: RoomEvent) -> Room:
     room = _room_of(data)
     conn = _connections.get(request.sid)
     if conn is None or conn.role != "host" or conn.room_id != room.id:
@@ -180,18 +228,18 @@ def _remember(conn: Connection) -> None:
 
 
 @room_event("host_join")
-def host_join(data: dict) -> dict:
+def host_join(data: HostJoinIn) -> dict:
     room = _room_of(data)
-    service.check_host(room, data.get("host_token"))
+    service.check_host(room, data.host_token)
     join_room(f"host:{room.code}")
     _remember(Connection(room.id, room.code, "host"))
     return {"state": service.host_state(db.session, room, _tokenizer(), room.join_url)}
 
 
 @room_event("host_action")
-def host_action(data: dict) -> dict:
+def host_action(data: HostActionIn) -> dict:
     room = _hosted_room(data)
-    phase = service.apply_action(db.session, room, data.get("action"))
+    phase = service.apply_action(db.session, room, data.action)
     broadcast_state(room, with_feedback=phase == Phase.REVEAL)
     if phase == Phase.ANSWERING and room.deadline is not None:
         socketio.start_background_task(
@@ -202,17 +250,18 @@ def host_action(data: dict) -> dict:
 
 
 @room_event("host_settings")
-def host_settings(data: dict) -> dict:
+def host_settings(data: HostSettingsIn) -> dict:
     room = _hosted_room(data)
-    service.update_settings(db.session, room, data)
-    broadcast_state(room, students="show_leaderboard" in data)
+    change = data.model_dump(exclude_unset=True)
+    service.update_settings(db.session, room, change)
+    broadcast_state(room, students="show_leaderboard" in change)
     return {}
 
 
 @room_event("host_remove")
-def host_remove(data: dict) -> dict:
+def host_remove(data: HostRemoveIn) -> dict:
     room = _hosted_room(data)
-    seat = service.remove_player(db.session, room, data.get("player_id"))
+    seat = service.remove_player(db.session, room, data.player_id)
     socketio.emit(
         "removed", {"message": "The host removed you from this room."}, to=f"player:{seat.id}"
     )
@@ -247,22 +296,22 @@ def _seat_joined(room: Room, seat: RoomPlayer) -> dict:
 
 
 @room_event("join")
-def join(data: dict) -> dict:
+def join(data: JoinIn) -> dict:
     room = _room_of(data)
-    seat, token = service.join(db.session, room, data.get("nickname"), grace_seconds())
+    seat, token = service.join(db.session, room, data.nickname, grace_seconds())
     state = _seat_joined(room, seat)
     return {"player_token": token, "player_id": seat.id, "state": state}
 
 
 @room_event("rejoin")
-def rejoin(data: dict) -> dict:
+def rejoin(data: RejoinIn) -> dict:
     room = _room_of(data)
-    seat = service.rejoin(db.session, room, data.get("player_token"), grace_seconds())
+    seat = service.rejoin(db.session, room, data.player_token, grace_seconds())
     return {"player_id": seat.id, "state": _seat_joined(room, seat)}
 
 
 @room_event("guess")
-def guess(data: dict) -> dict:
+def guess(data: RoomAnswerIn) -> dict:
     received_at = datetime.now(UTC)
     room = _room_of(data)
     conn = _connections.get(request.sid)
@@ -270,17 +319,16 @@ def guess(data: dict) -> dict:
         raise RoomRuleError("join the room before answering")
     seat = db.session.get(RoomPlayer, conn.seat_id)
     tokenizer = _tokenizer()
-    with db.write_lock():
-        stored, duplicate = service.submit_guess(
-            db.session, room, seat, round_index=data.get("round"), text=data.get("text"),
-            skipped=data.get("skipped", False), client_key=data.get("client_key"),
-            reaction_ms=data.get("reaction_ms"), tokenizer=tokenizer,
-            max_chars=current_app.config["MAX_GUESS_CHARS"], received_at=received_at,
-        )
-    if not duplicate:
+    result = answers.submit(
+        db.session, service.RoomPolicy(room, seat, received_at), data,
+        player_id=seat.player_id, tokenizer=tokenizer, received_at=received_at,
+        write_lock=db.write_lock,
+    )
+    if not result.replayed:
         schedule_answers(room)
+    stored = result.guess
     return {
-        "duplicate": duplicate,
+        "duplicate": result.replayed,
         "answer": {
             "text": stored.raw_text, "skipped": stored.skipped,
             "tokens": [game.token_view(t, tokenizer) for t in stored.token_ids],

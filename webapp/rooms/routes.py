@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import io
 import random
+from typing import Literal
 
 from flask import abort, current_app, jsonify, render_template, request, url_for
+from pydantic import Field
 from sqlalchemy import func, select
 
 from .. import game
-from ..api import error, field, json_body, model_display_name
+from ..answers import Int64, Payload, SafeStr
+from ..api import accepts, error, model_display_name, parse_body
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
-from ..models import Corpus, Document, Room, ScoredDocument
+from ..models import Corpus, CorpusPurpose, Document, Room, RoomStatus, ScoredDocument
 from . import bp, service
 from .prompts import parse_prompts, prompt_model, score_prompt_documents, store_prompts
 from .state import RoomRuleError, normalize_join_code
@@ -51,7 +54,7 @@ def new_room_page():
         rows = db.session.execute(
             select(Corpus.name, func.count(Document.id))
             .join(Document, Document.corpus_id == Corpus.id)
-            .where(Corpus.purpose == "game", Document.id.in_(scored))
+            .where(Corpus.purpose == CorpusPurpose.GAME, Document.id.in_(scored))
             .group_by(Corpus.name)
             .order_by(Corpus.name)
         ).all()
@@ -96,25 +99,36 @@ def qr_code(code: str):
 
 @bp.get("/api/rooms/<code>")
 def room_info(code: str):
+    """A room's phase and number of players (what the join page checks)."""
     room = _room_or_404(code)
     n_players = len(service.active_players(db.session, room))
     return jsonify(code=room.code, phase=room.phase, status=room.status, n_players=n_players)
 
 
+class RoomCreateIn(Payload):
+    """POST /api/rooms: a room from a corpus (`corpus`, `rounds`) or from the teacher's own
+    `prompts` (one per line; the last token of a line, or the first after a `|`, is asked)."""
+
+    source: Literal["corpus", "prompts"]
+    corpus: SafeStr | None = Field(default=None, max_length=100)
+    rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=service.MAX_ROUNDS)
+    prompts: SafeStr | None = Field(default=None, max_length=20_000)
+    timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
+    show_histogram: bool = True
+    show_leaderboard: bool = True
+
+
 @bp.post("/api/rooms")
+@accepts(body=RoomCreateIn)
 def create_room():
-    body = json_body()
-    source = field(body, "source", str)
-    show_histogram = field(body, "show_histogram", bool, required=False, default=True)
-    show_leaderboard = field(body, "show_leaderboard", bool, required=False, default=True)
+    """Create a room; returns its join code and the host's secret token."""
+    body = parse_body(RoomCreateIn)
     try:
-        timer = service.check_timer(body.get("timer_seconds"))
-        if source == "corpus":
-            room, token = _room_from_corpus(body, timer, show_histogram, show_leaderboard)
-        elif source == "prompts":
-            room, token = _room_from_prompts(body, timer, show_histogram, show_leaderboard)
+        timer = service.check_timer(body.timer_seconds)
+        if body.source == "corpus":
+            room, token = _room_from_corpus(body, timer)
         else:
-            return error("source must be 'corpus' or 'prompts'", 400)
+            room, token = _room_from_prompts(body, timer)
     except RoomRuleError as exc:
         db.session.rollback()
         return error(exc.message, 400)
@@ -124,31 +138,31 @@ def create_room():
     ), 201
 
 
-def _room_from_corpus(body: dict, timer, show_histogram: bool, show_leaderboard: bool):
-    corpus = field(body, "corpus", str)
-    rounds = field(body, "rounds", int, required=False, default=DEFAULT_ROUNDS)
-    if not 1 <= rounds <= service.MAX_ROUNDS:
-        raise RoomRuleError(f"rounds must be between 1 and {service.MAX_ROUNDS}")
+def _room_from_corpus(body: RoomCreateIn, timer):
+    if body.corpus is None:
+        raise RoomRuleError("missing field 'corpus'")
     model = game.active_model(db.session, current_app.config["MODEL"])
     if model is None:
         abort(503, description="no passages are scored yet: run `humanlm score` (or `make run`)")
-    items = service.pick_corpus_items(db.session, model, corpus, rounds, random.SystemRandom())
+    items = service.pick_corpus_items(db.session, model, body.corpus, body.rounds, random.SystemRandom())
     room, token = service.create_room(
-        db.session, items=items, source="corpus", corpus_name=corpus, model_id=model.id,
-        timer_seconds=timer, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
+        db.session, items=items, source="corpus", corpus_name=body.corpus, model_id=model.id,
+        timer_seconds=timer, show_histogram=body.show_histogram,
+        show_leaderboard=body.show_leaderboard,
     )
     _set_join_url(room)
     return room, token
 
 
-def _room_from_prompts(body: dict, timer, show_histogram: bool, show_leaderboard: bool):
-    text = field(body, "prompts", str)
+def _room_from_prompts(body: RoomCreateIn, timer):
+    if body.prompts is None:
+        raise RoomRuleError("missing field 'prompts'")
     tokenizer = load_tokenizer(current_app.config["MODEL"])
-    items = store_prompts(db.session, parse_prompts(text), tokenizer)
+    items = store_prompts(db.session, parse_prompts(body.prompts), tokenizer)
     room, token = service.create_room(
         db.session, items=items, source="prompts", corpus_name="", model_id=None,
-        timer_seconds=timer, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
-        status="preparing",
+        timer_seconds=timer, show_histogram=body.show_histogram,
+        show_leaderboard=body.show_leaderboard, status=RoomStatus.PREPARING,
     )
     _set_join_url(room)
     socketio.start_background_task(

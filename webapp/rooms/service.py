@@ -19,13 +19,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import game, scoring
+from ..answers import (
+    AnswerRefused,
+    Match,
+    Placement,
+    RoomAnswerIn,
+    match_token,
+    model_view_of_token,
+)
 from ..lm import Tokenizer
 from ..models import (
+    AnswerSource,
     Corpus,
+    CorpusPurpose,
     Document,
     Guess,
     Item,
@@ -35,6 +44,7 @@ from ..models import (
     Room,
     RoomPlayer,
     RoomRound,
+    RoomStatus,
     ScoredDocument,
     utcnow,
 )
@@ -92,7 +102,7 @@ def pick_corpus_items(
     visited in random order, one position each, before any passage gives a second one.
     """
     corpus_row = session.scalar(select(Corpus).where(Corpus.name == corpus))
-    if corpus_row is None or corpus_row.purpose != "game":
+    if corpus_row is None or corpus_row.purpose != CorpusPurpose.GAME:
         raise RoomRuleError(f"unknown corpus {corpus!r}")
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
     rows = session.execute(
@@ -137,7 +147,7 @@ def create_room(
     timer_seconds: int | None,
     show_histogram: bool,
     show_leaderboard: bool,
-    status: str = "ready",
+    status: str = RoomStatus.READY,
     rng: random.Random | None = None,
 ) -> tuple[Room, str]:
     """A new room in the lobby with one planned round per item; returns (room, host token)."""
@@ -159,13 +169,13 @@ def create_room(
 
 def mark_ready(session: Session, room_id: int, model_id: int) -> None:
     session.execute(
-        update(Room).where(Room.id == room_id).values(status="ready", model_id=model_id, error=None)
+        update(Room).where(Room.id == room_id).values(status=RoomStatus.READY, model_id=model_id, error=None)
     )
     session.commit()
 
 
 def mark_failed(session: Session, room_id: int, message: str) -> None:
-    session.execute(update(Room).where(Room.id == room_id).values(status="failed", error=message))
+    session.execute(update(Room).where(Room.id == room_id).values(status=RoomStatus.FAILED, error=message))
     session.commit()
 
 
@@ -338,9 +348,9 @@ def apply_action(session: Session, room: Room, action: object, now: datetime | N
     """
     if not isinstance(action, str):
         raise RoomRuleError("missing field 'action'")
-    if room.status != "ready":
+    if room.status != RoomStatus.READY:
         raise RoomRuleError(
-            "the room is still being prepared" if room.status == "preparing"
+            "the room is still being prepared" if room.status == RoomStatus.PREPARING
             else f"the room could not be prepared: {room.error}"
         )
     now = now or utcnow()
@@ -394,87 +404,51 @@ def update_settings(session: Session, room: Room, data: dict) -> None:
 # ------------------------------------------------------------------------------ guesses
 
 
-def submit_guess(
-    session: Session,
-    room: Room,
-    seat: RoomPlayer,
-    *,
-    round_index: object,
-    text: object,
-    skipped: object,
-    client_key: object,
-    reaction_ms: object,
-    tokenizer: Tokenizer,
-    max_chars: int,
-    received_at: datetime,
-) -> tuple[Guess, bool]:
-    """Store a student's answer for the open round; returns (guess, duplicate).
+class RoomPolicy:
+    """Answers in a room: only to the open round, while it is open, from a seat in the room.
 
-    Stored before anything about the true token is shown (reveal needs LOCKED, and guesses are
-    accepted only while ANSWERING). The same client_key again returns the stored guess.
-    """
-    if isinstance(round_index, bool) or not isinstance(round_index, int):
-        raise RoomRuleError("missing field 'round'")
-    if not isinstance(client_key, str) or not 8 <= len(client_key) <= 64:
-        raise RoomRuleError("client_key must be a string of 8-64 characters")
-    skipped = bool(skipped) if isinstance(skipped, bool) else None
-    if skipped is None:
-        raise RoomRuleError("skipped must be true or false")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise RoomRuleError("text must be a string")
-    if len(text) > max_chars:
-        raise RoomRuleError(f"the answer is longer than {max_chars} characters")
-    if not skipped and not text.strip():
-        raise RoomRuleError("type an answer, or choose \"I don't know\"")
-    if reaction_ms is not None and (
-        isinstance(reaction_ms, bool) or not isinstance(reaction_ms, (int, float))
-        or not 0 <= reaction_ms <= 86_400_000
-    ):
-        raise RoomRuleError("reaction_ms must be a number of milliseconds")
-    if seat.removed:
-        raise RoomRuleError("the host removed you from this room")
+    Stored before anything about the true token is shown (reveal needs LOCKED, and answers are
+    accepted only while ANSWERING)."""
 
-    item_id = round_item_id(session, room.id, room.round_index)
-    # One query finds both a resent answer (same client_key) and an earlier answer this round.
-    earlier = session.scalars(
-        select(Guess).where(
-            (Guess.client_key == client_key)
-            | ((Guess.room_id == room.id) & (Guess.player_id == seat.player_id) & (Guess.item_id == item_id))
+    already_answered = "you already answered this round"
+
+    def __init__(self, room: Room, seat: RoomPlayer, received_at: datetime) -> None:
+        self.room = room
+        self.seat = seat
+        self.received_at = received_at
+
+    def locate(self, session: Session, answer: RoomAnswerIn) -> Placement:
+        room = self.room
+        if self.seat.removed:
+            raise AnswerRefused("the host removed you from this room", 403)
+        if room.phase != Phase.ANSWERING.value:
+            raise AnswerRefused("answers are closed for this round", 409)
+        if answer.round != room.round_index:
+            raise AnswerRefused("that round is over; answer the current question", 409)
+        deadline = room.deadline
+        if deadline is not None and self.received_at > deadline:
+            raise AnswerRefused("time is up for this round", 409)
+        item_id = round_item_id(session, room.id, room.round_index)
+        answered = session.scalar(
+            select(Guess.id).where(
+                Guess.room_id == room.id, Guess.player_id == self.seat.player_id,
+                Guess.item_id == item_id,
+            )
         )
-    ).all()
-    existing = next((g for g in earlier if g.client_key == client_key), None)
-    if existing is not None:
-        if existing.player_id != seat.player_id or existing.room_id != room.id:
-            raise RoomRuleError("client_key was already used for another answer")
-        return existing, True
-    if room.phase != Phase.ANSWERING.value:
-        raise RoomRuleError("answers are closed for this round")
-    if round_index != room.round_index:
-        raise RoomRuleError("that round is over; answer the current question")
-    deadline = room.deadline
-    if deadline is not None and received_at > deadline:
-        raise RoomRuleError("time is up for this round")
-    if earlier:
-        raise RoomRuleError("you already answered this round")
-    facts = item_facts(session, item_id, room.model_id)
-    match = game.match_guess(text if not skipped else "", facts.token_id, tokenizer, skipped)
-    guess = game.build_guess(
-        match, facts, raw_text="" if skipped else text, skipped=skipped, reaction_ms=reaction_ms,
-        client_key=client_key, player_id=seat.player_id, item_id=item_id,
-        model_id=room.model_id, server_received_at=received_at, room_id=room.id, source="room",
-    )
-    session.add(guess)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        again = session.scalar(select(Guess).where(Guess.client_key == client_key))
-        if again is not None and again.player_id == seat.player_id:
-            return again, True
-        raise RoomRuleError("you already answered this round") from None
-    return guess, False
+        if answered is not None:
+            raise AnswerRefused(self.already_answered, 409)
+        facts = item_facts(session, item_id, room.model_id)
+        row = {"model_id": room.model_id, "room_id": room.id, "source": AnswerSource.ROOM}
+        return Placement(item_id, facts.token_id, facts, row)
+
+    def match(self, answer: RoomAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
+        return match_token(answer.text, placement.token_id, tokenizer, answer.skipped)
+
+    def owns(self, guess: Guess, answer: RoomAnswerIn) -> bool:
+        return guess.room_id == self.room.id
+
+    def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
+        pass
 
 
 def _round_guesses(session: Session, room: Room, item_id: int) -> list[Guess]:
@@ -585,7 +559,7 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
     judged = [
         {
             "id": tid, "text": text_of(tid), "count": c, "model_prob": model_prob.get(tid),
-            "model_rank": game.model_view_of_token(prediction, tid)[1],
+            "model_rank": model_view_of_token(prediction, tid)[1],
             "verdict": _verdict(model_prob.get(tid)),
         }
         for tid, c in counts.items()
