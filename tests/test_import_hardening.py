@@ -102,7 +102,7 @@ def test_jsonl_nested_1000_levels_is_refused(app, runner, tmp_path, line):
 
 def test_jsonl_number_python_cannot_read_is_refused(app, runner, tmp_path):
     path = write(tmp_path, "x.jsonl", jsonl('{"text": "fine", "n": ' + "1" * 5000 + "}"))
-    refused(app, runner, ["corpus", "import", path], "x.jsonl:3: JSON that cannot be read")
+    refused(app, runner, ["corpus", "import", path], "x.jsonl:3: JSON with a number too long")
 
 
 def test_jsonl_nested_metadata_is_refused(app, runner, tmp_path):

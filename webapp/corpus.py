@@ -175,8 +175,10 @@ def _read_jsonl(text: str, path: Path, text_field: str) -> list[RawDocument]:
                 f"{path}:{number}: JSON nested too deeply to read (arrays or objects inside "
                 "each other hundreds of levels deep)"
             ) from None
-        except ValueError as exc:  # valid JSON Python refuses, e.g. a number of over 4,300 digits
-            raise CorpusImportError(f"{path}:{number}: JSON that cannot be read ({exc})") from None
+        except ValueError:  # valid JSON, but int() refuses more than 4,300 digits by default
+            raise CorpusImportError(
+                f"{path}:{number}: JSON with a number too long to read (thousands of digits)"
+            ) from None
         if not isinstance(row, dict):
             raise CorpusImportError(f"{path}:{number}: expected a JSON object per line")
         docs.append(_record(row, text_field, f"{path.name}:{number}"))
