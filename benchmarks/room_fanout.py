@@ -37,12 +37,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from webapp.cli import upgrade_database
+from webapp.config import DEFAULT_MODEL
 from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
 from webapp.extensions import db
 from webapp.lm import load_model
 from webapp.predictions import score_corpus
 
-SPEC = "llamacpp:gemma-3-270m"
+SPEC = DEFAULT_MODEL
 TEXT = (
     "Every morning the baker opened the shop before sunrise. The smell of warm bread filled the "
     "street, and the first customers were always the same two old friends."

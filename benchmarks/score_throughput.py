@@ -20,12 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from webapp.cli import upgrade_database
+from webapp.config import DEFAULT_MODEL
 from webapp.corpus import demo_documents, get_or_create_corpus, import_documents
 from webapp.extensions import db
 from webapp.lm import load_model
 from webapp.predictions import score_corpus
 
-SPEC = "llamacpp:gemma-3-270m"
+SPEC = DEFAULT_MODEL
 
 
 def peak_rss_mb() -> float:

@@ -17,9 +17,10 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
+from webapp.config import DEFAULT_MODEL
 from webapp.corpus import RawDocument
 
-MODEL_SPEC = "llamacpp:gemma-3-270m"
+MODEL_SPEC = DEFAULT_MODEL
 TEST_MAX_TOKENS = 128
 
 SHORT_TEXTS = [

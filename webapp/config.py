@@ -36,6 +36,9 @@ def asset_dir(name: str) -> Path:
     raise FileNotFoundError(f"humanlm's {name}/ folder is missing (looked in {installed})")
 
 
+DEFAULT_MODEL = "llamacpp:gemma-3-270m"  # the embedded base model (written once, here)
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str  # key in app.config
@@ -60,7 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Signs session cookies. Default: a random key kept in instance/secret_key.",
     ),
     Setting(
-        "MODEL", "HUMANLM_MODEL", "llamacpp:gemma-3-270m", str,
+        "MODEL", "HUMANLM_MODEL", DEFAULT_MODEL, str,
         "Language model spec: llamacpp:gemma-3-270m (embedded base model) or llamacpp:/path/model.gguf.",
     ),
     Setting(

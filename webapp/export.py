@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from analysis.schema import FORMATS, SCHEMA_VERSION, TABLES, Table, codebook_rows
 
+from .config import DEFAULT_MODEL
 from .models import (
     Corpus,
     Document,
@@ -694,7 +695,7 @@ def tokenizer_texts():
 
     from .lm import display_text, load_tokenizer
 
-    spec = current_app.config["MODEL"] if has_app_context() else "llamacpp:gemma-3-270m"
+    spec = current_app.config["MODEL"] if has_app_context() else DEFAULT_MODEL
     tokenizer = load_tokenizer(spec)
     cache: dict[int, str] = {}
 
