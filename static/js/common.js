@@ -1,10 +1,42 @@
 /* humanlm: helpers shared by the page scripts (play.js, study.js, host.js, student.js).
  * Plain ES2020, no build step: a classic script loaded before the page script, defining one
  * global, window.humanlm. Token texts always go through textContent, never innerHTML.
+ * The server's limits arrive as JSON in <script type="application/json" id="humanlm-config">
+ * (templates/base.html), never as inline script code.
  */
 'use strict';
 
 window.humanlm = (() => {
+  // ---------------------------------------------------------------- settings from the server
+
+  /** The page's settings: {limits: {max_guess_chars, max_nickname_chars}} from base.html. */
+  function readConfig() {
+    const node = document.getElementById('humanlm-config');
+    if (!node) return {};
+    try {
+      const data = JSON.parse(node.textContent || '{}');
+      return data && typeof data === 'object' ? data : {};
+    } catch (_) {
+      return {};
+    }
+  }
+  const config = readConfig();
+  const limits = Object.freeze({ ...(config.limits || {}) });
+
+  /** A new random idempotency key for one answer (a UUID; the server takes 8-64 characters). */
+  function clientKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+      try { return window.crypto.randomUUID(); } catch (_) { /* insecure context (plain http on a LAN) */ }
+    }
+    const bytes = new Uint8Array(16);
+    if (window.crypto && window.crypto.getRandomValues) window.crypto.getRandomValues(bytes);
+    else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
   // ---------------------------------------------------------------- DOM and tokens
 
   /** A new element with an optional class and text (set as textContent). */
@@ -54,6 +86,24 @@ window.humanlm = (() => {
   /** A token chip: <span class="chip [extraClass]"> holding renderTokenText(text). */
   function chip(text, extraClass, describe) {
     return renderTokenText(el('span', `chip${extraClass ? ` ${extraClass}` : ''}`), text, describe);
+  }
+
+  /** A token named in words, for tooltips: "space + the", "2 spaces", "empty token". */
+  function describeToken(text) {
+    const t = String(text ?? '');
+    if (t === '') return 'empty token';
+    if (/^ +$/.test(t)) return t.length === 1 ? 'a single space' : `${t.length} spaces`;
+    return t
+      .replace(/\n/g, '⏎')
+      .replace(/\t/g, '⇥')
+      .replace(/^ +/, (m) => (m.length === 1 ? 'space + ' : `${m.length} spaces + `));
+  }
+
+  /** A token in running text, whitespace made visible and quoted: “␣the”. */
+  function quoteToken(text) {
+    const t = String(text ?? '');
+    const shown = t === '' ? '∅' : t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥').replace(/\r/g, '');
+    return `“${shown}”`;
   }
 
   /** The text of a token given as {text, ...} or as a plain value ('' for null/undefined). */
@@ -143,6 +193,190 @@ window.humanlm = (() => {
     return data;
   }
 
+  // ---------------------------------------------------------------- the answer box (play, rooms, study)
+
+  /**
+   * Should the leading-space switch start on after this prefix? Off at the start of a text,
+   * after whitespace (the space is already there), after an opening bracket or quote, and
+   * inside a word: after a hyphen or apostrophe that follows a letter ("well-", "don'").
+   * Decided from the prefix alone, so it says nothing about the true next token.
+   */
+  function spaceAfter(prefix) {
+    const text = String(prefix ?? '');
+    if (!text || /\s$/u.test(text)) return false;
+    if (/[([{“‘«/]$/u.test(text)) return false;
+    if (/[\p{L}\p{N}][-'’]$/u.test(text)) return false;
+    return true;
+  }
+
+  /**
+   * The answer box of the solo game, a phone in a room and a study's token mode: the typed
+   * text, the leading-space switch (a click or Alt+S) and a live split of the answer into the
+   * model's tokens. The split comes from GET /api/tokenize, which is sent only the typed text:
+   * nothing about the true token is fetched before the answer is stored.
+   *
+   * One rule for the space: the text starts with a space exactly when the switch is on. A space
+   * typed at the start turns the switch on (and is not doubled); turning it off removes it.
+   *
+   * `root` holds the parts, found by class unless given: input (.guess-input), toggle (.switch,
+   * optional), toggleState (.switch__state, optional), chips (.chips) and summary
+   * (.token-summary), both optional (no live split without them). Options:
+   *   isActive()  may the player answer now (the switch, Alt+S and the split work only then)
+   *   onChange()  the answer text changed (typing or the switch)
+   *   emptySummary  the summary's text while the box is empty
+   */
+  function guessInput(root, {
+    input = root.querySelector('.guess-input'),
+    toggle = root.querySelector('.switch'),
+    toggleState = toggle ? toggle.querySelector('.switch__state') : null,
+    chips = root.querySelector('.chips'),
+    summary = root.querySelector('.token-summary'),
+    isActive = () => true,
+    onChange = () => {},
+    emptySummary = 'Your answer will be split into tokens here.',
+    delayMs = 120,
+  } = {}) {
+    const maxChars = Number(limits.max_guess_chars) || Infinity;
+    let spaceOn = false;
+    let seq = 0;
+    let timer = 0;
+    let abort = null;
+
+    const startsWithSpace = (t) => /^\s/.test(t);
+
+    /** The answer as it will be sent: the switch's space, then what was typed. */
+    function text() {
+      const typed = input.value;
+      const full = spaceOn && !startsWithSpace(typed) ? ` ${typed}` : typed;
+      return full.length > maxChars ? full.slice(0, maxChars) : full;
+    }
+
+    function message(msg, isError) {
+      if (!summary) return;
+      summary.textContent = msg;
+      summary.classList.toggle('is-error', !!isError);
+    }
+
+    function clearTokens() {
+      seq += 1;
+      clearTimeout(timer);
+      if (abort) abort.abort();
+      abort = null;
+      if (chips) chips.textContent = '';
+      message(emptySummary, false);
+      root.classList.remove('has-tokens');
+    }
+
+    function renderTokens(data) {
+      const tokens = Array.isArray(data.tokens) ? data.tokens : [];
+      chips.textContent = '';
+      if (!tokens.length) {
+        message(emptySummary, false);
+        root.classList.remove('has-tokens');
+        return;
+      }
+      tokens.forEach((t, i) => {
+        const c = chip(t.text, i === 0 ? 'chip--scored' : 'chip--extra', describeToken);
+        if (i === 0) c.appendChild(el('span', 'chip__tag', 'scored'));
+        chips.appendChild(c);
+      });
+      const n = typeof data.n_tokens === 'number' ? data.n_tokens : tokens.length;
+      const space = typeof data.starts_with_space === 'boolean' ? data.starts_with_space : startsWithSpace(data.text || '');
+      const parts = [`${n} token${n === 1 ? '' : 's'}`, space ? 'starts with a space' : 'no leading space'];
+      if (n > 1) parts.push(`only the first token (${quoteToken(tokens[0].text)}) is scored`);
+      message(parts.join(' · '), false);
+      root.classList.add('has-tokens');
+    }
+
+    async function tokenize(mySeq) {
+      if (abort) abort.abort();
+      const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
+      abort = ctrl;
+      try {
+        const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text())}`, undefined,
+          { signal: ctrl ? ctrl.signal : undefined });
+        if (mySeq !== seq || !isActive()) return; // stale
+        renderTokens(data);
+      } catch (err) {
+        if ((err && err.name === 'AbortError') || mySeq !== seq) return;
+        chips.textContent = '';
+        message((err && err.message) || 'Could not split your answer into tokens.', true);
+      }
+    }
+
+    function schedule(immediate) {
+      clearTimeout(timer);
+      if (!chips || !summary || !isActive()) return;
+      if (!input.value) {
+        clearTokens();
+        return;
+      }
+      const mySeq = ++seq;
+      timer = setTimeout(() => tokenize(mySeq), immediate ? 0 : delayMs);
+    }
+
+    function setSpace(on) {
+      spaceOn = !!on;
+      if (!spaceOn && startsWithSpace(input.value)) input.value = input.value.replace(/^\s+/, '');
+      if (toggle) toggle.setAttribute('aria-pressed', spaceOn ? 'true' : 'false');
+      if (toggleState) toggleState.textContent = spaceOn ? 'on' : 'off';
+      onChange();
+      schedule(true);
+    }
+
+    input.addEventListener('input', () => {
+      if (!isActive()) return;
+      if (!spaceOn && startsWithSpace(input.value)) {
+        setSpace(true); // a typed leading space is the switch's space
+        return;
+      }
+      onChange();
+      schedule(false);
+    });
+    if (toggle) {
+      toggle.addEventListener('click', () => {
+        if (!isActive()) return;
+        setSpace(!spaceOn);
+        input.focus();
+      });
+    }
+    // Alt+S with e.code too, for layouts where Alt+S types a character (macOS: ß).
+    document.addEventListener('keydown', (e) => {
+      if (e.defaultPrevented || e.isComposing || !toggle) return;
+      if (!e.altKey || e.ctrlKey || e.metaKey) return;
+      if (e.code !== 'KeyS' && e.key !== 's' && e.key !== 'S') return;
+      if (!isActive() || toggle.disabled) return;
+      e.preventDefault();
+      setSpace(!spaceOn);
+    });
+
+    return {
+      input,
+      text,
+      get spaceOn() { return spaceOn; },
+      setSpace,
+      /** A new question: an empty box and the switch as `spaceAfter(prefix)` says. */
+      reset(prefix) {
+        input.value = '';
+        clearTokens();
+        setSpace(spaceAfter(prefix));
+      },
+      /** Stop any split still on its way (the answer is being sent). */
+      stop() {
+        seq += 1;
+        clearTimeout(timer);
+        if (abort) abort.abort();
+        abort = null;
+      },
+      setEnabled(on) {
+        input.readOnly = !on;
+        if (toggle) toggle.disabled = !on;
+      },
+      /** Show a note (or an error) where the token split goes. */
+      message,
+    };
+  }
+
   // ---------------------------------------------------------------- rooms (host, student)
 
   /** Show the `.screen` inside `root` whose data-for is `name` and hide the others. */
@@ -227,9 +461,11 @@ window.humanlm = (() => {
   }
 
   return Object.freeze({
-    el, renderTokenText, chip, tokenText,
+    config, limits, clientKey,
+    el, renderTokenText, chip, tokenText, describeToken, quoteToken,
     pct, wholePct, capital, sleep,
     ApiError, api,
+    spaceAfter, guessInput,
     showScreen, emitWithAck, createToast, createCountdown,
   });
 })();

@@ -23,10 +23,6 @@
     input: $('guess-input'),
     guessBtn: $('guess-btn'),
     skipBtn: $('skip-btn'),
-    spaceToggle: $('space-toggle'),
-    spaceState: $('space-state'),
-    chips: $('token-chips'),
-    summary: $('token-summary'),
     reveal: $('reveal'),
     verdict: $('verdict'),
     verdictMark: $('verdict-mark'),
@@ -47,83 +43,37 @@
   const modelName = root.dataset.modelName || 'the model';
   if (els.modelNameInline && root.dataset.modelName) els.modelNameInline.textContent = modelName;
 
-  const TOKENIZE_DELAY_MS = 120;
   const GUESS_RETRY_DELAYS_MS = [400, 1000, 2500, 5000];
-  const DEFAULT_SUMMARY = 'Your guess will be split into tokens here.';
 
   const state = {
     phase: 'loading', // loading | question | submitting | reveal | done | error
     question: null,
     clientKey: null,
     shownAt: 0,
-    spaceOn: true,
     rendered: { docId: null, count: 0 },
-    tokSeq: 0,
-    tokTimer: 0,
-    tokAbort: null,
     nextSeq: 0,
     revealedAt: 0,
   };
 
   // ---------------------------------------------------------------- helpers
 
-  const { el, sleep, ApiError, api } = window.humanlm;
-
-  function newClientKey() {
-    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
-      try { return window.crypto.randomUUID(); } catch (_) { /* insecure context */ }
-    }
-    const bytes = new Uint8Array(16);
-    if (window.crypto && window.crypto.getRandomValues) {
-      window.crypto.getRandomValues(bytes);
-    } else {
-      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  }
-
-  /** Format a probability (0..1) as a readable percentage. */
-  function pct(p) {
-    if (p === null || p === undefined || Number.isNaN(p)) return '–';
-    const v = p * 100;
-    if (v >= 99.95 && v < 100) return '>99.9%';
-    if (v >= 1) return `${v.toFixed(1)}%`;
-    if (v >= 0.1) return `${v.toFixed(2)}%`;
-    if (v >= 0.001) return `${Number(v.toPrecision(2))}%`;
-    if (v > 0) return '<0.001%';
-    return '0%';
-  }
+  const {
+    el, sleep, ApiError, api, clientKey, pct, wholePct, describeToken, quoteToken,
+  } = window.humanlm;
 
   /** Whole-number percentage for score lines. */
-  function ratio(num, den) {
-    if (!den) return '0%';
-    return `${Math.round((num / den) * 100)}%`;
-  }
-
-  /** Human-readable name of a token for tooltips. */
-  function describeToken(text) {
-    if (text === '') return 'empty token';
-    if (/^ +$/.test(text)) return text.length === 1 ? 'a single space' : `${text.length} spaces`;
-    return text
-      .replace(/\n/g, '⏎')
-      .replace(/\t/g, '⇥')
-      .replace(/^ +/, (m) => (m.length === 1 ? 'space + ' : `${m.length} spaces + `));
-  }
-
-  /** Token text with whitespace made visible, for running text. */
-  function visibleToken(text) {
-    if (text === '') return '∅';
-    return text.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥').replace(/\r/g, '');
-  }
-
-  const quoteToken = (text) => `“${visibleToken(text)}”`;
+  const ratio = (num, den) => (den ? wholePct(num / den) : '0%');
 
   // The shared token rendering, plus a tooltip naming the token (describeToken).
   const renderTokenText = (node, text) => window.humanlm.renderTokenText(node, text, describeToken);
   const chip = (text, extraClass) => window.humanlm.chip(text, extraClass, describeToken);
+
+  // The answer box: typed text, leading-space switch (Alt+S) and the live token split.
+  const answerBox = window.humanlm.guessInput(els.ask, {
+    isActive: () => state.phase === 'question',
+    onChange: () => updateSlotPreview(),
+    emptySummary: 'Your guess will be split into tokens here.',
+  });
 
   // ---------------------------------------------------------------- alert
 
@@ -258,7 +208,7 @@
     const slot = document.getElementById('slot');
     if (!slot) return;
     const ghost = slot.querySelector('.slot__ghost');
-    const text = composeText();
+    const text = answerBox.text();
     if (state.phase !== 'question' || !els.input.value) {
       ghost.textContent = '';
       slot.classList.remove('slot--typing');
@@ -282,29 +232,6 @@
   }
 
   // ---------------------------------------------------------------- question
-
-  function defaultSpace(question) {
-    const ctx = Array.isArray(question.context) ? question.context : [];
-    if (question.prefix_ends_with_space) return false;
-    if (ctx.length === 0) return false;
-    const last = String(ctx[ctx.length - 1]);
-    if (last === '' || last.endsWith('\n')) return false;
-    return true;
-  }
-
-  function setSpace(on) {
-    state.spaceOn = !!on;
-    els.spaceToggle.setAttribute('aria-pressed', state.spaceOn ? 'true' : 'false');
-    els.spaceState.textContent = state.spaceOn ? 'on' : 'off';
-    updateSlotPreview();
-    scheduleTokenize(true);
-  }
-
-  function composeText() {
-    const typed = els.input.value;
-    const text = (state.spaceOn ? ' ' : '') + typed;
-    return text.length > 200 ? text.slice(0, 200) : text;
-  }
 
   function renderProgress(question) {
     const answered = Number(question.answered_in_document) || 0;
@@ -330,7 +257,7 @@
   function showQuestion(question, stats) {
     state.question = question;
     root.dataset.itemId = String(question.item_id);
-    state.clientKey = newClientKey();
+    state.clientKey = clientKey();
     hideAlert();
     els.done.hidden = true;
     els.reveal.hidden = true;
@@ -343,11 +270,9 @@
     renderMiniScore(stats);
     renderPassage(question);
 
-    els.input.value = '';
-    clearTokens();
     setPhase('question');
     setFormEnabled(true);
-    setSpace(defaultSpace(question));
+    answerBox.reset(Array.isArray(question.context) ? question.context.join('') : '');
     focusInput();
     state.shownAt = performance.now();
   }
@@ -366,10 +291,9 @@
   }
 
   function setFormEnabled(on) {
-    els.input.readOnly = !on;
+    answerBox.setEnabled(on);
     els.guessBtn.disabled = !on;
     els.skipBtn.disabled = !on;
-    els.spaceToggle.disabled = !on;
     els.ask.classList.toggle('is-busy', !on);
   }
 
@@ -438,83 +362,13 @@
     if (link) link.focus();
   }
 
-  // ---------------------------------------------------------------- tokenize preview
-
-  function clearTokens() {
-    state.tokSeq++;
-    clearTimeout(state.tokTimer);
-    if (state.tokAbort) state.tokAbort.abort();
-    state.tokAbort = null;
-    els.chips.textContent = '';
-    els.summary.textContent = DEFAULT_SUMMARY;
-    els.summary.classList.remove('is-error');
-    els.ask.classList.remove('has-tokens');
-  }
-
-  function scheduleTokenize(immediate) {
-    clearTimeout(state.tokTimer);
-    if (state.phase !== 'question') return;
-    if (!els.input.value) {
-      clearTokens();
-      return;
-    }
-    const seq = ++state.tokSeq;
-    state.tokTimer = setTimeout(() => tokenize(seq), immediate ? 0 : TOKENIZE_DELAY_MS);
-  }
-
-  async function tokenize(seq) {
-    const text = composeText();
-    if (state.tokAbort) state.tokAbort.abort();
-    const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
-    state.tokAbort = ctrl;
-    try {
-      const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text)}`, undefined, { signal: ctrl ? ctrl.signal : undefined });
-      if (seq !== state.tokSeq || state.phase !== 'question') return; // stale
-      renderTokens(data);
-    } catch (err) {
-      if (err && err.name === 'AbortError') return;
-      if (seq !== state.tokSeq) return;
-      els.chips.textContent = '';
-      els.summary.textContent = err.message || 'Could not split your guess into tokens.';
-      els.summary.classList.add('is-error');
-    }
-  }
-
-  function renderTokens(data) {
-    const tokens = Array.isArray(data.tokens) ? data.tokens : [];
-    els.chips.textContent = '';
-    els.summary.classList.remove('is-error');
-    if (!tokens.length) {
-      els.summary.textContent = DEFAULT_SUMMARY;
-      els.ask.classList.remove('has-tokens');
-      return;
-    }
-    tokens.forEach((t, i) => {
-      const c = chip(t.text, i === 0 ? 'chip--scored' : 'chip--extra');
-      if (i === 0) {
-        const tag = el('span', 'chip__tag', 'scored');
-        c.appendChild(tag);
-      }
-      els.chips.appendChild(c);
-    });
-    const n = typeof data.n_tokens === 'number' ? data.n_tokens : tokens.length;
-    const startsWithSpace = typeof data.starts_with_space === 'boolean'
-      ? data.starts_with_space
-      : /^\s/.test(data.text || '');
-    const parts = [`${n} token${n === 1 ? '' : 's'}`, startsWithSpace ? 'starts with a space' : 'no leading space'];
-    if (n > 1) parts.push(`only the first token (${quoteToken(tokens[0].text)}) is scored`);
-    els.summary.textContent = parts.join(' · ');
-    els.ask.classList.add('has-tokens');
-  }
-
   // ---------------------------------------------------------------- guessing
 
   async function submitGuess(skip) {
     if (state.phase !== 'question' || !state.question) return;
     const typed = els.input.value;
     if (!skip && typed.length === 0) {
-      els.summary.textContent = 'Type a guess first, or choose “I don\u2019t know”.';
-      els.summary.classList.add('is-error');
+      answerBox.message('Type a guess first, or choose “I don\u2019t know”.', true);
       els.input.focus();
       els.ask.classList.remove('shake');
       void els.ask.offsetWidth; // restart the animation
@@ -524,15 +378,12 @@
     const reactionMs = Math.max(0, performance.now() - state.shownAt);
     const body = {
       item_id: state.question.item_id,
-      text: skip ? '' : composeText(),
+      text: skip ? '' : answerBox.text(),
       skipped: !!skip,
       client_key: state.clientKey,
       reaction_ms: Math.round(reactionMs * 10) / 10,
     };
-    // Stop any pending tokenizer call: the answer is about to be shown.
-    state.tokSeq++;
-    clearTimeout(state.tokTimer);
-    if (state.tokAbort) state.tokAbort.abort();
+    answerBox.stop(); // no token split arrives after this: the answer is about to be shown
 
     setPhase('submitting');
     setFormEnabled(false);
@@ -565,8 +416,7 @@
         // Only a network failure is retried, with the SAME client_key, so the
         // server stores the guess exactly once.
         if (!(err instanceof ApiError) || !err.network || attempt === GUESS_RETRY_DELAYS_MS.length) throw err;
-        els.summary.textContent = 'Connection trouble, retrying…';
-        els.summary.classList.add('is-error');
+        answerBox.message('Connection trouble, retrying…', true);
         await sleep(GUESS_RETRY_DELAYS_MS[attempt]);
       }
     }
@@ -773,18 +623,6 @@
 
   els.skipBtn.addEventListener('click', () => submitGuess(true));
 
-  els.spaceToggle.addEventListener('click', () => {
-    if (state.phase !== 'question') return;
-    setSpace(!state.spaceOn);
-    els.input.focus();
-  });
-
-  els.input.addEventListener('input', () => {
-    if (state.phase !== 'question') return;
-    els.summary.classList.remove('is-error');
-    updateSlotPreview();
-    scheduleTokenize(false);
-  });
 
   els.nextBtn.addEventListener('click', () => {
     if (state.phase !== 'reveal' && state.phase !== 'error') return;
@@ -806,15 +644,7 @@
     const key = e.key;
     const inField = e.target === els.input;
 
-    // Alt+S: leading-space toggle. Use e.code so it works with layouts where
-    // Alt+S produces a character (macOS: ß).
-    if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyS' || key === 's' || key === 'S')) {
-      if (state.phase === 'question') {
-        e.preventDefault();
-        setSpace(!state.spaceOn);
-      }
-      return;
-    }
+    // Alt+S (the leading-space switch) is handled by the answer box, humanlm.guessInput.
     if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyN' || key === 'n' || key === 'N')) {
       e.preventDefault();
       if (state.phase !== 'submitting' && state.phase !== 'loading') loadNext(true);

@@ -39,7 +39,6 @@
     input: $('guess-input'),
     guessBtn: $('guess-btn'),
     skipBtn: $('skip-btn'),
-    spaceToggle: $('space-toggle'),
     guessError: $('guess-error'),
     sent: $('s-sent'),
     sentTitle: $('s-sent-title'),
@@ -85,7 +84,6 @@
     feedback: {},       // round index -> Feedback
     shownRound: null,   // round index whose question is on screen
     shownAt: 0,
-    spaceOn: true,
     sending: false,
     joining: false,
   };
@@ -93,7 +91,7 @@
   // ---------------------------------------------------------------- helpers
 
   const {
-    el, renderTokenText, chip, tokenText, pct, wholePct, capital, sleep,
+    el, renderTokenText, chip, tokenText, pct, wholePct, capital, sleep, quoteToken, clientKey,
     showScreen, emitWithAck, createToast, createCountdown,
   } = window.humanlm;
 
@@ -120,22 +118,12 @@
     }
   }
 
-  function newClientKey() {
-    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
-      try { return window.crypto.randomUUID(); } catch (_) { /* insecure context (plain http on a LAN) */ }
-    }
-    const bytes = new Uint8Array(16);
-    if (window.crypto && window.crypto.getRandomValues) window.crypto.getRandomValues(bytes);
-    else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
-
   /** The idempotency key of my answer to `round`: one per round, kept across a resend or reload. */
   function clientKeyFor(round) {
     const name = guessKeyName(S.code, round);
     let key = load('session', name);
     if (!key) {
-      key = newClientKey();
+      key = clientKey();
       store('session', name, key);
     }
     return key;
@@ -321,23 +309,16 @@
 
   // ---------------------------------------------------------------- a round
 
-  function defaultSpace(context) {
-    const ctx = Array.isArray(context) ? context : [];
-    if (!ctx.length) return false;
-    const last = String(ctx[ctx.length - 1]);
-    return !(last === '' || /\s$/.test(last));
-  }
+  const canAnswer = () => !!(S.state && S.state.phase === 'answering' && !S.answered && !S.sending);
 
-  function composeText() {
-    const text = (S.spaceOn ? ' ' : '') + els.input.value;
-    return text.length > 200 ? text.slice(0, 200) : text;
-  }
-
-  function setSpace(on) {
-    S.spaceOn = !!on;
-    els.spaceToggle.setAttribute('aria-pressed', S.spaceOn ? 'true' : 'false');
-    updateSlot();
-  }
+  // The answer box of the solo game: leading-space switch (Alt+S) and the live token split.
+  const answerBox = window.humanlm.guessInput(els.ask, {
+    isActive: canAnswer,
+    onChange: () => {
+      els.guessError.hidden = true;
+      updateSlot();
+    },
+  });
 
   function renderPrefix(context) {
     const box = els.prefix;
@@ -362,7 +343,7 @@
     const st = S.state;
     let text = '';
     if (S.answered && S.myAnswer && !S.myAnswer.skipped) text = S.myAnswer.text || '';
-    else if (st && st.phase === 'answering' && !S.answered && els.input.value) text = composeText();
+    else if (st && st.phase === 'answering' && !S.answered && els.input.value) text = answerBox.text();
     slot.classList.toggle('slot--sent', S.answered || (st && st.phase !== 'answering'));
     if (!text) {
       ghost.textContent = '';
@@ -380,9 +361,8 @@
     if (fresh) {
       S.shownRound = round.index;
       renderPrefix(round.context);
-      els.input.value = '';
+      answerBox.reset(Array.isArray(round.context) ? round.context.join('') : '');
       els.guessError.hidden = true;
-      setSpace(defaultSpace(round.context));
       S.shownAt = performance.now();
     }
     const answering = st.phase === 'answering';
@@ -413,7 +393,7 @@
         const toks = Array.isArray(S.sentTokens) ? S.sentTokens : [];
         if (toks.length > 1) {
           els.sentAnswer.append(el('span', 'muted small s-sent__note',
-            ` ${toks.length} tokens: only the first, “${toks[0].text.replace(/ /g, '␣')}”, is scored.`));
+            ` ${toks.length} tokens: only the first, ${quoteToken(toks[0].text)}, is scored.`));
         }
       }
     }
@@ -427,10 +407,9 @@
   }
 
   function setFormEnabled(on) {
-    els.input.readOnly = !on;
+    answerBox.setEnabled(on);
     els.guessBtn.disabled = !on;
     els.skipBtn.disabled = !on;
-    els.spaceToggle.disabled = !on;
   }
 
   function focusInput() {
@@ -453,12 +432,13 @@
     const payload = {
       code: S.code,
       round: roundIndex,
-      text: skip ? '' : composeText(),
+      text: skip ? '' : answerBox.text(),
       skipped: !!skip,
       client_key: clientKeyFor(roundIndex),
       reaction_ms: Math.round(Math.max(0, performance.now() - S.shownAt) * 10) / 10,
     };
     S.sending = true;
+    answerBox.stop();
     els.guessError.hidden = true;
     setFormEnabled(false);
     const busyBtn = skip ? els.skipBtn : els.guessBtn;
@@ -604,22 +584,6 @@
     sendGuess(false);
   });
   els.skipBtn.addEventListener('click', () => sendGuess(true));
-  els.spaceToggle.addEventListener('click', () => {
-    setSpace(!S.spaceOn);
-    els.input.focus();
-  });
-  els.input.addEventListener('input', () => {
-    els.guessError.hidden = true;
-    updateSlot();
-  });
-  document.addEventListener('keydown', (e) => {
-    if (e.altKey && !e.ctrlKey && !e.metaKey && (e.code === 'KeyS' || e.key === 's' || e.key === 'S')) {
-      if (S.state && S.state.phase === 'answering' && !S.answered) {
-        e.preventDefault();
-        setSpace(!S.spaceOn);
-      }
-    }
-  });
   els.rejoinBtn.addEventListener('click', () => showJoin(''));
 
   // ---------------------------------------------------------------- connection

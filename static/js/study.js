@@ -43,7 +43,7 @@
     alert: $('alert'), alertMessage: $('alert-message'), alertRetry: $('alert-retry'),
     progressText: $('progress-text'), progressBar: $('progress-bar'), passage: $('passage'),
     ask: $('ask'), form: $('answer-form'), input: $('answer-input'), button: $('answer-btn'),
-    skip: $('skip-btn'), space: $('space-toggle'), confidence: $('confidence'),
+    skip: $('skip-btn'), confidence: $('confidence'),
     confidenceOut: $('confidence-out'), formError: $('form-error'),
     feedback: $('feedback'), feedbackTitle: $('feedback-title'), feedbackLine: $('feedback-line'),
     feedbackModel: $('feedback-model'), continueBtn: $('continue-btn'),
@@ -58,22 +58,23 @@
     next: null, // the reply after an answer: the next state, shown after the feedback
     clientKey: null,
     shownAt: 0,
-    spaceOn: true,
     touched: false,
   };
 
-  const { sleep } = window.humanlm;
+  const { sleep, clientKey, pct, chip } = window.humanlm;
   const api = (method, url, body) => window.humanlm.api(method, url, body, {
     csrfToken: csrf,
     networkMessage: 'Could not reach the server. Check your connection; your answers so far are saved.',
   });
 
-  function newKey() {
-    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
-      try { return window.crypto.randomUUID().replace(/-/g, ''); } catch (_) { /* insecure context */ }
-    }
-    return Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join('');
-  }
+  // Token mode: the answer box of the solo game (leading-space switch, Alt+S, live token split).
+  // Word mode: a plain box; the server adds the space a word needs.
+  const answerBox = mode === 'token'
+    ? window.humanlm.guessInput(els.ask, {
+      isActive: () => state.phase === 'question',
+      onChange: () => { els.formError.hidden = true; },
+    })
+    : null;
 
   function setPhase(phase) {
     state.phase = phase;
@@ -88,11 +89,6 @@
     els.alertRetry.onclick = () => { els.alert.hidden = true; retry(); };
   }
 
-  function setSpace(on) {
-    state.spaceOn = !!on;
-    if (els.space) els.space.setAttribute('aria-pressed', state.spaceOn ? 'true' : 'false');
-  }
-
   function renderProgress(answered, total, shown = Math.min(answered + 1, total)) {
     els.progressText.textContent = total ? `Question ${shown} of ${total}` : '';
     els.progressBar.style.width = total ? `${(100 * answered) / total}%` : '0%';
@@ -101,7 +97,7 @@
   function renderQuestion(reply) {
     const q = reply.question;
     state.question = q;
-    state.clientKey = newKey();
+    state.clientKey = clientKey();
     state.touched = false;
     renderProgress(reply.answered, reply.total);
 
@@ -116,7 +112,6 @@
     els.passage.append(text, slot);
     els.passage.scrollTop = els.passage.scrollHeight;
 
-    setSpace(!q.prefix_ends_with_space);
     els.input.value = '';
     els.formError.hidden = true;
     if (els.confidence) {
@@ -130,6 +125,7 @@
     els.button.disabled = false;
     if (els.skip) els.skip.disabled = false;
     setPhase('question');
+    if (answerBox) answerBox.reset(q.context);
     els.input.focus({ preventScroll: true });
     state.shownAt = performance.now();
   }
@@ -181,7 +177,7 @@
       probability = Number(els.confidence.value) / 100;
     }
     let text = typed;
-    if (mode === 'token' && !skipped) text = (state.spaceOn ? ' ' : '') + typed.replace(/^\s+/, '');
+    if (answerBox) text = answerBox.text();
     if (mode === 'word') text = typed.trim();
     const body = {
       study_item_id: state.question.study_item_id,
@@ -193,6 +189,7 @@
     if (probability !== null) body.reported_probability = probability;
 
     setPhase('sending');
+    if (answerBox) answerBox.stop();
     els.formError.hidden = true;
     els.input.disabled = true;
     els.button.disabled = true;
@@ -237,13 +234,10 @@
     els.feedbackTitle.textContent = fb.skipped ? 'Skipped' : fb.correct ? 'Right!' : 'Not this time';
     els.feedbackLine.textContent = '';
     els.feedbackLine.append('The text continued with ');
-    const chip = document.createElement('span');
-    chip.className = 'chip chip--target';
-    chip.textContent = fb.target.replace(/ /g, '␣');
-    els.feedbackLine.append(chip);
+    els.feedbackLine.append(chip(fb.target, 'chip--target'));
     if (fb.near_miss) els.feedbackLine.append(' (your answer differed only by the space before it)');
     els.feedbackModel.textContent = fb.model_top
-      ? `The language model's first choice was “${fb.model_top.text}” (${Math.round(fb.model_top.prob * 100)}%).`
+      ? `The language model's first choice was “${fb.model_top.text}” (${pct(fb.model_top.prob)}).`
       : '';
     setPhase('feedback');
     els.continueBtn.focus();
@@ -251,7 +245,6 @@
 
   els.form.addEventListener('submit', (e) => { e.preventDefault(); send(false); });
   if (els.skip) els.skip.addEventListener('click', () => send(true));
-  if (els.space) els.space.addEventListener('click', () => { setSpace(!state.spaceOn); els.input.focus(); });
   if (els.confidence) {
     const touch = () => {
       state.touched = true;
@@ -271,9 +264,6 @@
     if (e.key === 'Escape' && state.phase === 'question' && els.skip) {
       e.preventDefault();
       send(true);
-    } else if (e.altKey && (e.key === 's' || e.key === 'S' || e.code === 'KeyS') && els.space && state.phase === 'question') {
-      e.preventDefault();
-      setSpace(!state.spaceOn);
     } else if (e.key === 'Enter' && state.phase === 'feedback' && document.activeElement !== els.continueBtn) {
       e.preventDefault();
       els.continueBtn.click();
