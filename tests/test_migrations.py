@@ -67,3 +67,39 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(tmp_path):
         assert set(inspect(engine).get_table_names()) - {"alembic_version"} == set(Base.metadata.tables)
     finally:
         engine.dispose()
+
+
+def test_one_answer_index_refuses_a_database_with_duplicate_answers(tmp_path):
+    """Migration 0004 names existing duplicates and changes nothing, instead of failing deep in
+    the database or deleting someone's data."""
+    import click
+    import pytest
+    from sqlalchemy import text
+
+    from webapp.cli import upgrade_database
+
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from webapp.models import Corpus, Document, Guess, Item, Player
+
+    url, _cfg = _upgraded(tmp_path, "0003")
+    engine = create_engine(url)
+    with Session(engine) as session:  # the guesses table at 0003 has every column of today's
+        doc = Document(corpus=Corpus(name="c"), text="a b", content_hash="h", tokenizer="t",
+                       token_ids=[1, 2], n_tokens=2)
+        item = Item(document=doc, position=1, token_id=2, token_text=" b", char_start=1, playable=True)
+        session.add_all([doc, item, Player(id="p")])
+        session.flush()
+        for key in ("key-one-1", "key-two-2"):
+            session.add(Guess(client_key=key, player_id="p", item_id=item.id, match_rule="none",
+                              server_received_at=datetime.now(UTC)))
+        session.commit()
+    with pytest.raises(click.ClickException) as refused:
+        upgrade_database(url)
+    assert "player p item 1 (2 rows)" in refused.value.message
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0003"
+        assert conn.execute(text("SELECT COUNT(*) FROM guesses")).scalar() == 2
+    engine.dispose()

@@ -39,12 +39,20 @@ def alembic_config(url: str):
     return cfg
 
 
+class MigrationRefused(RuntimeError):
+    """A migration found data it must not change silently; its message says what to do."""
+
+
 def upgrade_database(url: str, revision: str = "head") -> None:
-    """Apply Alembic migrations (creates the SQLite file on first use)."""
+    """Apply Alembic migrations (creates the SQLite file on first use). A migration that refuses
+    to run becomes a clear CLI error (exit 1), with the database left at the last revision."""
     from alembic import command
 
     db.configure(url)
-    command.upgrade(alembic_config(url), revision)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except MigrationRefused as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 @click.group("db", help="Create or migrate the database (Alembic).")

@@ -14,6 +14,8 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
+from webapp.cli import MigrationRefused
+
 revision: str = "0004"
 down_revision: Union[str, None] = "0003"
 branch_labels: Union[str, Sequence[str], None] = None
@@ -29,7 +31,7 @@ def upgrade() -> None:
     )).all()
     if duplicates:
         shown = ", ".join(f"player {p} item {i} ({n} rows)" for p, i, n in duplicates)
-        raise RuntimeError(
+        raise MigrationRefused(
             "cannot add the one-answer-per-position index: some players have several answers "
             f"for the same position ({shown}, ...). Export your data first, then decide which "
             "rows to keep: SELECT * FROM guesses WHERE (player_id, item_id) IN (SELECT player_id, "
