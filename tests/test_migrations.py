@@ -72,16 +72,14 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(tmp_path):
 def test_one_answer_index_refuses_a_database_with_duplicate_answers(tmp_path):
     """Migration 0004 names existing duplicates and changes nothing, instead of failing deep in
     the database or deleting someone's data."""
+    from datetime import UTC, datetime
+
     import click
     import pytest
     from sqlalchemy import text
-
-    from webapp.cli import upgrade_database
-
-    from datetime import UTC, datetime
-
     from sqlalchemy.orm import Session
 
+    from webapp.cli import upgrade_database
     from webapp.models import Corpus, Document, Guess, Item, Player
 
     url, _cfg = _upgraded(tmp_path, "0003")
