@@ -11,7 +11,7 @@ from webapp.game import active_model
 from webapp.lm import load_tokenizer
 from webapp.models import Participant, Study
 from webapp.research.auth import create_researcher
-from webapp.research.studies import create_study
+from webapp.research.setup import create_study
 
 MODEL_SPEC = "llamacpp:gemma-3-270m"
 PASSWORD = "correct horse battery"
@@ -29,7 +29,7 @@ _CSRF = re.compile(r'name="csrf[-_]token" (?:value|content)="([^"]+)"')
 
 
 def make_study(app, **overrides) -> int:
-    """Create a study (through webapp.research.studies, as the CLI does); returns its id."""
+    """Create a study (through webapp.research.setup, as the CLI does); returns its id."""
     with app.app_context():
         session = db.new_session()
         try:

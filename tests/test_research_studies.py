@@ -27,8 +27,10 @@ from webapp.extensions import db
 from webapp.game import active_model, prediction_for
 from webapp.lm import load_tokenizer
 from webapp.models import Corpus, Document, Guess, Item, Participant, Study, StudyItem
-from webapp.research import studies
-from webapp.research.studies import StudyError, create_study, eligible_items
+from webapp.research.assignment import assign_items, fill_counts, response_counts
+from webapp.research.dashboard import study_summary
+from webapp.research.participants import progress, start_participant, submit_answer
+from webapp.research.setup import CHECKS_CORPUS, StudyError, create_study, eligible_items, set_pilot
 from webapp.words import target_word
 
 pytestmark = pytest.mark.model
@@ -92,13 +94,13 @@ def test_every_bad_field_is_named_and_nothing_is_stored(dbs):
         assert field in errors, (field, errors)
     assert "unknown setting" in errors["show_feeback"]
     assert dbs.scalar(select(func.count(Study.id))) == 0
-    assert dbs.scalar(select(func.count(Corpus.id)).where(Corpus.name == studies.CHECKS_CORPUS)) == 0
+    assert dbs.scalar(select(func.count(Corpus.id)).where(Corpus.name == CHECKS_CORPUS)) == 0
 
 
 def test_a_refused_study_leaves_no_check_documents(dbs):
     errors = _errors(dbs, {**BASE_SPEC, "checks": ["Type the word green: | green"], "items_per_participant": 400})
     assert "items_per_participant" in errors and "only" in errors["items_per_participant"]
-    assert dbs.scalar(select(func.count(Document.id)).join(Corpus).where(Corpus.name == studies.CHECKS_CORPUS)) == 0
+    assert dbs.scalar(select(func.count(Document.id)).join(Corpus).where(Corpus.name == CHECKS_CORPUS)) == 0
 
 
 @pytest.mark.parametrize(
@@ -158,12 +160,12 @@ def test_word_mode_uses_word_starts_only(dbs):
 
 def _finish(dbs, study, participant, tokenizer, now, text="zzz"):
     while True:
-        _seq, _done, si = studies.progress(dbs, study, participant)
+        _seq, _done, si = progress(dbs, study, participant)
         if si is None:
             return
         answer = StudyAnswerIn(study_item_id=si.id, text=text, skipped=False,
                                client_key=f"key-{participant.id:04d}-{si.id:04d}", reaction_ms=900)
-        studies.submit_answer(dbs, study, participant, tokenizer, answer, received_at=now)
+        submit_answer(dbs, study, participant, tokenizer, answer, received_at=now)
         dbs.commit()
 
 
@@ -174,24 +176,24 @@ def test_balanced_assignment_fills_least_first_and_pilots_do_not_count(dbs):
     now = datetime.now(UTC)
     # Pilots first: they answer, but the counts the assignment uses stay at zero.
     for _ in range(3):
-        pilot = studies.start_participant(dbs, study, {}, now=now)
+        pilot = start_participant(dbs, study, {}, now=now)
         dbs.commit()
         assert pilot.pilot
         _finish(dbs, study, pilot, tokenizer, now)
-    assert set(studies.response_counts(dbs, study).values()) == {0}
-    studies.set_pilot(study, False)
+    assert set(response_counts(dbs, study).values()) == {0}
+    set_pilot(study, False)
     dbs.commit()
     # 6 items x 3 responses / 2 per participant = 9 participants fill every item exactly.
     for n in range(1, 10):
-        p = studies.start_participant(dbs, study, {"participant": f"p{n}"}, now=now)
+        p = start_participant(dbs, study, {"participant": f"p{n}"}, now=now)
         dbs.commit()
         assert not p.pilot and len(p.assigned) == 2 and len(set(p.assigned)) == 2
         _finish(dbs, study, p, tokenizer, now)
-        counts = studies.response_counts(dbs, study)
+        counts = response_counts(dbs, study)
         assert max(counts.values()) - min(counts.values()) <= 1, counts  # least-filled first
         assert sum(counts.values()) == 2 * n
-    assert set(studies.response_counts(dbs, study).values()) == {3}
-    summary = studies.study_summary(dbs, study)
+    assert set(response_counts(dbs, study).values()) == {3}
+    summary = study_summary(dbs, study)
     assert summary["responses"]["items_at_target"] == 6 and summary["responses"]["needed"] == 0
     assert summary["participants"] == {"started": 9, "finished": 9, "in_progress": 0, "excluded": 0, "pilot": 3}
 
@@ -200,15 +202,15 @@ def test_participants_starting_together_get_different_items(dbs):
     study = _create(dbs, items={"sample": 6}, items_per_participant=2, target_responses=1)
     dbs.commit()
     now = datetime.now(UTC)
-    a = studies.start_participant(dbs, study, {}, now=now)
-    b = studies.start_participant(dbs, study, {}, now=now)
-    c = studies.start_participant(dbs, study, {}, now=now)
+    a = start_participant(dbs, study, {}, now=now)
+    b = start_participant(dbs, study, {}, now=now)
+    c = start_participant(dbs, study, {}, now=now)
     dbs.commit()
     assert len(set(a.assigned) | set(b.assigned) | set(c.assigned)) == 6  # reservations spread them
     # A run abandoned longer ago than the reservation window no longer holds its items.
     a.started_at = now - timedelta(minutes=61)
     dbs.commit()
-    counts = studies.fill_counts(dbs, study, now=now, reservation_minutes=60)
+    counts = fill_counts(dbs, study, now=now, reservation_minutes=60)
     assert sorted(counts.values()) == [0, 0, 1, 1, 1, 1]
     assert all(counts[si] == 0 for si in a.assigned)
 
@@ -217,7 +219,7 @@ def test_assignment_is_reproducible_and_fixed_order_spreads_checks(dbs):
     study = _create(dbs, items={"sample": 6}, items_per_participant=4, order="fixed",
                     checks=["Please type the word red: | red", "Now type the word green: | green"])
     dbs.commit()
-    p = studies.start_participant(dbs, study, {}, now=datetime.now(UTC))
+    p = start_participant(dbs, study, {}, now=datetime.now(UTC))
     dbs.commit()
     kinds = [dbs.get(StudyItem, i).kind for i in p.assigned]
     assert kinds.count("check") == 2 and kinds.count("test") == 4
@@ -226,8 +228,8 @@ def test_assignment_is_reproducible_and_fixed_order_spreads_checks(dbs):
     assert [si.order for si in tests] == sorted(si.order for si in tests)
     # The stored seed reproduces the tie-breaks: same counts + same participant -> same choice.
     saved, p.assigned = list(p.assigned), []
-    assert studies.assign_items(dbs, study, p, now=datetime.now(UTC),
-                                reservation_minutes=60) == saved
+    assert assign_items(dbs, study, p, now=datetime.now(UTC),
+                        reservation_minutes=60) == saved
 
 
 # ---------------------------------------------------------------------------- participant journey
@@ -365,9 +367,9 @@ def test_comprehension_threshold_flags_excluded_and_keeps_the_data(scored_app, d
     check_guesses = dbs.scalars(select(Guess).where(Guess.player_id == p.player_id, Guess.match_rule == "check"))
     assert sorted(g.is_correct for g in check_guesses) == [False, True]
     # Excluded answers do not count towards the targets.
-    counted = sum(studies.response_counts(dbs, dbs.get(Study, study_id)).values())
+    counted = sum(response_counts(dbs, dbs.get(Study, study_id)).values())
     assert counted == 3
-    summary = studies.study_summary(dbs, dbs.get(Study, study_id))
+    summary = study_summary(dbs, dbs.get(Study, study_id))
     assert summary["participants"]["excluded"] == 1 and summary["checks"] == {"total": 4, "passed": 3, "threshold": 0.75}
 
 
@@ -417,7 +419,7 @@ def test_summary_compares_people_and_model_on_the_same_items(scored_app, dbs):
     truth = {si.id: si.item.token_text for si in study.items}
     client = scored_app.test_client()
     run_through(client, study.slug, consent(client, study.slug), lambda q: truth[q["study_item_id"]])
-    s = studies.study_summary(dbs, dbs.get(Study, study_id))
+    s = study_summary(dbs, dbs.get(Study, study_id))
     assert s["accuracy"]["n"] == 3 and s["accuracy"]["human"] == 1.0
     model_hits = 0
     for g in dbs.scalars(select(Guess).where(Guess.study_id == study_id)):

@@ -49,12 +49,12 @@ def prepare(stack: ExitStack) -> tuple[str, int]:
 
     def populate(session, tokenizer) -> int:
         from webapp.game import active_model
-        from webapp.research import studies
         from webapp.research.auth import create_researcher
+        from webapp.research.setup import create_study
 
         model = active_model(session, MODEL_SPEC)
         researcher = create_researcher(session, EMAIL, PASSWORD)
-        main_study = studies.create_study(session, {
+        main_study = create_study(session, {
             "name": "Cloze norms, everyday prose", "slug": "cloze-everyday", "corpus": "demo",
             "mode": "word", "items": {"sample": 40}, "items_per_participant": 12, "target_responses": 8,
             "seed": 20261124, "consent_text": CONSENT, "show_feedback": False, "ask_probability": False,
@@ -62,7 +62,7 @@ def prepare(stack: ExitStack) -> tuple[str, int]:
             "check_threshold": 1, "completion_code": "C7F3K2Q9",
             "redirect_url": "https://app.prolific.com/submissions/complete?cc={code}", "pilot": False,
         }, model=model, tokenizer=tokenizer, created_by=researcher.id)
-        studies.create_study(session, {
+        create_study(session, {
             "name": "Token game with feedback (pilot)", "slug": "token-feedback-pilot", "corpus": "demo",
             "mode": "token", "items_per_participant": 20, "target_responses": 5, "consent_text": CONSENT,
             "show_feedback": True, "ask_probability": True, "pilot": True,
@@ -78,21 +78,21 @@ def simulate(session, study, tokenizer, n_people: int = 28) -> None:
     """Participants whose answers are sampled from the model's distribution (a stand-in for
     people, for the picture only): most finish, a few are still answering, two fail the check."""
     from webapp.game import prediction_for
-    from webapp.research import studies
+    from webapp.research.participants import progress, start_participant, submit_answer
     from webapp.words import target_word
 
     rng = random.Random(7)
     start = datetime.now(UTC) - timedelta(hours=3)
     for n in range(n_people):
         t = start + timedelta(minutes=7 * n)
-        p = studies.start_participant(session, study, {"PROLIFIC_PID": f"5f{rng.getrandbits(60):015x}",
-                                                       "STUDY_ID": "6650aa", "SESSION_ID": f"s{n}"},
-                                      now=t, reservation_minutes=60)
+        p = start_participant(session, study, {"PROLIFIC_PID": f"5f{rng.getrandbits(60):015x}",
+                                               "STUDY_ID": "6650aa", "SESSION_ID": f"s{n}"},
+                              now=t, reservation_minutes=60)
         session.commit()
         stop_after = rng.randint(3, 8) if n >= n_people - 3 else None
         answered = 0
         while True:
-            _seq, _done, si = studies.progress(session, study, p)
+            _seq, _done, si = progress(session, study, p)
             if si is None or (stop_after is not None and answered >= stop_after):
                 break
             if si.kind == "check":
@@ -105,10 +105,10 @@ def simulate(session, study, tokenizer, n_people: int = 28) -> None:
                 pick = rng.choices(options, weights)[0][2].strip()
                 text = target_word(item.document, item) if rng.random() < 0.22 else pick
             t += timedelta(seconds=rng.uniform(4, 16))
-            studies.submit_answer(session, study, p, tokenizer, study_item_id=si.id, text=text,
-                                  skipped=False, client_key=f"sim-{n}-{si.id}",
-                                  reaction_ms=rng.lognormvariate(8.4, 0.45), reported_probability=None,
-                                  received_at=t)
+            submit_answer(session, study, p, tokenizer, study_item_id=si.id, text=text,
+                          skipped=False, client_key=f"sim-{n}-{si.id}",
+                          reaction_ms=rng.lognormvariate(8.4, 0.45), reported_probability=None,
+                          received_at=t)
             session.commit()
             answered += 1
 

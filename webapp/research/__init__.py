@@ -1,8 +1,11 @@
 """Online studies: researcher login, study set-up, the dashboard, and the participant journey.
 
-studies.py holds the rules (validation, balanced assignment, answers, checks) as plain functions,
-auth.py the accounts and `login_required`, routes.py the pages and JSON API, cli.py the
-`humanlm researcher ...` and `humanlm study ...` commands.
+The rules are plain functions on a database session, one module per part of a study's life:
+setup.py validates a spec and creates the study, assignment.py chooses a participant's items
+(least filled first), participants.py runs a participant through them (entry, answers, checks,
+the end), dashboard.py counts what the researcher sees. auth.py holds the accounts and
+`login_required`, routes.py the pages and JSON API, cli.py the `humanlm researcher ...` and
+`humanlm study ...` commands.
 
 CSRF: every POST to this blueprint (forms and the participant API) must carry the session's
 CSRF token (a hidden field, or the X-CSRFToken header from JavaScript). The check is switched on

@@ -1,7 +1,7 @@
 """`humanlm researcher ...` and `humanlm study ...`: accounts and studies from the command line.
 
 A study file is YAML or JSON with the same settings as the dashboard's set-up form (see
-docs/studies.md and `webapp.research.studies.FIELDS`). Errors name the field and nothing is
+docs/studies.md and `webapp.research.setup.FIELDS`). Errors name the field and nothing is
 stored.
 """
 
@@ -105,7 +105,7 @@ def read_study_file(path: Path) -> dict:
 def study_create(file: Path) -> None:
     from ..game import active_model
     from ..lm import ModelSpecError, load_tokenizer
-    from .studies import StudyError, create_study
+    from .setup import StudyError, create_study
 
     try:
         spec = read_study_file(file)
@@ -141,7 +141,7 @@ def study_create(file: Path) -> None:
 @with_appcontext
 def study_list() -> None:
     from ..models import Participant, Study
-    from .studies import study_summary
+    from .dashboard import study_summary
 
     studies = list(db.session.scalars(select(Study).order_by(Study.id)))
     if not studies:

@@ -1,4 +1,5 @@
-"""Pages and JSON API of online studies. Thin: read the request, call studies.py/auth.py, reply.
+"""Pages and JSON API of online studies. Thin: read the request, call setup.py, participants.py,
+dashboard.py or auth.py, reply.
 
 Researcher side (login required): /research/... pages, /api/research/... JSON, the export zip.
 Participant side (no account; a signed session cookie remembers which participant this browser
@@ -38,7 +39,28 @@ from ..extensions import db
 from ..game import active_model
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Guess, Participant, ScoredDocument, Study
-from . import auth, bp, csrf, studies
+from . import auth, bp, csrf
+from .dashboard import fill_histogram, item_fill_rows, study_summary
+from .participants import (
+    EntryRefused,
+    captured_params,
+    external_id_of,
+    find_participant,
+    progress,
+    redirect_target,
+    start_participant,
+    study_question_payload,
+    submit_answer,
+)
+from .setup import (
+    DEFAULT_CONSENT,
+    DEFAULT_INSTRUCTIONS,
+    FIELDS,
+    StudyError,
+    allow_skip,
+    create_study,
+    set_pilot,
+)
 
 PARTICIPANTS_KEY = "study_participants"  # session: {slug: participant id}
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -139,7 +161,7 @@ def _study_link(study: Study) -> str:
 def dashboard():
     rows = []
     for study in db.session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())):
-        rows.append({"study": study, "summary": studies.study_summary(db.session, study),
+        rows.append({"study": study, "summary": study_summary(db.session, study),
                      "link": _study_link(study)})
     return render_template("research/dashboard.html", rows=rows, formats=EXPORT_FORMATS,
                            messages=get_flashed_messages(with_categories=True))
@@ -199,7 +221,7 @@ def _form_errors(errors: dict[str, str]) -> dict[str, str]:
 def new_study():
     values: dict = {
         "mode": "token", "order": "random", "items_per_participant": "20",
-        "target_responses": "10", "consent_text": studies.DEFAULT_CONSENT,
+        "target_responses": "10", "consent_text": DEFAULT_CONSENT,
         "instructions": "", "items_choice": "all", "allow_skip": True, "pilot": True,
     }
     errors: dict[str, str] = {}
@@ -211,10 +233,10 @@ def new_study():
             model = active_model(db.session, current_app.config["MODEL"])
             try:
                 with db.write_lock():
-                    study = studies.create_study(db.session, spec, model=model, tokenizer=_tokenizer(),
+                    study = create_study(db.session, spec, model=model, tokenizer=_tokenizer(),
                                                  created_by=g.researcher.id)
                     db.session.commit()
-            except studies.StudyError as exc:
+            except StudyError as exc:
                 db.session.rollback()
                 errors = _form_errors(exc.errors)
             else:
@@ -222,8 +244,8 @@ def new_study():
                       f"{'on' if study.pilot else 'off'}.", "ok")
                 return redirect(url_for("research.study_detail", study_id=study.id))
     return render_template("research/study_new.html", values=values, errors=errors,
-                           corpora=_corpus_choices(), default_instructions=studies.DEFAULT_INSTRUCTIONS,
-                           fields=studies.FIELDS), (400 if errors else 200)
+                           corpora=_corpus_choices(), default_instructions=DEFAULT_INSTRUCTIONS,
+                           fields=FIELDS), (400 if errors else 200)
 
 
 def _participant_rows(study: Study) -> list[dict]:
@@ -247,9 +269,9 @@ def study_detail(study_id: int):
     corpus = db.session.get(Corpus, study.corpus_id) if study.corpus_id else None
     return render_template(
         "research/study_detail.html", study=study, corpus=corpus,
-        summary=studies.study_summary(db.session, study), link=_study_link(study),
-        items=studies.item_rows(db.session, study), participants=_participant_rows(study),
-        histogram=studies.fill_histogram(db.session, study), formats=EXPORT_FORMATS,
+        summary=study_summary(db.session, study), link=_study_link(study),
+        items=item_fill_rows(db.session, study), participants=_participant_rows(study),
+        histogram=fill_histogram(db.session, study), formats=EXPORT_FORMATS,
         n_checks=sum(si.kind == "check" for si in study.items),
         messages=get_flashed_messages(with_categories=True),
     )
@@ -261,10 +283,10 @@ def study_settings(study_id: int):
     study = _study_or_404(study_id)
     action = request.form.get("action")
     if action == "pilot-on":
-        studies.set_pilot(study, True)
+        set_pilot(study, True)
         flash("Pilot mode is on: new participants are flagged pilot and do not count.", "ok")
     elif action == "pilot-off":
-        studies.set_pilot(study, False)
+        set_pilot(study, False)
         flash("Pilot mode is off: new participants count towards the targets.", "ok")
     elif action in ("open", "close"):
         study.status = "open" if action == "open" else "closed"
@@ -282,7 +304,7 @@ def study_summary_api(study_id: int):
     study = db.session.get(Study, study_id)
     if study is None:
         return jsonify(error=f"there is no study {study_id}"), 404
-    return jsonify(studies.study_summary(db.session, study))
+    return jsonify(study_summary(db.session, study))
 
 
 @bp.get("/research/studies/<int:study_id>/export")
@@ -406,11 +428,11 @@ def _already_done(study: Study):
 @bp.get("/s/<slug>")
 def study_entry(slug: str):
     study = _study_by_slug(slug)
-    params = studies.captured_params(request.args)
-    external_id = studies.external_id_of(params)
+    params = captured_params(request.args)
+    external_id = external_id_of(params)
     mine = _session_participant(study)
     if external_id is not None:
-        existing = studies.find_participant(db.session, study, external_id)
+        existing = find_participant(db.session, study, external_id)
         if existing is not None:
             if existing.finished_at is not None:
                 return _already_done(study)
@@ -429,26 +451,26 @@ def study_entry(slug: str):
 @bp.post("/s/<slug>/consent")
 def study_consent(slug: str):
     study = _study_by_slug(slug)
-    params = studies.captured_params(request.form)
-    external_id = studies.external_id_of(params)
+    params = captured_params(request.form)
+    external_id = external_id_of(params)
     mine = _session_participant(study)
     if external_id is None and mine is not None:
         return redirect(url_for("research.study_task", slug=study.slug))
     try:
         with db.write_lock():
-            participant = studies.start_participant(
+            participant = start_participant(
                 db.session, study, params, now=_now(),
                 reservation_minutes=current_app.config["STUDY_RESERVATION_MINUTES"],
             )
             db.session.commit()
-    except studies.EntryRefused as exc:
+    except EntryRefused as exc:
         db.session.rollback()
         if exc.status == 409:
             return _already_done(study)
         return _message("This study is closed", str(exc).capitalize() + ".", exc.status, study=study)
     except IntegrityError:  # the same id consented twice at the same moment (double click)
         db.session.rollback()
-        participant = studies.find_participant(db.session, study, external_id) if external_id else None
+        participant = find_participant(db.session, study, external_id) if external_id else None
         if participant is None:
             raise
     _remember(study, participant)
@@ -488,7 +510,7 @@ def study_task(slug: str):
     if participant.finished_at is not None:
         return redirect(url_for("research.study_done", slug=study.slug))
     return render_template("research/participant/task.html", study=study,
-                           allow_skip=studies.allow_skip(study))
+                           allow_skip=allow_skip(study))
 
 
 @bp.get("/s/<slug>/done")
@@ -499,7 +521,7 @@ def study_done(slug: str):
     if participant.finished_at is None:
         return redirect(url_for("research.study_task", slug=study.slug))
     return render_template("research/participant/done.html", study=study,
-                           redirect_to=studies.redirect_target(study, participant))
+                           redirect_to=redirect_target(study, participant))
 
 
 # --------------------------------------------------------------------------- participant API
@@ -516,10 +538,10 @@ def _api_participant(slug: str) -> tuple[Study, Participant]:
 
 
 def _state(study: Study, participant: Participant) -> dict:
-    sequence, done, current = studies.progress(db.session, study, participant)
+    sequence, done, current = progress(db.session, study, participant)
     state = {"answered": done, "total": len(sequence), "finished": participant.finished_at is not None}
     if current is not None and participant.finished_at is None:
-        state["question"] = studies.question_payload(study, current, done + 1, len(sequence))
+        state["question"] = study_question_payload(study, current, done + 1, len(sequence))
     else:
         state["done_url"] = url_for("research.study_done", slug=study.slug)
     return state
@@ -543,7 +565,7 @@ def study_answer(slug: str):
     study, participant = _api_participant(slug)
     answer = parse_body(StudyAnswerIn)
     try:
-        result = studies.submit_answer(
+        result = submit_answer(
             db.session, study, participant, _tokenizer(), answer, received_at=received_at,
             write_lock=db.write_lock,
         )

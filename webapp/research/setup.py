@@ -1,71 +1,43 @@
-"""Online studies as plain functions on a database session (no Flask).
+"""Setting a study up: its spec validated field by field, then stored with its items (no Flask).
 
 A study is created from a plain dict (the same dict a YAML/JSON file or the set-up form gives),
 validated field by field; every error names its field and nothing is stored unless all of it is
-valid. A participant who consents gets `items_per_participant` test items chosen least-filled
-first (so every item approaches `target_responses`), plus every comprehension check; the choice
-and its order come from a seed derived from the study's stored seed and the participant's id,
-and what was assigned is stored (`Participant.assigned`), so a run can always be reconstructed.
+valid. Why one validator for the file, the form and the command line: a setting means the same
+wherever it is typed, and a refused study never leaves half of itself behind.
 
-Counting "filled": an item's count is its responses from non-pilot, non-excluded participants,
-plus the items still waiting in the assignments of non-pilot participants who started within
-the last `reservation_minutes` and have not finished. Without that reservation, the dozens of
-people a recruitment platform sends in the same minute would all see the same "least filled"
-items, because nobody has answered yet. Pilot participants never count.
-
-Comprehension checks are items with a known answer. Their threshold (minimum fraction passed)
-is stored with the study; a participant below it is flagged `excluded` with the reason written
-out, never removed: their answers stay in the database and in the export.
+What was decided at creation (the items, the seed, the check rule, the version) is also written
+out in `Study.settings`, so the export can say how a study was run. The rest of a study's life is
+in assignment.py (who sees which items), participants.py (a run and its answers) and dashboard.py
+(what the researcher sees).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import random
 import re
 import secrets
-import statistics
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import answers
-from ..answers import (
-    AnswerRefused,
-    Match,
-    Placement,
-    StudyAnswerIn,
-    match_check,
-    match_token,
-    match_word,
-)
 from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
-from ..game import prediction_for
-from ..lm import Tokenizer, display_text
+from ..lm import Tokenizer
 from ..models import (
-    AnswerSource,
     Corpus,
     CorpusPurpose,
     Document,
-    Guess,
     Item,
     LanguageModel,
-    Participant,
-    Player,
     Prediction,
     Study,
     StudyItem,
-    utcnow,
 )
 from ..version import __version__
-from ..words import is_word_start, target_word, word_token_ids
+from ..words import is_word_start
 
 CHECKS_CORPUS = "study-checks"
 MODES = ("token", "word")
@@ -76,8 +48,6 @@ MAX_CHECKS = 20
 MAX_CHECK_CHARS = 400
 MAX_TEXT = 20_000
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,62})[a-z0-9]$")
-URL_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "participant")
-MAX_PARAM_CHARS = 200
 
 DEFAULT_CONSENT = (
     "This is a short study about how people predict text. You will read the beginnings of "
@@ -106,14 +76,6 @@ FIELDS = (
 )
 
 
-class EntryRefused(Exception):
-    """A participant cannot start (or restart) a run; `status` is the HTTP status to use."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
 
 class StudyError(ValueError):
     """Invalid study settings: `errors` maps each bad field to what is wrong with it."""
@@ -122,8 +84,6 @@ class StudyError(ValueError):
         self.errors = dict(errors)
         super().__init__("; ".join(f"{field}: {message}" for field, message in self.errors.items()))
 
-
-# ---------------------------------------------------------------------------------- validation
 
 
 @dataclass
@@ -546,454 +506,8 @@ def set_pilot(study: Study, pilot: bool) -> None:
     study.settings = {**(study.settings or {}), "pilot": pilot}
 
 
-# ---------------------------------------------------------------------------------- assignment
-
 
 def allow_skip(study: Study) -> bool:
+    """Whether participants may skip an item. Kept in `Study.settings` (the table has no column
+    for it), so a study stored before the setting existed allows skips, as it did then."""
     return bool((study.settings or {}).get("allow_skip", True))
-
-
-def _answered(session: Session, study: Study, player_ids: list[str]) -> dict[str, set[int]]:
-    """Item ids each player has answered in this study."""
-    out: dict[str, set[int]] = {pid: set() for pid in player_ids}
-    if not player_ids:
-        return out
-    rows = session.execute(
-        select(Guess.player_id, Guess.item_id).where(
-            Guess.study_id == study.id, Guess.player_id.in_(player_ids)
-        )
-    )
-    for player_id, item_id in rows:
-        out[player_id].add(item_id)
-    return out
-
-
-def response_counts(session: Session, study: Study) -> dict[int, int]:
-    """Responses per StudyItem id from non-pilot, non-excluded participants (test items only)."""
-    by_item = {si.item_id: si.id for si in study.items if si.kind == "test"}
-    rows = session.execute(
-        select(Guess.item_id, func.count(Guess.id))
-        .join(Participant, (Participant.player_id == Guess.player_id) & (Participant.study_id == study.id))
-        .where(
-            Guess.study_id == study.id, Guess.source == AnswerSource.STUDY,
-            Participant.pilot.is_(False), Participant.excluded.is_(False),
-        )
-        .group_by(Guess.item_id)
-    )
-    counts = {si_id: 0 for si_id in by_item.values()}
-    for item_id, n in rows:
-        if item_id in by_item:
-            counts[by_item[item_id]] = n
-    return counts
-
-
-def fill_counts(session: Session, study: Study, *, now: datetime, reservation_minutes: int) -> dict[int, int]:
-    """Responses per test StudyItem plus the reservations of recent unfinished participants."""
-    counts = response_counts(session, study)
-    since = now - timedelta(minutes=reservation_minutes)
-    waiting = [
-        p for p in session.scalars(
-            select(Participant).where(
-                Participant.study_id == study.id, Participant.finished_at.is_(None),
-                Participant.pilot.is_(False), Participant.excluded.is_(False),
-            )
-        )
-        if p.started_at >= since
-    ]
-    answered = _answered(session, study, [p.player_id for p in waiting])
-    item_of = {si.id: si.item_id for si in study.items}
-    for p in waiting:
-        for si_id in p.assigned or []:
-            if si_id in counts and item_of[si_id] not in answered[p.player_id]:
-                counts[si_id] += 1
-    return counts
-
-
-def participant_rng(study: Study, participant: Participant) -> random.Random:
-    """The participant's own random stream, reproducible from the study's stored seed."""
-    return random.Random(f"{study.seed}:{participant.id}")
-
-
-def assign_items(session: Session, study: Study, participant: Participant, *, now: datetime,
-                 reservation_minutes: int) -> list[int]:
-    """Choose and order the participant's StudyItems; stores and returns their ids."""
-    rng = participant_rng(study, participant)
-    tests = [si for si in study.items if si.kind == "test"]
-    checks = [si for si in study.items if si.kind == "check"]
-    counts = fill_counts(session, study, now=now, reservation_minutes=reservation_minutes)
-    tiebreak = {si.id: rng.random() for si in tests}
-    ranked = sorted(tests, key=lambda si: (counts.get(si.id, 0), tiebreak[si.id]))
-    chosen = ranked[: study.items_per_participant]
-    if study.order == "random":
-        sequence = chosen + checks
-        rng.shuffle(sequence)
-    else:
-        sequence = sorted(chosen, key=lambda si: si.order)
-        for j, check in enumerate(checks):  # spread evenly: after about every n/(m+1) items
-            at = round((j + 1) * len(chosen) / (len(checks) + 1)) + j
-            sequence.insert(at, check)
-    participant.assigned = [si.id for si in sequence]
-    return participant.assigned
-
-
-# ---------------------------------------------------------------------------------- participants
-
-
-def external_id_of(params: dict[str, str]) -> str | None:
-    """The recruitment platform's participant id: PROLIFIC_PID, else the generic `participant`."""
-    for key in ("PROLIFIC_PID", "participant"):
-        value = (params.get(key) or "").strip()
-        if value:
-            return value[:MAX_PARAM_CHARS]
-    return None
-
-
-def captured_params(args: dict[str, str]) -> dict[str, str]:
-    """The URL parameters a study keeps (nothing else from the URL is stored)."""
-    return {k: str(args[k]).strip()[:MAX_PARAM_CHARS] for k in URL_PARAMS if str(args.get(k) or "").strip()}
-
-
-def find_participant(session: Session, study: Study, external_id: str) -> Participant | None:
-    return session.scalar(
-        select(Participant).where(Participant.study_id == study.id, Participant.external_id == external_id)
-    )
-
-
-def start_participant(
-    session: Session, study: Study, params: dict[str, str], *, now: datetime | None = None,
-    reservation_minutes: int = 60,
-) -> Participant:
-    """A consenting participant: resumes an unfinished run of the same id, refuses a finished one.
-
-    Raises EntryRefused(409) for a participant id that already finished, EntryRefused(403) when the
-    study is closed. Flushes; the caller commits.
-    """
-    now = now or utcnow()
-    params = captured_params(params)
-    external_id = external_id_of(params)
-    if external_id is not None:
-        existing = find_participant(session, study, external_id)
-        if existing is not None:
-            if existing.finished_at is not None:
-                raise EntryRefused("this participant id has already completed the study", 409)
-            return existing
-    if study.status != "open":
-        raise EntryRefused("this study is not taking participants at the moment", 403)
-    player = Player(id=secrets.token_hex(8))
-    session.add(player)
-    session.flush()  # no relationship() links the two: the player row must exist first
-    participant = Participant(
-        study_id=study.id, player_id=player.id, external_id=external_id, url_params=params,
-        pilot=study.pilot, assigned=[], consented_at=now, started_at=now,
-    )
-    session.add(participant)
-    session.flush()
-    assign_items(session, study, participant, now=now, reservation_minutes=reservation_minutes)
-    session.flush()
-    return participant
-
-
-def progress(session: Session, study: Study, participant: Participant) -> tuple[list[StudyItem], int, StudyItem | None]:
-    """(assigned study items in order, how many are answered, the next one or None)."""
-    by_id = {si.id: si for si in study.items}
-    sequence = [by_id[i] for i in participant.assigned or [] if i in by_id]
-    answered = _answered(session, study, [participant.player_id])[participant.player_id]
-    done = [si for si in sequence if si.item_id in answered]
-    current = next((si for si in sequence if si.item_id not in answered), None)
-    return sequence, len(done), current
-
-
-def question_payload(study: Study, study_item: StudyItem, index: int, total: int) -> dict:
-    """What a participant sees before answering: the text before the item, nothing after it."""
-    item = study_item.item
-    document = item.document
-    context = document.text[: item.char_start]
-    return {
-        "study_item_id": study_item.id,
-        "index": index,
-        "total": total,
-        "context": context,
-        "prefix_ends_with_space": context[-1:].isspace(),
-        "mode": study.mode,
-        "ask_probability": study.ask_probability,
-        "allow_skip": allow_skip(study),
-    }
-
-
-def target_text(study: Study, study_item: StudyItem) -> str:
-    """The answer a participant should have given (shown only as feedback, after storing)."""
-    item = study_item.item
-    if study_item.kind == "check" and study_item.expected_answer:
-        return study_item.expected_answer
-    if study.mode == "word":
-        return target_word(item.document, item)
-    return item.token_text
-
-
-def _feedback(study: Study, study_item: StudyItem, guess: Guess, prediction: Prediction | None,
-              tokenizer: Tokenizer) -> dict | None:
-    if not study.show_feedback:
-        return None
-    top = None
-    if prediction is not None and study_item.kind == "test":
-        shown = [entry for entry in prediction.top_k if not entry[3]][:1]
-        if shown:
-            top = {"text": shown[0][2], "prob": math.exp(shown[0][1])}
-    return {
-        "correct": guess.is_correct,
-        "skipped": guess.skipped,
-        "answer": guess.raw_text,
-        "target": target_text(study, study_item),
-        "near_miss": guess.match_rule == "first_token_if_space_toggled",
-        "model_top": top if study.mode == "token" else None,
-    }
-
-
-def finish_participant(study: Study, participant: Participant, now: datetime) -> None:
-    """Mark a run finished and apply the recorded check threshold (flag, never drop)."""
-    participant.finished_at = now
-    threshold = study.check_threshold
-    total, passed = participant.checks_total, participant.checks_passed
-    if threshold is not None and total and passed < threshold * total - 1e-9:
-        participant.excluded = True
-        participant.exclusion_reason = (
-            f"passed {passed} of {total} comprehension checks; the study's threshold is "
-            f"{threshold:g} ({math.ceil(threshold * total - 1e-9)} of {total})"
-        )
-
-
-@dataclass
-class AnswerResult:
-    guess: Guess
-    feedback: dict | None
-    finished: bool
-    replayed: bool
-
-
-class StudyPolicy:
-    """Answers in a study: the participant's current item, matched by the study's mode (or as a
-    comprehension check); the check count and the end of the run commit with the answer."""
-
-    already_answered = "this item is already answered; reload to continue"
-
-    def __init__(self, study: Study, participant: Participant) -> None:
-        self.study = study
-        self.participant = participant
-
-    def locate(self, session: Session, answer: StudyAnswerIn) -> Placement:
-        study, participant = self.study, self.participant
-        if participant.finished_at is not None:
-            raise AnswerRefused("you have already completed this study", 409)
-        sequence, done, current = progress(session, study, participant)
-        if current is None:
-            raise AnswerRefused("you have already completed this study", 409)
-        if current.id != answer.study_item_id:
-            if any(si.id == answer.study_item_id for si in sequence):
-                raise AnswerRefused(self.already_answered, 409)
-            raise AnswerRefused("this item is not part of your study", 409)
-        if answer.skipped and not allow_skip(study):
-            raise AnswerRefused("this study asks for an answer to every item", 400)
-        if study.ask_probability and not answer.skipped and answer.reported_probability is None:
-            raise AnswerRefused("say how likely you think your answer is (0-100%)", 400)
-        item = current.item
-        prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
-        row = {
-            "model_id": study.model_id, "source": AnswerSource.STUDY, "study_id": study.id,
-            "mode": study.mode,
-            "reported_probability": None if answer.skipped else answer.reported_probability,
-        }
-        # answers come in order: the current item is the first open one
-        finishes = done + 1 == len(sequence)
-        return Placement(item.id, item.token_id, prediction, row, (current, finishes))
-
-    def match(self, answer: StudyAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
-        study_item, _ = placement.context
-        item = study_item.item
-        if self.study.mode == "word" and not answer.skipped:
-            word = answer.text.strip()
-            token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], word)
-            match = match_word(word, target_word(item.document, item), token_ids)
-        else:
-            match = match_token(answer.text, item.token_id, tokenizer, answer.skipped)
-        if study_item.kind == "check":
-            match = match_check(match, answer.text, study_item.expected_answer or "", answer.skipped)
-        return match
-
-    def owns(self, guess: Guess, answer: StudyAnswerIn) -> bool:
-        if guess.study_id != self.study.id:
-            return False
-        return any(si.id == answer.study_item_id and si.item_id == guess.item_id
-                   for si in self.study.items)
-
-    def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
-        study_item, finishes = placement.context
-        if study_item.kind == "check":
-            self.participant.checks_total += 1
-            self.participant.checks_passed += int(guess.is_correct)
-        if finishes:
-            finish_participant(self.study, self.participant, guess.server_received_at)
-
-
-def submit_answer(
-    session: Session,
-    study: Study,
-    participant: Participant,
-    tokenizer: Tokenizer,
-    answer: StudyAnswerIn,
-    *,
-    received_at: datetime,
-    write_lock=contextlib.nullcontext,
-) -> AnswerResult:
-    """Store (and commit) one answer for the participant's current item through the one answer
-    path, or replay it; AnswerRefused for a finished run or an item that is not the current one."""
-    result = answers.submit(
-        session, StudyPolicy(study, participant), answer, player_id=participant.player_id,
-        tokenizer=tokenizer, received_at=received_at, write_lock=write_lock,
-    )
-    guess = result.guess
-    study_item = next(si for si in study.items if si.item_id == guess.item_id)
-    prediction = prediction_for(session, guess.item_id, study.model_id) if study.model_id else None
-    return AnswerResult(
-        guess, _feedback(study, study_item, guess, prediction, tokenizer),
-        participant.finished_at is not None, result.replayed,
-    )
-
-
-def redirect_target(study: Study, participant: Participant) -> str:
-    url = study.redirect_url or ""
-    return url.replace("{code}", study.completion_code).replace("{participant}", participant.external_id or "")
-
-
-# ---------------------------------------------------------------------------------- dashboard
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def study_summary(session: Session, study: Study) -> dict:
-    """Headline numbers for the dashboard: participants, fill, times, human vs model accuracy.
-
-    Counts and accuracies use non-pilot participants; accuracy and fill also leave out excluded
-    ones (pilot and excluded counts are shown beside them). Skips count as wrong. The model is
-    "correct" at an item when its top-1 token is the true token (word mode: the word's first
-    token), counted over the same responses as the people, so both are on the same positions.
-    """
-    participants = list(session.scalars(select(Participant).where(Participant.study_id == study.id)))
-    real = [p for p in participants if not p.pilot]
-    pilots = [p for p in participants if p.pilot]
-    counts = response_counts(session, study)
-    target = study.target_responses
-    n_items = len(counts)
-    minutes = [
-        (p.finished_at - (p.consented_at or p.started_at)).total_seconds() / 60
-        for p in real if p.finished_at is not None and not p.excluded
-    ]
-    kept = select(Participant.player_id).where(
-        Participant.study_id == study.id, Participant.pilot.is_(False), Participant.excluded.is_(False)
-    )
-    test_items = select(StudyItem.item_id).where(StudyItem.study_id == study.id, StudyItem.kind == "test")
-    row = session.execute(
-        select(
-            func.count(Guess.id),
-            func.coalesce(func.sum(cast(Guess.is_correct, Integer)), 0),
-            func.coalesce(func.sum(cast(Prediction.top1_id == Item.token_id, Integer)), 0),
-            func.coalesce(func.sum(cast(Guess.skipped, Integer)), 0),
-        )
-        .select_from(Guess)
-        .join(Item, Guess.item_id == Item.id)
-        .join(Prediction, (Prediction.item_id == Guess.item_id) & (Prediction.model_id == Guess.model_id), isouter=True)
-        .where(Guess.study_id == study.id, Guess.player_id.in_(kept), Guess.item_id.in_(test_items))
-    ).one()
-    n, human, model_ok, skips = row
-    reaction = [
-        ms for ms in session.scalars(
-            select(Guess.client_reaction_ms).where(
-                Guess.study_id == study.id, Guess.player_id.in_(kept), Guess.item_id.in_(test_items),
-                Guess.client_reaction_ms.is_not(None),
-            )
-        )
-    ]
-    checks_total = sum(p.checks_total for p in real)
-    fill = sorted(counts.values())
-    return {
-        "participants": {
-            "started": len(real),
-            "finished": sum(p.finished_at is not None for p in real),
-            "in_progress": sum(p.finished_at is None for p in real),
-            "excluded": sum(p.excluded for p in real),
-            "pilot": len(pilots),
-        },
-        "responses": {
-            "total": sum(fill),
-            "target_per_item": target,
-            "items": n_items,
-            "items_at_target": sum(c >= target for c in fill),
-            "min": fill[0] if fill else 0,
-            "median": _median(fill) or 0,
-            "max": fill[-1] if fill else 0,
-            "needed": sum(max(0, target - c) for c in fill),
-        },
-        "median_minutes": _median(minutes),
-        "median_reaction_ms": _median(reaction),
-        "accuracy": {
-            "n": n,
-            "human": human / n if n else None,
-            "model": model_ok / n if n else None,
-            "skipped": skips,
-        },
-        "checks": {
-            "total": checks_total,
-            "passed": sum(p.checks_passed for p in real),
-            "threshold": study.check_threshold,
-        },
-        "pilot_mode": study.pilot,
-        "status": study.status,
-    }
-
-
-def item_rows(session: Session, study: Study, limit: int | None = None) -> list[dict]:
-    """Per test item: its text position and responses against the target, least filled first."""
-    counts = response_counts(session, study)
-    rows = []
-    for si in study.items:
-        if si.kind != "test":
-            continue
-        item = si.item
-        rows.append({
-            "study_item_id": si.id, "item_id": item.id, "document": item.document.title,
-            "position": item.position,
-            "context_tail": _tail(item.document.text[: item.char_start]),
-            "target": target_text(study, si), "responses": counts.get(si.id, 0),
-        })
-    rows.sort(key=lambda r: (r["responses"], r["item_id"]))
-    return rows[:limit] if limit else rows
-
-
-def _tail(text: str, chars: int = 48) -> str:
-    """The end of a prefix, cut at a word boundary: what a reader needs to place the item."""
-    if len(text) <= chars:
-        return text
-    tail = text[-chars:]
-    cut = tail.find(" ")
-    return tail[cut + 1 :] if 0 <= cut < chars // 2 else tail
-
-
-def fill_histogram(session: Session, study: Study) -> list[tuple[int, int]]:
-    """(responses, number of items with that many) for every count from 0 to the target (or the
-    largest count, if higher), so empty columns show how far the study is from its target."""
-    counts = Counter(response_counts(session, study).values())
-    if not counts:
-        return []
-    top = max(max(counts), study.target_responses)
-    return [(n, counts.get(n, 0)) for n in range(top + 1)]
-
-
-__all__ = [
-    "DEFAULT_CONSENT", "DEFAULT_INSTRUCTIONS", "FIELDS", "AnswerResult", "EntryRefused", "StudyError",
-    "StudyPolicy",
-    "assign_items", "captured_params", "create_study", "display_text", "eligible_items",
-    "external_id_of", "fill_counts", "find_participant", "finish_participant", "progress",
-    "question_payload", "redirect_target", "response_counts", "set_pilot", "start_participant",
-    "study_summary", "submit_answer", "validate_study",
-]
