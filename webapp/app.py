@@ -48,11 +48,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def page_limits() -> dict[str, Any]:
         """The limits forms and page scripts share with the server (maxlength, the answer box):
         from the settings table, never copied into templates (base.html hands them to JS)."""
+        from .rooms.service import MAX_ROUNDS
         from .rooms.state import NICKNAME_MAX_CHARS
 
         return {"limits": {
             "max_guess_chars": app.config["MAX_GUESS_CHARS"],
             "max_nickname_chars": NICKNAME_MAX_CHARS,
+            "max_rounds": MAX_ROUNDS,
         }}
 
     @app.errorhandler(HTTPException)

@@ -9,7 +9,7 @@
 window.humanlm = (() => {
   // ---------------------------------------------------------------- settings from the server
 
-  /** The page's settings: {limits: {max_guess_chars, max_nickname_chars}} from base.html. */
+  /** The page's settings from base.html: {limits: {max_guess_chars, max_nickname_chars, max_rounds}}. */
   function readConfig() {
     const node = document.getElementById('humanlm-config');
     if (!node) return {};

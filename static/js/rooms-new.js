@@ -77,8 +77,9 @@
         return null;
       }
       const rounds = Number(els.rounds.value);
-      if (!Number.isInteger(rounds) || rounds < 1 || rounds > 30) {
-        showError('The number of rounds must be a whole number from 1 to 30.', els.rounds);
+      const most = Number(els.rounds.max) || Infinity; // the server's limit, from the template
+      if (!Number.isInteger(rounds) || rounds < 1 || rounds > most) {
+        showError(`The number of rounds must be a whole number from 1 to ${els.rounds.max}.`, els.rounds);
         return null;
       }
       body.corpus = els.corpus.value;

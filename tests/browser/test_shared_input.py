@@ -22,6 +22,7 @@ from test_rooms_pages import create_room, host_action, join
 from webapp.app import create_app
 from webapp.extensions import db
 from webapp.models import Guess, Room
+from webapp.rooms.service import MAX_ROUNDS
 from webapp.rooms.state import NICKNAME_MAX_CHARS
 
 LIMIT = 50
@@ -112,7 +113,9 @@ def test_the_limits_come_from_the_settings(people, server):
     page.goto(base + "/play")
     expect(page.locator("#ask")).to_be_visible()
     config = json.loads(page.locator("#humanlm-config").text_content())
-    assert config == {"limits": {"max_guess_chars": LIMIT, "max_nickname_chars": NICKNAME_MAX_CHARS}}
+    assert config == {"limits": {
+        "max_guess_chars": LIMIT, "max_nickname_chars": NICKNAME_MAX_CHARS, "max_rounds": MAX_ROUNDS,
+    }}
     assert page.evaluate("window.humanlm.limits.max_guess_chars") == LIMIT
     expect(page.locator("#guess-input")).to_have_attribute("maxlength", str(LIMIT))
     page.locator("#guess-input").type("x" * (LIMIT + 10))
@@ -133,6 +136,11 @@ def test_the_limits_come_from_the_settings(people, server):
         assert page.locator("body link[rel=stylesheet]").count() == 0, path
     page.goto(base + "/rooms/new")
     assert page.locator("head link[rel=stylesheet][href*='rooms.css']").count() == 1
+    expect(page.locator("#rounds")).to_have_attribute("max", str(MAX_ROUNDS))
+    expect(page.locator("#rounds-help")).to_have_text(f"1 to {MAX_ROUNDS}")
+    page.fill("#rounds", str(MAX_ROUNDS + 1))
+    page.click("#create-btn")
+    expect(page.get_by_text(f"a whole number from 1 to {MAX_ROUNDS}")).to_be_visible()
 
 
 def test_the_space_switch_starts_from_the_prefix_alone(people, server):
