@@ -8,10 +8,9 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from webapp import scoring
 from webapp.extensions import db, socketio
 from webapp.models import Guess, Item, Prediction, Room
-from webapp.rooms import service
+from webapp.rooms import points, service
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -196,7 +195,7 @@ def test_full_room_lifecycle(scored_app, client, tokenizer):
     assert cyd_fb["skipped"] is True and cyd_fb["points"] == 0
     assert ada_fb["target"]["text"] == target_text
     floor = prediction.top_k[-1][1]
-    assert ada_fb["points"] == scoring.points(prediction.target_logprob, floor, True)
+    assert ada_fb["points"] == points.points(prediction.target_logprob, floor, True)
     assert ada_fb["rank"] == 1 and ada_fb["n_players"] == 3
 
     board = revealed["leaderboard"]

@@ -3,7 +3,7 @@
 Everything about a room is in the database (Room, RoomRound, RoomPlayer, Guess.room_id), so any
 server process can handle any event of any room; the Socket.IO layer (events.py) only validates
 payloads, calls these functions and broadcasts the views they build. The rules themselves
-(phases, codes, nicknames) are in state.py, the scores in webapp.scoring, the guess matching in
+(phases, codes, nicknames) are in state.py, the points in points.py, the guess matching in
 webapp.game: this module combines them and never redefines them.
 """
 
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .. import game, scoring
+from .. import game
 from ..answers import (
     AnswerRefused,
     Match,
@@ -48,6 +48,7 @@ from ..models import (
     ScoredDocument,
     utcnow,
 )
+from . import points
 from .state import (
     Phase,
     RoomRuleError,
@@ -429,14 +430,7 @@ class RoomPolicy:
         if deadline is not None and self.received_at > deadline:
             raise AnswerRefused("time is up for this round", 409)
         item_id = round_item_id(session, room.id, room.round_index)
-        answered = session.scalar(
-            select(Guess.id).where(
-                Guess.room_id == room.id, Guess.player_id == self.seat.player_id,
-                Guess.item_id == item_id,
-            )
-        )
-        if answered is not None:
-            raise AnswerRefused(self.already_answered, 409)
+        # An earlier answer this round is found by the unique index when this one is stored.
         facts = item_facts(session, item_id, room.model_id)
         row = {"model_id": room.model_id, "room_id": room.id, "source": AnswerSource.ROOM}
         return Placement(item_id, facts.token_id, facts, row)
@@ -464,7 +458,7 @@ def _round_guesses(session: Session, room: Room, item_id: int) -> list[Guess]:
 
 def histogram(first_token_ids, tokenizer: Tokenizer) -> list[dict]:
     """The class's answers as first tokens, most frequent first (skips, None, are not a token)."""
-    counts = scoring.aggregate_first_tokens(first_token_ids)
+    counts = points.aggregate_first_tokens(first_token_ids)
     rows = [{**game.token_view(t, tokenizer), "count": c} for t, c in counts.items()]
     return sorted(rows, key=lambda r: (-r["count"], r["text"]))
 
@@ -534,7 +528,7 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
     prediction = game.prediction_for(session, item.id, room.model_id)
     guesses = _round_guesses(session, room, item.id)
     answered = [g for g in guesses if not g.skipped]
-    counts = scoring.aggregate_first_tokens(g.first_token_id for g in answered)
+    counts = points.aggregate_first_tokens(g.first_token_id for g in answered)
     n = sum(counts.values())
     model_top = [e for e in prediction.top_k if not e[3]]
     model_prob = {tid: math.exp(lp) for tid, lp, _t, _c in prediction.top_k}
@@ -598,12 +592,12 @@ def scored_answers(session: Session, room: Room) -> list[tuple[RoomRound, Guess,
 
 
 def guess_points(guess: Guess, prediction: Prediction) -> tuple[int, float]:
-    """(points, log-score) of one answer, by webapp.scoring's definitions."""
+    """(points, log-score) of one answer, by points.py's definitions."""
     floor = prediction.top_k[-1][1]
     logprob = None if guess.skipped else guess.model_logprob
     return (
-        scoring.points(logprob, floor, guess.is_correct),
-        scoring.model_log_score(logprob, floor),
+        points.points(logprob, floor, guess.is_correct),
+        points.model_log_score(logprob, floor),
     )
 
 
@@ -663,14 +657,14 @@ def summary(session: Session, room: Room, answers=None) -> dict:
             "number": rnd.index + 1,
             "target": rnd.item.token_text,
             "answered": len(pairs),
-            "class_accuracy": scoring.accuracy([g.is_correct for g, _ in pairs]) if pairs else None,
+            "class_accuracy": points.accuracy([g.is_correct for g, _ in pairs]) if pairs else None,
             "plurality_correct": plurality_correct(counts, rnd.item.token_id),
             "model_correct": prediction.top1_id == rnd.item.token_id,
         })
     all_correct = [g.is_correct for _r, g, _p in answers]
     return {
         "rounds": rounds,
-        "class_accuracy": scoring.accuracy(all_correct) if all_correct else None,
+        "class_accuracy": points.accuracy(all_correct) if all_correct else None,
         "model_accuracy": (sum(r["model_correct"] for r in rounds) / len(rounds)) if rounds else None,
         "plurality_accuracy": (sum(r["plurality_correct"] for r in rounds) / len(rounds)) if rounds else None,
         "n_players": len({g.player_id for _r, g, _p in answers}),
@@ -697,7 +691,7 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None) -
     by_seat = {row["player_id"]: row for row in board}
     prediction = game.prediction_for(session, rnd.item_id, room.model_id)
     this_round = [(g, p) for r, g, p in answers if r.index == rnd.index]
-    share = scoring.accuracy([g.is_correct for g, _ in this_round]) if this_round else 0.0
+    share = points.accuracy([g.is_correct for g, _ in this_round]) if this_round else 0.0
     guess_of = {g.player_id: (g, p) for g, p in this_round}
     top1 = next((e for e in prediction.top_k if e[0] == prediction.top1_id), None)
     out = {}

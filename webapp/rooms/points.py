@@ -1,9 +1,11 @@
-"""Scores and class-level aggregates of guesses, as pure functions (no Flask, no database).
+"""The points rules of classroom rooms and class-level aggregates of guesses, as pure functions
+(no Flask, no database).
 
-Why a separate module: classroom rooms show a whole class's guesses next to the model's
-distribution and award points, and the research analysis must compute the same numbers. Keeping
-the rules here, as plain functions on plain values, lets the web layer, the CLI and notebooks share
-one tested definition.
+Why a module of its own: a room shows a whole class's guesses next to the model's distribution and
+awards points; the rules are defined here, as plain functions on plain values, so they are tested
+by hand-computed examples without an app (tests/test_rooms_points.py) and the room's views only
+apply them. Only rooms award points; "scoring" elsewhere means the model pass
+(webapp/predictions.py, `humanlm score`).
 
 Conventions (as in the rest of humanlm): log-probabilities are natural logs over the model's full
 vocabulary; a guess is represented by its FIRST token id, and a skip ("I don't know") by None.

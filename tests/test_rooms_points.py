@@ -1,4 +1,4 @@
-"""webapp.scoring: hand-computed examples for every rule, including the empty and all-skip cases."""
+"""webapp.rooms.points: hand-computed examples for every rule, including the empty and all-skip cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from webapp.scoring import (
+from webapp.rooms.points import (
     accuracy,
     aggregate_first_tokens,
     count_skips,
