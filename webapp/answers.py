@@ -324,18 +324,17 @@ def submit(
 
     Races are settled by the database: when concurrent requests carry the same client key, the
     losers replay the winner's row; when they carry different answers for the same position, the
-    unique index keeps one and the others get `policy.already_answered` (409).
+    unique index keeps one and the others get `policy.already_answered` (409). A policy must
+    refuse an already answered position with status 409, so that a resent answer is replayed.
     """
     with write_lock():
-        stored = _by_key(session, answer.client_key)
-        if stored is not None:
-            return _replay(stored, policy, answer, player_id)
+        # Optimistic: most answers are new, so no lookup comes first; a resent answer shows up
+        # as a refusal of its (already answered) position or as a clash on its client key.
         try:
             placement = policy.locate(session, answer)
         except AnswerRefused as refused:
             if refused.status != 409:
                 raise
-            # The position moved on: maybe because this very answer was stored meanwhile.
             session.rollback()
             stored = _by_key(session, answer.client_key)
             if stored is None:
