@@ -114,7 +114,8 @@ async def run_round(urls: list[str], n: int, spread: float, timeout: float, rng:
     import socketio
 
     url = urls[0]  # the host's server; students are spread over all of them
-    servers = [psutil.Process(pid) for pid in server_pids]
+    # gunicorn serves from a worker process forked by its master: count both
+    servers = [q for pid in server_pids for q in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
 
     room = create_room(url)
     code = room["code"]

@@ -364,10 +364,11 @@ def setup_command(ctx: click.Context) -> None:
     ctx.invoke(score_command, corpus=current_app.config["DEMO_CORPUS"])
 
 
-@click.command("serve", help="Serve the game (Flask-SocketIO) on HUMANLM_HOST:HUMANLM_PORT.")
+@click.command("serve", help="Serve the game on HUMANLM_HOST:HUMANLM_PORT (gunicorn, production-ready).")
 @click.option("--host", default=None, help="Default: HUMANLM_HOST.")
 @click.option("--port", type=int, default=None, help="Default: HUMANLM_PORT.")
-@click.option("--debug", is_flag=True, help="Reload on code changes, show debugger.")
+@click.option("--debug", is_flag=True,
+              help="Development server instead: reload on code changes, show the debugger.")
 @with_appcontext
 def serve_command(host: str | None, port: int | None, debug: bool) -> None:
     from .extensions import socketio
@@ -376,8 +377,13 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
     host = host or app.config["HOST"]
     port = port or app.config["PORT"]
     click.echo(f"humanlm is running: http://{host}:{port}  (Ctrl+C to stop)")
-    os.environ.pop("FLASK_RUN_FROM_CLI", None)  # Flask refuses app.run() inside its CLI otherwise
-    socketio.run(app, host=host, port=port, debug=debug, allow_unsafe_werkzeug=True)
+    if debug:
+        os.environ.pop("FLASK_RUN_FROM_CLI", None)  # Flask refuses app.run() inside its CLI otherwise
+        socketio.run(app, host=host, port=port, debug=True, allow_unsafe_werkzeug=True)
+        return
+    from .server import serve
+
+    serve(app, host, port, app.config["SERVER_THREADS"])
 
 
 def register_commands(app: Flask) -> None:

@@ -105,6 +105,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Port `humanlm serve` listens on.",
     ),
     Setting(
+        "SERVER_THREADS", "HUMANLM_SERVER_THREADS", 400, int,
+        "Threads of `humanlm serve` (gunicorn gthread): each open phone or projector connection "
+        "holds one, so this bounds the class size one server process takes.",
+    ),
+    Setting(
         "SOCKETIO_MESSAGE_QUEUE", "SOCKETIO_MESSAGE_QUEUE", None, str,
         "Message queue URL (redis://...) shared by several server processes; unset = in-process.",
     ),

@@ -1,0 +1,56 @@
+"""The production server `humanlm serve` runs: gunicorn with one `gthread` worker process.
+
+Why this shape: Flask-SocketIO keeps its connections in the memory of one process, so one
+gunicorn worker serves everything (more processes need a message queue and sticky sessions; see
+README "Many workers"). Flask-SocketIO runs in its threading mode and WebSockets go through
+simple-websocket, which gunicorn's gthread worker supports; no monkey patching (eventlet,
+gevent) touches the database drivers or llama.cpp. Each open WebSocket holds one thread, so the
+thread count bounds the number of phones one process serves (HUMANLM_SERVER_THREADS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from .extensions import db
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn configured from humanlm's settings, serving an already created app."""
+
+    def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
+        self.app = app
+        self.options: dict[str, Any] = {
+            "bind": f"{host}:{port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": threads,
+            # Long-polling requests last up to 25 s; the worker's heartbeat is separate.
+            "timeout": 60,
+            "graceful_timeout": 5,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+            "post_fork": _fresh_connections_after_fork,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.app
+
+
+def _fresh_connections_after_fork(_server, _worker) -> None:
+    """Database connections opened by the master process must not be shared with the worker."""
+    db.dispose()
+
+
+def serve(app: Flask, host: str, port: int, threads: int) -> None:
+    GunicornServer(app, host, port, threads).run()
