@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db, socketio
 from webapp.models import Guess, Item, Prediction, Room
-from webapp.rooms import points, service
+from webapp.rooms import commands, points
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -66,7 +66,7 @@ def n_guesses(app) -> int:
 def current_item(app, code: str) -> tuple[Item, Prediction]:
     with app.app_context():
         room = db.session.scalar(select(Room).where(Room.code == code))
-        rnd = service.current_round(room)
+        rnd = commands.current_round(room)
         prediction = db.session.scalar(
             select(Prediction).where(Prediction.item_id == rnd.item_id, Prediction.model_id == room.model_id)
         )
@@ -435,7 +435,7 @@ def test_a_guess_before_joining_is_refused(scored_app, client):
 
 
 def test_timer_locks_the_round_and_late_answers_are_refused(scored_app, client, monkeypatch):
-    monkeypatch.setattr(service, "TIMER_RANGE", (1, 600))
+    monkeypatch.setattr(commands, "TIMER_RANGE", (1, 600))
     room = create_room(client, timer_seconds=1)
     code = room["code"]
     host, _ = host_of(scored_app, room)

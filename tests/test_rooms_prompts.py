@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from webapp.extensions import db, socketio
 from webapp.models import Corpus, Prediction, Room
+from webapp.rooms import commands
 from webapp.rooms import prompts as prompts_module
-from webapp.rooms import service
 from webapp.rooms.prompts import MAX_PROMPTS, parse_prompts, store_prompts
 from webapp.rooms.state import RoomRuleError
 
@@ -140,10 +140,10 @@ def test_pick_corpus_items_spreads_rounds_over_passages(scored_app):
 
     with scored_app.app_context():
         model = game.active_model(db.session, scored_app.config["MODEL"])
-        items = service.pick_corpus_items(db.session, model, "tests", 4, random.Random(1))
+        items = commands.pick_corpus_items(db.session, model, "tests", 4, random.Random(1))
         assert len({it.id for it in items}) == 4
         docs = [it.document_id for it in items]
         assert docs[0] != docs[1] and docs[2] != docs[3]  # alternating between the two passages
         assert all(it.playable for it in items)
         with pytest.raises(RoomRuleError, match="only"):
-            service.pick_corpus_items(db.session, model, "tests", 500, random.Random(1))
+            commands.pick_corpus_items(db.session, model, "tests", 500, random.Random(1))

@@ -48,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def page_limits() -> dict[str, Any]:
         """The limits forms and page scripts share with the server (maxlength, the answer box):
         from the settings table, never copied into templates (base.html hands them to JS)."""
-        from .rooms.service import MAX_ROUNDS
+        from .rooms.commands import MAX_ROUNDS
         from .rooms.state import NICKNAME_MAX_CHARS
 
         return {"limits": {

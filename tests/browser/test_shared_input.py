@@ -22,7 +22,7 @@ from test_rooms_pages import create_room, host_action, join
 from webapp.app import create_app
 from webapp.extensions import db
 from webapp.models import Guess, Room
-from webapp.rooms.service import MAX_ROUNDS
+from webapp.rooms.commands import MAX_ROUNDS
 from webapp.rooms.state import NICKNAME_MAX_CHARS
 
 LIMIT = 50

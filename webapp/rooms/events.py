@@ -1,4 +1,5 @@
-"""Socket.IO events of classroom rooms. Thin: check the payload, call service.py, broadcast.
+"""Socket.IO events of classroom rooms. Thin: check the payload, call commands.py, broadcast
+what views.py builds.
 
 Socket.IO rooms used for broadcasts: `host:<CODE>` (the projector), `room:<CODE>` (every
 student) and `player:<seat id>` (one student). With SOCKETIO_MESSAGE_QUEUE set, emits travel
@@ -28,7 +29,7 @@ from ..api import MAX_JSON_DEPTH, json_depth
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
 from ..models import Room, RoomPlayer
-from . import service
+from . import commands, views
 from .state import Phase, RoomRuleError
 
 MAX_PAYLOAD_BYTES = 4096
@@ -63,23 +64,23 @@ def grace_seconds() -> int:
 def broadcast_state(room: Room, *, students: bool = True, with_feedback: bool = False) -> None:
     """Send the host its full state and (optionally) every student the public state."""
     session, tokenizer = db.session, _tokenizer()
-    scored = service.shown_answers(session, room)  # once for all three views
+    scored = views.shown_answers(session, room)  # once for all three views
     socketio.emit(
-        "host_state", service.host_state(session, room, tokenizer, room.join_url, scored),
+        "host_state", views.host_state(session, room, tokenizer, room.join_url, scored),
         to=f"host:{room.code}",
     )
     if students:
         socketio.emit(
-            "room_state", service.public_state(session, room, scored), to=f"room:{room.code}"
+            "room_state", views.public_state(session, room, scored), to=f"room:{room.code}"
         )
     if with_feedback:
-        for seat_id, payload in service.feedback(session, room, tokenizer, scored).items():
+        for seat_id, payload in views.feedback(session, room, tokenizer, scored).items():
             socketio.emit("feedback", payload, to=f"player:{seat_id}")
 
 
 def broadcast_answers(room: Room) -> None:
     socketio.emit(
-        "answers", service.answers_view(db.session, room, _tokenizer()), to=f"host:{room.code}"
+        "answers", views.answers_view(db.session, room, _tokenizer()), to=f"host:{room.code}"
     )
 
 
@@ -115,7 +116,7 @@ def _send_batched_answers(app, code: str, delay: float) -> None:
         _answers_pending.discard(code)
     with app.app_context():
         try:
-            broadcast_answers(service.get_room(db.session, code))
+            broadcast_answers(commands.get_room(db.session, code))
         except Exception:
             app.logger.exception("sending the answer count of room %s failed", code)
         finally:
@@ -208,7 +209,7 @@ def room_event(name: str) -> Callable:
 
 
 def _room_of(data: RoomEvent) -> Room:
-    return service.get_room(db.session, data.code)
+    return commands.get_room(db.session, data.code)
 
 
 def _hosted_room(data: RoomEvent) -> Room:
@@ -230,16 +231,16 @@ def _remember(conn: Connection) -> None:
 @room_event("host_join")
 def host_join(data: HostJoinIn) -> dict:
     room = _room_of(data)
-    service.check_host(room, data.host_token)
+    commands.check_host(room, data.host_token)
     join_room(f"host:{room.code}")
     _remember(Connection(room.id, room.code, "host"))
-    return {"state": service.host_state(db.session, room, _tokenizer(), room.join_url)}
+    return {"state": views.host_state(db.session, room, _tokenizer(), room.join_url)}
 
 
 @room_event("host_action")
 def host_action(data: HostActionIn) -> dict:
     room = _hosted_room(data)
-    phase = service.apply_action(db.session, room, data.action)
+    phase = commands.apply_action(db.session, room, data.action)
     broadcast_state(room, with_feedback=phase == Phase.REVEAL)
     if phase == Phase.ANSWERING and room.deadline is not None:
         socketio.start_background_task(
@@ -253,7 +254,7 @@ def host_action(data: HostActionIn) -> dict:
 def host_settings(data: HostSettingsIn) -> dict:
     room = _hosted_room(data)
     change = data.model_dump(exclude_unset=True)
-    service.update_settings(db.session, room, change)
+    commands.update_settings(db.session, room, change)
     broadcast_state(room, students="show_leaderboard" in change)
     return {}
 
@@ -261,7 +262,7 @@ def host_settings(data: HostSettingsIn) -> dict:
 @room_event("host_remove")
 def host_remove(data: HostRemoveIn) -> dict:
     room = _hosted_room(data)
-    seat = service.remove_player(db.session, room, data.player_id)
+    seat = commands.remove_player(db.session, room, data.player_id)
     socketio.emit(
         "removed", {"message": "The host removed you from this room."}, to=f"player:{seat.id}"
     )
@@ -274,9 +275,9 @@ def _lock_when_due(app, code: str, round_index: int, deadline: datetime) -> None
     socketio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.05)
     with app.app_context():
         try:
-            room = service.get_room(db.session, code)
+            room = commands.get_room(db.session, code)
             if room.phase == Phase.ANSWERING.value and room.round_index == round_index:
-                service.apply_action(db.session, room, "lock")
+                commands.apply_action(db.session, room, "lock")
                 broadcast_state(room)
         except RoomRuleError:
             db.session.rollback()  # the host (or another worker) locked first
@@ -292,13 +293,13 @@ def _seat_joined(room: Room, seat: RoomPlayer) -> dict:
     join_room(f"player:{seat.id}")
     _remember(Connection(room.id, room.code, "student", seat.id))
     broadcast_state(room, students=False)  # the host's player list
-    return service.student_state(db.session, room, seat, _tokenizer())
+    return views.student_state(db.session, room, seat, _tokenizer())
 
 
 @room_event("join")
 def join(data: JoinIn) -> dict:
     room = _room_of(data)
-    seat, token = service.join(db.session, room, data.nickname, grace_seconds())
+    seat, token = commands.join(db.session, room, data.nickname, grace_seconds())
     state = _seat_joined(room, seat)
     return {"player_token": token, "player_id": seat.id, "state": state}
 
@@ -306,7 +307,7 @@ def join(data: JoinIn) -> dict:
 @room_event("rejoin")
 def rejoin(data: RejoinIn) -> dict:
     room = _room_of(data)
-    seat = service.rejoin(db.session, room, data.player_token, grace_seconds())
+    seat = commands.rejoin(db.session, room, data.player_token, grace_seconds())
     return {"player_id": seat.id, "state": _seat_joined(room, seat)}
 
 
@@ -320,7 +321,7 @@ def guess(data: RoomAnswerIn) -> dict:
     seat = db.session.get(RoomPlayer, conn.seat_id)
     tokenizer = _tokenizer()
     result = answers.submit(
-        db.session, service.RoomPolicy(room, seat, received_at), data,
+        db.session, commands.RoomPolicy(room, seat, received_at), data,
         player_id=seat.player_id, tokenizer=tokenizer, received_at=received_at,
         write_lock=db.write_lock,
     )
@@ -343,7 +344,7 @@ def disconnect(*_args: Any) -> None:
     if conn is None or conn.role != "student":
         return
     try:
-        service.set_disconnected(db.session, conn.seat_id)
+        commands.set_disconnected(db.session, conn.seat_id)
         room = db.session.get(Room, conn.room_id)
         if room is not None:
             broadcast_state(room, students=False)

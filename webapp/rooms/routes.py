@@ -21,7 +21,7 @@ from ..api import accepts, error, model_display_name, parse_body
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Room, RoomStatus, ScoredDocument
-from . import bp, service
+from . import bp, commands
 from .prompts import parse_prompts, prompt_model, score_prompt_documents, store_prompts
 from .state import RoomRuleError, normalize_join_code
 
@@ -101,7 +101,7 @@ def qr_code(code: str):
 def room_info(code: str):
     """A room's phase and number of players (what the join page checks)."""
     room = _room_or_404(code)
-    n_players = len(service.active_players(db.session, room))
+    n_players = len(commands.active_players(db.session, room))
     return jsonify(code=room.code, phase=room.phase, status=room.status, n_players=n_players)
 
 
@@ -111,7 +111,7 @@ class RoomCreateIn(Payload):
 
     source: Literal["corpus", "prompts"]
     corpus: SafeStr | None = Field(default=None, max_length=100)
-    rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=service.MAX_ROUNDS)
+    rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=commands.MAX_ROUNDS)
     prompts: SafeStr | None = Field(default=None, max_length=20_000)
     timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
     show_histogram: bool = True
@@ -124,7 +124,7 @@ def create_room():
     """Create a room; returns its join code and the host's secret token."""
     body = parse_body(RoomCreateIn)
     try:
-        timer = service.check_timer(body.timer_seconds)
+        timer = commands.check_timer(body.timer_seconds)
         if body.source == "corpus":
             room, token = _room_from_corpus(body, timer)
         else:
@@ -144,8 +144,8 @@ def _room_from_corpus(body: RoomCreateIn, timer):
     model = game.active_model(db.session, current_app.config["MODEL"])
     if model is None:
         abort(503, description="no passages are scored yet: run `humanlm score` (or `make run`)")
-    items = service.pick_corpus_items(db.session, model, body.corpus, body.rounds, random.SystemRandom())
-    room, token = service.create_room(
+    items = commands.pick_corpus_items(db.session, model, body.corpus, body.rounds, random.SystemRandom())
+    room, token = commands.create_room(
         db.session, items=items, source="corpus", corpus_name=body.corpus, model_id=model.id,
         timer_seconds=timer, show_histogram=body.show_histogram,
         show_leaderboard=body.show_leaderboard,
@@ -159,7 +159,7 @@ def _room_from_prompts(body: RoomCreateIn, timer):
         raise RoomRuleError("missing field 'prompts'")
     tokenizer = load_tokenizer(current_app.config["MODEL"])
     items = store_prompts(db.session, parse_prompts(body.prompts), tokenizer)
-    room, token = service.create_room(
+    room, token = commands.create_room(
         db.session, items=items, source="prompts", corpus_name="", model_id=None,
         timer_seconds=timer, show_histogram=body.show_histogram,
         show_leaderboard=body.show_leaderboard, status=RoomStatus.PREPARING,
@@ -186,11 +186,11 @@ def _prepare_prompts(app, room_id: int, document_ids: list[int]) -> None:
         try:
             model = prompt_model(app.config["MODEL"], app.config["N_THREADS"])
             model_id = score_prompt_documents(session, model, app.config["TOP_K"], document_ids)
-            service.mark_ready(session, room_id, model_id)
+            commands.mark_ready(session, room_id, model_id)
         except Exception as exc:  # any failure is shown to the host, not lost in a log
             app.logger.exception("scoring room prompts failed")
             session.rollback()
-            service.mark_failed(session, room_id, f"the model could not score the prompts ({exc})")
+            commands.mark_failed(session, room_id, f"the model could not score the prompts ({exc})")
         finally:
             session.close()
         try:

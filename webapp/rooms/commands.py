@@ -1,0 +1,434 @@
+"""What changes a classroom room, as functions on a database session (no Flask, no Socket.IO).
+
+Everything about a room is in the database (Room, RoomRound, RoomPlayer, Guess.room_id), so any
+server process can handle any event of any room; the Socket.IO layer (events.py) only validates
+payloads, calls these functions and broadcasts what views.py builds. This module holds the
+commands: creating a room, finding it, seats joining and leaving, moving through the phases,
+changing settings, and RoomPolicy, the room's part of the one answer path (webapp.answers). The
+rules themselves (phases, codes, nicknames) are in state.py and the guess matching in
+webapp.answers: this module combines them and never redefines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..answers import AnswerRefused, Match, Placement, RoomAnswerIn, match_token
+from ..lm import Tokenizer
+from ..models import (
+    AnswerSource,
+    Corpus,
+    CorpusPurpose,
+    Document,
+    Guess,
+    Item,
+    LanguageModel,
+    Player,
+    Prediction,
+    Room,
+    RoomPlayer,
+    RoomRound,
+    RoomStatus,
+    ScoredDocument,
+    utcnow,
+)
+from .state import (
+    Phase,
+    RoomRuleError,
+    new_join_code,
+    normalize_join_code,
+    transition,
+    validate_nickname,
+)
+
+MAX_ROUNDS = 30
+MAX_PLAYERS = 400
+TIMER_RANGE = (5, 600)
+# Positions with this much context and no more read well on a projector.
+READABLE_POSITIONS = range(6, 61)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored hashed: a leaked database row cannot be used to drive a room."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------ creating rooms
+
+
+def check_timer(value: object) -> int | None:
+    if value in (None, 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RoomRuleError("timer_seconds must be a whole number of seconds")
+    low, high = TIMER_RANGE
+    if not low <= value <= high:
+        raise RoomRuleError(f"the timer must be between {low} and {high} seconds (or off)")
+    return value
+
+
+def _new_code(session: Session, rng: random.Random) -> str:
+    for _ in range(20):
+        code = new_join_code(rng)
+        if session.scalar(select(Room.id).where(Room.code == code)) is None:
+            return code
+    raise RuntimeError("could not find a free join code")
+
+
+def pick_corpus_items(
+    session: Session, model: LanguageModel, corpus: str, rounds: int, rng: random.Random
+) -> list[Item]:
+    """`rounds` scored, playable positions of the corpus, from as many passages as possible.
+
+    Positions with 6-60 tokens of context are preferred (readable on a projector); passages are
+    visited in random order, one position each, before any passage gives a second one.
+    """
+    corpus_row = session.scalar(select(Corpus).where(Corpus.name == corpus))
+    if corpus_row is None or corpus_row.purpose != CorpusPurpose.GAME:
+        raise RoomRuleError(f"unknown corpus {corpus!r}")
+    scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
+    rows = session.execute(
+        select(Item.id, Item.document_id, Item.position)
+        .join(Document, Item.document_id == Document.id)
+        .where(Document.corpus_id == corpus_row.id, Item.playable, Document.id.in_(scored))
+    ).all()
+    if not rows:
+        raise RoomRuleError(f"corpus {corpus!r} has no scored passages yet: run `humanlm score`")
+    by_doc: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for item_id, doc_id, position in rows:
+        by_doc[doc_id].append((item_id, position))
+    pools = []
+    for doc_id in sorted(by_doc):
+        items = sorted(by_doc[doc_id], key=lambda r: r[1])
+        readable = [r for r in items if r[1] in READABLE_POSITIONS]
+        rest = [r for r in items if r[1] not in READABLE_POSITIONS]
+        rng.shuffle(readable)
+        rng.shuffle(rest)
+        pools.append(readable + rest)
+    rng.shuffle(pools)
+    chosen: list[int] = []
+    while len(chosen) < rounds and any(pools):
+        for pool in pools:
+            if pool and len(chosen) < rounds:
+                chosen.append(pool.pop(0)[0])
+    if len(chosen) < rounds:
+        raise RoomRuleError(
+            f"corpus {corpus!r} has only {len(chosen)} playable positions; choose fewer rounds"
+        )
+    items = {it.id: it for it in session.scalars(select(Item).where(Item.id.in_(chosen)))}
+    return [items[i] for i in chosen]
+
+
+def create_room(
+    session: Session,
+    *,
+    items: list[Item],
+    source: str,
+    corpus_name: str,
+    model_id: int | None,
+    timer_seconds: int | None,
+    show_histogram: bool,
+    show_leaderboard: bool,
+    status: str = RoomStatus.READY,
+    rng: random.Random | None = None,
+) -> tuple[Room, str]:
+    """A new room in the lobby with one planned round per item; returns (room, host token)."""
+    rng = rng or random.SystemRandom()
+    if not 1 <= len(items) <= MAX_ROUNDS:
+        raise RoomRuleError(f"a room has 1 to {MAX_ROUNDS} rounds")
+    host_token = secrets.token_urlsafe(24)
+    room = Room(
+        code=_new_code(session, rng), host_token_hash=hash_token(host_token), model_id=model_id,
+        source=source, corpus_name=corpus_name, status=status, phase=Phase.LOBBY.value,
+        round_index=-1, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
+        timer_seconds=timer_seconds,
+    )
+    room.rounds = [RoomRound(index=i, item_id=item.id) for i, item in enumerate(items)]
+    session.add(room)
+    session.commit()
+    return room, host_token
+
+
+def mark_ready(session: Session, room_id: int, model_id: int) -> None:
+    session.execute(
+        update(Room).where(Room.id == room_id).values(status=RoomStatus.READY, model_id=model_id, error=None)
+    )
+    session.commit()
+
+
+def mark_failed(session: Session, room_id: int, message: str) -> None:
+    session.execute(update(Room).where(Room.id == room_id).values(status=RoomStatus.FAILED, error=message))
+    session.commit()
+
+
+# ----------------------------------------------------------------------------- finding things
+
+
+@dataclass(frozen=True)
+class RoundItemFacts:
+    """What answering needs of an item and its prediction; both never change once scored."""
+
+    token_id: int
+    top_k: tuple
+
+
+class _FactCache:
+    """A small per-process cache of immutable rows, so an answer costs fewer queries."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._values: dict = {}
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, load):
+        value = self._values.get(key)
+        if value is None:
+            value = load()
+            with self._lock:
+                if len(self._values) >= self._size:
+                    self._values.clear()
+                self._values[key] = value
+        return value
+
+
+_round_items = _FactCache()
+_item_facts = _FactCache()
+
+
+def round_item_id(session: Session, room_id: int, index: int) -> int:
+    """The item asked in round `index` of a room (planned at creation, never changed)."""
+    return _round_items.get(
+        (_database(session), room_id, index),
+        lambda: session.scalar(
+            select(RoomRound.item_id).where(RoomRound.room_id == room_id, RoomRound.index == index)
+        ),
+    )
+
+
+def item_facts(session: Session, item_id: int, model_id: int) -> RoundItemFacts:
+    def load() -> RoundItemFacts:
+        token_id, top_k = session.execute(
+            select(Item.token_id, Prediction.top_k)
+            .join(Prediction, Prediction.item_id == Item.id)
+            .where(Item.id == item_id, Prediction.model_id == model_id)
+        ).one()
+        return RoundItemFacts(token_id, tuple(tuple(e) for e in top_k))
+
+    return _item_facts.get((_database(session), item_id, model_id), load)
+
+
+def _database(session: Session) -> str:
+    """Part of every cache key: ids are only unique within one database (tests use many)."""
+    return str(session.get_bind().url)
+
+def get_room(session: Session, code: object) -> Room:
+    if not isinstance(code, str):
+        raise RoomRuleError("missing field 'code'")
+    room = session.scalar(select(Room).where(Room.code == normalize_join_code(code)))
+    if room is None:
+        raise RoomRuleError(f"there is no room {code.strip().upper()!r}: check the code")
+    return room
+
+
+def check_host(room: Room, host_token: object) -> None:
+    if not isinstance(host_token, str) or hash_token(host_token) != room.host_token_hash:
+        raise RoomRuleError("only the host of this room can do that")
+
+
+def current_round(room: Room) -> RoomRound | None:
+    if 0 <= room.round_index < len(room.rounds):
+        return room.rounds[room.round_index]
+    return None
+
+
+def active_players(session: Session, room: Room) -> list[RoomPlayer]:
+    return list(
+        session.scalars(
+            select(RoomPlayer)
+            .where(RoomPlayer.room_id == room.id, RoomPlayer.removed.is_(False))
+            .order_by(RoomPlayer.id)
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- players
+
+
+def join(session: Session, room: Room, nickname: object, grace_seconds: int) -> tuple[RoomPlayer, str]:
+    """A new seat for a student; returns (seat, secret token for rejoining)."""
+    if not isinstance(nickname, str):
+        raise RoomRuleError("missing field 'nickname'")
+    if room.phase == Phase.FINISHED.value:
+        raise RoomRuleError("this room has finished")
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    players = active_players(session, room)
+    # A name is held by a seat that is connected or was seen within the grace period.
+    taken = {p.nickname for p in players if p.connected or p.last_seen_at >= cutoff}
+    name = validate_nickname(nickname, taken)
+    if len(players) >= MAX_PLAYERS:
+        raise RoomRuleError(f"this room is full ({MAX_PLAYERS} players)")
+    token = secrets.token_urlsafe(24)
+    player = Player(id=secrets.token_hex(8))
+    seat = RoomPlayer(
+        room_id=room.id, player_id=player.id, nickname=name, token_hash=hash_token(token),
+        connected=True,
+    )
+    session.add_all([player, seat])
+    session.commit()
+    return seat, token
+
+
+def rejoin(session: Session, room: Room, token: object, grace_seconds: int) -> RoomPlayer:
+    """The seat a returning browser holds, if it is still valid."""
+    if not isinstance(token, str) or not token:
+        raise RoomRuleError("missing field 'player_token'")
+    seat = session.scalar(
+        select(RoomPlayer).where(
+            RoomPlayer.token_hash == hash_token(token), RoomPlayer.room_id == room.id
+        )
+    )
+    if seat is None:
+        raise RoomRuleError("this browser has no seat in this room: join with a nickname")
+    if seat.removed:
+        raise RoomRuleError("the host removed you from this room")
+    away = utcnow() - seat.last_seen_at
+    if not seat.connected and away > timedelta(seconds=grace_seconds):
+        raise RoomRuleError("you were away too long and your seat expired: join again")
+    seat.connected, seat.last_seen_at = True, utcnow()
+    session.commit()
+    return seat
+
+
+def set_disconnected(session: Session, seat_id: int) -> None:
+    session.execute(
+        update(RoomPlayer).where(RoomPlayer.id == seat_id).values(connected=False, last_seen_at=utcnow())
+    )
+    session.commit()
+
+
+def remove_player(session: Session, room: Room, seat_id: object) -> RoomPlayer:
+    if isinstance(seat_id, bool) or not isinstance(seat_id, int):
+        raise RoomRuleError("missing field 'player_id'")
+    seat = session.get(RoomPlayer, seat_id)
+    if seat is None or seat.room_id != room.id or seat.removed:
+        raise RoomRuleError("there is no such player in this room")
+    seat.removed = True
+    session.commit()
+    return seat
+
+
+# ------------------------------------------------------------------------------ phases
+
+
+def apply_action(session: Session, room: Room, action: object, now: datetime | None = None) -> Phase:
+    """Move the room on (start, lock, reveal, next, finish) with a compare-and-set update.
+
+    Compare-and-set on (phase, round_index): when a timer and the host lock at the same moment,
+    or two workers race, exactly one succeeds and the other gets a clear error.
+    """
+    if not isinstance(action, str):
+        raise RoomRuleError("missing field 'action'")
+    if room.status != RoomStatus.READY:
+        raise RoomRuleError(
+            "the room is still being prepared" if room.status == RoomStatus.PREPARING
+            else f"the room could not be prepared: {room.error}"
+        )
+    now = now or utcnow()
+    old_phase = Phase(room.phase)
+    new_phase = transition(old_phase, action)
+    values: dict = {"phase": new_phase.value}
+    index = room.round_index
+    stamp: dict = {}
+    if action in ("start", "next"):
+        index += 1
+        if index >= len(room.rounds):
+            raise RoomRuleError("that was the last round: finish the room")
+        values["round_index"] = index
+        values["deadline"] = now + timedelta(seconds=room.timer_seconds) if room.timer_seconds else None
+        stamp = {"opened_at": now}
+    elif action == "lock":
+        values["deadline"] = None
+        stamp = {"locked_at": now}
+    elif action == "reveal":
+        stamp = {"revealed_at": now}
+    elif action == "finish":
+        values["finished_at"] = now
+    result = session.execute(
+        update(Room)
+        .where(Room.id == room.id, Room.phase == old_phase.value, Room.round_index == room.round_index)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        session.rollback()
+        raise RoomRuleError("the room moved on meanwhile; look at the screen and try again")
+    if stamp:
+        session.execute(
+            update(RoomRound).where(RoomRound.room_id == room.id, RoomRound.index == index).values(**stamp)
+        )
+    session.commit()
+    session.refresh(room)
+    return new_phase
+
+
+def update_settings(session: Session, room: Room, data: dict) -> None:
+    for key in ("show_histogram", "show_leaderboard"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise RoomRuleError(f"{key} must be true or false")
+            setattr(room, key, data[key])
+    if "timer_seconds" in data:
+        room.timer_seconds = check_timer(data["timer_seconds"])
+    session.commit()
+
+
+# ------------------------------------------------------------------------------ answers
+
+
+class RoomPolicy:
+    """Answers in a room: only to the open round, while it is open, from a seat in the room.
+
+    Stored before anything about the true token is shown (reveal needs LOCKED, and answers are
+    accepted only while ANSWERING)."""
+
+    already_answered = "you already answered this round"
+
+    def __init__(self, room: Room, seat: RoomPlayer, received_at: datetime) -> None:
+        self.room = room
+        self.seat = seat
+        self.received_at = received_at
+
+    def locate(self, session: Session, answer: RoomAnswerIn) -> Placement:
+        room = self.room
+        if self.seat.removed:
+            raise AnswerRefused("the host removed you from this room", 403)
+        if room.phase != Phase.ANSWERING.value:
+            raise AnswerRefused("answers are closed for this round", 409)
+        if answer.round != room.round_index:
+            raise AnswerRefused("that round is over; answer the current question", 409)
+        deadline = room.deadline
+        if deadline is not None and self.received_at > deadline:
+            raise AnswerRefused("time is up for this round", 409)
+        item_id = round_item_id(session, room.id, room.round_index)
+        # An earlier answer this round is found by the unique index when this one is stored.
+        facts = item_facts(session, item_id, room.model_id)
+        row = {"model_id": room.model_id, "room_id": room.id, "source": AnswerSource.ROOM}
+        return Placement(item_id, facts.token_id, facts, row)
+
+    def match(self, answer: RoomAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
+        return match_token(answer.text, placement.token_id, tokenizer, answer.skipped)
+
+    def owns(self, guess: Guess, answer: RoomAnswerIn) -> bool:
+        return guess.room_id == self.room.id
+
+    def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
+        pass
+
