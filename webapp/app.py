@@ -20,15 +20,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(load_settings(config))
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no API request needs more
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # Flask's defaults already hold these keys (SameSite None), so setdefault would do nothing.
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    if (app.config.get("PUBLIC_URL") or "").startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
     db.configure(app.config["DATABASE_URL"], echo=app.config["LOG_SQL"])
 
-    from . import api
+    from . import api, security
     from .play import bp as play_bp
     from .research import bp as research_bp
     from .rooms import bp as rooms_bp
 
     api.register(app)  # before the blueprints: their <int:...> URLs use the bounded converter
+    security.register(app)
     app.register_blueprint(play_bp)
     app.register_blueprint(rooms_bp)
     app.register_blueprint(research_bp)

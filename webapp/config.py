@@ -159,8 +159,13 @@ def _instance_secret_key() -> str:
     """A random key created once per install, so sessions survive restarts without set-up."""
     path = INSTANCE_DIR / "secret_key"
     if path.exists():
+        if path.stat().st_mode & 0o077:  # an older install wrote it readable by everyone
+            path.chmod(0o600)
         return path.read_text().strip()
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32)
-    path.write_text(key)
+    # Created readable and writable by its owner only: whoever reads it can forge sessions.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key)
     return key

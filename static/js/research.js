@@ -3,6 +3,10 @@
 'use strict';
 
 (() => {
+  // Bars are sized from data attributes (the Content-Security-Policy allows no inline styles).
+  document.querySelectorAll('[data-width]').forEach((el) => { el.style.width = `${el.dataset.width}%`; });
+  document.querySelectorAll('[data-height]').forEach((el) => { el.style.height = `${el.dataset.height}%`; });
+
   // Copy the value of an input (data-copy="input id").
   document.querySelectorAll('[data-copy]').forEach((btn) => {
     btn.addEventListener('click', async () => {

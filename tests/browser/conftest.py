@@ -56,6 +56,15 @@ def browser():
             b.close()
 
 
+def _watch_security_policy(pg) -> list[str]:
+    """Every Content-Security-Policy violation a page reports (the browser refuses the inline
+    script or style, so the page is broken for real users): checked when the test ends."""
+    violations: list[str] = []
+    pg.on("console", lambda msg: violations.append(msg.text)
+          if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    return violations
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport=DESKTOP)
@@ -64,10 +73,12 @@ def page(browser):
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.js_errors = errors  # type: ignore[attr-defined]
+    violations = _watch_security_policy(pg)
     try:
         yield pg
     finally:
         context.close()
+    assert violations == [], violations
 
 
 @pytest.fixture
@@ -75,7 +86,9 @@ def phone_page(browser):
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     pg = context.new_page()
     pg.set_default_timeout(30_000)
+    violations = _watch_security_policy(pg)
     try:
         yield pg
     finally:
         context.close()
+    assert violations == [], violations
