@@ -132,6 +132,15 @@ SETTINGS: tuple[Setting, ...] = (
         "A researcher's login lasts this many minutes; after that they must log in again.",
     ),
     Setting(
+        "RATE_LIMIT_STORAGE", "HUMANLM_RATE_LIMIT_STORAGE", None, str,
+        "Where rate-limit counters live (login attempts, room joins and answers): memory:// for "
+        "one process; unset = the Redis of SOCKETIO_MESSAGE_QUEUE when set, else memory://.",
+    ),
+    Setting(
+        "LOGIN_LIMITS", "HUMANLM_LOGIN_LIMITS", "10 per minute;40 per hour", str,
+        "Failed research logins allowed per client address and, separately, per e-mail address.",
+    ),
+    Setting(
         "STUDY_RESERVATION_MINUTES", "HUMANLM_STUDY_RESERVATION_MINUTES", 60, int,
         "Items assigned to a participant who has not finished count towards the items' targets "
         "for this many minutes (so participants who start together get different items).",

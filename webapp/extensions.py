@@ -1,4 +1,5 @@
-"""Shared extension objects: the database (SQLAlchemy 2 engine + scoped session) and Socket.IO.
+"""Shared extension objects: the database (SQLAlchemy 2 engine + scoped session), Socket.IO and
+the rate limiter.
 
 The database object is configured by create_app() or by the CLI, so plain functions (corpus
 import, scoring) can use a session without a Flask app.
@@ -10,6 +11,8 @@ import contextlib
 import threading
 from pathlib import Path
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_socketio import SocketIO
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -76,3 +79,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 db = Database()
 socketio = SocketIO()
+# Rate limits are declared on the routes that need them (no default limit on every request).
+limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+
+
+def rate_limit_storage(config) -> str:
+    """The counters' store: the explicit setting, else the Socket.IO queue's Redis, else memory."""
+    if config.get("RATE_LIMIT_STORAGE"):
+        return config["RATE_LIMIT_STORAGE"]
+    queue = config.get("SOCKETIO_MESSAGE_QUEUE") or ""
+    return queue if queue.startswith(("redis://", "rediss://")) else "memory://"

@@ -358,6 +358,34 @@ class Researcher(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class ResearcherSession(Base):
+    """One login of a researcher, kept on the server: the browser's cookie holds only a random
+    token whose hash is stored here, so logging out (or expiry) ends it for good, even for a
+    copy of the cookie taken before."""
+
+    __tablename__ = "researcher_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    researcher_id: Mapped[int] = mapped_column(
+        ForeignKey("researchers.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StudyAccess(Base):
+    """A researcher other than the study's owner who may see and change it (shared access)."""
+
+    __tablename__ = "study_access"
+    __table_args__ = (UniqueConstraint("study_id", "researcher_id", name="uq_study_access"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id", ondelete="CASCADE"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Study(Base):
     """An online study: which items, how they are assigned, and what participants see.
 

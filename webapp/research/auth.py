@@ -1,16 +1,23 @@
-"""Researcher accounts: argon2 password hashes, login sessions that expire, `login_required`.
+"""Researcher accounts: argon2 password hashes, logins kept on the server, `login_required`.
 
-Why the expiry is checked on the server rather than with PERMANENT_SESSION_LIFETIME: the same
-signed cookie carries the game's pseudonymous player id, which should live for weeks, while a
-researcher's login (which opens every participant's data) should not. The login time is stored
-in the session and a request after `RESEARCH_SESSION_MINUTES` is treated as logged out, however
-old or new the cookie is.
+A login is a row of `researcher_sessions`; the signed cookie holds only a random token for it.
+Why on the server: logging out must end the login for every copy of the cookie (one captured
+before logout opens nothing), and the expiry (`RESEARCH_SESSION_MINUTES`) is counted from the
+login's stored time, not from anything the browser sends. The same cookie also carries the
+game's pseudonymous player id, which lives for weeks; a researcher's login does not.
+
+Password hashing costs 64 MiB of memory per attempt (argon2's default), so at most
+`HASH_SLOTS` run at once: parallel login attempts queue instead of driving the server's memory
+up, and the login throttle (Flask-Limiter, per client address and per e-mail) bounds the queue.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
+import secrets
+import threading
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from urllib.parse import urlparse
 
@@ -20,18 +27,34 @@ from flask import current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Researcher, utcnow
+from ..models import Researcher, ResearcherSession, utcnow
 
 HASHER = PasswordHasher()
 MIN_PASSWORD_CHARS = 10
-SESSION_ID = "researcher_id"
-SESSION_AT = "researcher_auth_at"
+SESSION_TOKEN = "researcher_session"
+HASH_SLOTS = 2  # password hashes computed at once (64 MiB each)
+HASH_WAIT_SECONDS = 20
+_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
 # Verified against when the e-mail is unknown, so a wrong address takes as long as a wrong password.
 _DUMMY_HASH = HASHER.hash("not a real password, only for timing")
 
 
 class ResearcherError(ValueError):
     """An account that cannot be created (bad e-mail, short password, duplicate)."""
+
+
+class LoginBusy(RuntimeError):
+    """Too many password checks are running; the caller should ask the person to retry."""
+
+
+def _verify(password_hash: str, password: str) -> None:
+    """argon2 verification, at most HASH_SLOTS at a time (raises LoginBusy after waiting)."""
+    if not _hash_slots.acquire(timeout=HASH_WAIT_SECONDS):
+        raise LoginBusy("the server is busy checking passwords; try again in a minute")
+    try:
+        HASHER.verify(password_hash, password)
+    finally:
+        _hash_slots.release()
 
 
 def normalize_email(email: str) -> str:
@@ -58,7 +81,7 @@ def authenticate(session: Session, email: str, password: str) -> Researcher | No
     """The researcher if the password is right (rehashing an outdated hash), else None."""
     researcher = session.scalar(select(Researcher).where(Researcher.email == normalize_email(email)))
     try:
-        HASHER.verify(researcher.password_hash if researcher else _DUMMY_HASH, password)
+        _verify(researcher.password_hash if researcher else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
     if researcher is None:
@@ -69,27 +92,49 @@ def authenticate(session: Session, email: str, password: str) -> Researcher | No
     return researcher
 
 
-def login(researcher: Researcher) -> None:
-    session[SESSION_ID] = researcher.id
-    session[SESSION_AT] = time.time()
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
-def logout() -> None:
-    session.pop(SESSION_ID, None)
-    session.pop(SESSION_AT, None)
+def login(db_session: Session, researcher: Researcher) -> None:
+    """Start a server-side login and put its token in the cookie (flushed; the caller commits)."""
+    token = secrets.token_urlsafe(32)
+    db_session.add(ResearcherSession(researcher_id=researcher.id, token_hash=_token_hash(token)))
+    db_session.flush()
+    session[SESSION_TOKEN] = token
+
+
+def _stored_login(db_session: Session) -> ResearcherSession | None:
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str) or not token:
+        return None
+    return db_session.scalar(
+        select(ResearcherSession).where(ResearcherSession.token_hash == _token_hash(token))
+    )
+
+
+def logout(db_session: Session) -> None:
+    """End this login on the server (every copy of the cookie stops working) and forget it."""
+    stored = _stored_login(db_session)
+    if stored is not None and stored.ended_at is None:
+        stored.ended_at = utcnow()
+        db_session.commit()
+    session.pop(SESSION_TOKEN, None)
 
 
 def current_researcher(db_session: Session) -> Researcher | None:
-    """The logged-in researcher, or None (also when the login is older than the lifetime)."""
-    researcher_id, at = session.get(SESSION_ID), session.get(SESSION_AT)
-    if researcher_id is None or not isinstance(at, (int, float)):
+    """The logged-in researcher, or None (ended, unknown or older than the lifetime)."""
+    stored = _stored_login(db_session)
+    if stored is None or stored.ended_at is not None:
         return None
-    lifetime = current_app.config["RESEARCH_SESSION_MINUTES"] * 60
-    if time.time() - at > lifetime:
-        logout()
+    lifetime = timedelta(minutes=current_app.config["RESEARCH_SESSION_MINUTES"])
+    if utcnow() - stored.created_at > lifetime:
+        stored.ended_at = utcnow()
+        db_session.commit()
+        session.pop(SESSION_TOKEN, None)
         g.research_session_expired = True
         return None
-    return db_session.get(Researcher, researcher_id)
+    return db_session.get(Researcher, stored.researcher_id)
 
 
 def _wants_json() -> bool:

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..answers import AnswerRefused, StudyAnswerIn
 from ..api import accepts, parse_body
-from ..extensions import db
+from ..extensions import db, limiter
 from ..game import active_model
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Guess, Participant, ScoredDocument, Study
@@ -111,33 +111,65 @@ def _now() -> datetime:
 # ------------------------------------------------------------------------------------ login
 
 
+def _login_limits() -> str:
+    return current_app.config["LOGIN_LIMITS"]
+
+
+def _login_email() -> str:
+    """The per-account throttle's key: the e-mail typed, whether or not such an account exists
+    (so the throttle says nothing about which accounts exist)."""
+    return "login:" + auth.normalize_email(request.form.get("email", "")[:254])
+
+
+def _failed_login(response) -> bool:
+    return response.status_code != 302  # only failed attempts count against the limits
+
+
 @bp.route("/research/login", methods=["GET", "POST"])
+@limiter.limit(_login_limits, methods=["POST"], deduct_when=_failed_login)
+@limiter.limit(_login_limits, methods=["POST"], key_func=_login_email, deduct_when=_failed_login)
 def login():
     next_url = auth.safe_next(request.values.get("next"))
     error = None
     email = ""
+    status = 200
     if request.method == "POST":
         email = request.form.get("email", "")[:254]
         password = request.form.get("password", "")[:1000]
-        researcher = auth.authenticate(db.session, email, password)
+        try:
+            researcher = auth.authenticate(db.session, email, password)
+        except auth.LoginBusy as busy:
+            researcher, error, status = None, str(busy).capitalize() + ".", 503
         if researcher is None:
-            error = "Wrong e-mail or password."
+            error, status = error or "Wrong e-mail or password.", status if error else 401
             db.session.rollback()
         else:
-            db.session.commit()
             session.pop("csrf_token", None)  # a fresh CSRF secret for the logged-in researcher
-            auth.login(researcher)
+            auth.login(db.session, researcher)
+            db.session.commit()
             return redirect(next_url or url_for("research.dashboard"))
     elif auth.current_researcher(db.session) is not None:
         return redirect(next_url or url_for("research.dashboard"))
     expired = request.args.get("expired") == "1"
     return render_template("research/login.html", error=error, email=email, next_url=next_url,
-                           expired=expired), (401 if error else 200)
+                           expired=expired), status
+
+
+@bp.errorhandler(429)
+def too_many_attempts(exc):
+    """The login throttle: the same words whether the address or the account hit its limit."""
+    message = (f"Too many failed logins from here or for this account ({exc.description}). "
+               "Wait a few minutes, then try again.")
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), 429
+    return render_template("research/login.html", error=message,
+                           email=request.form.get("email", "")[:254], next_url=None,
+                           expired=False), 429
 
 
 @bp.post("/research/logout")
 def logout():
-    auth.logout()
+    auth.logout(db.session)
     return redirect(url_for("research.login"))
 
 
@@ -301,9 +333,7 @@ def study_settings(study_id: int):
 @bp.get("/api/research/studies/<int:study_id>/summary")
 @auth.login_required
 def study_summary_api(study_id: int):
-    study = db.session.get(Study, study_id)
-    if study is None:
-        return jsonify(error=f"there is no study {study_id}"), 404
+    study = _study_or_404(study_id)  # JSON for /api/ paths (not_found below)
     return jsonify(study_summary(db.session, study))
 
 
@@ -351,9 +381,7 @@ def study_report(study_id: int):
     import tempfile
     from pathlib import Path
 
-    study = db.session.get(Study, study_id)
-    if study is None:
-        abort(404, description=f"there is no study {study_id}")
+    study = _study_or_404(study_id)
     include_pilot = request.args.get("include_pilot", "0") == "1"
     from analysis.reader import AnalysisError
     from analysis.report import write_report
@@ -485,41 +513,44 @@ def study_declined(slug: str):
                     "recruitment site, return there and withdraw from the study.", 200, study=study)
 
 
-def _participant_or_entry(slug: str):
+def _participant_at(slug: str, *, finished: bool):
+    """(study, participant, None) when this browser's run belongs on a page for runs that are
+    `finished` (the done page) or not (instructions, task); else (study, None, a redirect to where
+    it belongs): no consent yet to the entry page, a run at the other stage to the task or done page.
+    """
     study = _study_by_slug(slug)
     participant = _session_participant(study)
-    return study, participant
+    if participant is None:
+        return study, None, redirect(url_for("research.study_entry", slug=study.slug))
+    if (participant.finished_at is not None) != finished:
+        page = "research.study_task" if finished else "research.study_done"
+        return study, None, redirect(url_for(page, slug=study.slug))
+    return study, participant, None
 
 
 @bp.get("/s/<slug>/instructions")
 def study_instructions(slug: str):
-    study, participant = _participant_or_entry(slug)
-    if participant is None:
-        return redirect(url_for("research.study_entry", slug=study.slug))
-    if participant.finished_at is not None:
-        return redirect(url_for("research.study_done", slug=study.slug))
+    study, participant, elsewhere = _participant_at(slug, finished=False)
+    if elsewhere is not None:
+        return elsewhere
     return render_template("research/participant/instructions.html", study=study,
                            n_items=len(participant.assigned or []))
 
 
 @bp.get("/s/<slug>/task")
 def study_task(slug: str):
-    study, participant = _participant_or_entry(slug)
-    if participant is None:
-        return redirect(url_for("research.study_entry", slug=study.slug))
-    if participant.finished_at is not None:
-        return redirect(url_for("research.study_done", slug=study.slug))
+    study, _participant, elsewhere = _participant_at(slug, finished=False)
+    if elsewhere is not None:
+        return elsewhere
     return render_template("research/participant/task.html", study=study,
                            allow_skip=allow_skip(study))
 
 
 @bp.get("/s/<slug>/done")
 def study_done(slug: str):
-    study, participant = _participant_or_entry(slug)
-    if participant is None:
-        return redirect(url_for("research.study_entry", slug=study.slug))
-    if participant.finished_at is None:
-        return redirect(url_for("research.study_task", slug=study.slug))
+    study, participant, elsewhere = _participant_at(slug, finished=True)
+    if elsewhere is not None:
+        return elsewhere
     return render_template("research/participant/done.html", study=study,
                            redirect_to=redirect_target(study, participant))
 
@@ -528,9 +559,7 @@ def study_done(slug: str):
 
 
 def _api_participant(slug: str) -> tuple[Study, Participant]:
-    study = db.session.scalar(select(Study).where(Study.slug == slug.lower()))
-    if study is None:
-        abort(404, description="there is no study at this address")
+    study = _study_by_slug(slug)
     participant = _session_participant(study)
     if participant is None:
         abort(403, description="open the study link and give your consent first")
