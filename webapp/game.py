@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .lm import Tokenizer, display_text
-from .models import LanguageModel, Prediction, ScoredDocument
+from .models import Item, LanguageModel, Prediction, ScoredDocument, Study, StudyItem
 
 
 def token_view(token_id: int, tokenizer: Tokenizer) -> dict:
@@ -29,4 +29,16 @@ def active_model(session: Session, spec: str) -> LanguageModel | None:
 def prediction_for(session: Session, item_id: int, model_id: int) -> Prediction | None:
     return session.scalar(
         select(Prediction).where(Prediction.item_id == item_id, Prediction.model_id == model_id)
+    )
+
+
+def documents_in_open_studies():
+    """Ids of documents (a SELECT to use in `in_`/`not_in`) holding an item of a study that is
+    open (piloting or live). Public play (the solo game, rooms) stays away from the WHOLE
+    document, not only the item: a later position's prefix would show the study's answer."""
+    return (
+        select(Item.document_id)
+        .join(StudyItem, StudyItem.item_id == Item.id)
+        .join(Study, Study.id == StudyItem.study_id)
+        .where(Study.status == "open")
     )

@@ -15,7 +15,7 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from ..answers import AnswerRefused, Match, Placement, SoloAnswerIn, match_token
-from ..game import prediction_for, token_view
+from ..game import documents_in_open_studies, prediction_for, token_view
 from ..lm import Tokenizer
 from ..models import (
     Corpus,
@@ -45,6 +45,8 @@ class SoloPolicy:
         item = session.get(Item, answer.item_id)
         if item is None:
             raise AnswerRefused(f"unknown item {answer.item_id}", 404)
+        if session.scalar(documents_in_open_studies().where(Item.document_id == item.document_id).limit(1)):
+            raise AnswerRefused("this passage is in use by a study right now; press Next for another", 409)
         if not item.playable:
             raise AnswerRefused("this position is not playable", 409)
         prediction = prediction_for(session, item.id, self.model.id)
@@ -102,6 +104,7 @@ def choose_document(
         select(Document)
         .join(Corpus)
         .where(Document.id.in_(scored), Document.id.in_(playable), Corpus.purpose == CorpusPurpose.GAME)
+        .where(Document.id.not_in(documents_in_open_studies()))
     )
     if corpus:
         query = query.where(Corpus.name == corpus)

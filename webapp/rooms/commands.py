@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..answers import AnswerRefused, Match, Placement, RoomAnswerIn, match_token
+from ..game import documents_in_open_studies
 from ..lm import Tokenizer
 from ..models import (
     AnswerSource,
@@ -100,6 +101,7 @@ def pick_corpus_items(
         select(Item.id, Item.document_id, Item.position)
         .join(Document, Item.document_id == Document.id)
         .where(Document.corpus_id == corpus_row.id, Item.playable, Document.id.in_(scored))
+        .where(Document.id.not_in(documents_in_open_studies()))  # a study's answers stay hidden
     ).all()
     if not rows:
         raise RoomRuleError(f"corpus {corpus!r} has no scored passages yet: run `humanlm score`")
