@@ -311,8 +311,6 @@ def host_state(
     rnd = current_round(room)
     answers = answers_view(session, room, tokenizer)
     answered_seats = set(answers["answered_player_ids"])
-    shown = room.phase in (Phase.REVEAL.value, Phase.FINISHED.value)
-    scored = shown_answers(session, room) if scored is None else scored
     return {
         "code": room.code,
         "join_url": join_url,
@@ -333,6 +331,16 @@ def host_state(
         "answers": answers,
         "reveal": reveal_view(session, room, rnd, tokenizer)
         if room.phase == Phase.REVEAL.value and rnd is not None else None,
+        **_standings(session, room, scored),
+    }
+
+
+def _standings(session: Session, room: Room, scored=None) -> dict:
+    """The leaderboard (when the host shows it) from the reveal on, and the summary at the end:
+    the same on the projector and on every phone."""
+    shown = room.phase in (Phase.REVEAL.value, Phase.FINISHED.value)
+    scored = shown_answers(session, room) if scored is None else scored
+    return {
         "leaderboard": leaderboard(session, room, scored) if shown and room.show_leaderboard else None,
         "summary": summary(session, room, scored) if room.phase == Phase.FINISHED.value else None,
     }
@@ -340,16 +348,13 @@ def host_state(
 
 def public_state(session: Session, room: Room, scored=None) -> dict:
     """What every student's screen may show (no per-student parts)."""
-    shown = room.phase in (Phase.REVEAL.value, Phase.FINISHED.value)
-    scored = shown_answers(session, room) if scored is None else scored
     return {
         "code": room.code,
         "phase": room.phase,
         "status": room.status,
         "round": round_view(room),
         "n_players": len(active_players(session, room)),
-        "leaderboard": leaderboard(session, room, scored) if shown and room.show_leaderboard else None,
-        "summary": summary(session, room, scored) if room.phase == Phase.FINISHED.value else None,
+        **_standings(session, room, scored),
     }
 
 
