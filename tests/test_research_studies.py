@@ -274,7 +274,7 @@ def test_reload_resumes_and_a_finished_id_cannot_start_again(scored_app, dbs):
                           redirect_url="https://example.org/finish?cc={code}&p={participant}")
     slug = study_row(scored_app, study_id).slug
     first = scored_app.test_client()
-    token = consent(first, slug, PROLIFIC_PID="same-person")
+    token = consent(first, slug, PROLIFIC_PID="same-person", SESSION_ID="s-1")
     q1 = current(first, slug)["question"]
     assert answer(first, slug, token, q1["study_item_id"]).status_code == 200
     # Reload (same browser): resumes at the second item; the answered one is refused.
@@ -283,9 +283,13 @@ def test_reload_resumes_and_a_finished_id_cannot_start_again(scored_app, dbs):
     again = answer(first, slug, token, q1["study_item_id"])
     assert again.status_code == 409 and "already answered" in again.get_json()["error"]
     assert first.get(f"/s/{slug}").headers["Location"].endswith(f"/s/{slug}/task")
-    # Another browser with the same platform id resumes the same run, not a new one.
+    # Another browser with the same platform id does not take the run over (issue 12): it gets
+    # the consent page; with the run's own SESSION_ID it resumes the same run.
     second = scored_app.test_client()
-    resumed = second.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "same-person"})
+    stranger = second.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "same-person"})
+    assert stranger.status_code == 200 and "consent" in stranger.get_data(as_text=True).lower()
+    assert current(second, slug)["_status"] == 403
+    resumed = second.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "same-person", "SESSION_ID": "s-1"})
     assert resumed.status_code == 302 and resumed.headers["Location"].endswith(f"/s/{slug}/task")
     assert current(second, slug)["question"]["study_item_id"] == q2["study_item_id"]
     assert len(participants(scored_app, study_id)) == 1
@@ -295,9 +299,10 @@ def test_reload_resumes_and_a_finished_id_cannot_start_again(scored_app, dbs):
     done = first.get(f"/s/{slug}/done").get_data(as_text=True)
     assert "DONE-42" in done and "https://example.org/finish?cc=DONE-42&amp;p=same-person" in done
 
-    # The same id again, in a fresh browser: a clear page with 409, and the API refuses too.
+    # The same attempt again (its SESSION_ID), in a fresh browser: a clear page with 409, and
+    # the API refuses too.
     third = scored_app.test_client()
-    page = third.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "same-person"})
+    page = third.get(f"/s/{slug}", query_string={"PROLIFIC_PID": "same-person", "SESSION_ID": "s-1"})
     assert page.status_code == 409 and "already completed" in page.get_data(as_text=True)
     after = answer(first, slug, token, q2["study_item_id"])
     assert after.status_code == 409

@@ -441,10 +441,15 @@ class StudyItem(Base):
 
 
 class Participant(Base):
-    """One person's run through a study (their answers are Guesses of `player_id`)."""
+    """One person's run through a study (their answers are Guesses of `player_id`).
+
+    A run resumes only in the browser that consented or with the same platform SESSION_ID; the
+    same platform id arriving from elsewhere starts a new run with `duplicate_of` set to the
+    first run of that id, so nobody can take over (or lock out) someone else's run, and the
+    researcher sees every such case."""
 
     __tablename__ = "participants"
-    __table_args__ = (UniqueConstraint("study_id", "external_id", name="uq_participant_external"),)
+    __table_args__ = (Index("ix_participants_study_external", "study_id", "external_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
@@ -460,3 +465,6 @@ class Participant(Base):
     checks_total: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)
     exclusion_reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("participants.id", ondelete="SET NULL"), nullable=True
+    )

@@ -75,38 +75,52 @@ def captured_params(args: dict[str, str]) -> dict[str, str]:
     return {k: str(args[k]).strip()[:MAX_PARAM_CHARS] for k in URL_PARAMS if str(args.get(k) or "").strip()}
 
 
-def find_participant(session: Session, study: Study, external_id: str) -> Participant | None:
-    return session.scalar(
-        select(Participant).where(Participant.study_id == study.id, Participant.external_id == external_id)
-    )
+def runs_of(session: Session, study: Study, external_id: str) -> list[Participant]:
+    """Every run of the study started with this platform id, oldest first."""
+    return list(session.scalars(
+        select(Participant)
+        .where(Participant.study_id == study.id, Participant.external_id == external_id)
+        .order_by(Participant.id)
+    ))
+
+
+def resumable_run(session: Session, study: Study, params: dict[str, str]) -> Participant | None:
+    """The run these URL parameters may continue: only one whose platform SESSION_ID matches.
+
+    Why not the platform id alone: it is often known to others (a classmate, a shared screen),
+    and whoever resumed with it could answer in someone else's name or finish their run and lock
+    them out. A recruitment platform gives each attempt its own SESSION_ID, which is not."""
+    params = captured_params(params)
+    external_id, session_id = external_id_of(params), params.get("SESSION_ID")
+    if external_id is None or not session_id:
+        return None
+    return next((run for run in runs_of(session, study, external_id)
+                 if (run.url_params or {}).get("SESSION_ID") == session_id), None)
 
 
 def start_participant(
     session: Session, study: Study, params: dict[str, str], *, now: datetime | None = None,
     reservation_minutes: int = 60,
 ) -> Participant:
-    """A consenting participant: resumes an unfinished run of the same id, refuses a finished one.
+    """A new run for a consenting person. A run with the same platform id that this browser
+    cannot resume (see `resumable_run`) does not stop it: the new run is flagged
+    `duplicate_of` the first one, for the researcher to decide.
 
-    Raises EntryRefused(409) for a participant id that already finished, EntryRefused(403) when the
-    study is closed. Flushes; the caller commits.
+    Raises EntryRefused(403) when the study is closed. Flushes; the caller commits.
     """
     now = now or utcnow()
     params = captured_params(params)
     external_id = external_id_of(params)
-    if external_id is not None:
-        existing = find_participant(session, study, external_id)
-        if existing is not None:
-            if existing.finished_at is not None:
-                raise EntryRefused("this participant id has already completed the study", 409)
-            return existing
     if study.status != "open":
         raise EntryRefused("this study is not taking participants at the moment", 403)
+    earlier = runs_of(session, study, external_id) if external_id is not None else []
     player = Player(id=secrets.token_hex(8))
     session.add(player)
     session.flush()  # no relationship() links the two: the player row must exist first
     participant = Participant(
         study_id=study.id, player_id=player.id, external_id=external_id, url_params=params,
         pilot=study.pilot, assigned=[], consented_at=now, started_at=now,
+        duplicate_of=earlier[0].id if earlier else None,
     )
     session.add(participant)
     session.flush()

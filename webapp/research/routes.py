@@ -31,7 +31,6 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from ..answers import AnswerRefused, StudyAnswerIn
 from ..api import accepts, parse_body
@@ -45,9 +44,9 @@ from .participants import (
     EntryRefused,
     captured_params,
     external_id_of,
-    find_participant,
     progress,
     redirect_target,
+    resumable_run,
     start_participant,
     study_question_payload,
     submit_answer,
@@ -455,20 +454,19 @@ def _already_done(study: Study):
 
 @bp.get("/s/<slug>")
 def study_entry(slug: str):
+    """The study link. It continues a run only in the browser that consented to it, or with the
+    same platform SESSION_ID; anyone else with the same platform id gets the consent page."""
     study = _study_by_slug(slug)
     params = captured_params(request.args)
     external_id = external_id_of(params)
     mine = _session_participant(study)
-    if external_id is not None:
-        existing = find_participant(db.session, study, external_id)
-        if existing is not None:
-            if existing.finished_at is not None:
-                return _already_done(study)
-            _remember(study, existing)
-            return redirect(url_for("research.study_task", slug=study.slug))
-    elif mine is not None:
-        if mine.finished_at is not None:
+    if mine is not None and external_id not in (None, mine.external_id):
+        mine = None  # another platform id in this browser: another person
+    run = mine or resumable_run(db.session, study, params)
+    if run is not None:
+        if run.finished_at is not None:
             return _already_done(study)
+        _remember(study, run)
         return redirect(url_for("research.study_task", slug=study.slug))
     if study.status != "open":
         return _message("This study is closed", "It is not taking new participants at the moment. "
@@ -482,25 +480,20 @@ def study_consent(slug: str):
     params = captured_params(request.form)
     external_id = external_id_of(params)
     mine = _session_participant(study)
-    if external_id is None and mine is not None:
-        return redirect(url_for("research.study_task", slug=study.slug))
+    if mine is not None and external_id in (None, mine.external_id):
+        return redirect(url_for("research.study_task", slug=study.slug))  # consented already
     try:
         with db.write_lock():
-            participant = start_participant(
+            participant = resumable_run(db.session, study, params) or start_participant(
                 db.session, study, params, now=_now(),
                 reservation_minutes=current_app.config["STUDY_RESERVATION_MINUTES"],
             )
             db.session.commit()
     except EntryRefused as exc:
         db.session.rollback()
-        if exc.status == 409:
-            return _already_done(study)
         return _message("This study is closed", str(exc).capitalize() + ".", exc.status, study=study)
-    except IntegrityError:  # the same id consented twice at the same moment (double click)
-        db.session.rollback()
-        participant = find_participant(db.session, study, external_id) if external_id else None
-        if participant is None:
-            raise
+    if participant.finished_at is not None:
+        return _already_done(study)
     _remember(study, participant)
     return redirect(url_for("research.study_instructions", slug=study.slug))
 
