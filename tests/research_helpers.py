@@ -28,14 +28,22 @@ BASE_SPEC = {
 _CSRF = re.compile(r'name="csrf[-_]token" (?:value|content)="([^"]+)"')
 
 
-def make_study(app, **overrides) -> int:
-    """Create a study (through webapp.research.setup, as the CLI does); returns its id."""
+def make_study(app, owner: str | None = None, **overrides) -> int:
+    """Create a study (through webapp.research.setup, as the CLI does); returns its id. With
+    `owner` (an e-mail) it belongs to that researcher; without, every researcher sees it."""
     with app.app_context():
         session = db.new_session()
         try:
             model = active_model(session, MODEL_SPEC)
+            owner_id = None
+            if owner is not None:
+                from sqlalchemy import select
+
+                from webapp.models import Researcher
+
+                owner_id = session.scalar(select(Researcher.id).where(Researcher.email == owner))
             study = create_study(session, {**BASE_SPEC, **overrides}, model=model,
-                                 tokenizer=load_tokenizer(MODEL_SPEC))
+                                 tokenizer=load_tokenizer(MODEL_SPEC), created_by=owner_id)
             session.commit()
             return study.id
         finally:

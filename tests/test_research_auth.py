@@ -78,6 +78,33 @@ def test_logged_out_is_refused(scored_app, client, study_id, method, url, kind):
 
 
 @pytest.mark.parametrize(("method", "url", "kind"), PROTECTED)
+def test_another_researchers_study_is_not_found(scored_app, client, method, url, kind):
+    """Every study route, as a second researcher, on a study the first one owns: a 404 (pages
+    and JSON alike, so its existence is not revealed) and nothing changed; once shared, served."""
+    make_researcher(scored_app)
+    make_researcher(scored_app, email="bo@example.org")
+    owned = make_study(scored_app, owner="ada@example.org", pilot=True)
+    assert login(client, "bo@example.org").status_code == 302
+    token = csrf_token(client.get("/research/").get_data(as_text=True))
+    response = _request(client, method, url.format(id=owned), token)
+    if "{id}" in url:
+        assert response.status_code == 404, response.get_data(as_text=True)[:200]
+        if kind == "json" or url.startswith("/api/"):
+            assert "there is no study" in response.get_json()["error"]
+    else:
+        assert response.status_code in (200, 400)
+        assert f"/research/studies/{owned}" not in response.get_data(as_text=True)
+    assert study_row(scored_app, owned).status == "open"  # nothing changed
+    with scored_app.app_context():
+        from webapp.research.auth import share_study
+
+        share_study(db.session, db.session.get(Study, owned), "bo@example.org")
+        db.session.commit()
+    shared = _request(client, method, url.format(id=owned), token)
+    assert shared.status_code != 404
+
+
+@pytest.mark.parametrize(("method", "url", "kind"), PROTECTED)
 def test_logged_in_is_served(scored_app, client, study_id, method, url, kind):
     assert login(client).status_code == 302
     token = csrf_token(client.get("/research/").get_data(as_text=True))

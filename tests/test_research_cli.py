@@ -151,3 +151,27 @@ def test_study_create_missing_file(runner, tmp_path):
     assert_failed(run(runner, "study", "create", tmp_path / "bin.yaml"), "not UTF-8")
     empty = run(runner, "study", "list")
     assert empty.exit_code == 0 and "No studies yet" in empty.output
+
+
+def test_study_create_with_an_owner_and_share(scored_app, runner, tmp_path):
+    for email in ("ada@example.org", "bo@example.org"):
+        assert run(runner, "researcher", "add", email, input="a long password\na long password\n").exit_code == 0
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY_YAML)
+    assert_failed(run(runner, "study", "create", path, "--owner", "nobody@example.org"), "no researcher")
+    assert rows(scored_app, Study) == 0
+    created = run(runner, "study", "create", path, "--owner", "Ada@example.org")
+    assert created.exit_code == 0, created.output
+    with scored_app.app_context():
+        session = db.new_session()
+        study = session.scalars(select(Study)).one()
+        owner = session.get(Researcher, study.created_by)
+        assert owner.email == "ada@example.org"
+        session.close()
+    assert_failed(run(runner, "study", "share", "cloze-pilot", "cy@example.org"), "no researcher")
+    assert_failed(run(runner, "study", "share", "no-such-study", "bo@example.org"), "no study")
+    shared = run(runner, "study", "share", "cloze-pilot", "bo@example.org")
+    assert shared.exit_code == 0 and "bo@example.org can now see and change" in shared.output
+    from webapp.models import StudyAccess
+
+    assert rows(scored_app, StudyAccess) == 1

@@ -6,7 +6,15 @@ with "already completed"."""
 
 from __future__ import annotations
 
-from research_helpers import answer, consent, current, make_study, participants, run_through, study_row
+from research_helpers import (
+    answer,
+    consent,
+    current,
+    make_study,
+    participants,
+    run_through,
+    study_row,
+)
 
 
 def test_a_known_platform_id_does_not_take_over_a_run(scored_app):

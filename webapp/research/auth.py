@@ -27,7 +27,7 @@ from flask import current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Researcher, ResearcherSession, utcnow
+from ..models import Researcher, ResearcherSession, Study, StudyAccess, utcnow
 
 HASHER = PasswordHasher()
 MIN_PASSWORD_CHARS = 10
@@ -174,3 +174,33 @@ def login_required(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def visible_studies(researcher: Researcher):
+    """The studies a researcher may see and change: their own, those shared with them, and those
+    created from the command line without an owner (shared with every researcher)."""
+    shared = select(StudyAccess.study_id).where(StudyAccess.researcher_id == researcher.id)
+    return select(Study).where(
+        (Study.created_by == researcher.id) | Study.created_by.is_(None) | Study.id.in_(shared)
+    )
+
+
+def may_access(db_session: Session, researcher: Researcher, study: Study) -> bool:
+    if study.created_by is None or study.created_by == researcher.id:
+        return True
+    return db_session.scalar(
+        select(StudyAccess.id).where(
+            StudyAccess.study_id == study.id, StudyAccess.researcher_id == researcher.id
+        )
+    ) is not None
+
+
+def share_study(db_session: Session, study: Study, email: str) -> Researcher:
+    """Give the researcher with this e-mail access to the study (flushed, not committed)."""
+    other = db_session.scalar(select(Researcher).where(Researcher.email == normalize_email(email)))
+    if other is None:
+        raise ResearcherError(f"there is no researcher {normalize_email(email)}")
+    if not may_access(db_session, other, study):
+        db_session.add(StudyAccess(study_id=study.id, researcher_id=other.id))
+        db_session.flush()
+    return other

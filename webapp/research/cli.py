@@ -101,8 +101,11 @@ def read_study_file(path: Path) -> dict:
 
 @study_group.command("create", help="Create a study from a YAML or JSON FILE.")
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option("--owner", default=None, metavar="EMAIL",
+              help="The researcher who owns it (others see it only if shared). "
+                   "Without it the study is shared with every researcher.")
 @with_appcontext
-def study_create(file: Path) -> None:
+def study_create(file: Path, owner: str | None) -> None:
     from ..game import active_model
     from ..lm import ModelSpecError, load_tokenizer
     from .setup import StudyError, create_study
@@ -116,8 +119,18 @@ def study_create(file: Path) -> None:
     except ModelSpecError as exc:
         _fail(str(exc))
     model = active_model(db.session, current_app.config["MODEL"])
+    owner_id = None
+    if owner is not None:
+        from ..models import Researcher
+        from .auth import normalize_email
+
+        owner_id = db.session.scalar(
+            select(Researcher.id).where(Researcher.email == normalize_email(owner))
+        )
+        if owner_id is None:
+            _fail(f"there is no researcher {owner} (add one with `humanlm researcher add`)")
     try:
-        study = create_study(db.session, spec, model=model, tokenizer=tokenizer)
+        study = create_study(db.session, spec, model=model, tokenizer=tokenizer, created_by=owner_id)
         db.session.commit()
     except StudyError as exc:
         db.session.rollback()
@@ -135,6 +148,25 @@ def study_create(file: Path) -> None:
     if study.pilot:
         click.echo("Pilot mode is ON: participants are flagged pilot. Switch it off in the "
                    "dashboard (or set `pilot: false`) before recruiting.")
+
+
+@study_group.command("share", help="Let the researcher with EMAIL see and change study SLUG.")
+@click.argument("slug")
+@click.argument("email")
+@with_appcontext
+def study_share(slug: str, email: str) -> None:
+    from ..models import Study
+    from .auth import ResearcherError, share_study
+
+    study = db.session.scalar(select(Study).where(Study.slug == slug.lower()))
+    if study is None:
+        _fail(f"there is no study {slug} (see `humanlm study list`)")
+    try:
+        other = share_study(db.session, study, email)
+    except ResearcherError as exc:
+        _fail(str(exc))
+    db.session.commit()
+    click.echo(f"{other.email} can now see and change study {study.slug}.")
 
 
 @study_group.command("list", help="List studies with participant and response counts.")

@@ -176,8 +176,10 @@ def logout():
 
 
 def _study_or_404(study_id: int) -> Study:
+    """The study, if the logged-in researcher may see it; another researcher's study is a 404
+    like a missing one (its existence is not revealed)."""
     study = db.session.get(Study, study_id)
-    if study is None:
+    if study is None or not auth.may_access(db.session, g.researcher, study):
         abort(404, description=f"there is no study {study_id}")
     return study
 
@@ -191,7 +193,8 @@ def _study_link(study: Study) -> str:
 @auth.login_required
 def dashboard():
     rows = []
-    for study in db.session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())):
+    mine = auth.visible_studies(g.researcher)
+    for study in db.session.scalars(mine.order_by(Study.created_at.desc(), Study.id.desc())):
         rows.append({"study": study, "summary": study_summary(db.session, study),
                      "link": _study_link(study)})
     return render_template("research/dashboard.html", rows=rows, formats=EXPORT_FORMATS,
@@ -319,6 +322,14 @@ def study_settings(study_id: int):
     elif action == "pilot-off":
         set_pilot(study, False)
         flash("Pilot mode is off: new participants count towards the targets.", "ok")
+    elif action == "share":
+        try:
+            other = auth.share_study(db.session, study, request.form.get("email", "")[:254])
+        except auth.ResearcherError as exc:
+            db.session.rollback()
+            flash(f"Not shared: {exc}.", "error")
+            return redirect(url_for("research.study_detail", study_id=study.id))
+        flash(f"{other.email} can now see and change this study.", "ok")
     elif action in ("open", "close"):
         study.status = "open" if action == "open" else "closed"
         flash("The study is open to new participants." if action == "open" else
@@ -341,7 +352,7 @@ def study_summary_api(study_id: int):
 def export_study(study_id: int):
     """A zip of the study's data (guesses, items, participants, ...) streamed as it is written."""
     study = db.session.get(Study, study_id)
-    if study is None:
+    if study is None or not auth.may_access(db.session, g.researcher, study):
         return jsonify(error=f"there is no study {study_id}"), 404
     fmt = request.args.get("format", "csv")
     if fmt not in EXPORT_FORMATS:
