@@ -45,6 +45,7 @@ from ..models import (
 from .state import (
     Phase,
     RoomRuleError,
+    names_alike,
     new_join_code,
     normalize_join_code,
     transition,
@@ -265,32 +266,87 @@ def active_players(session: Session, room: Room) -> list[RoomPlayer]:
 # ---------------------------------------------------------------------------- players
 
 
-def join(session: Session, room: Room, nickname: object, grace_seconds: int) -> tuple[RoomPlayer, str]:
-    """A new seat for a student; returns (seat, secret token for rejoining)."""
+def seat_is_held(seat: RoomPlayer, now: datetime, grace_seconds: int) -> bool:
+    """Whether a seat still belongs to its student: its token brings the phone back and nobody
+    else may take its name. True while the phone is connected and for `grace_seconds` after it
+    left; one rule for join and rejoin, so a name is never free while its owner can return."""
+    if seat.removed:
+        return False
+    return seat.connected or now - seat.last_seen_at <= timedelta(seconds=grace_seconds)
+
+
+def _duration(seconds: int) -> str:
+    if seconds >= 120:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
+
+
+# Joins in this process check the names and store the seat one at a time (a cheap lock: joins
+# are rare); joins racing on another process are caught by the check after the insert.
+_join_lock = threading.Lock()
+
+
+def join(
+    session: Session, room: Room, nickname: object, grace_seconds: int, *,
+    joins_locked: bool = False, one_seat: RoomRuleError | None = None,
+) -> tuple[RoomPlayer, str]:
+    """A new seat for a student; returns (seat, secret token for rejoining).
+
+    The name must not look like the name of a held seat (state.nickname_keys). Seats that
+    expired and look like the new name leave the room (removed), so the class never sees two
+    seats with one name; their answers stay stored. `one_seat`, when the connection already
+    holds a seat, is raised once the name itself passed (so a wrong name is named first).
+    """
     if not isinstance(nickname, str):
         raise RoomRuleError("missing field 'nickname'")
     if room.phase == Phase.FINISHED.value:
         raise RoomRuleError("this room has finished")
-    cutoff = utcnow() - timedelta(seconds=grace_seconds)
-    players = active_players(session, room)
-    # A name is held by a seat that is connected or was seen within the grace period.
-    taken = {p.nickname for p in players if p.connected or p.last_seen_at >= cutoff}
-    name = validate_nickname(nickname, taken)
-    if len(players) >= MAX_PLAYERS:
-        raise RoomRuleError(f"this room is full ({MAX_PLAYERS} players)")
-    token = secrets.token_urlsafe(24)
-    player = Player(id=secrets.token_hex(8))
-    seat = RoomPlayer(
-        room_id=room.id, player_id=player.id, nickname=name, token_hash=hash_token(token),
-        connected=True,
+    if joins_locked:
+        raise RoomRuleError(
+            "the host has locked this room: nobody new can join. If this phone had a seat, "
+            "reload the page to get it back"
+        )
+    with _join_lock:
+        now = utcnow()
+        players = active_players(session, room)
+        held = [p for p in players if seat_is_held(p, now, grace_seconds)]
+        name = validate_nickname(nickname, {p.nickname for p in held})
+        if one_seat is not None:
+            raise one_seat
+        if len(players) >= MAX_PLAYERS:
+            raise RoomRuleError(f"this room is full ({MAX_PLAYERS} players)")
+        for old in players:
+            if not seat_is_held(old, now, grace_seconds) and names_alike(old.nickname, name):
+                old.removed = True  # expired: its owner can no longer come back
+        token = secrets.token_urlsafe(24)
+        player = Player(id=secrets.token_hex(8))
+        seat = RoomPlayer(
+            room_id=room.id, player_id=player.id, nickname=name, token_hash=hash_token(token),
+            connected=True, joined_at=now, last_seen_at=now,
+        )
+        session.add_all([player, seat])
+        session.commit()
+    rival = next(
+        (p for p in active_players(session, room)
+         if p.id < seat.id and seat_is_held(p, now, grace_seconds)
+         and names_alike(p.nickname, name)),
+        None,
     )
-    session.add_all([player, seat])
-    session.commit()
+    if rival is not None:  # another process seated the same name at the same moment
+        session.delete(seat)
+        session.delete(player)
+        session.commit()
+        raise RoomRuleError(f"someone is already called {rival.nickname!r}: add a letter or a number")
     return seat, token
 
 
-def rejoin(session: Session, room: Room, token: object, grace_seconds: int) -> RoomPlayer:
-    """The seat a returning browser holds, if it is still valid."""
+def rejoin(
+    session: Session, room: Room, token: object, grace_seconds: int, *,
+    one_seat: RoomRuleError | None = None, own_seat: int | None = None,
+) -> RoomPlayer:
+    """The seat a returning browser holds, if it is still valid (seat_is_held). `one_seat` is
+    raised when the connection already holds a seat other than `own_seat` (taking the same
+    seat again is fine: a client that rejoins on every connect)."""
     if not isinstance(token, str) or not token:
         raise RoomRuleError("missing field 'player_token'")
     seat = session.scalar(
@@ -300,21 +356,43 @@ def rejoin(session: Session, room: Room, token: object, grace_seconds: int) -> R
     )
     if seat is None:
         raise RoomRuleError("this browser has no seat in this room: join with a nickname")
+    now = utcnow()
+    expired = not seat.connected and now - seat.last_seen_at > timedelta(seconds=grace_seconds)
+    if expired:
+        raise RoomRuleError(
+            f"you were away longer than {_duration(grace_seconds)}, so your seat expired and "
+            f"the name {seat.nickname!r} may now belong to someone else: join again with a nickname"
+        )
     if seat.removed:
         raise RoomRuleError("the host removed you from this room")
-    away = utcnow() - seat.last_seen_at
-    if not seat.connected and away > timedelta(seconds=grace_seconds):
-        raise RoomRuleError("you were away too long and your seat expired: join again")
-    seat.connected, seat.last_seen_at = True, utcnow()
+    if one_seat is not None and seat.id != own_seat:
+        raise one_seat
+    seat.connected, seat.last_seen_at = True, now
     session.commit()
     return seat
 
 
-def set_disconnected(session: Session, seat_id: int) -> None:
-    session.execute(
-        update(RoomPlayer).where(RoomPlayer.id == seat_id).values(connected=False, last_seen_at=utcnow())
-    )
+def set_disconnected(session: Session, seat_id: int, since: datetime | None = None) -> bool:
+    """Mark a seat away from now on, unless another connection took it after `since` (the time
+    the closing connection took it): a phone that changed network rejoins on a new connection
+    before the old one times out, and the old one's late goodbye must not make it look away."""
+    query = update(RoomPlayer).where(RoomPlayer.id == seat_id)
+    if since is not None:
+        query = query.where(RoomPlayer.last_seen_at <= since)
+    changed = session.execute(query.values(connected=False, last_seen_at=utcnow())).rowcount
     session.commit()
+    return changed == 1
+
+
+def mark_all_away(session: Session) -> int:
+    """After a restart nobody is connected to this server yet: every seat reads away, and its
+    grace period counts from now (the phones could not reach a dead server)."""
+    changed = session.execute(
+        update(RoomPlayer).where(RoomPlayer.connected.is_(True))
+        .values(connected=False, last_seen_at=utcnow())
+    ).rowcount
+    session.commit()
+    return changed
 
 
 def remove_player(session: Session, room: Room, seat_id: object) -> RoomPlayer:

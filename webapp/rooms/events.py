@@ -29,7 +29,8 @@ from ..api import MAX_JSON_DEPTH, json_depth
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
 from ..models import Room, RoomPlayer
-from . import commands, views
+from . import commands, recovery, views
+from .guards import RateLimited, guards_of
 from .state import Phase, RoomRuleError
 
 MAX_PAYLOAD_BYTES = 4096
@@ -44,6 +45,8 @@ class Connection:
     code: str
     role: str  # host | student
     seat_id: int | None = None
+    nickname: str = ""
+    since: datetime | None = None  # when this connection took the seat (its last_seen_at then)
 
 
 _connections: dict[str, Connection] = {}
@@ -58,6 +61,26 @@ def grace_seconds() -> int:
     return current_app.config["ROOM_GRACE_SECONDS"]
 
 
+def _guards():
+    return guards_of(current_app)
+
+
+def _limit(event: str) -> None:
+    """Count one `event` from this connection and its client address (RateLimited if over)."""
+    _guards().check(event, request.sid, request.remote_addr)
+
+
+def joins_locked(room: Room) -> bool:
+    return _guards().joins_locked(room.id, room.code)
+
+
+def host_view(room: Room, scored=None) -> dict:
+    """The projector's HostState: views.host_state plus the host's lock against new joins."""
+    state = views.host_state(db.session, room, _tokenizer(), room.join_url, scored)
+    state["settings"]["joins_locked"] = joins_locked(room)
+    return state
+
+
 # ------------------------------------------------------------------------------ broadcasting
 
 
@@ -65,10 +88,7 @@ def broadcast_state(room: Room, *, students: bool = True, with_feedback: bool = 
     """Send the host its full state and (optionally) every student the public state."""
     session, tokenizer = db.session, _tokenizer()
     scored = views.shown_answers(session, room)  # once for all three views
-    socketio.emit(
-        "host_state", views.host_state(session, room, tokenizer, room.join_url, scored),
-        to=f"host:{room.code}",
-    )
+    socketio.emit("host_state", host_view(room, scored), to=f"host:{room.code}")
     if students:
         socketio.emit(
             "room_state", views.public_state(session, room, scored), to=f"room:{room.code}"
@@ -157,6 +177,9 @@ class HostActionIn(RoomEvent):
 class HostSettingsIn(RoomEvent):
     show_histogram: bool | None = None
     show_leaderboard: bool | None = None
+    joins_locked: bool | None = Field(
+        default=None, description="true: nobody new may join (seats still come back)"
+    )
     timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
 
 
@@ -193,14 +216,17 @@ def room_event(name: str) -> Callable:
             except (RoomRuleError, AnswerRefused) as exc:
                 db.session.rollback()
                 message = exc.message
+                # A refusal for going too fast says when to try again.
+                extra = {"retry_after": exc.retry_after} if isinstance(exc, RateLimited) else {}
             except Exception:  # a bug: log it, tell the user nothing was stored
                 current_app.logger.exception("room event %s failed", name)
                 db.session.rollback()
                 message = "something went wrong on the server; nothing was stored"
+                extra = {}
             finally:
                 db.session.remove()
-            emit("room_error", {"event": name, "message": message})
-            return {"ok": False, "error": message}
+            emit("room_error", {"event": name, "message": message, **extra})
+            return {"ok": False, "error": message, **extra}
 
         socketio.on_event(name, handler)
         return fn
@@ -232,9 +258,12 @@ def _remember(conn: Connection) -> None:
 def host_join(data: HostJoinIn) -> dict:
     room = _room_of(data)
     commands.check_host(room, data.host_token)
+    conn = _connections.get(request.sid)
+    if conn is not None and conn.role == "student":
+        raise RoomRuleError("this connection is a player's; open the host page in its own tab")
     join_room(f"host:{room.code}")
     _remember(Connection(room.id, room.code, "host"))
-    return {"state": views.host_state(db.session, room, _tokenizer(), room.join_url)}
+    return {"state": host_view(room)}
 
 
 @room_event("host_action")
@@ -243,10 +272,7 @@ def host_action(data: HostActionIn) -> dict:
     phase = commands.apply_action(db.session, room, data.action)
     broadcast_state(room, with_feedback=phase == Phase.REVEAL)
     if phase == Phase.ANSWERING and room.deadline is not None:
-        socketio.start_background_task(
-            _lock_when_due, current_app._get_current_object(), room.code, room.round_index,
-            room.deadline,
-        )
+        schedule_lock(current_app._get_current_object(), room)
     return {"phase": phase.value}
 
 
@@ -254,7 +280,10 @@ def host_action(data: HostActionIn) -> dict:
 def host_settings(data: HostSettingsIn) -> dict:
     room = _hosted_room(data)
     change = data.model_dump(exclude_unset=True)
+    locked = change.pop("joins_locked", None)
     commands.update_settings(db.session, room, change)
+    if locked is not None:
+        _guards().set_joins_locked(room.id, room.code, locked)
     broadcast_state(room, students="show_leaderboard" in change)
     return {}
 
@@ -268,6 +297,13 @@ def host_remove(data: HostRemoveIn) -> dict:
     )
     broadcast_state(room)
     return {}
+
+
+def schedule_lock(app, room: Room) -> None:
+    """Start the timer of the room's open round (a background task of this process)."""
+    socketio.start_background_task(
+        _lock_when_due, app, room.code, room.round_index, room.deadline
+    )
 
 
 def _lock_when_due(app, code: str, round_index: int, deadline: datetime) -> None:
@@ -291,15 +327,39 @@ def _lock_when_due(app, code: str, round_index: int, deadline: datetime) -> None
 def _seat_joined(room: Room, seat: RoomPlayer) -> dict:
     join_room(f"room:{room.code}")
     join_room(f"player:{seat.id}")
-    _remember(Connection(room.id, room.code, "student", seat.id))
+    _remember(Connection(room.id, room.code, "student", seat.id, seat.nickname, seat.last_seen_at))
     broadcast_state(room, students=False)  # the host's player list
     return views.student_state(db.session, room, seat, _tokenizer())
 
 
+def _held_here() -> Connection | None:
+    """The seat (or projector) this connection already holds; a seat the host removed is
+    released, so its phone may join again."""
+    conn = _connections.get(request.sid)
+    if conn is None or conn.role != "student":
+        return conn
+    seat = db.session.get(RoomPlayer, conn.seat_id)
+    return None if seat is None or seat.removed else conn
+
+
+def _one_seat(conn: Connection) -> RoomRuleError:
+    if conn.role == "host":
+        return RoomRuleError("this connection is the room's projector; join from a phone or another tab")
+    return RoomRuleError(
+        f"this connection already has a seat, as {conn.nickname!r} in room {conn.code}: "
+        "one connection, one player (reload the page to start over)"
+    )
+
+
 @room_event("join")
 def join(data: JoinIn) -> dict:
+    _limit("join")
     room = _room_of(data)
-    seat, token = commands.join(db.session, room, data.nickname, grace_seconds())
+    held = _held_here()
+    seat, token = commands.join(
+        db.session, room, data.nickname, grace_seconds(), joins_locked=joins_locked(room),
+        one_seat=None if held is None else _one_seat(held),
+    )
     state = _seat_joined(room, seat)
     return {"player_token": token, "player_id": seat.id, "state": state}
 
@@ -307,13 +367,19 @@ def join(data: JoinIn) -> dict:
 @room_event("rejoin")
 def rejoin(data: RejoinIn) -> dict:
     room = _room_of(data)
-    seat = commands.rejoin(db.session, room, data.player_token, grace_seconds())
+    held = _held_here()
+    seat = commands.rejoin(
+        db.session, room, data.player_token, grace_seconds(),
+        one_seat=None if held is None else _one_seat(held),
+        own_seat=held.seat_id if held is not None else None,
+    )
     return {"player_id": seat.id, "state": _seat_joined(room, seat)}
 
 
 @room_event("guess")
 def guess(data: RoomAnswerIn) -> dict:
     received_at = datetime.now(UTC)
+    _limit("guess")
     room = _room_of(data)
     conn = _connections.get(request.sid)
     if conn is None or conn.role != "student" or conn.room_id != room.id:
@@ -337,6 +403,12 @@ def guess(data: RoomAnswerIn) -> dict:
     }
 
 
+@socketio.on("connect")
+def connect(*_args: Any) -> None:
+    """The first connection after a (re)start runs the recovery (recovery.py) before any event."""
+    recovery.ensure(current_app._get_current_object())
+
+
 @socketio.on("disconnect")
 def disconnect(*_args: Any) -> None:
     with _connections_lock:
@@ -344,9 +416,10 @@ def disconnect(*_args: Any) -> None:
     if conn is None or conn.role != "student":
         return
     try:
-        commands.set_disconnected(db.session, conn.seat_id)
-        room = db.session.get(Room, conn.room_id)
-        if room is not None:
-            broadcast_state(room, students=False)
+        # Only if no newer connection (a phone on a new network) took the seat meanwhile.
+        if commands.set_disconnected(db.session, conn.seat_id, conn.since):
+            room = db.session.get(Room, conn.room_id)
+            if room is not None:
+                broadcast_state(room, students=False)
     finally:
         db.session.remove()

@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 from .. import game
 from ..answers import Int64, Payload, SafeStr
 from ..api import accepts, error, model_display_name, parse_body
-from ..extensions import db, socketio
+from ..extensions import db, limiter, socketio
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Room, RoomStatus, ScoredDocument
-from . import bp, commands
+from . import bp, commands, guards
 from .prompts import parse_prompts, prompt_model, score_prompt_documents, store_prompts
 from .state import RoomRuleError, normalize_join_code
 
@@ -118,7 +118,31 @@ class RoomCreateIn(Payload):
     show_leaderboard: bool = True
 
 
+class QueueFull(Exception):
+    """The prompts waiting to be scored in this process are at their bound."""
+
+
+def _prompt_limits() -> str:
+    return guards.setting(current_app.config, "ROOM_PROMPT_LIMITS")
+
+
+def _not_from_prompts() -> bool:
+    """Only rooms from the teacher's own prompts count against ROOM_PROMPT_LIMITS: they make the
+    model work; a corpus room reads stored predictions. A body that is no JSON is refused by
+    the route itself."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        return True
+    return not (isinstance(body, dict) and body.get("source") == "prompts")
+
+
 @bp.post("/api/rooms")
+@limiter.limit(
+    _prompt_limits, exempt_when=_not_from_prompts,
+    error_message="too many rooms from your own prompts from your network (each one is scored "
+    "by the model): wait a minute and try again, or pick a corpus",
+)
 @accepts(body=RoomCreateIn)
 def create_room():
     """Create a room; returns its join code and the host's secret token."""
@@ -132,6 +156,11 @@ def create_room():
     except RoomRuleError as exc:
         db.session.rollback()
         return error(exc.message, 400)
+    except QueueFull as exc:
+        # 429 with Retry-After: the client may come back; nothing was stored.
+        response, status = error(str(exc), 429)
+        response.headers["Retry-After"] = "30"
+        return response, status
     return jsonify(
         code=room.code, host_token=token, status=room.status, join_url=room.join_url,
         host_url=url_for("rooms.host_page", code=room.code),
@@ -157,19 +186,36 @@ def _room_from_corpus(body: RoomCreateIn, timer):
 def _room_from_prompts(body: RoomCreateIn, timer):
     if body.prompts is None:
         raise RoomRuleError("missing field 'prompts'")
-    tokenizer = load_tokenizer(current_app.config["MODEL"])
-    items = store_prompts(db.session, parse_prompts(body.prompts), tokenizer)
-    room, token = commands.create_room(
-        db.session, items=items, source="prompts", corpus_name="", model_id=None,
-        timer_seconds=timer, show_histogram=body.show_histogram,
-        show_leaderboard=body.show_leaderboard, status=RoomStatus.PREPARING,
-    )
-    _set_join_url(room)
-    socketio.start_background_task(
-        _prepare_prompts, current_app._get_current_object(), room.id,
-        sorted({item.document_id for item in items}),
+    parsed = parse_prompts(body.prompts)
+    capacity = guards.setting(current_app.config, "ROOM_PROMPT_QUEUE")
+    if not guards.prompt_queue.reserve(len(parsed), capacity):
+        raise QueueFull(
+            f"the server is busy scoring other rooms' prompts ({guards.prompt_queue.waiting} "
+            "waiting): try again in a minute, or pick a corpus"
+        )
+    try:
+        tokenizer = load_tokenizer(current_app.config["MODEL"])
+        items = store_prompts(db.session, parsed, tokenizer)
+        room, token = commands.create_room(
+            db.session, items=items, source="prompts", corpus_name="", model_id=None,
+            timer_seconds=timer, show_histogram=body.show_histogram,
+            show_leaderboard=body.show_leaderboard, status=RoomStatus.PREPARING,
+        )
+        _set_join_url(room)
+    except BaseException:
+        guards.prompt_queue.release(len(parsed))
+        raise
+    start_preparing(
+        current_app._get_current_object(), room.id, sorted({item.document_id for item in items}),
+        reserved=len(parsed),
     )
     return room, token
+
+
+def start_preparing(app, room_id: int, document_ids: list[int], reserved: int) -> None:
+    """Score a prompt room in the background; `reserved` places in the prompt queue are given
+    back when it ends."""
+    socketio.start_background_task(_prepare_prompts, app, room_id, document_ids, reserved)
 
 
 def _set_join_url(room: Room) -> None:
@@ -177,8 +223,16 @@ def _set_join_url(room: Room) -> None:
     db.session.commit()
 
 
-def _prepare_prompts(app, room_id: int, document_ids: list[int]) -> None:
-    """Background task: score the prompts, mark the room ready (or failed), tell the host."""
+def _prepare_prompts(app, room_id: int, document_ids: list[int], reserved: int = 0) -> None:
+    """Background task: score the prompts, mark the room ready (or failed), tell the host; then
+    give the room's places in the prompt queue back, whatever happened."""
+    try:
+        _score_and_tell(app, room_id, document_ids)
+    finally:
+        guards.prompt_queue.release(reserved)
+
+
+def _score_and_tell(app, room_id: int, document_ids: list[int]) -> None:
     from .events import broadcast_state
 
     with app.app_context():

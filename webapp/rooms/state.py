@@ -7,6 +7,7 @@ Every rule violation raises RoomRuleError with a message meant for the person wh
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import unicodedata
@@ -90,13 +91,110 @@ def _letters(text: str) -> str:
     return "".join(c for c in text.casefold() if c.isalpha())
 
 
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters a font draws as
+# nothing. Python's unicodedata has no such property, so the ranges are listed here; every other
+# format character (category Cf) is dropped from the comparison too.
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+
+
+def _ignorable(char: str) -> bool:
+    code = ord(char)
+    if unicodedata.category(char) == "Cf":
+        return True
+    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Each confusable character -> the prototype it looks like (Unicode TR39 confusables.txt).
+
+    The table comes from confusable-homoglyphs, which keeps confusables.txt as an undirected
+    graph: every component is one prototype and the characters mapped to it, so the prototype is
+    the member with the most neighbours (for a pair, the multi-character one, else the ASCII
+    one, else the lower code point; for telling names apart any fixed choice works).
+    """
+    from confusable_homoglyphs import confusables
+
+    def clean(text: str) -> str:
+        return text.replace("\u200e", "")  # the table wraps right-to-left letters in LRM marks
+
+    neighbours: dict[str, set[str]] = {}
+    for char, homoglyphs in confusables.confusables_data.items():
+        for entry in homoglyphs:
+            a, b = clean(char), clean(entry["c"])
+            if a and b and a != b:
+                neighbours.setdefault(a, set()).add(b)
+                neighbours.setdefault(b, set()).add(a)
+    mapping: dict[str, str] = {}
+    seen: set[str] = set()
+    for start in neighbours:
+        if start in seen:
+            continue
+        component, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            if node not in component:
+                component.add(node)
+                todo.extend(neighbours[node])
+        seen |= component
+        prototype = max(
+            component,
+            key=lambda n: (len(neighbours[n]), len(n) > 1, n.isascii(), -ord(n[0])),
+        )
+        for node in component:
+            if len(node) == 1 and node != prototype:
+                mapping[node] = prototype
+    return mapping
+
+
+def _skeleton(text: str) -> str:
+    """TR39's skeleton: decompose, replace every character by its prototype, decompose again."""
+    table = _prototypes()
+    mapped = "".join(table.get(c, c) for c in unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFD", mapped)
+
+
+@functools.lru_cache(maxsize=4096)
+def nickname_keys(name: str) -> frozenset[str]:
+    """What a nickname looks like, for telling two names apart; equal keys = the same name.
+
+    NFKC (full-width and styled letters become plain ones), case folded, default-ignorable and
+    format characters removed (zero-width spaces, joiners, variation selectors, Hangul fillers),
+    whitespace collapsed, then TR39's confusables skeleton (Cyrillic А, Greek Α -> A; I, 1 -> l;
+    0 -> O) and a final case fold. Folding case before the skeleton loses that a capital I looks
+    like l, and folding it after loses that ALICE is alice, so a name has two keys: case folded
+    first, and skeleton first. Two names are alike when any of their keys are equal.
+    """
+    plain = " ".join(
+        "".join(c for c in unicodedata.normalize("NFKC", name) if not _ignorable(c)).split()
+    )
+    folded_first = _skeleton(plain.casefold()).casefold()
+    skeleton_first = _skeleton(plain).casefold()
+    return frozenset(k for k in (folded_first, skeleton_first) if k)
+
+
+def names_alike(name: str, other: str) -> bool:
+    return not nickname_keys(name).isdisjoint(nickname_keys(other))
+
+
+@functools.cache
+def _blocked_keys() -> tuple[str, ...]:
+    return tuple(_letters(k) for word in BLOCKED_WORDS for k in nickname_keys(word))
+
+
 def validate_nickname(name: str, taken: set[str]) -> str:
     """Return the cleaned nickname, or raise RoomRuleError saying what to change.
 
     Cleaning: strip, collapse every run of whitespace (tabs, newlines included) to one space.
     Rules on the cleaned name: 1-20 characters, printable only (no control or invisible
-    format characters), not in `taken` ignoring case (Unicode casefold), and no blocked word
-    in its letters.
+    format characters), some visible character, no blocked word in its letters (also when
+    written with look-alike letters), and not alike any name in `taken` (nickname_keys: case,
+    full-width forms, invisible characters and look-alike letters do not make a new name).
     """
     cleaned = " ".join(name.split())
     if not cleaned:
@@ -107,12 +205,19 @@ def validate_nickname(name: str, taken: set[str]) -> str:
         )
     if not cleaned.isprintable():
         raise RoomRuleError("remove the invisible or control characters from the nickname")
-    letters = _letters(cleaned)
-    if any(word in letters for word in BLOCKED_WORDS):
+    keys = nickname_keys(cleaned)
+    if not keys:
+        raise RoomRuleError("type a nickname with visible letters or digits")
+    letters = {_letters(cleaned)} | {_letters(k) for k in keys}
+    if any(word in text for word in _blocked_keys() for text in letters):
         raise RoomRuleError("choose another nickname: this one contains a word we do not allow")
-    folded = cleaned.casefold()
-    if any(" ".join(t.split()).casefold() == folded for t in taken):
-        raise RoomRuleError(f"someone is already called {cleaned!r}: add a letter or a number")
+    for other in taken:
+        if not keys.isdisjoint(nickname_keys(other)):
+            shown = " ".join(other.split())
+            raise RoomRuleError(
+                f"someone is already called {shown!r} (or a name that looks the same): "
+                "add a letter or a number"
+            )
     return cleaned
 
 
