@@ -73,6 +73,9 @@
     primaryHint: $('primary-hint'),
     histoToggle: $('histo-toggle'),
     leaderToggle: $('leader-toggle'),
+    lockToggle: $('lock-toggle'),
+    lockHint: $('lock-hint'),
+    joinrailLocked: $('joinrail-locked'),
     timerSelect: $('timer-select'),
   };
 
@@ -463,6 +466,10 @@
     const settings = st.settings || {};
     els.histoToggle.setAttribute('aria-pressed', settings.show_histogram ? 'true' : 'false');
     els.leaderToggle.setAttribute('aria-pressed', settings.show_leaderboard ? 'true' : 'false');
+    const locked = !!settings.joins_locked;
+    els.lockToggle.setAttribute('aria-pressed', locked ? 'true' : 'false');
+    els.joinrailLocked.hidden = !locked;
+    root.dataset.joinsLocked = locked ? 'true' : 'false';
     const t = String(settings.timer_seconds || 0);
     if (![...els.timerSelect.options].some((o) => o.value === t)) {
       els.timerSelect.appendChild(el('option', null, `${t} s`)).value = t;
@@ -472,6 +479,8 @@
     els.newRoom.hidden = !finished;
     els.histoToggle.hidden = finished;
     els.histoHint.hidden = finished;
+    els.lockToggle.hidden = finished;
+    els.lockHint.hidden = finished;
     els.timerSelect.parentElement.hidden = finished;
     els.playersMenu.hidden = st.phase === 'lobby' || finished;
   }
@@ -502,6 +511,14 @@
     const on = !(S.state.settings && S.state.settings.show_histogram);
     els.histoToggle.setAttribute('aria-pressed', on ? 'true' : 'false');
     setting({ show_histogram: on });
+  }
+
+  /** Lock the room against new joins (or open it again); seats that drop out still come back. */
+  function toggleLock() {
+    if (!S.state || S.state.phase === 'finished') return;
+    const on = !(S.state.settings && S.state.settings.joins_locked);
+    els.lockToggle.setAttribute('aria-pressed', on ? 'true' : 'false');
+    setting({ joins_locked: on });
   }
 
   function toggleLeaderboard() {
@@ -610,6 +627,7 @@
     if (e.repeat) return;
     if (key === 'h' || key === 'H') { e.preventDefault(); toggleHistogram(); }
     else if (key === 'l' || key === 'L') { e.preventDefault(); toggleLeaderboard(); }
+    else if (key === 'j' || key === 'J') { e.preventDefault(); toggleLock(); }
     else if (key === 'f' || key === 'F') {
       e.preventDefault();
       if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
@@ -621,6 +639,7 @@
   els.finish.addEventListener('click', () => act('finish'));
   els.histoToggle.addEventListener('click', toggleHistogram);
   els.leaderToggle.addEventListener('click', toggleLeaderboard);
+  els.lockToggle.addEventListener('click', toggleLock);
   els.timerSelect.addEventListener('change', () => {
     const v = Number(els.timerSelect.value);
     setting({ timer_seconds: v > 0 ? v : null });

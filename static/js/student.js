@@ -173,7 +173,10 @@
     els.joinBtn.disabled = false;
     els.joinBtn.classList.remove('is-loading');
     if (!resp.ok) {
-      const field = /nick|name|called/i.test(resp.error || '') ? els.joinName : /code|room/i.test(resp.error || '') ? els.joinCode : null;
+      // A locked room or too many tries is nobody's typo: no field is marked wrong then.
+      const error = resp.error || '';
+      const field = /locked|too many|already has a seat/i.test(error) ? null
+        : /nick|name|called/i.test(error) ? els.joinName : /code|room/i.test(error) ? els.joinCode : null;
       showJoinError(resp.error || 'Could not join.', field);
       return;
     }

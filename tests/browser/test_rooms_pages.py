@@ -340,6 +340,39 @@ def test_host_removes_a_player_and_names_stay_plain_text(people, live_server):
     expect(phone.locator("#join-form")).to_be_visible()
 
 
+def test_host_locks_the_room_with_j_and_a_returning_phone_still_gets_in(people, live_server):
+    base = live_server.url
+    host = people()
+    code = create_room(host, base, rounds=1)
+    phone = people(phone=True)
+    join(phone, base, code, "Ivy")
+    expect(host.locator("#lock-toggle")).to_have_attribute("aria-pressed", "false")
+    expect(host.locator("#joinrail-locked")).to_be_hidden()
+
+    host.evaluate("document.activeElement && document.activeElement.blur()")
+    host.keyboard.press("j")
+    expect(host.locator("#lock-toggle")).to_have_attribute("aria-pressed", "true")
+    expect(host.locator("#joinrail-locked")).to_be_visible()
+    expect(host.locator("#host")).to_have_attribute("data-joins-locked", "true")
+
+    late = people(phone=True)
+    late.goto(f"{base}/join/{code}")
+    late.fill("#join-name", "Late")
+    late.click("#join-btn")
+    expect(late.locator("#join-error")).to_contain_text("locked")
+    expect(late.locator("#join-name")).not_to_have_attribute("aria-invalid", "true")
+
+    phone.reload()  # a phone already in the room gets its seat back
+    expect(phone.locator("#wait-title")).to_have_text("You're in, Ivy!")
+    host.reload()  # the lock is the room's: a reloaded projector shows it
+    expect(host.locator("#lock-toggle")).to_have_attribute("aria-pressed", "true")
+    host.click("#lock-toggle")
+    expect(host.locator("#joinrail-locked")).to_be_hidden()
+    late.click("#join-btn")
+    expect(late.locator("#wait-title")).to_have_text("You're in, Late!")
+    expect(host.locator("#players-lobby .player__name")).to_have_text(["Ivy", "Late"])
+
+
 def test_host_page_without_the_host_key_and_setup_errors(people, live_server):
     base = live_server.url
     host = people()
