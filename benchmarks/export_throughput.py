@@ -17,6 +17,7 @@ import csv
 import json
 import random
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -67,14 +68,18 @@ def build_database(path: Path, answers: int, items: int, seed: int = 1) -> None:
                     "playable, skip_reason) VALUES (?,?,?,?,?,?,?,?)", item_rows)
     con.executemany("INSERT INTO predictions (item_id, model_id, target_logprob, target_rank, top1_id, "
                     "entropy, top_k, logz) VALUES (?,?,?,?,?,?,?,?)", pred_rows)
-    n_players = max(1, answers // 100)
+    n_players = max(1, answers // 100, -(-answers // (n_docs * per_doc)))
     con.executemany("INSERT INTO players (id, created_at) VALUES (?, ?)",
                     [(f"p{p:07d}", now) for p in range(n_players)])
     n_items = len(item_rows)
+    # One answer per player and item (a unique index since migration 0004): player p's k-th
+    # answer is to item (offset_p + k) mod n_items.
+    offsets = [rng.randrange(n_items) for _ in range(n_players)]
     batch = []
     for g in range(answers):
         first = rng.randrange(100, 5000)
-        batch.append((f"k{g:09d}", f"p{g % n_players:07d}", rng.randrange(n_items) + 1, 1,
+        player, k = g % n_players, g // n_players
+        batch.append((f"k{g:09d}", f"p{player:07d}", (offsets[player] + k) % n_items + 1, 1,
                       rng.choice(words), json.dumps([first]), first, 0, 0, rng.random() < 0.3,
                       "none", rng.uniform(500, 9000), now, now, -rng.random() * 8, rng.randrange(1, 64)))
         if len(batch) == 100_000:
@@ -94,6 +99,19 @@ def _insert_guesses(con, batch) -> None:
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'game','token')", batch)
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. /proc's VmHWM, not getrusage: Linux carries ru_maxrss over
+    exec from the forked parent, so a child started by a large parent would report the
+    parent's size (the database builder's lists) instead of its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_export(db_path: str, out: str, fmt: str) -> None:
     """Run in a child process: the export alone, then print JSON with seconds and peak RSS."""
     from webapp.app import create_app
@@ -107,8 +125,8 @@ def child_export(db_path: str, out: str, fmt: str) -> None:
         summary = write_export(db.session, Path(out), fmt, ExportFilters(),
                                token_text=lambda t: names.get(t, ""))
         seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": summary.rows["guesses"], "seconds": seconds, "peak_rss_mb": rss}))
+    print(json.dumps({"rows": summary.rows["guesses"], "seconds": seconds,
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def child_baseline(db_path: str, out: str) -> None:
@@ -123,8 +141,7 @@ def child_baseline(db_path: str, out: str) -> None:
             writer.writerows(rows)
             n += len(rows)
     seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": n, "seconds": seconds, "peak_rss_mb": rss}))
+    print(json.dumps({"rows": n, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
 def run_child(*args: str) -> dict:
@@ -145,26 +162,34 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--formats", nargs="+", default=["csv", "parquet"])
+    parser.add_argument("--db-dir", type=Path, default=None,
+                        help="keep the synthetic databases here and reuse them on the next run")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="humanlm-export-bench-"))
     sizes = [args.answers // 4, args.answers]
     print(f"{'answers':>9} {'what':>9} {'seconds':>8} {'rows/s':>9} {'peak RSS MB':>12} {'vs base':>8}")
-    for n in sizes:
-        db_path = tmp / f"bench-{n}.db"
-        t0 = time.perf_counter()
-        build_database(db_path, n, args.items)
-        print(f"(built {n:,} answers over {args.items:,} items in {time.perf_counter() - t0:.0f} s)")
-        base = run_child("--child-baseline", str(db_path), str(tmp / f"base-{n}.csv"))
-        base_rate = base["rows"] / base["seconds"]
-        print(f"{n:>9,} {'baseline':>9} {base['seconds']:>8.1f} {base_rate:>9,.0f} "
-              f"{base['peak_rss_mb']:>12.0f} {1.0:>8.2f}")
-        for fmt in args.formats:
-            r = run_child("--child-export", str(db_path), str(tmp / f"out-{n}-{fmt}"), fmt)
-            rate = r["rows"] / r["seconds"]
-            print(f"{n:>9,} {fmt:>9} {r['seconds']:>8.1f} {rate:>9,.0f} {r['peak_rss_mb']:>12.0f} "
-                  f"{rate / base_rate:>8.2f}", flush=True)
-        db_path.unlink()
+    try:
+        for n in sizes:
+            db_path = (args.db_dir or tmp) / f"bench-{n}-{args.items}.db"
+            if not db_path.exists():
+                t0 = time.perf_counter()
+                build_database(db_path, n, args.items)
+                print(f"(built {n:,} answers over {args.items:,} items in "
+                      f"{time.perf_counter() - t0:.0f} s)")
+            base = run_child("--child-baseline", str(db_path), str(tmp / f"base-{n}.csv"))
+            base_rate = base["rows"] / base["seconds"]
+            print(f"{n:>9,} {'baseline':>9} {base['seconds']:>8.1f} {base_rate:>9,.0f} "
+                  f"{base['peak_rss_mb']:>12.0f} {1.0:>8.2f}")
+            for fmt in args.formats:
+                out = tmp / f"out-{n}-{fmt}"
+                r = run_child("--child-export", str(db_path), str(out), fmt)
+                rate = r["rows"] / r["seconds"]
+                print(f"{n:>9,} {fmt:>9} {r['seconds']:>8.1f} {rate:>9,.0f} "
+                      f"{r['peak_rss_mb']:>12.0f} {rate / base_rate:>8.2f}", flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
