@@ -55,6 +55,7 @@ def test_solo_answers_refuse_bad_input(any_db_app):
     ids = {"item_id": item_id, "client_key": uuid.uuid4().hex}
     cases = _bad_answers(ids) + [
         ({**ids, "item_id": 2**64, "text": " x"}, "item_id"),
+        ({**ids, "item_id": 2**31, "text": " x"}, "item_id"),  # beyond PostgreSQL's INTEGER
         ({**ids, "item_id": -(2**70), "text": " x"}, "item_id"),
         ({**ids, "item_id": "1", "text": " x"}, "item_id"),
         ({"client_key": ids["client_key"], "text": " x"}, "missing field 'item_id'"),
@@ -92,7 +93,7 @@ def test_study_answers_and_urls_refuse_bad_input(any_db_app):
     reply = client.post(f"/api/s/{slug}/answers", data=DEEP, content_type="application/json",
                         headers=headers)
     _refused(reply)
-    for url in (f"/api/research/studies/{2**64}/summary", f"/research/studies/{10**30}",
+    for url in (f"/api/research/studies/{2**64}/summary", f"/api/research/studies/{2**31}/summary", f"/research/studies/{10**30}",
                 f"/api/s/{slug}%00/current", "/api/s/a%ED%A0%80b/current"):
         response = client.get(url)
         assert 400 <= response.status_code < 500, (url, response.status_code)

@@ -6,7 +6,7 @@ The solo game, classroom rooms, online studies and imported norms all store answ
 1. **Validate once, where it arrives.** The payload is declared as a pydantic model (`AnswerIn`
    and its per-mode subclasses): types are strict, strings are bounded by the configured
    `MAX_GUESS_CHARS`, text that a database cannot store (NUL, unpaired surrogates) is refused,
-   integers stay within 64 bits, unknown fields are refused. The same declarations publish the
+   integers fit the database's integer columns, unknown fields are refused. The same declarations publish the
    OpenAPI document (`webapp.api`) and drive the fuzz tests.
 2. **Idempotency.** A client key names one answer; sending it again replays the stored answer.
 3. **One answer per player and position, enforced by the database** (a unique index; imported
@@ -48,7 +48,9 @@ from .models import Guess
 from .textcheck import storable_text_problem
 from .words import word_matches
 
-INT64 = (-(2**63), 2**63 - 1)
+# Ids live in INTEGER columns: 32 bits on PostgreSQL (64 on SQLite). A larger number cannot be
+# any row's id, so it is refused here instead of overflowing inside the database driver.
+DB_INT = (-(2**31), 2**31 - 1)
 MAX_REACTION_MS = 86_400_000
 DEFAULT_MAX_CHARS = 200
 
@@ -66,7 +68,7 @@ class AnswerRefused(Exception):
 # ------------------------------------------------------------------------------------ payloads
 
 
-Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+DbInt = Annotated[int, Field(ge=DB_INT[0], le=DB_INT[1])]
 ClientKey = Annotated[
     str,
     Field(
@@ -124,7 +126,7 @@ class AnswerIn(Payload):
 class SoloAnswerIn(AnswerIn):
     """POST /api/play/guesses: an answer to one position of the solo game."""
 
-    item_id: Int64
+    item_id: DbInt
 
 
 class RoomAnswerIn(AnswerIn):
@@ -137,7 +139,7 @@ class RoomAnswerIn(AnswerIn):
 class StudyAnswerIn(AnswerIn):
     """POST /api/s/<slug>/answers: a participant's answer to their current study item."""
 
-    study_item_id: Int64
+    study_item_id: DbInt
     reported_probability: float | None = Field(
         default=None, ge=0, le=1, description="How likely the participant thinks the answer is."
     )

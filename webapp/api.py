@@ -16,19 +16,20 @@ from flask import Flask, abort, current_app, jsonify, request
 from pydantic import BaseModel
 from werkzeug.routing import IntegerConverter
 
-from .answers import INT64, AnswerRefused, Payload, parse
+from .answers import DB_INT, AnswerRefused, Payload, parse
 from .textcheck import storable_text_problem
 from .version import __version__
 
 MAX_JSON_DEPTH = 32
 
 
-class Int64Converter(IntegerConverter):
-    """`<int:...>` in every URL, bounded to what a database integer holds: a larger number is
-    a 404 like any other unknown id, instead of an overflow inside the database driver."""
+class DbIntConverter(IntegerConverter):
+    """`<int:...>` in every URL, bounded to what a database integer column holds (32 bits on
+    PostgreSQL): a larger number is a 404 like any other unknown id, instead of an overflow
+    inside the database driver."""
 
     def __init__(self, map, fixed_digits: int = 0, min: int | None = None,
-                 max: int | None = INT64[1], signed: bool = False) -> None:
+                 max: int | None = DB_INT[1], signed: bool = False) -> None:
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
@@ -123,7 +124,7 @@ def _path_parameters(rule) -> tuple[str, list[dict]]:
     path, params = rule.rule, []
     for name, converter in rule._converters.items():
         if isinstance(converter, IntegerConverter):
-            schema = {"type": "integer", "minimum": 0, "maximum": INT64[1]}
+            schema = {"type": "integer", "minimum": 0, "maximum": DB_INT[1]}
         else:
             schema = {"type": "string", "minLength": 1, "maxLength": 200}
         path = path.replace(f"<{_rule_part(rule, name)}>", "{" + name + "}")
@@ -195,7 +196,7 @@ def refuse_unstorable_request() -> None:
 
 def register(app: Flask) -> None:
     """Bounded integer URLs everywhere, text checks on every request, and /api/openapi.json."""
-    app.url_map.converters["int"] = Int64Converter
+    app.url_map.converters["int"] = DbIntConverter
     app.before_request(refuse_unstorable_request)
 
     def openapi():

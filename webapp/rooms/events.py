@@ -24,7 +24,7 @@ from flask_socketio import emit, join_room
 from pydantic import Field
 
 from .. import answers, game
-from ..answers import AnswerRefused, Int64, Payload, RoomAnswerIn, SafeStr
+from ..answers import AnswerRefused, DbInt, Payload, RoomAnswerIn, SafeStr
 from ..api import MAX_JSON_DEPTH, json_depth
 from ..extensions import db, socketio
 from ..lm import load_tokenizer
@@ -180,11 +180,11 @@ class HostSettingsIn(RoomEvent):
     joins_locked: bool | None = Field(
         default=None, description="true: nobody new may join (seats still come back)"
     )
-    timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
+    timer_seconds: DbInt | None = Field(default=None, description="seconds per round; 0 or null: off")
 
 
 class HostRemoveIn(RoomEvent):
-    player_id: Int64 = Field(description="the seat to remove (the id in the host's player list)")
+    player_id: DbInt = Field(description="the seat to remove (the id in the host's player list)")
 
 
 class JoinIn(RoomEvent):

@@ -16,7 +16,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 
 from .. import game
-from ..answers import Int64, Payload, SafeStr
+from ..answers import DbInt, Payload, SafeStr
 from ..api import accepts, error, model_display_name, parse_body
 from ..extensions import db, limiter, socketio
 from ..lm import load_tokenizer
@@ -113,7 +113,7 @@ class RoomCreateIn(Payload):
     corpus: SafeStr | None = Field(default=None, max_length=100)
     rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=commands.MAX_ROUNDS)
     prompts: SafeStr | None = Field(default=None, max_length=20_000)
-    timer_seconds: Int64 | None = Field(default=None, description="seconds per round; 0 or null: off")
+    timer_seconds: DbInt | None = Field(default=None, description="seconds per round; 0 or null: off")
     show_histogram: bool = True
     show_leaderboard: bool = True
 
