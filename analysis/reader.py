@@ -173,7 +173,8 @@ def _load_folder(root: Path, shown: str, lean: bool) -> ExportData:
                 f"{', '.join(f'{t}.{fmt}' for t in TABLES)})"
             )
         wanted = ANALYSIS_COLUMNS.get(name) if lean else None
-        df = _read_table(file, fmt, table, wanted, warnings)
+        df = _read_table(file, fmt, table, wanted, warnings,
+                         unescape=fmt == "csv" and manifest.get("csv_text_escape") == "'")
         expected_rows = entry.get("rows")
         if expected_rows is not None and int(expected_rows) != len(df):
             raise ExportFormatError(
@@ -190,7 +191,8 @@ def _load_folder(root: Path, shown: str, lean: bool) -> ExportData:
 
 
 def _read_table(
-    file: Path, fmt: str, table: Table, wanted: list[str] | None, warnings: list[str]
+    file: Path, fmt: str, table: Table, wanted: list[str] | None, warnings: list[str],
+    unescape: bool = False,
 ) -> pd.DataFrame:
     try:
         if fmt == "csv":
@@ -207,7 +209,19 @@ def _read_table(
         raise ExportFormatError(f"{file.name} cannot be read as {fmt}: {exc}") from None
     columns = [c for c in table.column_names if wanted is None or c in wanted]
     df = df[columns]
+    if unescape:
+        df = _undo_formula_escape(df, table)
     return _convert(df, file.name, table)
+
+
+def _undo_formula_escape(df: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """CSV exports that say so in manifest.json (csv_text_escape: "'") put one ' before every
+    text cell starting with = + - @ tab, carriage return or ', so spreadsheets do not run it as
+    a formula; take it off again: a text cell starting with ' loses its first character."""
+    for c in table.columns:
+        if c.type == "str" and c.name in df.columns:
+            df[c.name] = df[c.name].str.removeprefix("'")
+    return df
 
 
 def _check_header(names: list[str], file: str, table: Table, warnings: list[str]) -> None:

@@ -1,5 +1,6 @@
 """The export's fast paths: ADBC and plain-cursor reads agree byte for byte (SQLite and
-PostgreSQL), the download zip streams while it is made, and the progress bar."""
+PostgreSQL), the download zip streams while it is made, the progress bar, and CSV formula cells
+neutralised (and undone by analysis.load) while JSONL and Parquet keep the raw text."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from webapp.export import ExportFilters, stream_zip, write_export
 from webapp.extensions import db
 from webapp.models import Guess, Participant, Study
 
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "@SUM(A1)", "-2", "'quoted", "\tTab"]
 TABLE_FILES = [f"{name}.{{fmt}}" for name in TABLES] + ["codebook.csv"]
 
 
@@ -100,6 +102,32 @@ def test_postgresql_round_trip_matches_the_database(pg_url, tmp_path, monkeypatc
         assert len(data.guesses) == len(stored) and data.items["n_answers"].sum() == len(stored)
     finally:
         db.dispose()
+
+
+def test_formula_cells_are_neutralised_in_csv_only_and_analysis_undoes_it(scored_app, client,
+                                                                          tmp_path):
+    fill(scored_app, client, solo=FORMULAS)
+    paths = {}
+    with scored_app.app_context():
+        for fmt in ("csv", "jsonl", "parquet"):
+            paths[fmt] = tmp_path / fmt
+            write_export(db.session, paths[fmt], fmt, ExportFilters())
+    with open(paths["csv"] / "guesses.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    solo = [r for r in rows if r["source"] == "game"]
+    assert [r["answer_text"] for r in solo] == ["'" + text for text in FORMULAS]
+    # numbers stay numbers: negative log-probs are written as they are
+    assert all(r["model_answer_logprob"].startswith("-") for r in solo if r["model_answer_logprob"])
+    assert json.loads((paths["csv"] / "manifest.json").read_text())["csv_text_escape"] == "'"
+    assert "removeprefix" in (paths["csv"] / "README.md").read_text()  # how to undo it
+    lines = [json.loads(line) for line in (paths["jsonl"] / "guesses.jsonl").read_text().splitlines()]
+    assert [r["answer_text"] for r in lines if r["source"] == "game"] == FORMULAS
+    table = pq.read_table(paths["parquet"] / "guesses.parquet").to_pylist()
+    assert [r["answer_text"] for r in table if r["source"] == "game"] == FORMULAS
+    for fmt in ("csv", "jsonl", "parquet"):
+        data = analysis.load(paths[fmt])
+        game = data.guesses[data.guesses["source"] == "game"]
+        assert game["answer_text"].tolist() == FORMULAS, fmt
 
 
 def test_download_zip_streams_while_it_is_written(scored_app, client, monkeypatch):

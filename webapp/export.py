@@ -179,8 +179,8 @@ def _guess_query(filters: ExportFilters, times_as_text: bool = False):
 # the database and read as Arrow record batches, columns not Python tuples: through an ADBC
 # driver where one fits (SQLite file, PostgreSQL: the driver fills Arrow buffers in C; on
 # PostgreSQL through COPY ... BINARY), else through the session's own DB-API cursor, a batch of
-# rows at a time. Everything after that (token texts, answer numbers, booleans, times) is a
-# handful of vectorised Arrow/NumPy operations per batch.
+# rows at a time. Everything after that (token texts, answer numbers, booleans, times, CSV
+# escaping) is a handful of vectorised Arrow/NumPy operations per batch.
 
 
 def _adbc_connect(connection):
@@ -660,6 +660,23 @@ def _timestamps(column: pa.Array) -> pa.Array:
     return _iso_text(column).cast(pa.timestamp("us", tz="UTC"))
 
 
+# CSV cells a spreadsheet would run as a formula (or that start with the escape itself).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+CSV_TEXT_ESCAPE = "'"
+_FORMULA_STARTS = pa.array(FORMULA_START, pa.string())
+
+
+def neutralise_formulas(column: pa.Array) -> pa.Array:
+    """CSV only: a text cell starting with = + - @ tab, carriage return or ' gets one ' in
+    front, so Excel, LibreOffice and Google Sheets show it as text instead of running it. The
+    exact text is recovered by dropping the first character of every text cell that starts
+    with ' (analysis.load does; numbers are never touched)."""
+    starts = pc.is_in(pc.utf8_slice_codeunits(column, 0, 1), value_set=_FORMULA_STARTS)
+    if not pc.any(starts).as_py():
+        return column
+    return pc.if_else(starts, pc.binary_join_element_wise(CSV_TEXT_ESCAPE, column, ""), column)
+
+
 class CsvWriter:
     """CSV through pyarrow: header, empty cell = null, true/false, JSON as compact text, times
     ISO 8601 UTC, floats in shortest round-trip form, strings quoted."""
@@ -675,6 +692,8 @@ class CsvWriter:
         for c, column in zip(self.table.columns, batch.columns):
             if c.type == "datetime":
                 column = _iso_text(column)
+            elif c.type == "str":
+                column = neutralise_formulas(column)
             arrays.append(column)
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
@@ -794,6 +813,11 @@ def readme_text(manifest: dict) -> str:
         "- p_T(token) = exp(logprob / T - model_logz[i]) for T = models.temperatures[i], exactly.",
         "- CSV: empty cell = null, booleans true/false, JSON columns as compact JSON text,",
         "  times ISO 8601 UTC. JSONL: native JSON values. Parquet: JSON columns as JSON text.",
+        "- CSV only: a text cell that began with = + - @, a tab, a carriage return or ' has one",
+        "  ' put in front, so a spreadsheet shows it instead of running it as a formula. For the",
+        "  exact text, drop the first character of every text cell that starts with ' (in",
+        "  pandas: df[col].str.removeprefix(\"'\"); manifest.json says csv_text_escape;",
+        "  analysis.load does it). Numbers are never changed; JSONL and Parquet hold the raw text.",
         "- Pilot answers are excluded unless the filters say include_pilot; excluded",
         "  participants are kept and flagged unless include_excluded is false.",
         "",
@@ -862,6 +886,8 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},
         "models": models,
     }
+    if fmt == "csv":
+        manifest["csv_text_escape"] = CSV_TEXT_ESCAPE
     files = {
         "manifest.json": json.dumps(manifest, indent=2, ensure_ascii=False),
         "codebook.csv": _codebook_text(),
