@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import queue
@@ -77,6 +78,8 @@ from .models import (
 )
 from .version import __version__
 from .words import target_word
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 16_384  # answers per Arrow batch: speed is flat from here up, memory is not
 ITEM_BATCH_ROWS = 2_048  # items carry the whole top-k as text (a few kB each)
@@ -199,7 +202,11 @@ def _adbc_connect(connection):
             import adbc_driver_postgresql.dbapi
 
             uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
-            return adbc_driver_postgresql.dbapi.connect(uri)
+            try:
+                return adbc_driver_postgresql.dbapi.connect(uri)
+            except Exception as exc:  # noqa: BLE001 (e.g. a login libpq cannot do: the slower path)
+                log.warning("export: no ADBC connection to PostgreSQL (%s); using the cursor", exc)
+                return None
     except ImportError:
         return None
     return None

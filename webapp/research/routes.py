@@ -365,7 +365,9 @@ def export_study(study_id: int):
     except ImportError:
         return jsonify(error="export is not available in this installation"), 501
     filters = ExportFilters(study_id=study.id, include_pilot=include_pilot == "1")
-    try:  # the export is written before the first byte is sent: option errors are a clean 4xx
+    # stream_zip checks the options at once (a clean 4xx) and then makes the zip while it is
+    # sent: the first block leaves after about 1 MB of it, not after the whole export.
+    try:
         chunks = iter(stream_zip(db.session, fmt, filters))
         first = next(chunks, b"")
     except (ValueError, ImportError) as exc:
