@@ -145,6 +145,8 @@ def test_host_locks_the_room_against_new_joins_but_seats_come_back(scored_app, c
     locked = host.emit("host_settings", {"code": code, "joins_locked": True}, callback=True)
     assert locked["ok"], locked
     assert events(host, "host_state")[-1]["settings"]["joins_locked"] is True
+    with scored_app.app_context():  # kept in the database: a restart does not unlock it
+        assert db.session.scalar(select(Room.joins_locked).where(Room.code == code)) is True
     outsider = join(connect(scored_app), code, "Outsider")
     assert not outsider["ok"] and "locked" in outsider["error"]
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -262,7 +263,7 @@ class Room(Base):
     """A live classroom room: a planned list of rounds (items) played by the class together.
 
     All state lives here, not in a worker's memory, so several server processes can serve one
-    room; `phase` changes are compare-and-set updates (see webapp.rooms.service).
+    room; `phase` changes are compare-and-set updates (see webapp.rooms.commands).
     """
 
     __tablename__ = "rooms"
@@ -281,6 +282,8 @@ class Room(Base):
     show_histogram: Mapped[bool] = mapped_column(Boolean, default=True)
     show_leaderboard: Mapped[bool] = mapped_column(Boolean, default=True)
     timer_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The host's lock: nobody new may join (seats still come back); kept across restarts.
+    joins_locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

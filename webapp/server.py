@@ -47,9 +47,14 @@ class GunicornServer(BaseApplication):
         return self.app
 
 
-def _fresh_connections_after_fork(_server, _worker) -> None:
-    """Database connections opened by the master process must not be shared with the worker."""
+def _fresh_connections_after_fork(_server, worker) -> None:
+    """Database connections opened by the master process must not be shared with the worker;
+    then the worker recovers rooms a crash left mid-round (locks overdue rounds, times the
+    others, marks seats away) at once, not on the first request."""
     db.dispose()
+    from .rooms import recovery
+
+    recovery.ensure(worker.app.app)
 
 
 def serve(app: Flask, host: str, port: int, threads: int) -> None:

@@ -460,7 +460,7 @@ def apply_action(session: Session, room: Room, action: object, now: datetime | N
 
 
 def update_settings(session: Session, room: Room, data: dict) -> None:
-    for key in ("show_histogram", "show_leaderboard"):
+    for key in ("show_histogram", "show_leaderboard", "joins_locked"):
         if key in data:
             if not isinstance(data[key], bool):
                 raise RoomRuleError(f"{key} must be true or false")

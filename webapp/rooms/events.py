@@ -70,15 +70,9 @@ def _limit(event: str) -> None:
     _guards().check(event, request.sid, request.remote_addr)
 
 
-def joins_locked(room: Room) -> bool:
-    return _guards().joins_locked(room.id, room.code)
-
-
 def host_view(room: Room, scored=None) -> dict:
-    """The projector's HostState: views.host_state plus the host's lock against new joins."""
-    state = views.host_state(db.session, room, _tokenizer(), room.join_url, scored)
-    state["settings"]["joins_locked"] = joins_locked(room)
-    return state
+    """The projector's HostState."""
+    return views.host_state(db.session, room, _tokenizer(), room.join_url, scored)
 
 
 # ------------------------------------------------------------------------------ broadcasting
@@ -280,10 +274,7 @@ def host_action(data: HostActionIn) -> dict:
 def host_settings(data: HostSettingsIn) -> dict:
     room = _hosted_room(data)
     change = data.model_dump(exclude_unset=True)
-    locked = change.pop("joins_locked", None)
     commands.update_settings(db.session, room, change)
-    if locked is not None:
-        _guards().set_joins_locked(room.id, room.code, locked)
     broadcast_state(room, students="show_leaderboard" in change)
     return {}
 
@@ -357,7 +348,7 @@ def join(data: JoinIn) -> dict:
     room = _room_of(data)
     held = _held_here()
     seat, token = commands.join(
-        db.session, room, data.nickname, grace_seconds(), joins_locked=joins_locked(room),
+        db.session, room, data.nickname, grace_seconds(), joins_locked=room.joins_locked,
         one_seat=None if held is None else _one_seat(held),
     )
     state = _seat_joined(room, seat)

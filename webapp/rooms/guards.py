@@ -1,5 +1,6 @@
-"""What keeps a room usable when someone tries to break it: rate limits on joins and answers, the
-host's lock against new joins, and a bound on the teachers' prompts waiting to be scored.
+"""What keeps a room usable when someone tries to break it: rate limits on joins and answers, and
+a bound on the teachers' prompts waiting to be scored (the host's lock against new joins is a
+column of the room, `Room.joins_locked`, so it survives a restart).
 
 Counters live where the login limiter keeps its own (webapp.extensions.rate_limit_storage:
 memory:// for one process, else the Redis of the Socket.IO queue), so every server process of a
@@ -43,7 +44,6 @@ DEFAULTS: dict[str, object] = {
     # Prompts (documents) waiting to be scored in this process; more are refused with a 503.
     "ROOM_PROMPT_QUEUE": 90,
 }
-LOCK_KEEP_SECONDS = 7 * 24 * 3600  # a room's lock outlives any lesson
 
 
 def setting(config: Mapping, key: str):
@@ -106,29 +106,6 @@ class RoomGuards:
             raise
         except Exception:
             log.warning("room rate limits unavailable; letting a %s through", event, exc_info=True)
-
-    # ---------------------------------------------------------------- the host's lock
-
-    @staticmethod
-    def _lock_key(room_id: int, code: str) -> str:
-        return f"humanlm/room/{room_id}/{code}/joins-locked"
-
-    def joins_locked(self, room_id: int, code: str) -> bool:
-        try:
-            return self.storage.get(self._lock_key(room_id, code)) > 0
-        except Exception:
-            log.warning("room lock store unavailable; room %s reads unlocked", code, exc_info=True)
-            return False
-
-    def set_joins_locked(self, room_id: int, code: str, locked: bool) -> None:
-        key = self._lock_key(room_id, code)
-        try:
-            self.storage.clear(key)
-            if locked:
-                self.storage.incr(key, LOCK_KEEP_SECONDS)
-        except Exception:
-            log.warning("room lock store unavailable", exc_info=True)
-            raise RoomRuleError("the room's lock could not be stored; try again") from None
 
 
 _guards_lock = threading.Lock()

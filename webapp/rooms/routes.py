@@ -249,6 +249,7 @@ def _score_and_tell(app, room_id: int, document_ids: list[int]) -> None:
             session.close()
         try:
             room = db.session.get(Room, room_id)
-            broadcast_state(room, students=True)
+            if room is not None:  # gone (deleted, or this process now serves another database)
+                broadcast_state(room, students=True)
         finally:
             db.session.remove()

@@ -321,7 +321,7 @@ def host_state(
         "rounds_total": len(room.rounds),
         "settings": {
             "show_histogram": room.show_histogram, "show_leaderboard": room.show_leaderboard,
-            "timer_seconds": room.timer_seconds,
+            "timer_seconds": room.timer_seconds, "joins_locked": room.joins_locked,
         },
         "players": [
             {"id": s.id, "nickname": s.nickname, "connected": s.connected,
