@@ -141,7 +141,11 @@ def _import(name: str, raw_docs, min_prefix_tokens: int | None) -> None:
     )
 
 
-@corpus_group.command("import", help="Import .txt/.jsonl/.csv files (a file or a folder) into a corpus.")
+@corpus_group.command(
+    "import",
+    help="Import .txt/.jsonl/.csv files (a file or a folder) into a corpus. A folder's symbolic "
+    "links to files outside it, and links to folders, are skipped with a line saying so.",
+)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--corpus", "name", default="default", show_default=True, help="Corpus name.")
 @click.option("--text-field", default="text", show_default=True, help="Text field in .jsonl/.csv.")
@@ -159,6 +163,7 @@ def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix
         raw_docs = read_path(
             path, text_field=text_field, split=split,
             max_bytes=current_app.config["MAX_IMPORT_BYTES"],
+            on_skip=lambda line: click.echo(line, err=True),  # links out of the folder, pipes
         )
     except CorpusImportError as exc:
         _fail(str(exc))

@@ -7,14 +7,17 @@ nothing: the caller commits only when every file was read and cut without error.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -69,14 +72,19 @@ class ImportReport:
 
 
 def read_path(
-    path: Path, *, text_field: str = "text", split: str = "file", max_bytes: int = 20_000_000
+    path: Path, *, text_field: str = "text", split: str = "file", max_bytes: int = 20_000_000,
+    on_skip: Callable[[str], None] | None = None,
 ) -> list[RawDocument]:
-    """Read one file or every supported file in a folder; raise CorpusImportError on bad input."""
+    """Read one file or every supported file in a folder; raise CorpusImportError on bad input.
+
+    A folder is read without leaving it (see folder_files); `on_skip` gets a line for each file
+    or link passed over. A path given by name is read even when it is a symbolic link.
+    """
     path = Path(path)
     if not path.exists():
         raise CorpusImportError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES)
+        files = folder_files(path, on_skip)
         if not files:
             raise CorpusImportError(f"{path}: no .txt, .jsonl or .csv files in this folder")
     else:
@@ -87,13 +95,69 @@ def read_path(
     return docs
 
 
+def folder_files(folder: Path, on_skip: Callable[[str], None] | None = None) -> list[Path]:
+    """The .txt, .jsonl and .csv files in a folder and its subfolders, in path order.
+
+    Symbolic links are not followed out of the folder: a link to a file elsewhere (/etc/passwd,
+    a home directory) is skipped, and so is a link to a folder (its files inside the folder are
+    found where they are), so a linked loop cannot make the walk go round forever. A link to a
+    file inside the folder is read once, as that file: not at all when the file is listed
+    itself. Only regular files are read (a named pipe would block the import). Each skip is
+    reported to `on_skip` as a line "Skipped <path>: <why>".
+    """
+    skip = on_skip or (lambda message: None)
+    root = folder.resolve()
+    listed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_walk_error):  # links not followed
+        here = Path(dirpath)
+        for name in dirnames:
+            if (here / name).is_symlink():
+                skip(f"Skipped {here / name}: a symbolic link to a folder, not followed")
+        listed.extend(
+            here / name for name in filenames if Path(name).suffix.lower() in SUPPORTED_SUFFIXES
+        )
+    listed.sort()
+    regular = {p.resolve() for p in listed if stat.S_ISREG(p.lstat().st_mode)}  # not links
+    files: list[Path] = []
+    read_links: set[Path] = set()
+    for p in listed:
+        if not p.is_symlink():
+            if p.resolve() in regular:
+                files.append(p)
+            else:
+                skip(f"Skipped {p}: not a regular file")
+            continue
+        try:
+            target = p.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop of links
+            skip(f"Skipped {p}: a symbolic link that leads to no file")
+            continue
+        if not target.is_relative_to(root):
+            skip(f"Skipped {p}: a symbolic link to {target}, outside {folder}")
+        elif not target.is_file():
+            skip(f"Skipped {p}: a symbolic link to {target}, not a regular file")
+        elif target in regular or target in read_links:
+            skip(f"Skipped {p}: a symbolic link to {target}, which is read once")
+        else:
+            read_links.add(target)
+            files.append(p)  # named as the link: its target may have another suffix
+    return files
+
+
+def _walk_error(error: OSError) -> None:
+    raise CorpusImportError(f"{error.filename}: cannot read this folder ({error.strerror})")
+
+
 def read_file(
     path: Path, *, text_field: str = "text", split: str = "file", max_bytes: int = 20_000_000
 ) -> list[RawDocument]:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise CorpusImportError(f"{path}: unsupported file type {suffix!r} (use .txt, .jsonl, .csv)")
-    size = path.stat().st_size
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise CorpusImportError(f"{path}: not a regular file")
+    size = info.st_size
     if size > max_bytes:
         raise CorpusImportError(
             f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} "
@@ -271,46 +335,107 @@ def sentences(text: str) -> list[str]:
 def cut_to_fit(text: str, tokenizer: Tokenizer, max_tokens: int) -> list[str]:
     """Cut text into consecutive parts of at most max_tokens tokens, at sentence boundaries.
 
-    A single sentence longer than the limit is cut at word boundaries (and, failing that, hard).
+    A sentence longer than the limit is cut at word boundaries (and, failing that, between
+    tokens). Nothing is lost or reordered: only whitespace at the cuts is dropped.
     """
-    if len(tokenizer.tokenize(text)) <= max_tokens:
-        return [text]
-    pieces: list[str] = []
-    for sentence in sentences(text):
-        if len(tokenizer.tokenize(sentence)) <= max_tokens:
-            pieces.append(sentence)
-        else:
-            pieces.extend(_cut_words(sentence, tokenizer, max_tokens))
-    parts: list[str] = []
-    current = ""
-    for piece in pieces:
-        candidate = current + piece
-        if current and len(tokenizer.tokenize(candidate.strip())) > max_tokens:
-            parts.append(current)
-            current = piece
-        else:
-            current = candidate
-    if current.strip():
-        parts.append(current)
-    return [p.strip() for p in parts if p.strip()]
+    return [part for part, _ in cut_with_tokens(text, tokenizer, max_tokens)]
 
 
-def _cut_words(sentence: str, tokenizer: Tokenizer, max_tokens: int) -> list[str]:
-    out: list[str] = []
-    current = ""
-    for word in re.findall(r"\S+\s*", sentence):
-        if current and len(tokenizer.tokenize(current + word)) > max_tokens:
-            out.append(current)
-            current = ""
-        while len(tokenizer.tokenize(word)) > max_tokens:  # one enormous "word"
-            ids = tokenizer.tokenize(word)[:max_tokens]
-            head = b"".join(tokenizer.token_bytes(i) for i in ids).decode("utf-8", "ignore")
-            out.append(head)
-            word = word[len(head) :] if head else word[1:]
-        current += word
-    if current:
-        out.append(current)
-    return out
+def cut_with_tokens(
+    text: str, tokenizer: Tokenizer, max_tokens: int
+) -> list[tuple[str, list[int]]]:
+    """cut_to_fit, each part with its token ids; linear in the length of the text.
+
+    The text is tokenized once. Each token's character offset comes from its bytes, so a part
+    is chosen by token counts with no re-tokenizing of growing prefixes: from where the last
+    part ended, it runs to the last sentence end at most max_tokens tokens on, else to the last
+    word boundary, else to the last token boundary that is not inside a character. Each part is
+    then tokenized once on its own (its token ids are returned) and, should that give more than
+    max_tokens tokens (tokenizers may merge differently at the edges), chosen again shorter.
+    So the tokenizer reads about twice the text in all. A tokenizer whose tokens' bytes do not
+    spell the text (one that normalises it) gets estimated offsets, evenly spread; the check on
+    each part still holds. A SentencePiece space prefix on the first token is allowed for.
+    """
+    if max_tokens < 1:
+        raise CorpusImportError("HUMANLM_MAX_DOCUMENT_TOKENS must be at least 1")
+    ids = tokenizer.tokenize(text)
+    if len(ids) <= max_tokens:
+        return [(text, ids)]
+    starts, valid = _token_offsets(text, ids, tokenizer)
+    n_bounds = len(starts)  # boundaries 0..len(ids): before each token, and the end
+    sentence_cut = bytearray(len(text) + 1)  # 1 where a cut drops only sentence-end whitespace
+    for match in _SENTENCE_END.finditer(text):
+        separator = match.group()
+        space_from = match.start() + len(separator.rstrip())  # after closing quotes, if any
+        sentence_cut[space_from : match.end() + 1] = b"\x01" * (match.end() + 1 - space_from)
+    sentence_cut[len(text)] = 1
+    # last_*[b]: the last boundary <= b of that kind (sentence end, word boundary, any); -1: none
+    last_sentence, last_word, last_any = [-1] * n_bounds, [-1] * n_bounds, [-1] * n_bounds
+    ls = lw = la = -1
+    for b in range(n_bounds):
+        if valid[b]:
+            c = starts[b]
+            la = b
+            if sentence_cut[c]:
+                ls = lw = b
+            elif c == len(text) or text[c].isspace() or (c > 0 and text[c - 1].isspace()):
+                lw = b
+        last_sentence[b], last_word[b], last_any[b] = ls, lw, la
+    parts: list[tuple[str, list[int]]] = []
+    begin = 0  # boundary where the next part starts
+    last = n_bounds - 1
+    while begin < last:
+        budget, tried = max_tokens, last + 1
+        while True:
+            limit = min(begin + budget, last)
+            end = next(
+                (b for b in (last_sentence[limit], last_word[limit], last_any[limit]) if b > begin),
+                None,
+            )
+            if end is None:  # no boundary within reach (one character of many tokens): the next
+                end = next(b for b in range(limit + 1, n_bounds) if valid[b])
+            if end >= tried:  # the part cannot get shorter
+                raise CorpusImportError(
+                    f"cannot cut the text into parts of at most {max_tokens} tokens "
+                    "(HUMANLM_MAX_DOCUMENT_TOKENS is too small)"
+                )
+            part = text[starts[begin] : starts[end]].strip()
+            part_ids = tokenizer.tokenize(part) if part else []
+            if len(part_ids) <= max_tokens:
+                break
+            # tokenized on its own the part is longer than its tokens in the whole text: shorter
+            tried = end
+            budget = max(1, min(end - begin - 1, (end - begin) * max_tokens // len(part_ids)))
+        if part:
+            parts.append((part, part_ids))
+        begin = end
+    return parts
+
+
+def _token_offsets(text: str, ids: list[int], tokenizer: Tokenizer) -> tuple[list[int], list[bool]]:
+    """Character offset of each token boundary (before each token, then the end of the text),
+    and whether a cut may fall there (not inside a character's bytes)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    starts, valid = [0], [True]
+    chars = 0
+    pieces = []
+    for token_id in ids:
+        piece = tokenizer.token_bytes(token_id)
+        pieces.append(piece)
+        try:
+            chars += len(decoder.decode(piece))
+        except UnicodeDecodeError:
+            break
+        starts.append(chars)
+        valid.append(not decoder.getstate()[0])
+    if len(starts) == len(ids) + 1:
+        spelled, encoded = b"".join(pieces), text.encode("utf-8")
+        if spelled == encoded:
+            return starts, valid
+        if spelled == b" " + encoded:  # a space prefix ("▁") before the text
+            return [0] + [c - 1 for c in starts[1:]], valid
+    n = len(ids)
+    return [len(text) * b // n for b in range(n + 1)], [True] * (n + 1)
 
 
 def classify_position(
@@ -384,16 +509,15 @@ def import_documents(
         text = normalize_text(raw.text)
         if not text:
             continue
-        parts = cut_to_fit(text, tokenizer, max_tokens)
+        parts = cut_with_tokens(text, tokenizer, max_tokens)
         if len(parts) > 1:
             report.cut += 1
-        for number, part in enumerate(parts, 1):
+        for number, (part, token_ids) in enumerate(parts, 1):
             digest = content_hash(part)
             if digest in known:
                 report.duplicates += 1
                 continue
             known.add(digest)
-            token_ids = tokenizer.tokenize(part)
             title = raw.title or part[:60]
             if len(parts) > 1:
                 title = f"{title} (part {number} of {len(parts)})"
