@@ -141,6 +141,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Failed research logins allowed per client address and, separately, per e-mail address.",
     ),
     Setting(
+        "ROOM_JOIN_LIMITS", "HUMANLM_ROOM_JOIN_LIMITS", "5 per second;30 per minute", str,
+        "Room joins allowed per Socket.IO connection (a phone joins once, retrying a taken name).",
+    ),
+    Setting(
+        "ROOM_JOIN_LIMITS_PER_ADDRESS", "HUMANLM_ROOM_JOIN_LIMITS_PER_ADDRESS", "600 per minute", str,
+        "Room joins allowed per client address (a class of 200 behind one school NAT).",
+    ),
+    Setting(
+        "ROOM_ANSWER_LIMITS", "HUMANLM_ROOM_ANSWER_LIMITS", "5 per second;60 per minute", str,
+        "Room answers allowed per connection (one a round, plus resends of a lost one).",
+    ),
+    Setting(
+        "ROOM_ANSWER_LIMITS_PER_ADDRESS", "HUMANLM_ROOM_ANSWER_LIMITS_PER_ADDRESS", "2400 per minute", str,
+        "Room answers allowed per client address (a full room answering 10-second rounds).",
+    ),
+    Setting(
+        "ROOM_PROMPT_LIMITS", "HUMANLM_ROOM_PROMPT_LIMITS", "10 per minute;60 per hour", str,
+        "Rooms from a teacher's own prompts (each scored by the model) per client address.",
+    ),
+    Setting(
+        "ROOM_PROMPT_QUEUE", "HUMANLM_ROOM_PROMPT_QUEUE", 90, int,
+        "Prompts waiting to be scored in one server process; more are refused with a 429.",
+    ),
+    Setting(
         "STUDY_RESERVATION_MINUTES", "HUMANLM_STUDY_RESERVATION_MINUTES", 60, int,
         "Items assigned to a participant who has not finished count towards the items' targets "
         "for this many minutes (so participants who start together get different items).",

@@ -9,7 +9,7 @@ Flask routes that Flask-Limiter could decorate.
 
 Defaults, for a real class behind one school NAT: 200 phones joining within a minute and
 answering within seconds stay well inside the per-address limits, while one connection gets a
-few events per second. An app may override any of them in its config (same keys as below).
+few events per second. The limits are settings (HUMANLM_ROOM_*, webapp/config.py).
 """
 
 from __future__ import annotations
@@ -30,24 +30,9 @@ from .state import RoomRuleError
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, object] = {
-    # Per Socket.IO connection: a phone joins once (and retries a taken or mistyped name).
-    "ROOM_JOIN_LIMITS": "5 per second;30 per minute",
-    # Per client address: a class of 200 behind one NAT joins (and retries) within a minute.
-    "ROOM_JOIN_LIMITS_PER_ADDRESS": "600 per minute",
-    # Per connection: one answer a round, plus resends of a lost one.
-    "ROOM_ANSWER_LIMITS": "5 per second;60 per minute",
-    # Per client address: 400 phones (a full room) answering rounds of 10 seconds.
-    "ROOM_ANSWER_LIMITS_PER_ADDRESS": "2400 per minute",
-    # Rooms from the teacher's own prompts (each is scored by the model), per client address.
-    "ROOM_PROMPT_LIMITS": "10 per minute;60 per hour",
-    # Prompts (documents) waiting to be scored in this process; more are refused with a 503.
-    "ROOM_PROMPT_QUEUE": 90,
-}
-
-
 def setting(config: Mapping, key: str):
-    return config.get(key, DEFAULTS[key])
+    """A room limit from the settings table (webapp/config.py: HUMANLM_ROOM_*_LIMITS ...)."""
+    return config[key]
 
 
 class RateLimited(RoomRuleError):
