@@ -715,6 +715,10 @@ class JsonlWriter:
         self.names = table.column_names
 
     def write(self, batch: pa.RecordBatch) -> None:
+        for start in range(0, batch.num_rows, 512):  # Python objects for few rows at a time
+            self._write(batch.slice(start, 512))
+
+    def _write(self, batch: pa.RecordBatch) -> None:
         columns = []
         for c, column in zip(self.table.columns, batch.columns):
             if c.type == "datetime":
