@@ -4,7 +4,9 @@
 with a line saying so, links to folders are not followed (a linked loop cannot hang the walk),
 and a link to a file inside the folder is read once. A long text with no sentence end is cut in
 linear time: the tokenizer reads it about twice (once whole, once part by part), counted here by
-a proxy rather than timed.
+a proxy rather than timed. `humanlm import-responses` stores at most MAX_ANSWERS answers (the
+counts added up) and MAX_ITEMS distinct contexts per import, and refuses a larger file before
+storing anything.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from webapp import responses
 from webapp.corpus import (
     CorpusImportError,
     RawDocument,
@@ -259,3 +262,49 @@ def test_import_tokenizes_each_part_once(app, tokenizer):
     assert_covers(text, parts)
     assert max(n_tokens) <= 128
     assert counting.chars < 3 * len(text)
+
+
+# ---------------------------------------------------------------------- import-responses limits
+
+
+def write_csv(path: Path, rows: list[str], header: str = "context,response,target,count") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_total_answers_over_the_limit_is_refused_and_nothing_stored(app, runner, tmp_path):
+    per_row = responses.MAX_COUNT
+    n_rows = responses.MAX_ANSWERS // per_row + 1  # 201 rows of 10,000: 2,010,000 answers
+    rows = [f"Item {i % 7} of the norms is,blue,green,{per_row}" for i in range(n_rows)]
+    path = write_csv(tmp_path / "big.csv", rows)
+    before = counts(app)
+    result = runner.invoke(args=["import-responses", str(path), "--no-score"])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert f"line {n_rows + 1}: more than 2,000,000 answers (the counts added up)" in result.output
+    assert "nothing imported" in result.output and "split it into smaller files" in result.output
+    assert "--name" in result.output
+    assert counts(app) == before
+
+
+def test_answers_up_to_the_limit_are_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(responses, "MAX_ANSWERS", 5)
+    ok = write_csv(tmp_path / "ok.csv", ["The sky is,blue,blue,2", "The sky is,grey,blue,3"])
+    assert sum(row.count for row in responses.read_rows(ok, 10_000)) == 5
+    over = write_csv(tmp_path / "over.csv", ["The sky is,blue,blue,2", "The sky is,grey,blue,4"])
+    with pytest.raises(responses.ResponsesImportError, match="line 3: more than 5 answers"):
+        responses.read_rows(over, 10_000)
+
+
+def test_distinct_contexts_over_the_limit_are_refused(app, runner, tmp_path, monkeypatch):
+    monkeypatch.setattr(responses, "MAX_ITEMS", 3)
+    same = [f"The sky is,word{i},blue,1" for i in range(10)]  # one context: fine
+    assert len(responses.read_rows(write_csv(tmp_path / "one.csv", same), 10_000)) == 10
+    rows = [f"Context number {i} is,blue,blue,1" for i in range(4)]
+    path = write_csv(tmp_path / "many.csv", rows)
+    before = counts(app)
+    result = runner.invoke(args=["import-responses", str(path), "--no-score"])
+    assert result.exit_code == 1, result.output
+    assert "line 5: more than 3 distinct contexts (context and target pairs)" in result.output
+    assert "split it into smaller files" in result.output
+    assert counts(app) == before

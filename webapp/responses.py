@@ -18,6 +18,13 @@ Limits: the file is at most HUMANLM_MAX_IMPORT_BYTES, and a cell may be as long 
 (csv's own 131,072-character cap is lifted); "context target" must fit in
 HUMANLM_MAX_DOCUMENT_TOKENS tokens and a response in MAX_RESPONSE_CHARS characters (what a
 guess stores); a cell must not hold NUL or lone surrogates (webapp/textcheck.py).
+One import reads at most MAX_ROWS (200,000) rows with a count of at most MAX_COUNT (10,000)
+each, stores at most MAX_ANSWERS (2,000,000) answers (the counts added up; each answer is one
+stored guess of a few hundred bytes) and makes at most MAX_ITEMS (10,000) distinct contexts
+(context and target pairs) into items (each is a document the model scores, storing its top-k
+for every position: about 4 KB per context token). They are checked while the file is read,
+before anything is stored. A larger data set is split into smaller files (by item, say) that
+are imported one after another with the same --name, so they make one data set.
 """
 
 from __future__ import annotations
@@ -46,8 +53,13 @@ from .textcheck import storable_text_problem
 
 REQUIRED = ("context", "response", "target")
 OPTIONAL = ("count", "participant", "item_id")
-MAX_COUNT = 10_000
-MAX_ROWS = 200_000
+MAX_COUNT = 10_000  # answers one row stands for
+MAX_ROWS = 200_000  # rows one import reads
+MAX_ANSWERS = 2_000_000  # answers one import stores: the counts added up
+MAX_ITEMS = 10_000  # distinct (context, target) pairs one import makes into items
+_SPLIT = (
+    "split it into smaller files (by item, say) and import them one by one with the same --name"
+)
 MAX_RESPONSE_CHARS = 400  # Guess.raw_text: a longer answer would be stored cut
 
 
@@ -131,6 +143,8 @@ def _parse_rows(reader: csv.DictReader, path: Path) -> tuple[list[ResponseRow], 
         )
     reader.fieldnames = header
     rows, errors = [], []
+    answers = 0
+    items: set[tuple[str, str]] = set()
     start = reader.line_num + 1  # the file line where the next record starts
     for raw in reader:
         line, start = start, reader.line_num + 1
@@ -170,8 +184,24 @@ def _parse_rows(reader: csv.DictReader, path: Path) -> tuple[list[ResponseRow], 
             rows.append(ResponseRow(line, context, response, target, count,
                                     cells.get("participant", "").strip(),
                                     cells.get("item_id", "").strip(), file=str(path)))
+            answers += count
+            items.add((context, target))
             if len(rows) > MAX_ROWS:
-                raise ResponsesImportError(f"{path}: more than {MAX_ROWS} rows; split the file")
+                raise ResponsesImportError(
+                    f"{path}: line {line}: more than {MAX_ROWS:,} rows, the most one import "
+                    f"reads; nothing imported; {_SPLIT}"
+                )
+            if answers > MAX_ANSWERS:
+                raise ResponsesImportError(
+                    f"{path}: line {line}: more than {MAX_ANSWERS:,} answers (the counts added "
+                    f"up), the most one import stores; nothing imported; {_SPLIT}"
+                )
+            if len(items) > MAX_ITEMS:
+                raise ResponsesImportError(
+                    f"{path}: line {line}: more than {MAX_ITEMS:,} distinct contexts (context and "
+                    f"target pairs), the most one import makes into items; nothing imported; "
+                    f"{_SPLIT}"
+                )
     return rows, errors
 
 
