@@ -872,22 +872,23 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         _guess_query(filters).with_only_columns(Guess.model_id).order_by(None).distinct()
     )) - {None}
     models = list(model_rows(session, model_ids))
+    tables = {
+        "guesses": guess_batches(session, filters, token_text),
+        "items": item_batches(session, filters),
+        "participants": _small_table(TABLES["participants"], participant_rows(session, filters)),
+        "studies": _small_table(TABLES["studies"], study_rows(session, filters)),
+        "models": _small_table(TABLES["models"], models),
+    }
+    # The bar follows the answers (nearly all of the work); the other tables take moments.
     with tqdm(total=total, disable=not progress, unit=" answers", unit_scale=True,
               desc="guesses", file=sys.stderr, dynamic_ncols=True) as bar:
-        tables = {
-            "guesses": guess_batches(session, filters, token_text),
-            "items": item_batches(session, filters),
-            "participants": _small_table(TABLES["participants"],
-                                         participant_rows(session, filters)),
-            "studies": _small_table(TABLES["studies"], study_rows(session, filters)),
-            "models": _small_table(TABLES["models"], models),
-        }
         for table, batches in tables.items():
             with open_member(f"{table}.{fmt}") as sink:
                 for count in _write_table(sink, fmt, TABLES[table], batches,
                                           bar if table == "guesses" else None):
                     rows[table] = count
                     yield
+            bar.close()
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "humanlm_version": __version__,
