@@ -5,9 +5,11 @@ top-k, players, answers) through the real schema. Each export then runs in its o
 so its peak RSS is its own. Baseline, in the same run on the same database: reading the answers
 table with sqlite3 and writing its raw columns with csv.writer, nothing else; the ratio says
 what the full export (joins, per-item facts, schema formatting, codebook) costs on top.
-Memory flatness: the same export on N/4 answers; peak RSS should hardly change.
+Memory flatness: the same export on N/4 answers; peak RSS should hardly change. --download
+also streams the dashboard's zip (CSV) and reports when its first byte was ready.
 
     .venv/bin/python benchmarks/export_throughput.py [--answers 1000000] [--items 20000]
+        [--formats csv parquet jsonl] [--download] [--db-dir DIR]
 """
 
 from __future__ import annotations
@@ -129,6 +131,28 @@ def child_export(db_path: str, out: str, fmt: str) -> None:
                       "peak_rss_mb": peak_rss_mb()}))
 
 
+def child_download(db_path: str, fmt: str) -> None:
+    """The dashboard's download: the zip stream consumed as a web server would send it; the
+    time to its first byte is what a researcher waits before the browser shows progress."""
+    from webapp.app import create_app
+    from webapp.export import ExportFilters, stream_zip
+    from webapp.extensions import db
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{db_path}", "SECRET_KEY": "bench"})
+    with app.app_context():
+        names = {t: f" t{t}" for t in range(5000)}
+        started = time.perf_counter()
+        chunks = stream_zip(db.session, fmt, ExportFilters(), token_text=lambda t: names.get(t, ""))
+        size = len(next(chunks))
+        first = time.perf_counter() - started
+        for chunk in chunks:
+            size += len(chunk)
+        seconds = time.perf_counter() - started
+    rows = sqlite3.connect(db_path).execute("SELECT count(*) FROM guesses").fetchone()[0]
+    print(json.dumps({"rows": rows, "seconds": seconds, "first_byte": first, "mb": size / 2**20,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
 def child_baseline(db_path: str, out: str) -> None:
     con = sqlite3.connect(db_path)
     started = time.perf_counter()
@@ -155,6 +179,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-export":
         child_export(*sys.argv[2:5])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-download":
+        child_download(*sys.argv[2:4])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--child-baseline":
         child_baseline(*sys.argv[2:4])
         return
@@ -162,6 +189,8 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--formats", nargs="+", default=["csv", "parquet"])
+    parser.add_argument("--download", action="store_true",
+                        help="also time the dashboard's streamed zip (CSV): first byte and total")
     parser.add_argument("--db-dir", type=Path, default=None,
                         help="keep the synthetic databases here and reuse them on the next run")
     args = parser.parse_args()
@@ -188,6 +217,12 @@ def main() -> None:
                 print(f"{n:>9,} {fmt:>9} {r['seconds']:>8.1f} {rate:>9,.0f} "
                       f"{r['peak_rss_mb']:>12.0f} {rate / base_rate:>8.2f}", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
+            if args.download:
+                r = run_child("--child-download", str(db_path), "csv")
+                rate = r["rows"] / r["seconds"]
+                print(f"{n:>9,} {'zip csv':>9} {r['seconds']:>8.1f} {rate:>9,.0f} "
+                      f"{r['peak_rss_mb']:>12.0f} {rate / base_rate:>8.2f}  "
+                      f"(first byte after {r['first_byte']:.2f} s, {r['mb']:.0f} MB)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
