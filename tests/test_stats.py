@@ -169,3 +169,37 @@ def test_masked_tokens_with_minus_inf_logits():
     np.testing.assert_array_equal(got.top_ids, ref["top_ids"] + 10)
     assert np.all(np.isfinite(got.entropy))
     np.testing.assert_allclose(got.entropy, ref["entropy"], atol=TOL)
+
+
+@pytest.mark.parametrize("vocab, k", [(70_000, 16), (262_144, 64)])
+def test_wide_vocabulary_uses_block_bounds_and_stays_exact(vocab, k):
+    """A vocabulary of many 512-token blocks takes the fast path (top-k and ranks found from
+    block maxima); it must agree with the plain computation, also for a row whose k-th and
+    (k+1)-th best tie across blocks, deep targets and masked tokens."""
+    rng = np.random.default_rng(vocab)
+    rows = rng.normal(0, 3.0, (4, vocab)).astype(np.float32)
+    rows[1, rng.choice(vocab, 3 * k, replace=False)] = 20.0  # ties straddle the k boundary
+    rows[2, : vocab // 3] = -np.inf  # masked tokens
+    rows[3, vocab - 1] = 40.0  # the best token in the short last block
+    targets = np.array([int(np.argmax(rows[0])), int(rng.integers(vocab)), vocab - 7, vocab - 1])
+    got = summarize_logits(rows, targets, k)
+    finite = [np.where(np.isfinite(r), r, -1e30) for r in rows.astype(np.float64)]
+    for i, row in enumerate(finite):
+        order = np.lexsort((np.arange(vocab), -row))[:k]
+        assert got.top_ids[i].tolist() == order.tolist(), i
+        assert got.target_rank[i] == 1 + np.count_nonzero(row > row[targets[i]]), i
+        logprob = row - _logsumexp(row)
+        np.testing.assert_allclose(got.top_logprobs[i], logprob[order], atol=TOL)
+        assert got.target_logprob[i] == pytest.approx(logprob[targets[i]], abs=TOL)
+    assert got.top_ids[3, 0] == vocab - 1 and got.target_rank[3] == 1
+
+
+def test_rank_counted_in_the_blocks_above_the_target():
+    """A target below the top-k bound whose rank is counted only in the blocks that beat it."""
+    vocab = 262_144
+    row = np.random.default_rng(5).normal(0, 1.0, vocab).astype(np.float32)
+    row[np.arange(64) * 512 + 7] = 30.0  # one clear winner in each of the first 64 blocks
+    row[100 * 512 + 3] = 29.0
+    got = summarize_logits(row[None, :], [100 * 512 + 3], 64)
+    assert got.target_rank[0] == 65
+    assert got.top_ids[0].tolist() == (np.arange(64) * 512 + 7).tolist()

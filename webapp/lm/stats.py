@@ -6,11 +6,18 @@ tokens, and log Z(T) on a fixed temperature grid. Everything is exact over the f
 
 Speed matters because this runs once per token of every document, beside a 262,144-way softmax.
 log Z(T) = logsumexp(logprob / T) needs sum(p ** (1/T)) for each grid point. Instead of one exp()
-per temperature we compute o = exp((logit - max) / 8) once and square it three times (giving the
-powers 1/4, 1/2 and 1 of e = exp(logit - max)); each grid point with 1/T <= 1.5 is then one fused
-dot product of two of those arrays (e.g. sum(e ** 1.5) = e . sqrt(e)). For 1/T >= 2 (T <= 0.5)
-only tokens within 14 nats of the best can matter: the rest add less than 262,144 * e**-28, a
-relative 2e-7, so those sums run over that small candidate set. That is why the grid is fixed.
+per temperature we compute o = exp((logit - max) / 8) once (as exp2, the cheaper instruction) and
+square it three times (giving the powers 1/4, 1/2 and 1 of e = exp(logit - max)); each grid point
+with 1/T <= 1.5 is then one fused dot product of two of those arrays (e.g. sum(e ** 1.5) =
+e . sqrt(e)). For 1/T >= 2 (T <= 0.5) only tokens within 14 nats of the best can matter: the rest
+add less than 262,144 * e**-28, a relative 2e-7, so those sums run over that small window. That
+is why the grid is fixed.
+
+The top-k and the rank only concern the largest logits. The maxima of blocks of 512 tokens (one
+cheap vectorised reduction, which also gives the row's maximum) bound them: the k-th largest block
+maximum is at most the k-th largest logit, so only the tokens at or above it in the few blocks
+that reach it (typically about k tokens) are sorted, and a target's rank counts only in the
+blocks whose maximum exceeds the target's logit.
 """
 
 from __future__ import annotations
@@ -40,8 +47,7 @@ _GRID: tuple[tuple[float, str, str], ...] = (
 TEMPERATURES: tuple[float, ...] = tuple(round(1.0 / x, 6) for x, _, _ in _GRID)
 """The fixed temperature grid, 0.25 to 4 (1/T = 4, 3, 2.5, 2, 1.5, 1.25, 1.125, 1, 0.75, ...)."""
 
-# Tokens more than this many nats below the best: never in the top-k unless fewer than k tokens
-# are inside the window (then a full partition runs), and negligible in sums with 1/T >= 2.
+# Tokens more than this many nats below the best are negligible in sums with 1/T >= 2.
 _WINDOW = 14.0
 
 
@@ -55,6 +61,10 @@ class DistributionSummary:
     top_ids: np.ndarray  # (n, k) int64, most likely first
     top_logprobs: np.ndarray  # (n, k) float64
     logz: np.ndarray  # (n, len(TEMPERATURES)) float64, logsumexp(logprob / T)
+
+
+_BLOCK = 512
+_EIGHTH_LOG2E = float(np.log2(np.e)) / 8  # exp(x / 8) = exp2(x * log2(e) / 8)
 
 
 def summarize_logits(
@@ -75,60 +85,114 @@ def summarize_logits(
         top_logprobs=np.empty((n, k)),
         logz=np.empty((n, len(_GRID))),
     )
-    eighth = np.empty(vocab, dtype=np.float32)  # (logit - max) / 8, all <= 0
-    powers = {name: np.empty(vocab, dtype=np.float32) for name in ("o", "q", "h", "e1")}
+    blocks = _Blocks(vocab, k)
+    scaled = np.empty(vocab, dtype=np.float32)  # (logit - max) * log2(e) / 8, all <= 0
+    powers = np.empty((4, vocab), dtype=np.float32)  # rows o, q, h, e1 (see _GRID)
+    o, q, h, e1 = powers
+    window_edge = -_WINDOW * _EIGHTH_LOG2E
     for i in range(n):
         row = logits[i]
-        best = row.max()
-        np.subtract(row, best, out=eighth)
-        np.multiply(eighth, 0.125, out=eighth)
-        o = np.exp(eighth, out=powers["o"])
-        q = np.multiply(o, o, out=powers["q"])
-        h = np.multiply(q, q, out=powers["h"])
-        e1 = np.multiply(h, h, out=powers["e1"])
+        maxima = blocks.maxima(row)
+        best = maxima.max()
+        np.subtract(row, best, out=scaled)
+        np.multiply(scaled, _EIGHTH_LOG2E, out=scaled)
+        np.exp2(scaled, out=o)
+        np.multiply(o, o, out=q)
+        np.multiply(q, q, out=h)
+        np.multiply(h, h, out=e1)
         total = float(e1.sum())
-        lse = np.log(total)  # log Z(1) of the shifted logits
-        # H = -sum p log p = lse - sum(e * shifted) / total, with shifted = 8 * eighth
+        lse = float(np.log(total))  # log Z(1) of the shifted logits
+        # H = -sum p log p = lse - sum(e * shifted) / total, with shifted = scaled / c
         with np.errstate(invalid="ignore"):
-            weighted = float(np.dot(e1, eighth))
+            weighted = float(np.dot(e1, scaled))
         if np.isnan(weighted):  # -inf logits (masked tokens) give 0 * -inf; they contribute 0
-            weighted = float(np.dot(e1, np.nan_to_num(eighth, neginf=0.0)))
-        out.entropy[i] = lse - 8.0 * weighted / total
+            weighted = float(np.dot(e1, np.nan_to_num(scaled, neginf=0.0)))
+        out.entropy[i] = lse - weighted / _EIGHTH_LOG2E / total
+        # sum(e ** (1/T)) for 1/T <= 1.5: each row of `powers` against e1, h and q (gemv), o . o
+        with_e1 = powers @ e1  # 1/T = 1.125, 1.25, 1.5, (2)
+        with_h = powers[:2] @ h  # 0.625, 0.75
+        with_q = powers[:2] @ q  # 0.375, 0.5
+        sums = {
+            1.5: with_e1[2], 1.25: with_e1[1], 1.125: with_e1[0], 1.0: total,
+            0.75: with_h[1], 0.625: with_h[0], 0.5: with_q[1], 0.375: with_q[0],
+            0.25: np.dot(o, o),
+        }
+        window = scaled[scaled > window_edge].astype(np.float64) / _EIGHTH_LOG2E  # shifted
+        logz = out.logz[i]
+        for j, (inv_t, how, _b) in enumerate(_GRID):
+            # logsumexp(logprob / T) = log sum(e ** (1/T)) - lse / T   (logprob = shifted - lse)
+            s = float(np.exp(window * inv_t).sum()) if how == "window" else float(sums[inv_t])
+            logz[j] = np.log(s) - lse * inv_t
+        candidates, kth = blocks.top_candidates(row, maxima)
+        ids = _top_indices(row, candidates, k)
+        out.top_ids[i] = ids
+        out.top_logprobs[i] = (row[ids].astype(np.float64) - float(best)) - lse
         target = targets[i]
         target_logit = row[target]
         out.target_logprob[i] = float(target_logit - best) - lse
-        out.target_rank[i] = 1 + int(np.count_nonzero(row > target_logit))
-        window = np.flatnonzero(eighth > -_WINDOW / 8)
-        ids = _top_indices(eighth, window, k)
-        out.top_ids[i] = ids
-        out.top_logprobs[i] = 8.0 * eighth[ids].astype(np.float64) - lse
-        window_shifted = 8.0 * eighth[window].astype(np.float64)
-        for j, (inv_t, a, b) in enumerate(_GRID):
-            # logsumexp(logprob / T) = log sum(e ** (1/T)) - lse / T   (logprob = shifted - lse)
-            if a == "total":
-                s = total
-            elif a == "window":
-                s = float(np.exp(window_shifted * inv_t).sum())
-            else:
-                s = float(np.dot(powers[a], powers[b]))
-            out.logz[i, j] = np.log(s) - lse * inv_t
+        if target_logit >= kth:  # every token above it is a candidate
+            above = int(np.count_nonzero(row[candidates] > target_logit))
+        else:
+            above = blocks.count_above(row, maxima, target_logit)
+        out.target_rank[i] = 1 + above
     return out
 
 
-def _top_indices(values: np.ndarray, window: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest of `values` (logit - max) / 8, largest first, ties by lower id."""
-    candidates = window
-    if candidates.size < k:  # a very confident row: widen to 40 nats, then to everything
-        candidates = np.flatnonzero(values > -40.0 / 8)
-        if candidates.size < k:
-            candidates = np.arange(values.size)
-    if candidates.size > k:  # candidates are in ascending id order, so ties keep lower ids
-        vals = values[candidates]
-        kth = -np.partition(-vals, k - 1)[k - 1]
-        above = candidates[vals > kth]
-        tied = candidates[vals == kth]
-        candidates = np.concatenate([above, tied[: k - above.size]])
-    order = np.lexsort((candidates, -values[candidates]))
+class _Blocks:
+    """The row cut into blocks of 512 tokens (the last may be shorter). Their maxima, one cheap
+    vectorised reduction, bound the largest logits: the k-th largest block maximum is at most
+    the k-th largest logit, so the top-k lies in the blocks whose maximum reaches it, and the
+    tokens above any value lie in the blocks whose maximum exceeds it."""
+
+    def __init__(self, vocab: int, k: int) -> None:
+        self.vocab, self.k = vocab, k
+        self.starts = np.arange(0, vocab, _BLOCK)
+        self.n = self.starts.size
+        self.n_full = vocab // _BLOCK
+        self.useful = self.n >= 4 * k
+
+    def maxima(self, row: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(row, self.starts)
+
+    def _ids(self, row: np.ndarray, chosen: np.ndarray, keep) -> np.ndarray:
+        """Ascending ids in the chosen blocks (ascending) whose values pass `keep`."""
+        parts = []
+        full = chosen[chosen < self.n_full]
+        if full.size:
+            values = row[: self.n_full * _BLOCK].reshape(self.n_full, _BLOCK)[full]
+            local = np.flatnonzero(keep(values))
+            parts.append(full[local // _BLOCK] * _BLOCK + local % _BLOCK)
+        if full.size < chosen.size:  # the short last block
+            start = self.n_full * _BLOCK
+            parts.append(start + np.flatnonzero(keep(row[start:])))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def top_candidates(self, row: np.ndarray, maxima: np.ndarray) -> tuple[np.ndarray, float]:
+        """Ascending ids that surely include the k largest logits and every token tied with
+        the k-th, and the bound they all reach (-inf: every token)."""
+        if not self.useful:
+            return np.arange(self.vocab), -np.inf
+        kth = np.partition(maxima, self.n - self.k)[self.n - self.k]
+        return self._ids(row, np.flatnonzero(maxima >= kth), lambda v: v >= kth), kth
+
+    def count_above(self, row: np.ndarray, maxima: np.ndarray, value) -> int:
+        """How many tokens have a logit strictly above `value`."""
+        hot = np.flatnonzero(maxima > value)
+        if hot.size * 8 > self.n:
+            return int(np.count_nonzero(row > value))
+        return self._ids(row, hot, lambda v: v > value).size if hot.size else 0
+
+
+def _top_indices(row: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The k largest logits among `candidates` (ascending ids), largest first, ties by lower id."""
+    values = row[candidates]
+    if candidates.size > k:
+        kth = np.partition(values, candidates.size - k)[candidates.size - k]
+        above = np.flatnonzero(values > kth)
+        tied = np.flatnonzero(values == kth)[: k - above.size]  # lower ids first
+        keep = np.sort(np.concatenate([above, tied]))
+        candidates, values = candidates[keep], values[keep]
+    order = np.lexsort((candidates, -values))
     return candidates[order]
 
 
