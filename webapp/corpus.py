@@ -31,6 +31,7 @@ from .models import Corpus, Document, Item
 from .textcheck import storable_text_problem
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".csv")
+_FLUSH_ITEMS = 20_000  # import_documents writes its items in batches of about this many
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n\s*\n|\n")
 
 
@@ -501,9 +502,11 @@ def import_documents(
 ) -> ImportReport:
     """Add documents (cut to fit) with their items; duplicates by content hash are skipped.
 
-    Flushes but does not commit: the caller commits once everything succeeded.
+    Flushes (every _FLUSH_ITEMS items, so a long text does not hold all its items in memory) but
+    does not commit: the caller commits once everything succeeded.
     """
     report = ImportReport(corpus=corpus.name)
+    pending = 0  # items added since the last flush
     known = set(session.scalars(select(Document.content_hash).where(Document.corpus_id == corpus.id)))
     for raw in raw_docs:
         text = normalize_text(raw.text)
@@ -532,6 +535,10 @@ def import_documents(
             report.added += 1
             report.items += len(doc.items)
             report.playable += sum(item.playable for item in doc.items)
+            pending += len(doc.items)
+            if pending >= _FLUSH_ITEMS:  # flushed objects are let go: memory stays bounded
+                session.flush()
+                pending = 0
     session.flush()
     return report
 
