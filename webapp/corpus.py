@@ -102,9 +102,10 @@ def folder_files(folder: Path, on_skip: Callable[[str], None] | None = None) -> 
     Symbolic links are not followed out of the folder: a link to a file elsewhere (/etc/passwd,
     a home directory) is skipped, and so is a link to a folder (its files inside the folder are
     found where they are), so a linked loop cannot make the walk go round forever. A link to a
-    file inside the folder is read once, as that file: not at all when the file is listed
-    itself. Only regular files are read (a named pipe would block the import). Each skip is
-    reported to `on_skip` as a line "Skipped <path>: <why>".
+    file inside the folder is read, under the link's name, unless the file is listed itself or
+    an earlier link led to it: each file is read once. Only regular files are read (a named
+    pipe would block the import). Each skip is reported to `on_skip` as a line
+    "Skipped <path>: <why>".
     """
     skip = on_skip or (lambda message: None)
     root = folder.resolve()
