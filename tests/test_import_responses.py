@@ -109,3 +109,40 @@ def test_token_mode_scores_responses_by_their_first_token(app, runner, tmp_path,
         same_start = tokenizer.tokenize(" Parisian")[0] == tokenizer.tokenize(" Paris")[0]
         assert rules[1] == ("first_token" if same_start else "none")
         assert all(g.mode == "token" for g in db.session.scalars(select(Guess)))
+
+
+@pytest.mark.model
+def test_import_is_quiet_shows_progress_and_passes_each_context_once(
+    app, runner, tmp_path, gemma, capfd, monkeypatch
+):
+    """llama.cpp's own log lines stay out of the output (they used to print "n_ctx_seq ...
+    possible training context overflow" on every model load), a progress bar with a rate
+    shows the scoring, and each context is evaluated in one pass of the model."""
+    from webapp import lm
+    from webapp.lm.llamacpp import LlamaCppModel
+
+    calls = []
+    real = LlamaCppModel.score_continuations
+    monkeypatch.setattr(LlamaCppModel, "score_continuations",
+                        lambda self, *a, **kw: calls.append(a[0]) or real(self, *a, **kw))
+    result = runner.invoke(args=["import-responses", str(write(tmp_path, CLOZE))])
+    assert result.exit_code == 0, result.output
+    captured = capfd.readouterr()
+    for text in (result.output, captured.out, captured.err):
+        assert "n_ctx_seq" not in text and "llama_" not in text and "SWA cache" not in text
+    assert "Scoring with" in result.output and "100%" in result.output
+    assert "doc/s" in result.output or "s/doc" in result.output  # the rate
+    assert len(calls) == 2  # two contexts, one pass each (predictions, first tokens and words)
+    assert "Scored with" in result.output and "7 word log-probs filled" in result.output
+
+    # --verbose (set_verbose) lets llama.cpp speak again
+    lm.set_verbose(True)
+    try:
+        from webapp.lm.llamacpp import LlamaCppModel as Model
+
+        Model("llamacpp:gemma-3-270m", vocab_only=True)
+        assert "n_ctx_seq" in capfd.readouterr().err
+    finally:
+        lm.set_verbose(False)
+    Model("llamacpp:gemma-3-270m", vocab_only=True)
+    assert "n_ctx_seq" not in capfd.readouterr().err

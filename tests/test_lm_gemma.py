@@ -177,3 +177,71 @@ def test_model_spec_errors_on_load(tmp_path):
     not_gguf.write_bytes(b"\0" * 16)
     with pytest.raises(ModelSpecError, match="not a .gguf file"):
         load_tokenizer(f"llamacpp:{not_gguf}")
+
+
+def _by_hand(gemma, doc, p, cont):
+    """The continuation procedure written out with llama-cpp-python itself: one pass over BOS +
+    the document, the cache cut after position p, the continuation's tokens evaluated; every
+    row's log-softmax in float64."""
+    from webapp.lm.stats import log_softmax_row
+
+    llm = gemma._llm
+    llm.reset()
+    llm.eval([gemma._bos, *doc])
+    first = log_softmax_row(llm.scores[p])
+    llm.n_tokens = p + 1
+    llm.eval(cont)
+    rows = [first, *(log_softmax_row(llm.scores[p + i]) for i in range(1, len(cont) + 1))]
+    return [float(rows[i][t]) for i, t in enumerate(cont)], rows[-1]
+
+
+def test_continuations_continue_from_the_document_pass(gemma):
+    doc = gemma.tokenize("The capital of France is Paris, and the capital of Spain is Madrid.")
+    p = len(gemma.tokenize("The capital of France is"))
+    words = [gemma.tokenize(w) for w in (" Quetzalcoatl", " Lyon", " a big old city")]
+    end_set = np.zeros(gemma.n_vocab, dtype=bool)
+    end_set[gemma.tokenize(",")[0]] = True
+    end_set[gemma.tokenize(".")[0]] = True
+    got = gemma.score_continuations(doc, {p: words, p + 3: [words[1]]}, end_set=end_set)
+    assert got.summary is None and set(got.continuations) == {p, p + 3}
+    for cont, result in zip(words, got.continuations[p]):
+        logprobs, after = _by_hand(gemma, doc, p, cont)
+        np.testing.assert_allclose(result.token_logprobs, logprobs, atol=1e-6, rtol=0)
+        assert result.end_logprob == pytest.approx(float(np.logaddexp.reduce(after[end_set])), abs=1e-6)
+        assert result.logprob == pytest.approx(sum(logprobs), abs=1e-6)
+        assert all(rank >= 1 for rank in result.token_ranks)
+    # the same continuation asked alone, or beside others, gives the same numbers to the bit
+    alone = gemma.score_continuations(doc, {p: [words[2]]}, end_set=end_set).continuations[p][0]
+    assert alone == got.continuations[p][2]
+    deeper = gemma.score_continuations(doc, {p + 3: [words[1]]}, end_set=end_set)
+    assert deeper.continuations[p + 3][0] == got.continuations[p + 3][0]
+
+
+def test_the_documents_own_tokens_and_lookups_come_from_its_pass(gemma):
+    doc = gemma.tokenize(FOX + " over the lazy dog")
+    n = len(gemma.tokenize(FOX))
+    over, banana = gemma.tokenize(" over")[0], gemma.tokenize(" banana")[0]
+    got = gemma.score_continuations(
+        doc, {n: [doc[n:n + 2], [banana]]}, top_k=64, lookups=[(n, over), (n, banana), (n, over)]
+    )
+    summary = got.summary
+    assert summary.top_ids.shape == (len(doc), 64)
+    own, single = got.continuations[n]
+    # " over the" read off the pass: its first token's log-prob is the stored prediction's
+    assert own.token_logprobs[0] == pytest.approx(summary.target_logprob[n], abs=1e-5)
+    assert own.token_logprobs[1] == pytest.approx(summary.target_logprob[n + 1], abs=1e-5)
+    assert own.token_ranks == (summary.target_rank[n], summary.target_rank[n + 1])
+    assert got.lookups[(n, over)] == (own.token_logprobs[0], own.token_ranks[0])
+    assert got.lookups[(n, banana)] == (single.token_logprobs[0], single.token_ranks[0])
+    assert own.end_logprob is None and len(got.lookups) == 2
+
+
+def test_a_continuation_past_the_context_is_none(gemma):
+    doc = [gemma.tokenize(" word")[0]] * (gemma.n_ctx - 2)  # BOS + doc fill all but one cell
+    end_set = np.ones(gemma.n_vocab, dtype=bool)
+    got = gemma.score_continuations(doc, {len(doc): [gemma.tokenize(" a b c")]}, end_set=end_set)
+    assert got.continuations[len(doc)] == [None]
+    with pytest.raises(ValueError, match="outside the document"):
+        gemma.score_continuations(doc, {len(doc) + 1: [[5]]})
+    with pytest.raises(ValueError, match="empty continuation"):
+        gemma.score_continuations(doc, {0: [[]]})

@@ -212,3 +212,60 @@ def test_fill_guess_logprobs(session, gemma):
     assert skipped.model_logprob is None and skipped.model_rank is None
     assert known.model_logprob == prediction.top_k[0][1] and known.model_rank == 1
     assert fill_guess_logprobs(session, gemma, top_k=TOP_K) == 0  # nothing left to fill
+
+
+def test_one_pass_per_document_for_predictions_and_answers(session, gemma, monkeypatch):
+    """run_model_work: Predictions and the first-token log-probs of pending answers come from
+    ONE forward pass per document, equal to what the separate steps store; short documents
+    are committed together, and a progress bar hears about every document."""
+    from webapp import predictions
+    from webapp.predictions import run_model_work
+
+    docs = session.scalars(select(Document).order_by(Document.id)).all()
+    outside = gemma.tokenize(" zebra")[0]
+    pending = [_guess(session, next(i for i in d.items if i.playable), [outside], f"k{d.id}")
+               for d in docs]
+    session.commit()
+    calls, commits, bars = [], [], []
+    real = gemma.score_continuations
+    monkeypatch.setattr(gemma, "score_continuations",
+                        lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    monkeypatch.setattr(predictions, "COMMIT_SECONDS", 3600.0)
+    from sqlalchemy import event
+
+    get_or_create_model_row(session, gemma, TOP_K)  # (creating it commits)
+    event.listen(session, "after_commit", lambda s: commits.append(1))
+
+    class Bar:
+        def __init__(self, total, unit):
+            bars.append([total, unit, 0])
+
+        def update(self, n=1):
+            bars[-1][2] += n
+
+        def set_postfix_str(self, s="", refresh=True):
+            pass
+
+        def close(self):
+            pass
+
+    report = run_model_work(session, gemma, top_k=TOP_K, guesses=True, progress=Bar)
+    assert len(calls) == len(docs) == report.passes == report.documents
+    assert all(kw["top_k"] == TOP_K for kw in calls)
+    assert report.guesses == len(pending) and report.words == 0
+    assert len(commits) == 1  # fast documents go in one commit (at most every COMMIT_SECONDS)
+    assert bars == [[len(docs), "doc", len(docs)]]
+    assert count(session, Prediction.id) == count(session, Item.id)
+    for guess in pending:
+        session.refresh(guess)
+        item = session.get(Item, guess.item_id)
+        (lp, rank), = gemma.logprobs_at(item.document.token_ids, [(item.position, outside)])
+        assert (guess.model_logprob, guess.model_rank) == (lp, rank)  # the same pass, to the bit
+
+    # scoring alone counts tokens, for a bar in tokens
+    session.execute(delete(Prediction))
+    session.execute(delete(ScoredDocument))
+    session.commit()
+    bars.clear()
+    report = score_corpus(session, gemma, top_k=TOP_K, progress=Bar)
+    assert bars == [[report.tokens, "tok", report.tokens]]

@@ -87,3 +87,60 @@ def test_word_logprob_matches_a_hand_computation_with_the_real_model(gemma):
         gemma.next_token_logprobs(prefix + multi[:i])[multi[i]] for i in range(1, len(multi))
     )
     assert word_logprob(gemma, prefix, multi)[0] == pytest.approx(float(step), abs=0.05)
+
+
+@pytest.mark.model
+def test_fill_word_logprobs_scores_a_document_in_one_pass(app, tokenizer, gemma, monkeypatch):
+    """Word answers at several positions of one document: one forward pass of the document,
+    each distinct (item, word) once, the same numbers as the word scored on its own."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+    from webapp.extensions import db
+    from webapp.models import Document, Guess, Player, WordScore
+    from webapp.words import boundary_mask, fill_word_logprobs, is_word_start, target_word
+
+    with app.app_context():
+        session = db.session
+        corpus = get_or_create_corpus(session, "w", min_prefix_tokens=1)
+        text = "The cat sat on the warm mat near the old wooden door."
+        import_documents(session, corpus, [RawDocument(text=text)], tokenizer, max_tokens=64)
+        doc = session.scalar(select(Document))
+        items = [it for it in doc.items if is_word_start(doc, it)][2:5]
+        answers = {item.id: [target_word(doc, item), "table", "table", " chair ", "hippopotamus"]
+                   for item in items}
+        n = 0
+        for item_id, words in answers.items():
+            for word in words:
+                n += 1
+                session.add(Player(id=f"p{n}"))
+                session.flush()
+                session.add(Guess(
+                    client_key=f"k{n}", player_id=f"p{n}", item_id=item_id, raw_text=word,
+                    token_ids=[], is_correct=False, match_rule="word", mode="word",
+                    server_received_at=datetime.now(UTC),
+                ))
+        session.commit()
+        calls = []
+        real = gemma.score_continuations
+        monkeypatch.setattr(gemma, "score_continuations",
+                            lambda *a, **kw: calls.append(a[1]) or real(*a, **kw))
+        assert fill_word_logprobs(session, gemma, top_k=64) == n
+        assert len(calls) == 1  # one pass of the document for all 15 answers
+        scores = session.scalars(select(WordScore)).all()
+        assert len(scores) == 3 * 4  # per item: the true word, table, chair, hippopotamus
+        mask = boundary_mask(gemma)
+        for score in scores:
+            item = session.get(type(items[0]), score.item_id)
+            alone = real(doc.token_ids, {item.position: [score.token_ids]}, end_set=mask)
+            result = alone.continuations[item.position][0]
+            assert score.tokens_logprob == result.logprob
+            assert score.end_logprob == result.end_logprob
+            assert score.logprob == score.tokens_logprob + score.end_logprob
+        by_key = {(s.item_id, s.word): s.logprob for s in scores}
+        for guess in session.scalars(select(Guess)):
+            assert guess.word_logprob == by_key[(guess.item_id, guess.raw_text.strip())]
+            assert guess.model_id is not None
+        assert fill_word_logprobs(session, gemma, top_k=64) == 0  # nothing left

@@ -205,6 +205,16 @@ def corpus_list() -> None:
 # ------------------------------------------------------------------------------------- scoring
 
 
+def _bar(description: str):
+    """A progress bar on stderr with rate and ETA, for work that can take more than a second."""
+
+    def make(total: int, unit: str):
+        return tqdm(total=total, unit=unit, desc=description, disable=not total,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    return make
+
+
 @click.command("score", help="Score documents with the model: one forward pass per document.")
 @click.option("--corpus", default=None, help="Only this corpus (default: all).")
 @click.option("--model", "spec", default=None, help="Model spec (default: HUMANLM_MODEL).")
@@ -216,7 +226,7 @@ def corpus_list() -> None:
 def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool) -> None:
     from .lm import ModelSpecError, load_model
     from .models import Corpus
-    from .predictions import TokenizerMismatch, fill_guess_logprobs, score_corpus
+    from .predictions import TokenizerMismatch, run_model_work, score_corpus
 
     cfg = current_app.config
     spec = spec or cfg["MODEL"]
@@ -229,22 +239,16 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         _fail(str(exc))
     try:
         if fill_guesses:
-            from .words import fill_word_logprobs
-
-            n = fill_guess_logprobs(db.session, model, top_k=top_k)
-            words = fill_word_logprobs(db.session, model, top_k=top_k)
-            click.echo(f"Filled exact model log-probs for {n} guesses and {words} word answers.")
+            report = run_model_work(db.session, model, top_k=top_k, predictions=False,
+                                    guesses=True, words=True, progress=_bar("Filling answers"))
+            click.echo(f"Filled exact model log-probs for {report.guesses} guesses and "
+                       f"{report.words} word answers.")
+            if report.unscorable:
+                click.echo(f"{report.unscorable} word answers could not be scored (no tokens, "
+                           "or no room left in the model's context after their prefix).")
             return
-
-        def progress(docs, total_tokens):
-            bar = tqdm(total=total_tokens, unit="tok", desc=f"Scoring with {model.name}",
-                       disable=not docs, dynamic_ncols=True)
-            for doc in docs:
-                yield doc
-                bar.update(doc.n_tokens)
-            bar.close()
-
-        report = score_corpus(db.session, model, top_k=top_k, corpus=corpus, progress=progress)
+        report = score_corpus(db.session, model, top_k=top_k, corpus=corpus,
+                              progress=_bar(f"Scoring with {model.name}"))
     except TokenizerMismatch as exc:
         db.session.rollback()
         _fail(str(exc))
@@ -313,9 +317,8 @@ def export_command(out: Path, fmt: str, as_zip: bool, study_id: int | None, room
 @with_appcontext
 def import_responses_command(path: Path, name: str | None, mode: str, no_score: bool) -> None:
     from .lm import load_model, load_tokenizer
-    from .predictions import fill_guess_logprobs, score_corpus
+    from .predictions import run_model_work
     from .responses import ResponsesImportError, import_responses, read_rows
-    from .words import fill_word_logprobs
 
     cfg = current_app.config
     name = name or path.stem
@@ -337,10 +340,14 @@ def import_responses_command(path: Path, name: str | None, mode: str, no_score: 
         click.echo("Not scored yet: run `humanlm score` and `humanlm score --fill-guesses`.")
         return
     model = load_model(cfg["MODEL"], max_tokens=cfg["MAX_DOCUMENT_TOKENS"], n_threads=cfg["N_THREADS"])
-    score_corpus(db.session, model, top_k=cfg["TOP_K"], corpus=summary.corpus)
-    n = fill_guess_logprobs(db.session, model, top_k=cfg["TOP_K"])
-    words = fill_word_logprobs(db.session, model, top_k=cfg["TOP_K"]) if mode == "word" else 0
-    click.echo(f"Scored with {model.name}: {n} first-token and {words} word log-probs filled.")
+    # One pass per context: its Predictions, every answer's first token, and each distinct
+    # word continued from the context's cache.
+    report = run_model_work(
+        db.session, model, top_k=cfg["TOP_K"], corpus=summary.corpus, guesses=True,
+        words=mode == "word", progress=_bar(f"Scoring with {model.name}"),
+    )
+    click.echo(f"Scored with {model.name}: {report.guesses} first-token and {report.words} word "
+               f"log-probs filled ({report.word_scores} distinct words).")
 
 
 @click.command(
@@ -400,9 +407,21 @@ def register_commands(app: Flask) -> None:
     register_research_commands(app)
 
 
+def _verbose_option() -> click.Option:
+    """--verbose: also show llama.cpp's own log lines (dropped by default)."""
+
+    def apply(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        from .lm import set_verbose
+
+        set_verbose(value)
+
+    return click.Option(["--verbose"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=apply, help="Also show llama.cpp's own log lines.")
+
+
 def main() -> None:
     from .app import create_app
 
     cli = FlaskGroup(create_app=lambda: create_app(), add_default_commands=False,
-                     help="humanlm: be the language model.")
+                     help="humanlm: be the language model.", params=[_verbose_option()])
     cli.main(prog_name="humanlm")

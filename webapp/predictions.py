@@ -1,41 +1,80 @@
-"""Batch work with the model: score documents (one forward pass each) and fill in guess log-probs.
+"""Batch work with the model: score documents (one forward pass each), fill in guess and word
+log-probs.
 
-Runs in the CLI, never in a web request. Each document is committed on its own together with its
-ScoredDocument marker, so an interrupted run loses at most the document in flight and a re-run
-resumes by skipping documents already marked.
+Runs in the CLI (or a background job), never in a web request. One procedure does all of it
+(`run_model_work`): per document ONE forward pass of the model, which gives the document's
+Predictions, the exact log-prob of every pending answer's first token at its position, and the
+cache from which every pending word answer continues (webapp/words.py; the backend's
+`score_continuations`); each distinct (item, word) is scored once. Results are written in bulk
+and committed with each document's ScoredDocument marker every couple of seconds, so an
+interrupted run loses at most those seconds of work and a re-run resumes by skipping documents
+already marked and answers already filled.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .lm import TEMPERATURES, LanguageModelBackend, display_text
-from .models import Corpus, Document, Guess, Item, LanguageModel, Prediction, ScoredDocument
+from .models import (
+    Corpus,
+    Document,
+    Guess,
+    Item,
+    LanguageModel,
+    Prediction,
+    ScoredDocument,
+    WordScore,
+)
 
 TEMPERATURE_GRID_NAME = "pow2-13"  # names the fixed grid in webapp.lm.stats
+COMMIT_SECONDS = 2.0  # completed documents are committed together at most this often
 
 
 class TokenizerMismatch(RuntimeError):
     """The document was tokenized by another tokenizer than the scoring model's."""
 
 
+class Progress(Protocol):
+    """What the work reports progress to (a tqdm bar fits)."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> object: ...
+
+    def close(self) -> object: ...
+
+
+ProgressFactory = Callable[[int, str], Progress]
+"""(total, unit) -> a progress bar; the unit is "tok" (document tokens) or "doc"."""
+
+
 @dataclass
-class ScoreReport:
+class WorkReport:
     model: str
-    documents: int = 0
-    tokens: int = 0
+    documents: int = 0  # documents given Predictions
+    tokens: int = 0  # their tokens
+    passes: int = 0  # documents evaluated (one forward pass each)
+    guesses: int = 0  # answers given their first token's exact log-prob and rank
+    words: int = 0  # word answers given a word log-prob
+    word_scores: int = 0  # distinct (item, word) log-probs computed
+    unscorable: int = 0  # word answers left without one (no tokens, or no room in the context)
     seconds: float = 0.0
     already_scored: int = 0
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+ScoreReport = WorkReport  # what score_corpus returns (the same report, predictions only)
 
 
 def model_key(model: LanguageModelBackend, top_k: int) -> str:
@@ -62,11 +101,15 @@ def get_or_create_model_row(session: Session, model: LanguageModelBackend, top_k
 
 
 def documents_to_score(session: Session, model_id: int, corpus: str | None) -> list[Document]:
+    return list(session.scalars(_unscored(model_id, corpus)))
+
+
+def _unscored(model_id: int, corpus: str | None, *columns):
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model_id)
-    query = select(Document).where(Document.id.not_in(scored)).order_by(Document.id)
+    query = select(*(columns or (Document,))).where(Document.id.not_in(scored)).order_by(Document.id)
     if corpus is not None:
         query = query.join(Corpus).where(Corpus.name == corpus)
-    return list(session.scalars(query))
+    return query
 
 
 def check_tokenizer(model: LanguageModelBackend, doc: Document) -> None:
@@ -80,40 +123,10 @@ def check_tokenizer(model: LanguageModelBackend, doc: Document) -> None:
 
 
 def score_document(session: Session, model: LanguageModelBackend, row: LanguageModel, doc: Document) -> float:
-    """Score one document in one forward pass, store a Prediction per item; returns seconds."""
-    check_tokenizer(model, doc)
-    started = time.perf_counter()
-    summary = model.score(doc.token_ids, row.top_k)
-    items = session.execute(
-        select(Item.id, Item.position).where(Item.document_id == doc.id)
-    ).all()
-    texts: dict[int, str] = {}
-
-    def entry(token_id: int, logprob: float) -> list:
-        if token_id not in texts:
-            texts[token_id] = display_text(model.token_bytes(token_id))
-        return [token_id, round(logprob, 6), texts[token_id], model.is_control(token_id)]
-
-    rows = []
-    for item_id, position in items:
-        top_ids = summary.top_ids[position].tolist()
-        top_lps = summary.top_logprobs[position].tolist()
-        rows.append(
-            {
-                "item_id": item_id,
-                "model_id": row.id,
-                "target_logprob": float(summary.target_logprob[position]),
-                "target_rank": int(summary.target_rank[position]),
-                "top1_id": int(top_ids[0]),
-                "entropy": float(summary.entropy[position]),
-                "top_k": [entry(t, lp) for t, lp in zip(top_ids, top_lps)],
-                "logz": [round(float(z), 6) for z in summary.logz[position]],
-            }
-        )
-    if rows:
-        session.execute(insert(Prediction), rows)
-    seconds = time.perf_counter() - started
-    session.add(ScoredDocument(document_id=doc.id, model_id=row.id, n_tokens=doc.n_tokens, seconds=seconds))
+    """Score one document in one forward pass, store a Prediction per item and commit; returns
+    seconds. (Room prompts call this; batch work goes through run_model_work.)"""
+    work = _DocumentWork(predict=True)
+    seconds = _Worker(session, model, row).run_document(doc, work)
     session.commit()
     return seconds
 
@@ -124,22 +137,10 @@ def score_corpus(
     *,
     top_k: int,
     corpus: str | None = None,
-    progress: Callable[[Iterable[Document], int], Iterable[Document]] | None = None,
-) -> ScoreReport:
+    progress: ProgressFactory | None = None,
+) -> WorkReport:
     """Score every document (of one corpus, or all) that this model has not scored yet."""
-    row = get_or_create_model_row(session, model, top_k)
-    pending = documents_to_score(session, row.id, corpus)
-    report = ScoreReport(model=row.key)
-    all_docs = select(func.count(Document.id))
-    if corpus is not None:
-        all_docs = all_docs.join(Corpus).where(Corpus.name == corpus)
-    report.already_scored = session.scalar(all_docs) - len(pending)
-    iterator = progress(pending, sum(d.n_tokens for d in pending)) if progress else pending
-    for doc in iterator:
-        report.seconds += score_document(session, model, row, doc)
-        report.documents += 1
-        report.tokens += doc.n_tokens
-    return report
+    return run_model_work(session, model, top_k=top_k, corpus=corpus, progress=progress)
 
 
 def fill_guess_logprobs(session: Session, model: LanguageModelBackend, *, top_k: int) -> int:
@@ -147,25 +148,182 @@ def fill_guess_logprobs(session: Session, model: LanguageModelBackend, *, top_k:
 
     One forward pass per document that has such guesses. Returns the number of guesses filled.
     """
+    return run_model_work(session, model, top_k=top_k, predictions=False, guesses=True).guesses
+
+
+@dataclass
+class _DocumentWork:
+    predict: bool = False
+    lookups: list[tuple[int, int, int]] = field(default_factory=list)  # guess id, position, token
+    words: list[tuple[int, int, str]] = field(default_factory=list)  # guess id, item id, answer
+
+
+def run_model_work(
+    session: Session,
+    model: LanguageModelBackend,
+    *,
+    top_k: int,
+    corpus: str | None = None,
+    predictions: bool = True,
+    guesses: bool = False,
+    words: bool = False,
+    progress: ProgressFactory | None = None,
+) -> WorkReport:
+    """Everything the model still owes, ONE forward pass per document:
+
+    - `predictions`: a Prediction per item of every document (of `corpus`, or all) this model
+      has not scored yet;
+    - `guesses`: the exact log-prob and rank of the first token of every answer that has none
+      (guesses outside the stored top-k, imported answers);
+    - `words`: the word log-prob (webapp/words.py) of every word-mode answer that has none, and
+      of its item's true word; each distinct (item, word) once, cached in WordScore.
+    """
     row = get_or_create_model_row(session, model, top_k)
-    pending = session.execute(
-        select(Guess, Item)
-        .join(Item, Guess.item_id == Item.id)
-        .where(Guess.model_logprob.is_(None), Guess.first_token_id.is_not(None))
-        .where((Guess.model_id == row.id) | Guess.model_id.is_(None))
-    ).all()
-    by_document: dict[int, list[tuple[Guess, Item]]] = defaultdict(list)
-    for guess, item in pending:
-        by_document[item.document_id].append((guess, item))
-    filled = 0
-    for document_id, pairs in by_document.items():
-        doc = session.get(Document, document_id)
-        check_tokenizer(model, doc)
-        results = model.logprobs_at(
-            doc.token_ids, [(item.position, guess.first_token_id) for guess, item in pairs]
-        )
-        for (guess, _item), (logprob, rank) in zip(pairs, results):
-            guess.model_logprob, guess.model_rank, guess.model_id = logprob, rank, row.id
-            filled += 1
+    plan, already = _plan(session, row, corpus, predictions, guesses, words)
+    report = WorkReport(model=row.key, already_scored=already)
+    worker = _Worker(session, model, row, report)
+    by_tokens = not (guesses or words)
+    sizes = {}
+    if progress is not None and plan:
+        sizes = dict(session.execute(select(Document.id, Document.n_tokens).where(
+            Document.id.in_(list(plan)))).all()) if by_tokens else {}
+    bar = progress(sum(sizes.values()) if by_tokens else len(plan), "tok" if by_tokens else "doc") \
+        if progress is not None else None
+    last_commit = time.monotonic()
+    try:
+        for doc_id in sorted(plan):
+            doc = session.get(Document, doc_id)
+            try:
+                report.seconds += worker.run_document(doc, plan[doc_id])
+            except TokenizerMismatch:
+                session.commit()  # the documents finished before this one are kept
+                raise
+            if time.monotonic() - last_commit >= COMMIT_SECONDS:
+                session.commit()
+                last_commit = time.monotonic()
+            if bar is not None:
+                bar.update(sizes.get(doc_id, 0) if by_tokens else 1)
+                if words and report.word_scores:
+                    bar.set_postfix_str(f"{report.word_scores} words", refresh=False)
         session.commit()
-    return filled
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def _plan(session: Session, row: LanguageModel, corpus: str | None, predictions: bool,
+          guesses: bool, words: bool) -> tuple[dict[int, _DocumentWork], int]:
+    """What each document still needs, read in a few bulk queries (no per-answer loading)."""
+    plan: dict[int, _DocumentWork] = defaultdict(_DocumentWork)
+    already = 0
+    owned = (Guess.model_id == row.id) | Guess.model_id.is_(None)
+    if predictions:
+        pending = list(session.scalars(_unscored(row.id, corpus, Document.id)))
+        for doc_id in pending:
+            plan[doc_id].predict = True
+        everything = select(func.count(Document.id))
+        if corpus is not None:
+            everything = everything.join(Corpus).where(Corpus.name == corpus)
+        already = session.scalar(everything) - len(pending)
+    if guesses:
+        for guess_id, doc_id, position, token in session.execute(
+            select(Guess.id, Item.document_id, Item.position, Guess.first_token_id)
+            .join(Item, Guess.item_id == Item.id)
+            .where(Guess.model_logprob.is_(None), Guess.first_token_id.is_not(None), owned)
+        ):
+            plan[doc_id].lookups.append((guess_id, position, token))
+    if words:
+        for guess_id, item_id, text, doc_id in session.execute(
+            select(Guess.id, Guess.item_id, Guess.raw_text, Item.document_id)
+            .join(Item, Guess.item_id == Item.id)
+            .where(Guess.mode == "word", Guess.word_logprob.is_(None), Guess.skipped.is_(False), owned)
+        ):
+            plan[doc_id].words.append((guess_id, item_id, text))
+    return dict(plan), already
+
+
+class _Worker:
+    """One document at a time: one model call, then its rows written in bulk (not committed)."""
+
+    def __init__(self, session: Session, model: LanguageModelBackend, row: LanguageModel,
+                 report: WorkReport | None = None) -> None:
+        self.session, self.model, self.row = session, model, row
+        self.report = report or WorkReport(model=row.key)
+        self._texts: dict[int, str] = {}
+
+    def _entry(self, token_id: int, logprob: float) -> list:
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = display_text(self.model.token_bytes(token_id))
+        return [token_id, round(logprob, 6), text, self.model.is_control(token_id)]
+
+    def run_document(self, doc: Document, work: _DocumentWork) -> float:
+        from .words import boundary_mask, plan_words
+
+        check_tokenizer(self.model, doc)
+        started = time.perf_counter()
+        session, row, report = self.session, self.row, self.report
+        word_plan = plan_words(session, self.model, row, doc, work.words) if work.words else None
+        scored = self.model.score_continuations(
+            doc.token_ids,
+            word_plan.continuations if word_plan else None,
+            top_k=row.top_k if work.predict else None,
+            end_set=boundary_mask(self.model) if word_plan and word_plan.continuations else None,
+            lookups=[(position, token) for _gid, position, token in work.lookups],
+        )
+        report.passes += 1
+        updates: dict[int, dict] = defaultdict(dict)
+        for guess_id, position, token in work.lookups:
+            logprob, rank = scored.lookups[(position, token)]
+            updates[guess_id].update(model_logprob=logprob, model_rank=rank, model_id=row.id)
+        report.guesses += len(work.lookups)
+        if word_plan is not None:
+            new_scores = word_plan.collect(scored.continuations)
+            if new_scores:
+                session.execute(insert(WordScore), [
+                    {"item_id": item_id, "model_id": row.id, "word": word, "token_ids": ids,
+                     "tokens_logprob": tokens_lp, "end_logprob": end_lp, "logprob": tokens_lp + end_lp}
+                    for (item_id, word), (ids, tokens_lp, end_lp) in new_scores.items()
+                ])
+            report.word_scores += len(new_scores)
+            for guess_id, logprob in word_plan.answers():
+                if logprob is None:
+                    report.unscorable += 1
+                else:
+                    updates[guess_id].update(word_logprob=logprob, model_id=row.id)
+                    report.words += 1
+        if updates:
+            session.execute(update(Guess), [{"id": gid, **values} for gid, values in updates.items()])
+        if work.predict:
+            self._store_predictions(doc, scored.summary)
+        seconds = time.perf_counter() - started
+        if work.predict:
+            session.add(ScoredDocument(document_id=doc.id, model_id=row.id, n_tokens=doc.n_tokens,
+                                       seconds=seconds))
+            session.flush()
+            report.documents += 1
+            report.tokens += doc.n_tokens
+        return seconds
+
+    def _store_predictions(self, doc: Document, summary) -> None:
+        items = self.session.execute(
+            select(Item.id, Item.position).where(Item.document_id == doc.id)
+        ).all()
+        top_ids = summary.top_ids.tolist()
+        top_lps = summary.top_logprobs.tolist()
+        rows = [
+            {
+                "item_id": item_id,
+                "model_id": self.row.id,
+                "target_logprob": float(summary.target_logprob[position]),
+                "target_rank": int(summary.target_rank[position]),
+                "top1_id": int(top_ids[position][0]),
+                "entropy": float(summary.entropy[position]),
+                "top_k": [self._entry(t, lp) for t, lp in zip(top_ids[position], top_lps[position])],
+                "logz": [round(float(z), 6) for z in summary.logz[position]],
+            }
+            for item_id, position in items
+        ]
+        if rows:
+            self.session.execute(insert(Prediction), rows)

@@ -9,12 +9,16 @@ Method (also in the export codebook):
   a word (`is_word_start`).
 - Leading space. A typed word is scored as the model would see it after the prefix: with one
   leading space, unless the prefix is empty or ends in whitespace (then without).
-- Probability (chain rule, ONE forward pass over prefix + word):
+- Probability (chain rule):
       ln p(word) = sum_i ln p(w_i | prefix, w_1..w_{i-1}) + ln P(boundary | prefix, word)
   where w_1..w_n are the word's tokens (its canonical tokenization) and the last term, the
   probability that the word ends there, is the total probability of all boundary tokens at the
   next position (full vocabulary). Without it "Paris" would also collect the mass of
   "Parisian", whose first token is the same.
+- Computation: ONE forward pass over the item's document, then the word's tokens evaluated from
+  that pass's cache after the prefix (the backend's `score_continuations`): every word answered
+  at any position of a document shares the document's pass, and each distinct (item, word) is
+  evaluated once. A word that is the document's own next tokens is read off the pass itself.
 - Limits: only the canonical tokenization is counted (other tokenizations of the same string
   have small but non-zero probability, so ln p(word) is a slight underestimate); the boundary
   rule is orthographic (it treats "New" in "New York" as a whole word, and a hyphen as in-word);
@@ -91,7 +95,7 @@ def word_token_ids(tokenizer: Tokenizer, prefix_text: str, word: str) -> list[in
 _boundary_masks: dict[str, np.ndarray] = {}
 
 
-def _boundary_mask(model: LanguageModelBackend) -> np.ndarray:
+def boundary_mask(model: Tokenizer) -> np.ndarray:
     """True for every vocabulary token that would end a word, computed once per tokenizer
     (keyed by tokenizer id, so the cache does not keep model objects alive)."""
     mask = _boundary_masks.get(model.tokenizer_id)
@@ -104,15 +108,18 @@ def _boundary_mask(model: LanguageModelBackend) -> np.ndarray:
     return mask
 
 
+
 def word_logprob(
     model: LanguageModelBackend, prefix_ids: list[int], word_ids: list[int]
 ) -> tuple[float, float]:
-    """(sum of the word's token log-probs, ln P(the word ends there)), one forward pass."""
-    token_logprobs, next_row = model.continuation_logprobs(prefix_ids, word_ids)
-    boundary = next_row[_boundary_mask(model)]
-    peak = float(boundary.max())
-    end = peak + float(np.log(np.exp(boundary - peak).sum()))
-    return float(sum(token_logprobs)), end
+    """(sum of the word's token log-probs, ln P(the word ends there)): one pass over the
+    prefix, then the word's tokens from its cache."""
+    p = len(prefix_ids)
+    scored = model.score_continuations(prefix_ids, {p: [word_ids]}, end_set=boundary_mask(model))
+    result = scored.continuations[p][0]
+    if result is None:
+        raise ValueError("the word does not fit the model's context after this prefix")
+    return result.logprob, float(result.end_logprob)
 
 
 def score_word(
@@ -128,12 +135,16 @@ def score_word(
     if cached is not None:
         return cached
     document = item.document
-    prefix_ids = list(document.token_ids[: item.position])
-    prefix_text = document.text[: item.char_start]
-    ids = word_token_ids(model, prefix_text, word)
+    ids = word_token_ids(model, document.text[: item.char_start], word)
     if not ids:
         raise ValueError("an empty word has no probability")
-    tokens_lp, end_lp = word_logprob(model, prefix_ids, ids)
+    scored = model.score_continuations(
+        document.token_ids, {item.position: [ids]}, end_set=boundary_mask(model)
+    )
+    result = scored.continuations[item.position][0]
+    if result is None:
+        raise ValueError("the word does not fit the model's context after this prefix")
+    tokens_lp, end_lp = result.logprob, float(result.end_logprob)
     score = WordScore(
         item_id=item.id, model_id=row.id, word=word, token_ids=ids,
         tokens_logprob=tokens_lp, end_logprob=end_lp, logprob=tokens_lp + end_lp,
@@ -143,30 +154,76 @@ def score_word(
     return score
 
 
+class WordPlan:
+    """The word work of one document: which (item, word) pairs still need the model, as
+    continuations per item position, and the answers waiting for them."""
+
+    def __init__(self, session: Session, model: Tokenizer, row: LanguageModel, document: Document,
+                 answers: list[tuple[int, int, str]]) -> None:
+        items = {item.id: item for item in document.items}
+        wanted = {item_id for _gid, item_id, _text in answers}
+        self.known: dict[tuple[int, str], float] = {
+            (item_id, word): logprob
+            for item_id, word, logprob in session.execute(
+                select(WordScore.item_id, WordScore.word, WordScore.logprob).where(
+                    WordScore.model_id == row.id, WordScore.item_id.in_(wanted)
+                )
+            )
+        }
+        self.continuations: dict[int, list[list[int]]] = {}
+        self._asked: list[tuple[int, str, list[int], int, int]] = []  # ..., position, index
+        self._answers: list[tuple[int, int, str]] = []
+        planned: set[tuple[int, str]] = set()
+
+        def want(item: Item, word: str) -> None:
+            key = (item.id, word)
+            if key in self.known or key in planned:
+                return
+            planned.add(key)
+            ids = word_token_ids(model, document.text[: item.char_start], word)
+            if ids:
+                at = self.continuations.setdefault(item.position, [])
+                self._asked.append((item.id, word, ids, item.position, len(at)))
+                at.append(ids)
+
+        for item_id in sorted(wanted):  # the true word first, as a fill always stored it
+            want(items[item_id], target_word(document, items[item_id]))
+        for guess_id, item_id, text in answers:
+            word = text.strip()[:MAX_WORD_CHARS]
+            if word:
+                want(items[item_id], word)
+                self._answers.append((guess_id, item_id, word))
+
+    def collect(self, results: dict) -> dict[tuple[int, str], tuple[list[int], float, float]]:
+        """The new WordScores from the backend's continuations: (item, word) -> (token ids,
+        sum of token log-probs, end log-prob); words that did not fit are left out."""
+        new = {}
+        for item_id, word, ids, position, index in self._asked:
+            result = results[position][index]
+            if result is not None:
+                tokens_lp, end_lp = result.logprob, float(result.end_logprob)
+                new[(item_id, word)] = (ids, tokens_lp, end_lp)
+                self.known[(item_id, word)] = tokens_lp + end_lp
+        return new
+
+    def answers(self):
+        """(guess id, word log-prob or None when it could not be computed) per answer."""
+        for guess_id, item_id, word in self._answers:
+            yield guess_id, self.known.get((item_id, word))
+
+
+def plan_words(session: Session, model: Tokenizer, row: LanguageModel, document: Document,
+               answers: list[tuple[int, int, str]]) -> WordPlan:
+    return WordPlan(session, model, row, document, answers)
+
+
 def fill_word_logprobs(session: Session, model: LanguageModelBackend, *, top_k: int) -> int:
     """Word-mode answers without a model log-prob get one (and their item's true word too).
 
-    One forward pass per distinct (item, word); results are cached in WordScore, committed per
-    answer so an interrupted run resumes. Returns the number of answers filled.
+    One forward pass per document with such answers, each distinct (item, word) evaluated once
+    from it and cached in WordScore (webapp.predictions.run_model_work). Returns the number of
+    answers filled.
     """
-    from .models import Guess
-    from .predictions import check_tokenizer, get_or_create_model_row
+    from .predictions import run_model_work
 
-    row = get_or_create_model_row(session, model, top_k)
-    pending = session.scalars(
-        select(Guess).where(
-            Guess.mode == "word", Guess.word_logprob.is_(None), Guess.skipped.is_(False),
-            (Guess.model_id == row.id) | Guess.model_id.is_(None),
-        ).order_by(Guess.item_id)
-    ).all()
-    filled = 0
-    for guess in pending:
-        item = guess.item
-        check_tokenizer(model, item.document)
-        score_word(session, model, row, item, target_word(item.document, item))
-        if guess.raw_text.strip():
-            guess.word_logprob = score_word(session, model, row, item, guess.raw_text).logprob
-            guess.model_id = row.id
-            filled += 1
-        session.commit()
-    return filled
+    return run_model_work(session, model, top_k=top_k, predictions=False, words=True).words

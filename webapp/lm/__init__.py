@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .base import LanguageModelBackend, ModelSpec, ModelSpecError, Tokenizer, display_text
+from .base import (
+    Continuation,
+    DocumentScores,
+    LanguageModelBackend,
+    ModelSpec,
+    ModelSpecError,
+    Tokenizer,
+    display_text,
+)
 from .stats import TEMPERATURES, DistributionSummary, summarize_logits
 
 
@@ -18,6 +26,13 @@ def load_model(spec: str, *, max_tokens: int = 512, n_threads: int = 0) -> Langu
     from .llamacpp import LlamaCppModel
 
     return LlamaCppModel(spec, n_ctx=max_tokens + 1, n_threads=n_threads)
+
+
+def set_verbose(verbose: bool) -> None:
+    """Show llama.cpp's own log lines on stderr, or drop them (the default)."""
+    from .llamacpp import set_verbose as set_llamacpp_verbose
+
+    set_llamacpp_verbose(verbose)
 
 
 @lru_cache(maxsize=4)
@@ -30,7 +45,9 @@ def load_tokenizer(spec: str) -> Tokenizer:
 
 __all__ = [
     "TEMPERATURES",
+    "Continuation",
     "DistributionSummary",
+    "DocumentScores",
     "LanguageModelBackend",
     "ModelSpec",
     "ModelSpecError",
@@ -38,5 +55,6 @@ __all__ = [
     "display_text",
     "load_model",
     "load_tokenizer",
+    "set_verbose",
     "summarize_logits",
 ]

@@ -7,8 +7,8 @@ baselines) plug in here without touching scoring or the game.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -40,6 +40,32 @@ class ModelSpec:
         return f"{self.backend}:{self.target}"
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """The model's numbers for one continuation of a prefix: a word, or a guessed first token."""
+
+    token_logprobs: tuple[float, ...]  # ln p(c_i | prefix, c_1..c_{i-1}), chain rule
+    token_ranks: tuple[int, ...]  # 1 + tokens strictly more likely than c_i at its step
+    end_logprob: float | None = None  # ln P(next token in end_set | prefix, c); None if not asked
+
+    @property
+    def logprob(self) -> float:
+        """ln p(c | prefix): the sum of the token log-probs (the chain rule)."""
+        return float(sum(self.token_logprobs))
+
+
+@dataclass
+class DocumentScores:
+    """What one `score_continuations` call returns."""
+
+    summary: DistributionSummary | None  # per position of the document, when top_k was given
+    continuations: dict[int, list[Continuation | None]] = field(default_factory=dict)
+    """Per branch position, the continuations in the order asked; None for one that does not fit
+    the model's context after that position."""
+    lookups: dict[tuple[int, int], tuple[float, int]] = field(default_factory=dict)
+    """(position, token) -> exact (logprob, rank) of that token as the next one at that position."""
+
+
 class Tokenizer(Protocol):
     tokenizer_id: str
     n_vocab: int
@@ -69,10 +95,27 @@ class LanguageModelBackend(Tokenizer, Protocol):
     ) -> list[tuple[float, int]]:
         """Exact (logprob, rank) of token q at position p for each (p, q), in one forward pass."""
 
-    def continuation_logprobs(
-        self, prefix_ids: Sequence[int], continuation_ids: Sequence[int]
-    ) -> tuple[list[float], np.ndarray]:
-        """ln p of each continuation token after the prefix (one pass) and the next-token row."""
+    def score_continuations(
+        self,
+        token_ids: Sequence[int],
+        continuations: Mapping[int, Sequence[Sequence[int]]] | None = None,
+        *,
+        top_k: int | None = None,
+        end_set: np.ndarray | None = None,
+        lookups: Iterable[tuple[int, int]] = (),
+    ) -> DocumentScores:
+        """ONE forward pass over BOS + token_ids (the document), then every continuation c at a
+        branch position p (0 <= p <= len(token_ids)) is scored as a replacement of token_ids[p:].
+
+        With `top_k`, also the summary of every position of the document (what `score` returns).
+        With `end_set` (a boolean mask over the vocabulary), also ln P(the token after c is in
+        the set). `lookups` (position, token) are single next tokens, read off the pass. Backends
+        that can keep the model's cache continue each c from the document's pass after position
+        p (evaluating only c's tokens) and read a c that is the document's own next tokens off
+        the pass itself; so every number about (document, p) comes from the document's own pass
+        whatever else is asked in the same call, and the log-softmax of each position is
+        computed once for all queries on it.
+        """
 
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:
         """Full-vocabulary log-probabilities after the prefix (last position only: cheap)."""

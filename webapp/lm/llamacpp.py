@@ -3,6 +3,18 @@
 Two ways to open a model: `vocab_only=True` loads the tokenizer alone (a few MB, for web workers
 that must tokenize guesses but never run the network), otherwise the full model with
 logits_all=True so one eval() yields the logits of every position of a document.
+
+Continuations (a word after an item's prefix, a guessed token) reuse the document's pass: after
+`eval(BOS + document)` llama.cpp's cache holds every position, so a continuation at position p
+sets `n_tokens = p + 1` (eval drops the cache cells after it) and evaluates only its own tokens;
+row p of `scores` (never overwritten: eval writes rows after n_tokens) predicts its first token.
+llama.cpp's CPU kernels give slightly different numbers for the same position in batches of
+different shapes, so a number is only reproducible for a fixed procedure: here every number about
+(document, p) comes from the document's single pass plus, for a continuation, one evaluation of
+that continuation's tokens alone, whatever else is scored in the same call.
+
+llama.cpp's own log lines ("n_ctx_seq ... possible training context overflow", "using full-size
+SWA cache") are dropped unless `set_verbose(True)` (the CLI's --verbose) asks for them.
 """
 
 from __future__ import annotations
@@ -11,14 +23,15 @@ import ctypes
 import hashlib
 import os
 import re
+import sys
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from .base import ModelSpec, ModelSpecError
+from .base import Continuation, DocumentScores, ModelSpec, ModelSpecError
 from .stats import DistributionSummary, log_softmax_row, summarize_logits
 
 _MARKER = re.compile(r"</?[a-z]+(?:_[a-z]+)+>|\[[a-z_]+\]|</?s>")
@@ -43,6 +56,40 @@ def resolve_model_path(target: str) -> Path:
     return path
 
 
+_verbose = False
+_log_callback = None  # the installed ctypes callback; kept referenced so it is never collected
+
+
+def set_verbose(verbose: bool) -> None:
+    """Show llama.cpp's own log lines on stderr (True) or drop them (False, the default)."""
+    global _verbose
+    _verbose = verbose
+    if _log_callback is not None or "llama_cpp" in sys.modules:
+        _install_log_filter()
+
+
+def _install_log_filter() -> None:
+    """Route llama.cpp's log through one callback that drops everything unless verbose.
+
+    llama-cpp-python's own callback prints some warnings even with verbose=False (they reached
+    users' terminals, the server log and test output), so it is replaced once llama_cpp is
+    imported; llama_log_set also covers ggml's log.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if _verbose:
+            sys.stderr.write(text.decode("utf-8", "replace"))
+            sys.stderr.flush()
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    _log_callback = forward
+
+
 class LlamaCppModel:
     """A llama.cpp model behind the LanguageModelBackend interface."""
 
@@ -51,6 +98,7 @@ class LlamaCppModel:
     ) -> None:
         from llama_cpp import Llama
 
+        _install_log_filter()
         parsed = ModelSpec.parse(spec)
         self.spec = str(parsed)
         self.path = resolve_model_path(parsed.target)
@@ -64,7 +112,7 @@ class LlamaCppModel:
             n_threads=self.n_threads,
             logits_all=not vocab_only,
             vocab_only=vocab_only,
-            verbose=False,
+            verbose=_verbose,
         )
         self.n_vocab = self._llm.n_vocab()
         meta = self._llm.metadata
@@ -168,33 +216,131 @@ class LlamaCppModel:
     def logprobs_at(
         self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
     ) -> list[tuple[float, int]]:
-        logits = self._eval(token_ids)
-        results = []
-        for position, token in queries:
-            row = logits[position]
-            rank = 1 + int(np.count_nonzero(row > row[token]))
-            results.append((float(log_softmax_row(row)[token]), rank))
-        return results
+        """Exact (logprob, rank) of token q at position p for each (p, q): one forward pass, the
+        log-softmax of each position computed once, each distinct (p, q) looked up once."""
+        found = self.score_continuations(token_ids, lookups=queries).lookups
+        return [found[(int(p), int(q))] for p, q in queries]
 
-    def continuation_logprobs(
-        self, prefix_ids: Sequence[int], continuation_ids: Sequence[int]
-    ) -> tuple[list[float], np.ndarray]:
-        """One pass over prefix + continuation: ln p of each continuation token given everything
-        before it (chain rule), and the full log-prob row for the token after the continuation."""
-        sequence = [*prefix_ids, *continuation_ids]
-        logits = self._eval(sequence)
-        start = len(prefix_ids)
-        token_logprobs = [
-            float(log_softmax_row(logits[start + i])[token])
-            for i, token in enumerate(continuation_ids)
-        ]
-        return token_logprobs, log_softmax_row(logits[len(sequence)])
+    def score_continuations(
+        self,
+        token_ids: Sequence[int],
+        continuations: Mapping[int, Sequence[Sequence[int]]] | None = None,
+        *,
+        top_k: int | None = None,
+        end_set: np.ndarray | None = None,
+        lookups: Iterable[tuple[int, int]] = (),
+    ) -> DocumentScores:
+        ids = list(token_ids)
+        n = len(ids)
+        continuations = continuations or {}
+        if end_set is not None and end_set.shape != (self.n_vocab,):
+            raise ValueError(f"end_set must be a boolean mask of {self.n_vocab} tokens")
+        for p in (*continuations, *(p for p, _ in lookups)):
+            if not 0 <= p <= n:
+                raise ValueError(f"branch position {p} is outside the document (0..{n})")
+        scores = self._eval(ids)  # rows 0..n of llm.scores; row i predicts ids[i]
+        summary = summarize_logits(scores[:n], ids, top_k) if top_k else None
+        result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
+        rows = _Rows(self._work)
+        for p, token in lookups:
+            key = (int(p), int(token))
+            if key not in result.lookups:
+                got = rows.continuation([("doc", key[0], scores[key[0]])], [key[1]], None, None)
+                result.lookups[key] = (got.token_logprobs[0], got.token_ranks[0])
+        deferred: list[tuple[int, int, list[int]]] = []
+        for p, asked in continuations.items():
+            for j, cont in enumerate(asked):
+                cont = [int(t) for t in cont]
+                if not cont:
+                    raise ValueError("an empty continuation has no probability")
+                if ids[p : p + len(cont)] == cont or (len(cont) == 1 and end_set is None):
+                    # the document's own next tokens, or one token: rows of the pass itself
+                    end = p + len(cont)
+                    result.continuations[p][j] = rows.continuation(
+                        [("doc", p + i, scores[p + i]) for i in range(len(cont))], cont,
+                        None if end_set is None else ("doc", end, scores[end]), end_set,
+                    )
+                else:
+                    deferred.append((p, j, cont))
+        # Deepest branch first: an eval at p writes only rows and cache cells after p, so the
+        # document's rows and cells up to every shallower branch stay as the pass left them.
+        deferred.sort(key=lambda entry: -entry[0])
+        llm = self._llm
+        for p, j, cont in deferred:
+            end = p + len(cont)
+            if end + 1 > self.n_ctx:
+                continue  # does not fit the context after p: stays None
+            llm.n_tokens = p + 1  # eval() drops the cache cells after it
+            llm.eval(cont)
+            own = [("own", p + i, llm.scores[p + i]) for i in range(1, len(cont))]
+            result.continuations[p][j] = rows.continuation(
+                [("doc", p, scores[p]), *own], cont,
+                None if end_set is None else ("own", end, llm.scores[end]), end_set,
+            )
+        return result
+
+    @cached_property
+    def _work(self) -> np.ndarray:
+        return np.empty(self.n_vocab, dtype=np.float32)
 
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:
         """Log-probs after the prefix. Caution: llama.cpp's CPU kernels differ with batch size
         (< 8 vs >= 8 positions), so values can differ by ~1% from the same position scored inside
         a whole document (" over" after "The quick brown fox jumps": 0.8913 vs 0.8795)."""
         return log_softmax_row(self._eval(prefix_ids)[len(prefix_ids)])
+
+
+class _Rows:
+    """Exact look-ups in logits rows, the log-softmax normaliser of each row computed once.
+
+    Rows of the document's pass ("doc", position) are shared by every continuation branching
+    there, so their normaliser and ranks are cached; a continuation's own rows ("own") are new
+    each time. Sums are accumulated in float64, so results agree with a float64 log-softmax.
+    """
+
+    def __init__(self, work: np.ndarray) -> None:
+        self._work = work
+        self._lse: dict[int, float] = {}
+        self._ranks: dict[tuple[int, int], int] = {}
+
+    def _exp(self, row: np.ndarray) -> float:
+        """Fill the work buffer with exp(row - max(row)); returns the max."""
+        best = float(row.max())
+        np.subtract(row, best, out=self._work)
+        np.exp(self._work, out=self._work)
+        return best
+
+    def _normaliser(self, kind: str, position: int, row: np.ndarray) -> float:
+        lse = self._lse.get(position) if kind == "doc" else None
+        if lse is None:
+            best = self._exp(row)
+            lse = best + float(np.log(np.add.reduce(self._work, dtype=np.float64)))
+            if kind == "doc":
+                self._lse[position] = lse
+        return lse
+
+    def _rank(self, kind: str, position: int, row: np.ndarray, token: int) -> int:
+        rank = self._ranks.get((position, token)) if kind == "doc" else None
+        if rank is None:
+            rank = 1 + int(np.count_nonzero(row > row[token]))
+            if kind == "doc":
+                self._ranks[(position, token)] = rank
+        return rank
+
+    def continuation(self, token_rows, tokens, end_row, end_set) -> Continuation:
+        """token_rows[i] = (kind, position, row) predicting tokens[i]; end_row the row after."""
+        logprobs, ranks = [], []
+        for (kind, position, row), token in zip(token_rows, tokens):
+            logprobs.append(float(row[token]) - self._normaliser(kind, position, row))
+            ranks.append(self._rank(kind, position, row, token))
+        end = None
+        if end_row is not None:
+            _kind, _position, row = end_row
+            self._exp(row)
+            total = float(np.add.reduce(self._work, dtype=np.float64))
+            inside = float(np.add.reduce(self._work[end_set], dtype=np.float64))
+            end = float(np.log(inside) - np.log(total)) if inside > 0 else float("-inf")
+        return Continuation(tuple(logprobs), tuple(ranks), end)
 
 
 _DIGESTS: dict[Path, str] = {}
