@@ -6,10 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run setup install assets test lint bench clean
+.PHONY: run class setup install assets test lint bench clean
 
 run: setup ## set up (idempotent) and serve the game on http://127.0.0.1:5000
 	$(BIN)/humanlm serve
+
+class: setup ## like run, but listening on every network interface: phones on the same network join
+	HUMANLM_HOST=0.0.0.0 $(BIN)/humanlm serve
 
 setup: install assets ## migrate the database, import and score the demo corpus
 	$(BIN)/humanlm setup

@@ -57,5 +57,24 @@ def _fresh_connections_after_fork(_server, worker) -> None:
     recovery.ensure(worker.app.app)
 
 
+def classroom_line(app: Flask, host: str, port: int) -> str:
+    """One line for the terminal: where phones join, or why they cannot and the fix."""
+    from .rooms.network import FIX_COMMAND, FIX_COMMAND_CLI, join_base
+
+    local = f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}/"
+    join = join_base(app.config.get("PUBLIC_URL"), host, local)
+    if join.reachable:
+        return f"Classroom rooms: phones join at {join.url}/join"
+    if join.fix:
+        return (f"Classroom rooms: phones cannot open {host} (this computer only); for a class, "
+                f"serve with `{FIX_COMMAND}` (or `{FIX_COMMAND_CLI}`)")
+    return ("Classroom rooms: this computer has no network address yet; phones can join once it "
+            "is on the classroom's Wi-Fi or network")
+
+
 def serve(app: Flask, host: str, port: int, threads: int) -> None:
+    # The room pages read the address the server really listens on (--host or HUMANLM_HOST) to
+    # tell whether phones can reach it (webapp/rooms/network.py).
+    app.config["HOST"] = host
+    print(classroom_line(app, host, port), flush=True)
     GunicornServer(app, host, port, threads).run()

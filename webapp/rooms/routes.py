@@ -22,14 +22,18 @@ from ..extensions import db, limiter, socketio
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Room, RoomStatus, ScoredDocument
 from . import bp, commands, guards
+from .network import JoinBase, join_base
 from .prompts import parse_prompts, prompt_model, score_prompt_documents, store_prompts
 from .state import RoomRuleError, normalize_join_code
 
 DEFAULT_ROUNDS = 5
 
 
-def _base_url() -> str:
-    return (current_app.config.get("PUBLIC_URL") or request.host_url).rstrip("/")
+def _join_base() -> JoinBase:
+    """Where phones join (network.py): HUMANLM_PUBLIC_URL, else the teacher's address unless it
+    is 127.0.0.1, else this machine's network address when the server listens on the network."""
+    return join_base(current_app.config.get("PUBLIC_URL"), current_app.config.get("HOST"),
+                     request.host_url)
 
 
 def _room_or_404(code: str) -> Room:
@@ -61,15 +65,22 @@ def new_room_page():
         corpora = [{"name": name, "n_scored_documents": n} for name, n in rows]
     return render_template(
         "rooms/new.html", corpora=corpora, model_name=model_display_name(),
-        default_rounds=DEFAULT_ROUNDS,
+        default_rounds=DEFAULT_ROUNDS, join=_join_base(),
     )
 
 
 @bp.get("/rooms/<code>/host")
 def host_page(code: str):
     room = _room_or_404(code)
+    join = _join_base()
+    # Again at every load: a server restarted with `make class` (or on another network) gives
+    # the room the address phones can reach now; the QR code and host_state read it.
+    if room.join_url != _join_url(join, room.code):
+        room.join_url = _join_url(join, room.code)
+        db.session.commit()
     return render_template(
-        "rooms/host.html", code=room.code, join_url=room.join_url, model_name=model_display_name()
+        "rooms/host.html", code=room.code, join_url=room.join_url, join=join,
+        model_name=model_display_name(),
     )
 
 
@@ -218,8 +229,12 @@ def start_preparing(app, room_id: int, document_ids: list[int], reserved: int) -
     socketio.start_background_task(_prepare_prompts, app, room_id, document_ids, reserved)
 
 
+def _join_url(join: JoinBase, code: str) -> str:
+    return f"{join.url}/join/{code}"
+
+
 def _set_join_url(room: Room) -> None:
-    room.join_url = f"{_base_url()}/join/{room.code}"
+    room.join_url = _join_url(_join_base(), room.code)
     db.session.commit()
 
 

@@ -1,0 +1,182 @@
+"""A day in a classroom, through real browsers: phones join over the network on the first try,
+the reveal fits the projectors schools have, phones say what each number is, and the host's
+small tools (removing a player, the Players menu, error pages, the join form) behave.
+
+Every page is watched for JavaScript errors and Content-Security-Policy violations. The server is
+the real app on a copy of the scored test database (the real model's predictions).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+from support import LiveServer
+
+from webapp.rooms import network
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+WRONG_WORD = "purple"  # in neither test passage, so never the true token
+
+
+@pytest.fixture(autouse=True)
+def _patient_expect():
+    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
+    expect.set_options(timeout=10_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
+@pytest.fixture
+def people(browser: Browser):
+    """Open pages in separate browser contexts (separate people); at the end, fail the test on
+    any JavaScript error or Content-Security-Policy violation in any of them."""
+    contexts, errors = [], []
+
+    def open_page(phone: bool = False, viewport: dict | None = None) -> Page:
+        if phone:
+            ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+        else:
+            ctx = browser.new_context(viewport=viewport or DESKTOP)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
+        return page
+
+    yield open_page
+    for ctx in contexts:
+        ctx.close()
+    assert errors == [], errors
+
+
+def create_room(host: Page, base: str, rounds: int = 1) -> str:
+    """Create a room from corpus "tests" on the set-up page; return its join code."""
+    host.goto(base + "/rooms/new")
+    host.select_option("#corpus", "tests")
+    host.fill("#rounds", str(rounds))
+    host.click("#create-btn")
+    host.wait_for_url(re.compile(r"/rooms/[A-Z0-9]+/host$"))
+    expect(host.locator("#host")).to_have_attribute("data-screen", "lobby")
+    return host.url.rsplit("/", 2)[-2]
+
+
+def join(phone: Page, url: str, nickname: str) -> None:
+    phone.goto(url)
+    phone.fill("#join-name", nickname)
+    phone.click("#join-btn")
+    expect(phone.locator("#wait-title")).to_have_text(f"You're in, {nickname}!")
+
+
+def this_machines_addresses() -> set[str]:
+    """Non-loopback IPv4 addresses of this machine, found without humanlm's own code:
+    `hostname -I`, else the address of the default route."""
+    found: set[str] = set()
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=5,
+                             check=False).stdout
+        found.update(a for a in out.split() if "." in a)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))
+            found.add(probe.getsockname()[0])
+    except OSError:
+        pass
+    return {a for a in found if not network.is_loopback(a) and a != "0.0.0.0"}
+
+
+# ------------------------------------------------------------------- phones join on first try
+
+
+def test_join_base_rules():
+    """HUMANLM_PUBLIC_URL wins; a network address the teacher used is kept; 127.0.0.1 becomes
+    the machine's address when the server listens on the network, else it is marked unreachable
+    with the command that fixes it."""
+    public = network.join_base("https://lm.school.org/", "127.0.0.1", "http://127.0.0.1:5000/")
+    assert public == network.JoinBase("https://lm.school.org", True)
+    assert network.join_base(None, "0.0.0.0", "http://10.1.2.3:5000/").url == "http://10.1.2.3:5000"
+    local = network.join_base(None, "127.0.0.1", "http://localhost:5000/")
+    assert not local.reachable and local.fix == "make class" and "reach localhost" in local.problem
+    assert local.fix_cli == "humanlm serve --host 0.0.0.0"
+    addresses = network.machine_addresses()
+    assert all(not network.is_loopback(a) for a in addresses)
+    lan = network.join_base(None, "0.0.0.0", "http://127.0.0.1:5000/")
+    if addresses:
+        assert lan == network.JoinBase(f"http://{addresses[0]}:5000", True)
+    else:
+        assert not lan.reachable and lan.fix is None and "no network address" in lan.problem
+    assert network.is_loopback("127.0.0.2") and network.is_loopback("[::1]")
+    assert not network.is_loopback("192.168.1.20")
+
+
+def test_a_phone_joins_through_the_machines_network_address(people, scored_app):
+    """`make class`: the server listens on 0.0.0.0, the teacher opens 127.0.0.1 on the machine;
+    the projector shows the machine's network address, and a phone joins through it."""
+    addresses = this_machines_addresses()
+    if not addresses:
+        pytest.skip("this machine has no non-loopback network address")
+    scored_app.config["HOST"] = "0.0.0.0"  # what `humanlm serve` records for the room pages
+    server = LiveServer(scored_app, host="0.0.0.0").start()
+    try:
+        port = server._server.server_port
+        local = f"http://127.0.0.1:{port}"
+        host = people()
+        host.goto(local + "/rooms/new")
+        expect(host.locator("#join-warning")).to_have_count(0)
+        where = host.locator("#join-where")
+        expect(where).to_contain_text("Students will join at http://")
+        code = create_room(host, local)
+
+        join_url = host.locator("#host").get_attribute("data-join-url")
+        parts = urlsplit(join_url)
+        assert parts.hostname in addresses, (join_url, addresses)  # this machine, not loopback
+        assert parts.port == port and parts.path == f"/join/{code}"
+        expect(where).to_have_count(0)
+        expect(host.locator("#join-warning")).to_have_count(0)
+        expect(host.locator("#host")).to_have_attribute("data-join-reachable", "true")
+        expect(host.locator("#join-url-text")).to_have_text(f"{parts.hostname}:{port}/join")
+        # The QR code is exactly that URL.
+        import qrcode
+        import qrcode.image.svg
+
+        expected = io.BytesIO()
+        qrcode.make(join_url, image_factory=qrcode.image.svg.SvgPathImage, border=2).save(expected)
+        served = host.request.get(f"{local}/rooms/{code}/qr.svg")
+        assert served.ok and served.body() == expected.getvalue()
+
+        phone = people(phone=True)
+        join(phone, join_url, "Noor")
+        assert urlsplit(phone.url).hostname == parts.hostname
+        expect(host.locator("#players-lobby .player__name")).to_have_text(["Noor"])
+        host.click("#primary-btn")
+        expect(phone.locator("#student")).to_have_attribute("data-screen", "round")
+    finally:
+        server.stop()
+
+
+def test_a_server_only_this_computer_reaches_says_so_and_how_to_fix_it(people, live_server):
+    """`make run` (127.0.0.1): the set-up page and the projector say phones cannot join, and
+    give the command."""
+    host = people()
+    host.goto(live_server.url + "/rooms/new")
+    warning = host.locator("#join-warning")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("The server listens on 127.0.0.1, an address only this computer can open")
+    expect(warning.locator("code").first).to_have_text("make class")
+    expect(warning).to_contain_text("humanlm serve --host 0.0.0.0")
+    create_room(host, live_server.url)
+    expect(host.locator("#host")).to_have_attribute("data-join-reachable", "false")
+    rail = host.locator("#join-warning")
+    expect(rail).to_be_visible()
+    expect(rail).to_contain_text("Phones cannot join yet")
+    expect(rail.locator("code").first).to_have_text("make class")
