@@ -192,9 +192,13 @@ class LlamaCppModel:
             "logprob_base": "e",
         }
 
-    def _eval(self, token_ids: Sequence[int]) -> np.ndarray:
+    def _eval(self, token_ids: Sequence[int], *, keep: bool = True) -> np.ndarray:
         """Logits after BOS + token_ids: row i predicts token i (row len(ids) predicts the next).
 
+        keep=True: through Llama.eval, so the rows stay in `llm.scores` and `llm.n_tokens`
+        knows the cache (continuations follow). keep=False: one llama_decode and a view of
+        llama.cpp's own logits buffer, valid until the next evaluation (no copy of n x 1 MB
+        into `llm.scores`, whose pages then stay untouched). The numbers are the same.
         Memory is bounded by n_ctx rows x n_vocab float32, allocated once per process.
         """
         if self.vocab_only:
@@ -205,12 +209,18 @@ class LlamaCppModel:
                 f"{len(token_ids)} tokens do not fit the context of {self.n_ctx - 1}; "
                 "re-import with a smaller HUMANLM_MAX_DOCUMENT_TOKENS"
             )
-        self._llm.reset()
-        self._llm.eval(sequence)
-        return self._llm.scores[: len(sequence)]
+        llm = self._llm
+        llm.reset()
+        if keep or len(sequence) > llm.n_batch:
+            llm.eval(sequence)
+            return llm.scores[: len(sequence)]
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm._batch.set_batch(batch=sequence, n_past=0, logits_all=True)
+        llm._ctx.decode(llm._batch)  # llm.n_tokens stays 0: the next eval clears the cache
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(sequence), self.n_vocab))
 
     def score(self, token_ids: Sequence[int], top_k: int) -> DistributionSummary:
-        logits = self._eval(token_ids)[: len(token_ids)]
+        logits = self._eval(token_ids, keep=False)[: len(token_ids)]
         return summarize_logits(logits, np.asarray(token_ids), top_k)
 
     def logprobs_at(
@@ -238,7 +248,17 @@ class LlamaCppModel:
         for p in (*continuations, *(p for p, _ in lookups)):
             if not 0 <= p <= n:
                 raise ValueError(f"branch position {p} is outside the document (0..{n})")
-        scores = self._eval(ids)  # rows 0..n of llm.scores; row i predicts ids[i]
+        direct, deferred = [], []  # read off the document's pass / evaluated after it
+        for p, asked in continuations.items():
+            for j, cont in enumerate(asked):
+                cont = [int(t) for t in cont]
+                if not cont:
+                    raise ValueError("an empty continuation has no probability")
+                own = ids[p : p + len(cont)] == cont  # the document's own next tokens
+                (direct if own or (len(cont) == 1 and end_set is None) else deferred).append(
+                    (p, j, cont)
+                )
+        scores = self._eval(ids, keep=bool(deferred))  # row i predicts ids[i]
         summary = summarize_logits(scores[:n], ids, top_k) if top_k else None
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
         rows = _Rows(self._work)
@@ -247,21 +267,12 @@ class LlamaCppModel:
             if key not in result.lookups:
                 got = rows.continuation([("doc", key[0], scores[key[0]])], [key[1]], None, None)
                 result.lookups[key] = (got.token_logprobs[0], got.token_ranks[0])
-        deferred: list[tuple[int, int, list[int]]] = []
-        for p, asked in continuations.items():
-            for j, cont in enumerate(asked):
-                cont = [int(t) for t in cont]
-                if not cont:
-                    raise ValueError("an empty continuation has no probability")
-                if ids[p : p + len(cont)] == cont or (len(cont) == 1 and end_set is None):
-                    # the document's own next tokens, or one token: rows of the pass itself
-                    end = p + len(cont)
-                    result.continuations[p][j] = rows.continuation(
-                        [("doc", p + i, scores[p + i]) for i in range(len(cont))], cont,
-                        None if end_set is None else ("doc", end, scores[end]), end_set,
-                    )
-                else:
-                    deferred.append((p, j, cont))
+        for p, j, cont in direct:
+            end = p + len(cont)
+            result.continuations[p][j] = rows.continuation(
+                [("doc", p + i, scores[p + i]) for i in range(len(cont))], cont,
+                None if end_set is None else ("doc", end, scores[end]), end_set,
+            )
         # Deepest branch first: an eval at p writes only rows and cache cells after p, so the
         # document's rows and cells up to every shallower branch stay as the pass left them.
         deferred.sort(key=lambda entry: -entry[0])
@@ -287,7 +298,7 @@ class LlamaCppModel:
         """Log-probs after the prefix. Caution: llama.cpp's CPU kernels differ with batch size
         (< 8 vs >= 8 positions), so values can differ by ~1% from the same position scored inside
         a whole document (" over" after "The quick brown fox jumps": 0.8913 vs 0.8795)."""
-        return log_softmax_row(self._eval(prefix_ids)[len(prefix_ids)])
+        return log_softmax_row(self._eval(prefix_ids, keep=False)[len(prefix_ids)])
 
 
 class _Rows:
