@@ -68,7 +68,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def http_error(exc: HTTPException):
         if request.path.startswith("/api/"):
             return jsonify(error=exc.description or exc.name), exc.code
-        return exc
+        if exc.code is None or exc.code < 400:
+            return exc
+        # Allow (405) and Retry-After (429, 503) stay; the body is a page of the site.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return _error_page(exc.code, exc), exc.code, headers
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
@@ -76,9 +80,54 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         db.session.rollback()
         if request.path.startswith("/api/"):
             return jsonify(error="internal server error; nothing was stored"), 500
-        return "Internal server error", 500
+        try:
+            return _error_page(500, None), 500
+        except Exception:  # the error page itself failed (templates missing, ...): plain text
+            app.logger.exception("the error page failed")
+            return "Internal server error", 500
 
     from .cli import register_commands
 
     register_commands(app)
     return app
+
+
+_ERROR_TITLES = {
+    400: "The request could not be read",
+    403: "Not allowed",
+    404: "This page does not exist",
+    405: "This address does not take that request",
+    413: "That was too large",
+    429: "Too many requests",
+    500: "Something went wrong on the server",
+    503: "Not ready yet",
+}
+
+
+def _error_page(code: int, exc: HTTPException | None) -> str:
+    """A page of the site for an error on a page address (API addresses answer JSON): what
+    happened in plain words and the way on (rooms get the join and host pages)."""
+    from flask import render_template
+
+    default = type(exc).description if exc is not None else None
+    custom = exc is not None and exc.description and exc.description != default
+    if custom:
+        message = exc.description[0].upper() + exc.description[1:].rstrip(".") + "."
+    elif code == 404:
+        message = "There is nothing at this address. Check it for typing mistakes, or go on from here."
+    elif code == 405:
+        message = f"This address cannot be opened with a {request.method} request."
+    elif code == 500:
+        message = ("The server hit an error; nothing of this request was stored. Try again; if it "
+                   "happens again, tell whoever runs this server (the details are in its log).")
+    else:
+        message = (exc.description if exc is not None else "") or "The request could not be handled."
+    rooms = request.path.startswith(("/rooms", "/join"))
+    links = ([{"href": "/join", "label": "Join a room"}, {"href": "/rooms/new", "label": "Host a room"},
+              {"href": "/", "label": "Home"}] if rooms else
+             [{"href": "/", "label": "Home"}, {"href": "/play", "label": "Play"},
+              {"href": "/join", "label": "Join a room"}])
+    title = _ERROR_TITLES.get(code) or (exc.name if exc is not None else "Error")
+    if rooms and code == 404 and custom and request.path.startswith("/rooms/"):
+        title = "This room does not exist"
+    return render_template("errors/error.html", code=code, title=title, message=message, links=links)

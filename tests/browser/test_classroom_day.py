@@ -180,3 +180,43 @@ def test_a_server_only_this_computer_reaches_says_so_and_how_to_fix_it(people, l
     expect(rail).to_be_visible()
     expect(rail).to_contain_text("Phones cannot join yet")
     expect(rail.locator("code").first).to_have_text("make class")
+
+
+# --------------------------------------------------------------------------------- error pages
+
+
+def test_unknown_rooms_and_pages_get_a_styled_error_page(people, scored_app, live_server):
+    @scored_app.get("/__boom")  # a page that fails, to see the 500 page (no request came yet)
+    def boom():
+        raise RuntimeError("boom")
+
+    base = live_server.url
+    page = people()
+    response = page.goto(base + "/rooms/ZZZZZ/host")
+    assert response.status == 404
+    expect(page.locator("#error-title")).to_have_text("This room does not exist")
+    expect(page.locator("#error-message")).to_have_text("There is no room 'ZZZZZ'.")
+    expect(page.locator(".site-header .brand")).to_be_visible()  # the site's own page and style
+    assert page.locator(".error-page").evaluate("e => getComputedStyle(e).borderTopWidth") == "6px"
+    expect(page.get_by_role("link", name="Join a room")).to_have_attribute("href", "/join")
+    expect(page.get_by_role("link", name="Host a room")).to_have_attribute("href", "/rooms/new")
+
+    response = page.goto(base + "/no/such/page")
+    assert response.status == 404
+    expect(page.locator("#error-title")).to_have_text("This page does not exist")
+    expect(page.get_by_role("link", name="Home", exact=True)).to_be_visible()
+
+    response = page.goto(base + "/__boom")
+    assert response.status == 500
+    expect(page.locator("#error-title")).to_have_text("Something went wrong on the server")
+    expect(page.locator("#error-message")).to_contain_text("nothing of this request was stored")
+
+    posted = page.request.post(base + "/join", fail_on_status_code=False)
+    assert posted.status == 405 and "GET" in posted.headers["allow"]
+    assert "This address does not take that request" in posted.text()
+    assert "Not Found" not in page.content()
+    # API addresses keep answering JSON.
+    api = page.request.get(base + "/api/no-such-endpoint", fail_on_status_code=False)
+    assert api.status == 404 and "error" in api.json()
+    api = page.request.get(base + "/api/rooms/ZZZZZ", fail_on_status_code=False)
+    assert api.status == 404 and api.json()["error"] == "there is no room 'ZZZZZ'"
