@@ -51,7 +51,12 @@
     fbYour: $('fb-your'),
     fbTarget: $('fb-target'),
     fbModelRow: $('fb-model-row'),
+    fbModelLabel: $('fb-model-label'),
     fbModel: $('fb-model'),
+    fbTargetProbRow: $('fb-target-prob-row'),
+    fbTargetProbLabel: $('fb-target-prob-label'),
+    fbTargetProb: $('fb-target-prob'),
+    fbWhy: $('fb-why'),
     fbTop1: $('fb-top1'),
     fbPoints: $('fb-points'),
     fbTotal: $('fb-total'),
@@ -523,13 +528,17 @@
     tc.id = 'fb-target-chip';
     els.fbTarget.append(tc);
 
-    els.fbModelRow.hidden = skipped;
-    if (!skipped) {
-      const known = fb.model_prob !== null && fb.model_prob !== undefined;
-      els.fbModel.textContent = known
-        ? `${pct(fb.model_prob)}${fb.model_rank ? ` (rank ${fb.model_rank})` : ''}`
-        : 'very little (outside its top list)';
+    // Two numbers, each named: what the model gave YOUR answer (its first token) and what it
+    // gave the true token. A right answer is the true token: one number, said once.
+    const multiToken = fb.your_token && tokenText(fb.your_token) !== (fb.your_text ?? '');
+    els.fbModelRow.hidden = skipped || correct;
+    if (!skipped && !correct) {
+      els.fbModelLabel.textContent = multiToken ? 'The model gave your first token' : 'The model gave your answer';
+      els.fbModel.textContent = probText(fb.model_prob, fb.model_rank, fb);
     }
+    els.fbTargetProbLabel.textContent = correct ? 'The model gave it (your answer)' : 'The model gave the next token';
+    els.fbTargetProb.textContent = probText(fb.target_prob, fb.target_rank, fb);
+    renderWhy(fb, correct, skipped);
     els.fbTop1.textContent = '';
     const top1Right = tokenText(fb.model_top1) === tokenText(fb.target);
     els.fbTop1.append(chip(tokenText(fb.model_top1), top1Right ? 'chip--ok' : 'chip--model'),
@@ -543,6 +552,42 @@
     els.fbClass.textContent = share === null || share === undefined
       ? ''
       : `${wholePct(share)} of the class found the true token.`;
+  }
+
+  /** "4.0% (rank 3)", or for a token outside the stored top list "below 0.26% (not in its top 64)". */
+  function probText(p, rank, fb) {
+    if (p !== null && p !== undefined) {
+      return `${pct(p)}${rank ? ` (rank ${Number(rank).toLocaleString('en')})` : ''}`;
+    }
+    const floor = fb.min_top_k_prob;
+    return floor ? `below ${pct(floor)} (not in its top ${fb.top_k})` : 'very little (not in its top list)';
+  }
+
+  /** Why these points: the bonus comes from the model's verdict on your answer (as on the
+   * projector: likely = at least 10%, plausible = in its top list, unlikely = outside it). */
+  function renderWhy(fb, correct, skipped) {
+    const points = Number(fb.points) || 0;
+    const bonus = Number(fb.bonus) || 0;
+    const verdict = fb.your_verdict;
+    const p = fb.model_prob !== null && fb.model_prob !== undefined ? ` (${pct(fb.model_prob)})` : '';
+    let text = '';
+    if (skipped) {
+      text = '';
+    } else if (correct) {
+      text = bonus > 0
+        ? `100 for the true token + ${bonus} bonus: the model found it ${verdict || 'plausible'} too.`
+        : `100 for the true token; no bonus: ${verdict === 'unlikely' || !verdict
+          ? 'the model found it unlikely' : 'the model gave it too little'}.`;
+    } else if (points > 0) {
+      text = `Not the true token, but +${points}: the model found your answer ${verdict || 'plausible'}${p}.`;
+    } else {
+      text = verdict === 'unlikely' || !verdict
+        ? `No points: the model found your answer unlikely (not in its top ${fb.top_k || 'list'}).`
+        : `No points: the model gave your answer too little${p} for a bonus.`;
+    }
+    els.fbWhy.textContent = text;
+    els.fbWhy.hidden = !text;
+    els.fbWhy.dataset.verdict = verdict || '';
   }
 
   // ---------------------------------------------------------------- finished

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 from support import LiveServer
 
 from webapp.rooms import network
@@ -220,3 +221,88 @@ def test_unknown_rooms_and_pages_get_a_styled_error_page(people, scored_app, liv
     assert api.status == 404 and "error" in api.json()
     api = page.request.get(base + "/api/rooms/ZZZZZ", fail_on_status_code=False)
     assert api.status == 404 and api.json()["error"] == "there is no room 'ZZZZZ'"
+
+
+# ----------------------------------------------------------------- phones say what each number is
+
+
+def round_numbers(code: str):
+    """The open round's target, the model's prediction, and a typeable token of its top-k
+    that is not the target (the model's best other guess)."""
+    from webapp.extensions import db
+    from webapp.game import prediction_for
+    from webapp.models import Room
+
+    session = db.new_session()
+    try:
+        room = session.scalar(select(Room).where(Room.code == code))
+        rnd = next(r for r in room.rounds if r.index == room.round_index)
+        prediction = prediction_for(session, rnd.item_id, room.model_id)
+        target = rnd.item.token_text
+        other = next(t for t in prediction.top_k if t[2] != target and not t[3]
+                     and re.fullmatch(r" ?[A-Za-z]+", t[2]))
+        return target, prediction.target_logprob, prediction.target_rank, other, prediction.top_k
+    finally:
+        session.close()
+
+
+def send(phone: Page, text: str) -> None:
+    toggle = phone.locator("#space-toggle")
+    if (toggle.get_attribute("aria-pressed") == "true") != text.startswith(" "):
+        toggle.click()
+    phone.fill("#guess-input", text.lstrip(" "))
+    phone.click("#guess-btn")
+    expect(phone.locator("#s-sent")).to_be_visible()
+
+
+def test_phones_name_each_probability_and_say_why_a_wrong_answer_scored(people, live_server):
+    import math
+
+    base = live_server.url
+    host = people()
+    code = create_room(host, base)
+    phones = {name: people(phone=True) for name in ("Ana", "Ben", "Caro")}
+    for name, phone in phones.items():
+        join(phone, f"{base}/join/{code}", name)
+    host.click("#primary-btn")  # start
+    expect(host.locator("#host")).to_have_attribute("data-phase", "answering")
+    target, target_logprob, target_rank, other, top_k = round_numbers(code)
+    if "\n" in target or not target.strip():
+        pytest.skip(f"the round's target {target!r} cannot be typed")
+    send(phones["Ana"], target)
+    send(phones["Ben"], other[2])  # wrong, but the model's best other guess: a bonus
+    send(phones["Caro"], WRONG_WORD)
+    host.click("#primary-btn")  # close answers
+    expect(host.locator("#host")).to_have_attribute("data-phase", "locked")
+    host.click("#primary-btn")  # reveal
+    expect(host.locator("#host")).to_have_attribute("data-screen", "reveal")
+
+    target_pct = phones["Ana"].evaluate("p => window.humanlm.pct(p)", math.exp(target_logprob))
+    target_text = f"{target_pct} (rank {target_rank:,})"
+
+    ana = phones["Ana"]
+    expect(ana.locator("#fb-title")).to_have_text("Correct!")
+    expect(ana.locator("#fb-model-row")).to_be_hidden()  # the answer is the true token: one number
+    expect(ana.locator("#fb-target-prob-label")).to_have_text("The model gave it (your answer)")
+    expect(ana.locator("#fb-target-prob")).to_have_text(target_text)
+    expect(ana.locator("#fb-why")).to_contain_text("100 for the true token")
+
+    ben = phones["Ben"]
+    expect(ben.locator("#fb-title")).to_have_text("Not quite")
+    rank = next(i for i, t in enumerate(top_k, 1) if t[0] == other[0])
+    other_pct = ben.evaluate("p => window.humanlm.pct(p)", math.exp(other[1]))
+    expect(ben.locator("#fb-model-label")).to_have_text("The model gave your answer")
+    expect(ben.locator("#fb-model")).to_have_text(f"{other_pct} (rank {rank})")
+    expect(ben.locator("#fb-target-prob-label")).to_have_text("The model gave the next token")
+    expect(ben.locator("#fb-target-prob")).to_have_text(target_text)
+    points = int(ben.locator("#fb-points").inner_text().lstrip("+"))
+    assert points > 0
+    verdict = "likely" if math.exp(other[1]) >= 0.10 else "plausible"
+    expect(ben.locator("#fb-why")).to_have_text(
+        f"Not the true token, but +{points}: the model found your answer {verdict} ({other_pct}).")
+
+    caro = phones["Caro"]
+    expect(caro.locator("#fb-points")).to_have_text("+0")
+    expect(caro.locator("#fb-model")).to_contain_text("not in its top 64")
+    expect(caro.locator("#fb-why")).to_have_text(
+        "No points: the model found your answer unlikely (not in its top 64).")

@@ -112,7 +112,9 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
     counts = points.aggregate_first_tokens(g.first_token_id for g in answered)
     n = sum(counts.values())
     model_top = [e for e in prediction.top_k if not e[3]]
-    model_prob = {tid: math.exp(lp) for tid, lp, _t, _c in prediction.top_k}
+    top_k_prob = {tid: math.exp(lp) for tid, lp, _t, _c in prediction.top_k}
+    # The true token's probability is stored exactly even outside the top-k: shown, never "<".
+    model_prob = {**top_k_prob, item.token_id: math.exp(prediction.target_logprob)}
     texts = {tid: text for tid, _lp, text, _c in prediction.top_k}
 
     def text_of(tid: int) -> str:
@@ -134,8 +136,9 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
     judged = [
         {
             "id": tid, "text": text_of(tid), "count": c, "model_prob": model_prob.get(tid),
-            "model_rank": model_view_of_token(prediction, tid)[1],
-            "verdict": _verdict(model_prob.get(tid)),
+            "model_rank": prediction.target_rank if tid == item.token_id
+            else model_view_of_token(prediction, tid)[1],
+            "verdict": _verdict(top_k_prob.get(tid)),  # the top-k decides, as for every guess
         }
         for tid, c in counts.items()
     ]
@@ -275,6 +278,7 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None) -
     share = points.accuracy([g.is_correct for g, _ in this_round]) if this_round else 0.0
     guess_of = {g.player_id: (g, p) for g, p in this_round}
     top1 = next((e for e in prediction.top_k if e[0] == prediction.top1_id), None)
+    floor = math.exp(prediction.top_k[-1][1]) if prediction.top_k else None
     out = {}
     for seat in active_players(session, room):
         mine = guess_of.get(seat.player_id)
@@ -285,21 +289,31 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None) -
             "model_top1": {"id": prediction.top1_id, "text": top1[2] if top1 else ""},
             "total_points": row["points"], "rank": row["rank"], "n_players": len(board),
             "class_share_of_target": share,
+            # The true token's own numbers, next to the answer's (model_prob, model_rank).
+            "target_prob": math.exp(prediction.target_logprob),
+            "target_rank": prediction.target_rank,
+            "top_k": len(prediction.top_k), "min_top_k_prob": floor,
         }
         if mine is None:
             out[seat.id] = {**base, "answered": False, "correct": False, "skipped": False,
                             "your_text": None, "your_token": None, "model_prob": None,
-                            "model_rank": None, "points": 0}
+                            "model_rank": None, "your_verdict": None, "points": 0, "bonus": 0}
             continue
         guess, pred = mine
         pts, _ = guess_points(guess, pred)
+        in_top_k = model_view_of_token(pred, guess.first_token_id)[0]
         out[seat.id] = {
             **base, "answered": True, "correct": guess.is_correct, "skipped": guess.skipped,
             "your_text": guess.raw_text,
             "your_token": game.token_view(guess.first_token_id, tokenizer)
             if guess.first_token_id is not None else None,
             "model_prob": math.exp(guess.model_logprob) if guess.model_logprob is not None else None,
-            "model_rank": guess.model_rank, "points": pts,
+            "model_rank": guess.model_rank,
+            # Why an answer earns a bonus: the reveal's verdict of the answer's first token.
+            "your_verdict": None if guess.skipped or guess.first_token_id is None
+            else _verdict(math.exp(in_top_k) if in_top_k is not None else None),
+            "points": pts,
+            "bonus": pts - (points.CORRECT_POINTS if guess.is_correct else 0),
         }
     return out
 
