@@ -77,6 +77,10 @@
     lockHint: $('lock-hint'),
     joinrailLocked: $('joinrail-locked'),
     timerSelect: $('timer-select'),
+    removeDialog: $('remove-dialog'),
+    removeName: $('remove-name'),
+    removeConfirm: $('remove-confirm'),
+    removeCancel: $('remove-cancel'),
   };
 
   const S = {
@@ -131,7 +135,7 @@
         rm.type = 'button';
         rm.setAttribute('aria-label', `Remove ${p.nickname}`);
         rm.title = `Remove ${p.nickname} from the room`;
-        rm.addEventListener('click', () => removePlayer(p, rm));
+        rm.addEventListener('click', () => askRemove(p, rm));
         li.append(dot, name, rm);
         ul.appendChild(li);
       }
@@ -141,14 +145,55 @@
     }
   }
 
-  async function removePlayer(p, button) {
-    button.disabled = true;
-    const resp = await call('host_remove', { code, player_id: p.id });
+  // Removing asks first, in a modal dialog (Esc or Cancel keeps the player).
+  let removing = null; // {player, button} the dialog asks about
+
+  function askRemove(p, button) {
+    removing = { player: p, button };
+    els.removeName.textContent = p.nickname;
+    els.removeConfirm.textContent = `Remove ${p.nickname}`;
+    els.removeConfirm.disabled = false;
+    if (typeof els.removeDialog.showModal === 'function') {
+      els.removeDialog.showModal();
+      els.removeCancel.focus();
+    } else if (window.confirm(`Remove ${p.nickname} from the room?`)) {
+      removePlayer();
+    }
+  }
+
+  async function removePlayer() {
+    if (!removing) return;
+    const { player, button } = removing;
+    removing = null;
+    if (els.removeDialog.open) els.removeDialog.close();
+    if (button.isConnected) button.disabled = true;
+    const resp = await call('host_remove', { code, player_id: player.id });
     if (!resp.ok) {
-      button.disabled = false;
+      if (button.isConnected) button.disabled = false;
       toast(resp.error);
     }
   }
+
+  els.removeConfirm.addEventListener('click', () => removePlayer());
+  els.removeCancel.addEventListener('click', () => els.removeDialog.close());
+  els.removeDialog.addEventListener('close', () => { removing = null; });
+  // A click on the backdrop (outside the box) cancels too.
+  els.removeDialog.addEventListener('click', (e) => {
+    if (e.target === els.removeDialog) els.removeDialog.close();
+  });
+
+  // The Players menu closes on a click outside it and on Esc, like any menu.
+  document.addEventListener('click', (e) => {
+    if (els.playersMenu.open && !els.playersMenu.contains(e.target)
+        && !els.removeDialog.contains(e.target)) {
+      els.playersMenu.open = false;
+    }
+  });
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || !els.playersMenu.open || els.removeDialog.open) return;
+    els.playersMenu.open = false;
+    els.playersMenu.querySelector('summary').focus();
+  });
 
   // ---------------------------------------------------------------- text of the round
 
@@ -611,6 +656,7 @@
 
   document.addEventListener('keydown', (e) => {
     if (e.defaultPrevented || e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (els.removeDialog.open) return; // the dialog's own keys: Tab, Enter, Esc
     const t = e.target;
     if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
     const key = e.key;

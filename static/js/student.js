@@ -626,6 +626,13 @@
     els.joinCode.removeAttribute('aria-invalid');
   });
   els.joinName.addEventListener('input', () => els.joinName.removeAttribute('aria-invalid'));
+  // Enter in the code field goes on to the nickname (the phone keyboard's "next"), not to join.
+  els.joinCode.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || e.isComposing) return;
+    e.preventDefault();
+    els.joinCode.value = normalizeCode(els.joinCode.value);
+    els.joinName.focus();
+  });
 
   els.form.addEventListener('submit', (e) => {
     e.preventDefault();

@@ -306,3 +306,77 @@ def test_phones_name_each_probability_and_say_why_a_wrong_answer_scored(people, 
     expect(caro.locator("#fb-model")).to_contain_text("not in its top 64")
     expect(caro.locator("#fb-why")).to_have_text(
         "No points: the model found your answer unlikely (not in its top 64).")
+
+
+# -------------------------------------------------------------------------------- host details
+
+
+def test_removing_a_player_asks_first_and_the_players_menu_closes(people, live_server):
+    base = live_server.url
+    host = people()
+    code = create_room(host, base)
+    phones = {name: people(phone=True) for name in ("Ana", "Ben")}
+    for name, phone in phones.items():
+        join(phone, f"{base}/join/{code}", name)
+    names = host.locator("#players-lobby .player__name")
+    expect(names).to_have_text(["Ana", "Ben"])
+
+    dialog = host.locator("#remove-dialog")
+    host.get_by_role("button", name="Remove Ana").click()
+    expect(dialog).to_be_visible()
+    expect(host.locator("#remove-title")).to_have_text("Remove Ana from the room?")
+    host.keyboard.press("Escape")  # Esc keeps her
+    expect(dialog).to_be_hidden()
+    host.get_by_role("button", name="Remove Ana").click()
+    host.click("#remove-cancel")  # so does Cancel
+    expect(dialog).to_be_hidden()
+    expect(names).to_have_text(["Ana", "Ben"])
+    expect(phones["Ana"].locator("#student")).to_have_attribute("data-screen", "wait")
+    host.get_by_role("button", name="Remove Ana").click()
+    host.click("#remove-confirm")
+    expect(names).to_have_text(["Ben"])
+    expect(phones["Ana"].locator("#student")).to_have_attribute("data-screen", "removed")
+
+    # During a round the players are in the Players menu: it closes on a click outside or Esc.
+    host.click("#primary-btn")
+    expect(host.locator("#host")).to_have_attribute("data-phase", "answering")
+    menu = host.locator("#players-menu")
+    summary = menu.locator("summary")
+    summary.click()
+    expect(menu.locator("#players-menu-list")).to_be_visible()
+    host.click("#round-ask")
+    expect(menu).not_to_have_attribute("open", "")
+    expect(menu.locator("#players-menu-list")).to_be_hidden()
+    summary.click()
+    expect(menu.locator("#players-menu-list")).to_be_visible()
+    host.keyboard.press("Escape")
+    expect(menu.locator("#players-menu-list")).to_be_hidden()
+    expect(summary).to_be_focused()
+    # Removing from the menu asks too; the keys behind the dialog do nothing meanwhile.
+    summary.click()
+    menu.get_by_role("button", name="Remove Ben").click()
+    expect(dialog).to_be_visible()
+    host.keyboard.press("h")
+    expect(host.locator("#histo-toggle")).to_have_attribute("aria-pressed", "true")
+    host.click("#remove-confirm")
+    expect(dialog).to_be_hidden()
+    expect(phones["Ben"].locator("#student")).to_have_attribute("data-screen", "removed")
+    expect(host.locator("#player-count")).to_have_text("0")
+
+
+def test_enter_in_the_code_field_moves_to_the_nickname(people, live_server):
+    base = live_server.url
+    host = people()
+    code = create_room(host, base)
+    phone = people(phone=True)
+    phone.goto(base + "/join")
+    expect(phone.locator("#join-code")).to_be_focused()
+    phone.locator("#join-code").press_sequentially(code.lower())
+    phone.keyboard.press("Enter")
+    expect(phone.locator("#join-name")).to_be_focused()
+    expect(phone.locator("#join-code")).to_have_value(code)
+    expect(phone.locator("#join-error")).to_be_hidden()  # nothing was sent
+    phone.keyboard.type("Lea")
+    phone.keyboard.press("Enter")  # Enter in the nickname joins
+    expect(phone.locator("#wait-title")).to_have_text("You're in, Lea!")
+    expect(host.locator("#players-lobby .player__name")).to_have_text(["Lea"])
