@@ -6,8 +6,8 @@ The solo game, classroom rooms, online studies and imported norms all store answ
 1. **Validate once, where it arrives.** The payload is declared as a pydantic model (`AnswerIn`
    and its per-mode subclasses): types are strict, strings are bounded by the configured
    `MAX_GUESS_CHARS`, text that a database cannot store (NUL, unpaired surrogates) is refused,
-   integers fit the database's integer columns, unknown fields are refused. The same declarations publish the
-   OpenAPI document (`webapp.api`) and drive the fuzz tests.
+   integers fit the database's integer columns, unknown fields are refused. The same
+   declarations publish the OpenAPI document (`webapp.api`) and drive the fuzz tests.
 2. **Idempotency.** A client key names one answer; sending it again replays the stored answer.
 3. **One answer per player and position, enforced by the database** (a unique index; imported
    norms, where one label may answer an item many times, are exempt). Concurrent submits race
