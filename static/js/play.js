@@ -439,10 +439,12 @@
     // Verdict
     els.reveal.classList.remove('is-ok', 'is-bad', 'is-skip');
     els.reveal.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
-    els.verdictMark.textContent = correct ? '✓' : '✗';
+    // A skip is no wrong answer: its own mark, colour and words.
+    els.verdictMark.textContent = correct ? '✓' : skipped ? '?' : '✗';
     els.verdictTitle.textContent = correct
       ? pickPraise(model)
-      : skipped ? 'Skipped' : (guess.match_rule === 'first_token_if_space_toggled' ? 'So close!' : 'Not quite');
+      : skipped ? 'Skipped: no answer this time'
+        : (guess.match_rule === 'first_token_if_space_toggled' ? 'So close!' : 'Not quite');
     const tc = chip(target.text, 'chip--target chip--lg');
     tc.id = 'target-chip';
     els.targetChip.replaceWith(tc);
@@ -595,11 +597,25 @@
     return `below ${pct(model.min_top_k_prob)} (outside the model\u2019s top ${model.top_k || 'k'})`;
   }
 
+  const known = (p) => p !== null && p !== undefined;
+
+  /** A guess the stored top-k does not hold, in plain words (its exact number is unknown). */
+  function outsideTopK(model) {
+    const k = model.top_k || 'k';
+    const floor = known(model.min_top_k_prob) ? pct(model.min_top_k_prob) : 'very little';
+    return `The model’s top ${k} did not include your answer: it gave it less than ${floor}.`;
+  }
+
   function modelLine(model, guess) {
     const parts = [];
     const top1 = Array.isArray(model.top) && model.top.length ? model.top[0] : null;
     if (guess.skipped) {
       parts.push(`The model gave the true token ${probPhrase(model.target_prob, model.target_rank, model)}.`);
+    } else if ((guess.first_token || guess.text) && !known(model.guess_prob) && !guess.correct) {
+      parts.push(outsideTopK(model));
+      if (model.target_rank !== 1) {
+        parts.push(`It gave the true token ${probPhrase(model.target_prob, model.target_rank, model)}.`);
+      }
     } else if (guess.first_token || guess.text) {
       parts.push(`The model gave your guess ${probPhrase(model.guess_prob, model.guess_rank, model)}.`);
       if (!guess.correct && model.target_rank !== 1) {

@@ -1,0 +1,164 @@
+"""The player's side of issue 11, in a real browser: the reveal's Next button on screen at
+1280x800, a skip that looks unlike a wrong answer, the leading-space switch guessed from the
+prefix only, plain words for a guess outside the model's top-k, and the favicon."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, Response, expect
+
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def _is_guess_post(resp: Response) -> bool:
+    return resp.url.endswith("/api/play/guesses") and resp.request.method == "POST"
+
+
+def _is_next_post(resp: Response) -> bool:
+    return resp.url.endswith("/api/play/next") and resp.request.method == "POST"
+
+
+def _open_game(page: Page, base_url: str, query: str = "") -> dict:
+    with page.expect_response(_is_next_post) as info:
+        page.goto(base_url + "/play" + query)
+    payload = info.value.json()
+    assert info.value.ok, payload
+    assert payload["question"] is not None, payload
+    expect(page.locator("#guess-input")).to_be_focused()
+    return payload
+
+
+def _answer(page: Page, text: str | None) -> dict:
+    """Type `text` and press Enter, or press Esc for a skip (None); return the reveal."""
+    with page.expect_response(_is_guess_post) as info:
+        if text is None:
+            page.keyboard.press("Escape")
+        else:
+            page.locator("#guess-input").fill(text)
+            page.keyboard.press("Enter")
+    assert info.value.ok, info.value.text()
+    expect(page.locator("#reveal")).to_be_visible()
+    return info.value.json()
+
+
+def _next(page: Page) -> dict:
+    with page.expect_response(_is_next_post) as info:
+        page.locator("#next-btn").click()
+    expect(page.locator("#ask")).to_be_visible()
+    return info.value.json()
+
+
+def _in_viewport(page: Page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return (
+        box is not None and box["y"] >= 0 and box["x"] >= 0
+        and box["y"] + box["height"] <= size["height"] and box["x"] + box["width"] <= size["width"]
+    )
+
+
+def test_next_button_is_on_screen_at_1280x800_without_scrolling(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    _open_game(page, live_server.url)
+    # A guess outside the top-k adds rows below the chart: the tallest reveal there is.
+    for text in (" Qzxv", None, " the"):
+        _answer(page, text)
+        expect(page.locator("#next-btn")).to_be_focused()
+        page.wait_for_timeout(400)  # the reveal's scroll-into-view and its animation
+        assert _in_viewport(page, "#next-btn"), page.locator("#next-btn").bounding_box()
+        # it stays on screen when the player scrolls to the top or to the end of the page
+        for y in (0, 100000):
+            page.evaluate("y => window.scrollTo(0, y)", y)
+            page.wait_for_timeout(100)
+            if page.locator("#reveal").bounding_box()["y"] < page.viewport_size["height"]:
+                assert _in_viewport(page, "#next-btn"), f"Next off screen at scroll {y}"
+        _next(page)
+
+
+def test_a_skip_looks_unlike_a_wrong_answer(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    _open_game(page, live_server.url)
+    wrong = _answer(page, " Qzxv")
+    assert not wrong["guess"]["correct"]
+    expect(page.locator("#reveal")).to_have_class(re.compile(r"\bis-bad\b"))
+    wrong_look = page.evaluate(
+        """() => {
+          const m = getComputedStyle(document.getElementById('verdict-mark'));
+          const r = getComputedStyle(document.getElementById('reveal'));
+          return [document.getElementById('verdict-mark').textContent, m.color, r.borderTopStyle,
+                  document.getElementById('verdict-title').textContent];
+        }"""
+    )
+    _next(page)
+    skipped = _answer(page, None)
+    assert skipped["guess"]["skipped"]
+    expect(page.locator("#reveal")).to_have_class(re.compile(r"\bis-skip\b"))
+    expect(page.locator("#verdict-title")).to_contain_text("Skipped")
+    expect(page.locator("#your-guess")).to_contain_text("I don\u2019t know")
+    skip_look = page.evaluate(
+        """() => {
+          const m = getComputedStyle(document.getElementById('verdict-mark'));
+          const r = getComputedStyle(document.getElementById('reveal'));
+          return [document.getElementById('verdict-mark').textContent, m.color, r.borderTopStyle,
+                  document.getElementById('verdict-title').textContent];
+        }"""
+    )
+    assert wrong_look[0] == "✗" and skip_look[0] == "?"
+    assert wrong_look[1] != skip_look[1], "a skip and a wrong answer share the mark's colour"
+    assert wrong_look[2] == "solid" and skip_look[2] == "dashed"
+    assert wrong_look[3] != skip_look[3]
+    # the passage marks a skipped token apart from a missed one
+    expect(page.locator("#passage .tok--revealed.tok--skip")).to_have_count(1)
+
+
+def test_a_guess_outside_the_top_k_is_explained_in_plain_words(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    _open_game(page, live_server.url)
+    for text in (" Qzxv", " zzqj", " Xylophonic"):
+        result = _answer(page, text)
+        model = result["model"]
+        if not result["guess"]["correct"] and not model["guess_in_top_k"]:
+            break
+        _next(page)
+    else:
+        raise AssertionError("every odd guess was in the model's top-k")
+    floor = model["min_top_k_prob"]
+    line = page.locator("#model-line")
+    expect(line).to_contain_text(
+        f"The model\u2019s top {model['top_k']} did not include your answer: it gave it less than"
+    )
+    # the floor is the stored top-k's smallest probability, printed as a percentage
+    shown = re.search(r"less than ([\d.]+)%", line.inner_text())
+    assert shown, line.inner_text()
+    assert abs(float(shown.group(1)) / 100 - floor) <= max(floor * 0.06, 0.00006)
+
+
+def test_space_switch_follows_the_prefix_only(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    payload = _open_game(page, live_server.url)
+    cases = page.evaluate(
+        """() => ['', 'The cat', 'The cat ', 'well-', "don'", 'said (', 'It was 3'].map(
+             (p) => [p, window.humanlm.spaceAfter(p)])"""
+    )
+    assert dict(cases) == {
+        "": False, "The cat": True, "The cat ": False, "well-": False, "don'": False,
+        "said (": False, "It was 3": True,
+    }
+    # The switch on the page starts as the prefix alone says, for several positions in a row.
+    for _ in range(3):
+        prefix = "".join(payload["question"]["context"])
+        want = page.evaluate("p => window.humanlm.spaceAfter(p)", prefix)
+        expect(page.locator("#space-toggle")).to_have_attribute("aria-pressed", "true" if want else "false")
+        _answer(page, None)
+        payload = _next(page)
+
+
+def test_favicon_is_linked_and_served(page: Page, live_server):
+    page.goto(live_server.url + "/")
+    href = page.locator('link[rel="icon"]').get_attribute("href")
+    assert href and href.endswith("favicon.svg")
+    resp = page.request.get(live_server.url + href)
+    assert resp.ok
+    assert "svg" in resp.headers["content-type"]
+    assert resp.text().lstrip().startswith("<svg")
