@@ -252,3 +252,20 @@ def test_item_counts_fold_skips_and_models_by_hand():
         (2, 3, 2, {"10": 1}),
     ]
     assert list(export._chunks_of(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+def test_an_export_leaves_the_apps_sqlite_connections_working(data_app, tmp_path):
+    """ADBC's SQLite driver is a second copy of SQLite in the process: opened read-write, its
+    close checkpointed and deleted the WAL under the app's own connections (the next write in
+    that web worker failed with "disk I/O error"). Read-only, it leaves them alone."""
+    from pathlib import Path
+
+    path = Path(data_app.config["DATABASE_URL"].removeprefix("sqlite:///"))
+    with data_app.app_context():
+        before = db.session.scalar(select(Guess.id).order_by(Guess.id.desc()).limit(1))
+        for fmt in ("csv", "parquet"):
+            write_export(db.session, tmp_path / fmt, fmt, ExportFilters())
+        assert Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+        db.session.add(Player(id="after-export"))
+        db.session.commit()
+        assert db.session.get(Player, "after-export") is not None and before is not None

@@ -196,8 +196,13 @@ def _adbc_connect(connection):
             if not path or path == ":memory:" or path.startswith("file:") or url.query:
                 return None
             import adbc_driver_sqlite.dbapi
+            from urllib.parse import quote
 
-            return adbc_driver_sqlite.dbapi.connect(path)
+            # Read-only: ADBC's driver carries its own copy of SQLite, which cannot see this
+            # process's other connections; opened read-write, closing it checkpointed the WAL
+            # and deleted the -wal and -shm files under them ("disk I/O error" next, in a web
+            # worker whose dashboard had just exported). Read-only, it leaves them alone.
+            return adbc_driver_sqlite.dbapi.connect(f"file:{quote(os.path.abspath(path))}?mode=ro")
         if url.get_backend_name() == "postgresql":
             import adbc_driver_postgresql.dbapi
 
