@@ -391,16 +391,38 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
     click.echo(f"humanlm is running: http://{host}:{port}  (Ctrl+C to stop)")
     if debug:
         os.environ.pop("FLASK_RUN_FROM_CLI", None)  # Flask refuses app.run() inside its CLI otherwise
+        if app.config["SERVE_JOBS"] and os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+            from .jobs import start_in_thread  # in the reloader's serving child only
+
+            start_in_thread(app)
         socketio.run(app, host=host, port=port, debug=True, allow_unsafe_werkzeug=True)
         return
     from .server import serve
 
+    # The background jobs (webapp/jobs.py) run in a thread of gunicorn's worker, started after
+    # the fork (server.py), unless HUMANLM_SERVE_JOBS=false: then run `humanlm worker`.
     serve(app, host, port, app.config["SERVER_THREADS"])
+
+
+@click.command("worker", help="Run the background jobs (model numbers of new answers, scoring "
+                              "uploaded passages) until Ctrl+C or SIGTERM.")
+@with_appcontext
+def worker_command() -> None:
+    import logging
+
+    from .jobs import describe_queue, run_consumer
+
+    app = current_app._get_current_object()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("huey").setLevel(logging.INFO)
+    click.echo(f"Running background jobs from the {describe_queue(app)} (Ctrl+C to stop).")
+    run_consumer(app)
 
 
 def register_commands(app: Flask) -> None:
     for command in (db_group, corpus_group, score_command, export_command,
-                    import_responses_command, analyze_command, setup_command, serve_command):
+                    import_responses_command, analyze_command, setup_command, serve_command,
+                    worker_command):
         app.cli.add_command(command)
     from .research.cli import register as register_research_commands  # researcher, study
 

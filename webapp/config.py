@@ -170,6 +170,21 @@ SETTINGS: tuple[Setting, ...] = (
         "for this many minutes (so participants who start together get different items).",
     ),
     Setting(
+        "JOB_QUEUE", "HUMANLM_JOB_QUEUE", None, str,
+        "Where background jobs (model numbers of new answers, scoring uploaded passages) wait: "
+        "redis://... (shared by several processes) or a SQLite file path; unset = the Redis of "
+        "SOCKETIO_MESSAGE_QUEUE when set, else a SQLite file next to the database.",
+    ),
+    Setting(
+        "SERVE_JOBS", "HUMANLM_SERVE_JOBS", True, _bool,
+        "`humanlm serve` also runs the background jobs, in a thread of its worker process; "
+        "false when separate `humanlm worker` processes run them.",
+    ),
+    Setting(
+        "JOB_DELAY_SECONDS", "HUMANLM_JOB_DELAY_SECONDS", 2.0, float,
+        "Answers that need the model's numbers are gathered for this many seconds into one job.",
+    ),
+    Setting(
         "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
         "Echo every SQL statement (debugging).",
     ),

@@ -36,6 +36,7 @@ class GunicornServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "warning",
             "post_fork": _fresh_connections_after_fork,
+            "worker_exit": _stop_jobs,
         }
         super().__init__()
 
@@ -50,11 +51,29 @@ class GunicornServer(BaseApplication):
 def _fresh_connections_after_fork(_server, worker) -> None:
     """Database connections opened by the master process must not be shared with the worker;
     then the worker recovers rooms a crash left mid-round (locks overdue rounds, times the
-    others, marks seats away) at once, not on the first request."""
+    others, marks seats away) at once, not on the first request; then it starts the background
+    jobs' consumer thread (webapp/jobs.py) unless HUMANLM_SERVE_JOBS is false. Why after the
+    fork: threads do not survive a fork, and the queue's connection must be the worker's own."""
     db.dispose()
     from .rooms import recovery
 
-    recovery.ensure(worker.app.app)
+    app = worker.app.app
+    recovery.ensure(app)
+    if app.config.get("SERVE_JOBS"):
+        from . import jobs
+
+        jobs.forget_after_fork(app)
+        try:
+            worker.humanlm_jobs = jobs.start_in_thread(app)
+        except Exception:  # noqa: BLE001 (the game still serves; the dashboard shows the backlog)
+            app.logger.exception("background jobs did not start (run `humanlm worker`)")
+
+
+def _stop_jobs(_server, worker) -> None:
+    """On the worker's way out: let a running job finish (at most 10 s) and stop the consumer."""
+    consumer = getattr(worker, "humanlm_jobs", None)
+    if consumer is not None:
+        consumer.stop()
 
 
 def classroom_line(app: Flask, host: str, port: int) -> str:

@@ -65,6 +65,14 @@
       document.querySelectorAll('[data-k]').forEach((el) => {
         el.textContent = fmt(get(data, el.dataset.k), el.dataset.fmt);
       });
+      const numbers = data.model_numbers || {};
+      const box = document.getElementById('model-numbers');
+      if (box) {
+        box.hidden = !numbers.total;
+        box.classList.toggle('is-stalled', !!numbers.stalled);
+        document.getElementById('model-numbers-stalled').hidden = !numbers.stalled;
+        document.getElementById('model-numbers-left').hidden = !numbers.not_computable;
+      }
       status.textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (_) {
       status.textContent = 'could not update; retrying';

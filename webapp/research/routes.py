@@ -32,6 +32,7 @@ from flask import (
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import func, select
 
+from .. import jobs
 from ..answers import AnswerRefused, StudyAnswerIn
 from ..api import accepts, parse_body
 from ..extensions import db, limiter
@@ -64,6 +65,7 @@ from .setup import (
 PARTICIPANTS_KEY = "study_participants"  # session: {slug: participant id}
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 PARTICIPANT_ROWS = 100
+STALLED_MINUTES = 10  # answers awaiting model numbers this long: is a job worker running?
 
 
 # ------------------------------------------------------------------------------ request hooks
@@ -195,10 +197,40 @@ def dashboard():
     rows = []
     mine = auth.visible_studies(g.researcher)
     for study in db.session.scalars(mine.order_by(Study.created_at.desc(), Study.id.desc())):
-        rows.append({"study": study, "summary": study_summary(db.session, study),
-                     "link": _study_link(study)})
+        rows.append({"study": study, "summary": _summary(study), "link": _study_link(study)})
     return render_template("research/dashboard.html", rows=rows, formats=EXPORT_FORMATS,
                            messages=get_flashed_messages(with_categories=True))
+
+
+def _model_numbers(study: Study) -> dict:
+    """How many of the study's answers still await the model's exact numbers (computed by the
+    background jobs); asks for a fill when some do and none is waiting (a lost request, a queue
+    that was down), so the count cannot stay up silently."""
+    try:
+        queue = jobs.jobs_for(current_app)
+        numbers = queue.awaited(db.session, Guess.study_id == study.id).as_dict()
+        if numbers["awaiting"]:
+            queue.request_fill()
+        last = queue.fill_status()
+    except Exception:  # noqa: BLE001 (the queue's storage is down: count from the database alone)
+        current_app.logger.warning("job queue unavailable", exc_info=True)
+        numbers = jobs.awaited_numbers(db.session, current_app.config,
+                                       Guess.study_id == study.id).as_dict()
+        last = {}
+    oldest = numbers["oldest_awaiting_at"]
+    numbers["stalled"] = bool(
+        oldest and (_now() - datetime.fromisoformat(oldest)).total_seconds() > STALLED_MINUTES * 60)
+    numbers["last_run_at"] = (datetime.fromtimestamp(last["finished_at"], UTC).isoformat()
+                              if last.get("finished_at") else None)
+    numbers["last_run_state"] = last.get("state")
+    return numbers
+
+
+def _summary(study: Study) -> dict:
+    """The dashboard's numbers of a study: study_summary plus the answers awaiting model numbers."""
+    summary = study_summary(db.session, study)
+    summary["model_numbers"] = _model_numbers(study)
+    return summary
 
 
 def _corpus_choices() -> list[dict]:
@@ -303,10 +335,10 @@ def study_detail(study_id: int):
     corpus = db.session.get(Corpus, study.corpus_id) if study.corpus_id else None
     return render_template(
         "research/study_detail.html", study=study, corpus=corpus,
-        summary=study_summary(db.session, study), link=_study_link(study),
+        summary=_summary(study), link=_study_link(study),
         items=item_fill_rows(db.session, study), participants=_participant_rows(study),
         histogram=fill_histogram(db.session, study), formats=EXPORT_FORMATS,
-        n_checks=sum(si.kind == "check" for si in study.items),
+        n_checks=sum(si.kind == "check" for si in study.items), stalled_minutes=STALLED_MINUTES,
         messages=get_flashed_messages(with_categories=True),
     )
 
@@ -344,7 +376,7 @@ def study_settings(study_id: int):
 @auth.login_required
 def study_summary_api(study_id: int):
     study = _study_or_404(study_id)  # JSON for /api/ paths (not_found below)
-    return jsonify(study_summary(db.session, study))
+    return jsonify(_summary(study))
 
 
 @bp.get("/research/studies/<int:study_id>/export")
@@ -607,9 +639,21 @@ def study_answer(slug: str):
     except AnswerRefused as refused:
         db.session.rollback()
         return jsonify(error=refused.message), refused.status
+    if not result.replayed and jobs.needs_model_numbers(result.guess):
+        _ask_for_model_numbers()
     reply = _state(study, participant)
     reply.update(feedback=result.feedback, replayed=result.replayed, stored=True)
     return jsonify(reply)
+
+
+def _ask_for_model_numbers() -> None:
+    """After the answer is committed: queue the job that computes its exact model numbers (the
+    model never runs in a request). A queue that is down does not lose the answer: the next
+    answer or a look at the dashboard asks again."""
+    try:
+        jobs.jobs_for(current_app).request_fill()
+    except Exception:  # noqa: BLE001
+        current_app.logger.warning("could not queue the model numbers of an answer", exc_info=True)
 
 
 @bp.errorhandler(404)
