@@ -16,7 +16,8 @@
   const TOKEN_KEY = `humanlm.host.${code}`;
   const ACK_TIMEOUT_MS = 10000;
   const MAX_HISTOGRAM_ROWS = 8;
-  const MAX_CHART_ROWS = 8;
+  const MAX_CHART_ROWS = 8;  // fewer when they do not fit the screen (fitReveal)
+  const MIN_CHART_ROWS = 3;
   const MAX_LEADER_ROWS_REVEAL = 5; // the projector keeps the chart and the guesses beside it
   const MAX_LEADER_ROWS_FINAL = 10;
 
@@ -52,7 +53,10 @@
     targetBig: $('target-big'),
     revealStats: $('reveal-stats'),
     compare: $('compare'),
+    comparePanel: $('compare-panel'),
     compareNote: $('compare-note'),
+    revealSide: $('reveal-side'),
+    guessesPanel: $('guesses-panel'),
     leaderPanel: $('leader-panel'),
     leaderboard: $('leaderboard'),
     leaderboardBody: $('leaderboard-body'),
@@ -113,7 +117,15 @@
     let shown = url.replace(/^https?:\/\//, '');
     const suffix = `/${code}`;
     if (shown.toUpperCase().endsWith(suffix.toUpperCase())) shown = shown.slice(0, -suffix.length);
-    els.joinUrl.textContent = shown || url;
+    shown = shown || url;
+    // Address and path in two pieces, so a narrow rail breaks the line before "/join".
+    const cut = shown.indexOf('/');
+    els.joinUrl.textContent = '';
+    if (cut > 0) {
+      els.joinUrl.append(el('span', 'joinrail__host', shown.slice(0, cut)), el('span', 'joinrail__path', shown.slice(cut)));
+    } else {
+      els.joinUrl.textContent = shown;
+    }
     els.joinUrl.title = url;
   })();
 
@@ -300,17 +312,18 @@
     els.targetBig.textContent = '';
     els.targetBig.appendChild(chip(tokenText(r.target), 'chip--target chip--huge'));
 
-    // "2 of 3 correct (67%) · 1 skipped · the model's top pick ✓ teacher"
+    // "2 of 3 correct (67%)", "1 skipped", "Model's top pick ␣teacher ✓": one short line each.
     els.revealStats.textContent = '';
     const answered = Number(r.answered) || 0;
     const correct = Number(r.correct) || 0;
     const line1 = el('span', 'stat-line');
     line1.append(el('strong', null, `${correct} of ${answered}`), ` correct${answered ? ` (${wholePct(correct / answered)})` : ''}`);
-    if (r.skips) line1.append(el('span', 'muted', ` · ${r.skips} skipped`));
+    els.revealStats.append(line1);
+    if (r.skips) els.revealStats.append(el('span', 'stat-line muted', `${r.skips} skipped`));
     const line2 = el('span', `stat-line stat-line--model ${r.model_correct ? 'is-ok' : 'is-bad'}`);
     line2.append(`Model's top pick `, chip(tokenText(r.model_top1), r.model_correct ? 'chip--ok' : 'chip--model'),
       el('span', 'stat-line__mark', r.model_correct ? ' ✓' : ' ✗'));
-    els.revealStats.append(line1, line2);
+    els.revealStats.append(line2);
 
     renderCompare(r);
     renderGuesses(r);
@@ -331,7 +344,11 @@
       li.dataset.text = String(row.text ?? '');
       const label = el('span', 'cbar__label');
       label.appendChild(chip(row.text, 'chip--cbar'));
-      if (row.is_target) label.appendChild(el('span', 'tag tag--target', 'true'));
+      if (row.is_target) {
+        const mark = el('span', 'cbar__true', '✓');
+        mark.title = 'the true token';
+        label.appendChild(mark);
+      }
       li.appendChild(label);
       const bars = el('span', 'cbar__bars');
       const classShare = Math.max(0, Math.min(1, Number(row.class_share) || 0));
@@ -339,12 +356,12 @@
       const modelProb = known ? Math.max(0, Math.min(1, Number(row.model_prob))) : 0;
       const classLine = el('span', 'cbar__line cbar__line--class');
       const cf = el('span', 'cbar__fill');
-      cf.style.width = `${(classShare * 100).toFixed(1)}%`;
+      cf.style.width = barWidth(classShare);
       const countTxt = Number(row.class_count) ? ` (${row.class_count})` : '';
       classLine.append(cf, el('span', 'cbar__val', `${wholePct(classShare)}${countTxt}`));
       const modelLine = el('span', 'cbar__line cbar__line--model');
       const mf = el('span', 'cbar__fill');
-      mf.style.width = `${(modelProb * 100).toFixed(1)}%`;
+      mf.style.width = barWidth(modelProb);
       modelLine.append(mf, el('span', 'cbar__val', known ? pct(modelProb) : `<${pct(floor)}`));
       classLine.setAttribute('aria-label', `class ${wholePct(classShare)}`);
       modelLine.setAttribute('aria-label', `model ${known ? pct(modelProb) : `below ${pct(floor)}`}`);
@@ -356,6 +373,11 @@
     els.compareNote.textContent = rows.length
       ? `Class = share of the answers · Model = probability from ${modelName}${k}`
       : 'Nobody answered this round.';
+  }
+
+  /** A bar's length: its share of the line minus the room kept for the value after it. */
+  function barWidth(share) {
+    return `calc((100% - var(--val-w)) * ${share.toFixed(4)})`;
   }
 
   function renderGuesses(r) {
@@ -404,6 +426,7 @@
     }
     if (rows.length > maxRows) {
       const tr = el('tr', 'more');
+      tr.dataset.n = String(rows.length - maxRows);
       const td = el('td', 'muted', `+ ${rows.length - maxRows} more`);
       td.colSpan = 5;
       tr.appendChild(td);
@@ -417,6 +440,74 @@
       tbody.appendChild(tr);
     }
   }
+
+  // ---------------------------------------------------------------- fitting the screen
+
+  /** A portrait window or a phone: the stacked layout, which may scroll (rooms.css). */
+  const stacked = () => window.matchMedia('(max-aspect-ratio: 5/4), (max-width: 760px)').matches;
+  const overflows = (box) => box.scrollHeight > box.clientHeight + 1;
+
+  /**
+   * Make the reveal fit the screen as it is: drop the chart's lowest rows (never the true
+   * token's), the leaderboard's last rows and the guesses that do not fit ("+2 more"), until
+   * nothing overflows. Run after the reveal is on screen, and again when the window changes.
+   */
+  function fitReveal() {
+    if (stacked() || root.dataset.screen !== 'reveal') return;
+    const chartRows = () => [...els.compare.querySelectorAll('.cbar:not(.cbar--target)')];
+    while (overflows(els.comparePanel) && els.compare.children.length > MIN_CHART_ROWS) {
+      const rows = chartRows();
+      if (!rows.length) break;
+      rows[rows.length - 1].remove();
+    }
+    // The leaderboard keeps at least 3 rows and leaves the guesses room for a line or two.
+    const body = els.leaderboardBody;
+    const room = () => els.revealSide.clientHeight - els.leaderPanel.offsetHeight;
+    const playerRows = () => [...body.querySelectorAll('tr:not(.more)')];
+    let cut = 0;
+    while (room() < els.revealSide.clientHeight * 0.3 && playerRows().length > 3) {
+      playerRows().pop().remove();
+      cut += 1;
+    }
+    if (cut) {
+      let more = body.querySelector('tr.more');
+      const already = more ? Number(more.dataset.n) || 0 : 0;
+      if (!more) {
+        more = el('tr', 'more');
+        more.appendChild(el('td', 'muted'));
+        more.firstChild.colSpan = 5;
+        body.appendChild(more);
+      }
+      more.dataset.n = String(already + cut);
+      more.firstChild.textContent = `+ ${already + cut} more`;
+    }
+    const lists = [els.guessesLikely, els.guessesPlausible, els.guessesUnlikely];
+    for (let guard = 0; guard < 500 && overflows(els.guessesPanel); guard++) {
+      // From the list with the most guesses shown; on a tie the lowest (unlikely first).
+      const fullest = lists
+        .map((ul) => [ul, ul.querySelectorAll('.guess-item')])
+        .reduce((best, x) => (x[1].length >= best[1].length ? x : best));
+      if (!fullest[1].length) break;
+      const [ul, items] = fullest;
+      items[items.length - 1].remove();
+      let more = ul.querySelector('.guess-more');
+      if (!more) more = ul.appendChild(el('li', 'guess-more muted'));
+      more.dataset.n = String((Number(more.dataset.n) || 0) + 1);
+      more.textContent = `+${more.dataset.n} more`;
+    }
+  }
+
+  let refitting = 0;
+  window.addEventListener('resize', () => {
+    cancelAnimationFrame(refitting);
+    refitting = requestAnimationFrame(() => {
+      if (S.state && S.state.phase === 'reveal' && root.dataset.screen === 'reveal') {
+        root.classList.add('is-refitting'); // the same reveal: no bars growing, no pop again
+        renderReveal(S.state); // all rows again, then as many as fit the new size
+        fitReveal();
+      }
+    });
+  });
 
   // ---------------------------------------------------------------- summary slide
 
@@ -633,8 +724,10 @@
       }
       case 'reveal':
         stopCountdown();
+        if (newRound || prev.phase !== 'reveal') root.classList.remove('is-refitting');
         renderReveal(st);
         setScreen('reveal');
+        fitReveal();
         break;
       case 'finished':
         stopCountdown();

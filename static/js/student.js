@@ -534,10 +534,10 @@
     els.fbModelRow.hidden = skipped || correct;
     if (!skipped && !correct) {
       els.fbModelLabel.textContent = multiToken ? 'The model gave your first token' : 'The model gave your answer';
-      els.fbModel.textContent = probText(fb.model_prob, fb.model_rank, fb);
+      els.fbModel.replaceChildren(...probText(fb.model_prob, fb.model_rank, fb));
     }
     els.fbTargetProbLabel.textContent = correct ? 'The model gave it (your answer)' : 'The model gave the next token';
-    els.fbTargetProb.textContent = probText(fb.target_prob, fb.target_rank, fb);
+    els.fbTargetProb.replaceChildren(...probText(fb.target_prob, fb.target_rank, fb));
     renderWhy(fb, correct, skipped);
     els.fbTop1.textContent = '';
     const top1Right = tokenText(fb.model_top1) === tokenText(fb.target);
@@ -554,13 +554,18 @@
       : `${wholePct(share)} of the class found the true token.`;
   }
 
-  /** "4.0% (rank 3)", or for a token outside the stored top list "below 0.26% (not in its top 64)". */
+  /** "4.0% (rank 3)", or for a token outside the stored top list "below 0.26% (not in its top
+   * 64)": two pieces that each stay on one line. */
   function probText(p, rank, fb) {
+    let parts;
     if (p !== null && p !== undefined) {
-      return `${pct(p)}${rank ? ` (rank ${Number(rank).toLocaleString('en')})` : ''}`;
+      parts = [pct(p), rank ? `(rank ${Number(rank).toLocaleString('en')})` : ''];
+    } else if (fb.min_top_k_prob) {
+      parts = [`below ${pct(fb.min_top_k_prob)}`, `(not in its top ${fb.top_k})`];
+    } else {
+      parts = ['very little', '(not in its top list)'];
     }
-    const floor = fb.min_top_k_prob;
-    return floor ? `below ${pct(floor)} (not in its top ${fb.top_k})` : 'very little (not in its top list)';
+    return parts.filter(Boolean).flatMap((t, i) => (i ? [' ', el('span', null, t)] : [el('span', null, t)]));
   }
 
   /** Why these points: the bonus comes from the model's verdict on your answer (as on the
@@ -570,12 +575,13 @@
     const bonus = Number(fb.bonus) || 0;
     const verdict = fb.your_verdict;
     const p = fb.model_prob !== null && fb.model_prob !== undefined ? ` (${pct(fb.model_prob)})` : '';
+    const targetP = fb.target_prob !== null && fb.target_prob !== undefined ? ` (${pct(fb.target_prob)})` : '';
     let text = '';
     if (skipped) {
       text = '';
     } else if (correct) {
       text = bonus > 0
-        ? `100 for the true token + ${bonus} bonus: the model found it ${verdict || 'plausible'} too.`
+        ? `100 for the true token + ${bonus} bonus: the model found it ${verdict || 'plausible'}${p || targetP}.`
         : `100 for the true token; no bonus: ${verdict === 'unlikely' || !verdict
           ? 'the model found it unlikely' : 'the model gave it too little'}.`;
     } else if (points > 0) {

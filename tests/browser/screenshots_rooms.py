@@ -8,12 +8,15 @@ real model, serves the real app on a free loopback port and plays one room throu
 Chromium: a host on a 1920x1080 projector and five students on 390x844 phones. It writes
 
     rooms-new-desktop.png, rooms-host-answering-1920.png, rooms-host-reveal-1920.png,
-    rooms-student-question-phone.png, rooms-student-feedback-phone.png
+    rooms-host-reveal-1366x768.png, rooms-host-reveal-1280x720.png, rooms-host-reveal-1024x768.png,
+    rooms-student-question-phone.png, rooms-student-feedback-phone.png,
+    rooms-student-feedback-wrong-phone.png (a wrong answer that still earned points)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -27,6 +30,8 @@ CHROMIUM = os.environ.get("HUMANLM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 PHONE = {"width": 390, "height": 844}
 PROJECTOR = {"width": 1920, "height": 1080}
+# The projectors schools have, besides 1920x1080: the reveal must fit each without scrolling.
+SMALL_PROJECTORS = [(1366, 768), (1280, 720), (1024, 768)]
 DESKTOP = {"width": 1280, "height": 800}
 DEMO_SLUGS = 4  # passages of the demo corpus to score (about 10 s on 2 cores)
 # Five students; the first one is the phone in the screenshots, the last one says "I don't know".
@@ -35,11 +40,16 @@ FALLBACK_ANSWERS = [" dog", " cat", " dog", " fox"]  # with --url (no database a
 
 
 def serve_real_app(stack: ExitStack) -> str:
-    """Import and score a few demo passages into a temporary database and serve the real app."""
+    """Import and score a few demo passages into a temporary database and serve the real app as
+    `make class` does: listening on every interface, so the projector shows this machine's network
+    address and the phones join through it (the screenshots show a room phones can reach)."""
     sys.path.insert(0, str(REPO))
-    from tests.support import serve_scored_demo
+    from tests import support
 
-    return serve_scored_demo(stack, "rooms.db", DEMO_SLUGS)[0]
+    os.environ["HUMANLM_HOST"] = "0.0.0.0"  # read by the app: the server listens on the network
+    support.LiveServer = functools.partial(support.LiveServer, host="0.0.0.0")
+    url = support.serve_scored_demo(stack, "rooms.db", DEMO_SLUGS)[0]
+    return url.replace("0.0.0.0", "127.0.0.1")  # the teacher's browser, on this machine
 
 
 def first_target(code: str) -> str:
@@ -125,13 +135,14 @@ def main() -> None:
         host.set_viewport_size(PROJECTOR)
         expect(host.locator("#host")).to_have_attribute("data-screen", "lobby")
 
-        # ---- students join on phones
+        # ---- students join on phones, at the address the projector shows
+        join_url = host.locator("#host").get_attribute("data-join-url")
         phones = []
         for name in STUDENTS:
             ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
             pg = ctx.new_page()
             pg.set_default_timeout(30_000)
-            pg.goto(f"{base}/join/{code}")
+            pg.goto(join_url)
             pg.fill("#join-name", name)
             pg.click("#join-btn")
             try:
@@ -178,9 +189,19 @@ def main() -> None:
         host.wait_for_timeout(800)
         host.screenshot(path=str(args.out / "rooms-host-reveal-1920.png"))
         print("wrote rooms-host-reveal-1920.png")
+        for width, height in SMALL_PROJECTORS:
+            host.set_viewport_size({"width": width, "height": height})
+            host.wait_for_timeout(900)  # the bars grow again after a resize
+            name = f"rooms-host-reveal-{width}x{height}.png"
+            host.screenshot(path=str(args.out / name))
+            print(f"wrote {name}")
+        host.set_viewport_size(PROJECTOR)
         me.wait_for_timeout(500)
         me.screenshot(path=str(args.out / "rooms-student-feedback-phone.png"))
         print("wrote rooms-student-feedback-phone.png")
+        # The second phone answered the model's best other guess: wrong, with points, and why.
+        phones[1].screenshot(path=str(args.out / "rooms-student-feedback-wrong-phone.png"))
+        print("wrote rooms-student-feedback-wrong-phone.png")
 
         if os.environ.get("HUMANLM_SCREENSHOTS_ALL"):
             # Extra views for checking the layout by eye (not kept in docs/).

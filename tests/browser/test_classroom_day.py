@@ -308,6 +308,115 @@ def test_phones_name_each_probability_and_say_why_a_wrong_answer_scored(people, 
         "No points: the model found your answer unlikely (not in its top 64).")
 
 
+# ------------------------------------------------------------- the reveal fits every projector
+
+PROJECTORS = [(1024, 768), (1280, 720), (1366, 768), (1920, 1080)]
+# What the class reads at the reveal: each must lie inside the screen, cut off by nothing.
+KEY_ELEMENTS = {
+    "chart": "#compare-panel",
+    "chart row": "#compare .cbar",
+    "chart label": "#compare .chip--cbar",
+    "chart value": "#compare .cbar__val",
+    "legend": "#compare-panel .legend",
+    "chart note": "#compare-note",
+    "true token": ".reveal-target",
+    "true token chip": "#target-big .chip",
+    "reveal stats": "#reveal-stats .stat-line",
+    "text": "#reveal-prefix",
+    "leaderboard": "#leaderboard",
+    "leaderboard cell": "#leaderboard th, #leaderboard td",
+    "guesses": "#guesses-panel .guesses__row",
+    "join URL": "#join-url-text",
+    "join code": "#join-code",
+    "QR code": "#join-qr",
+    "next button": "#primary-btn",
+}
+# Read from the back of the room: at least 28 px on a 1920x1080 projector.
+READ_FROM_THE_BACK = [
+    "#compare .chip--cbar", "#compare .cbar__val", "#compare-panel .legend__item",
+    "#compare-title", "#leader-title", "#leaderboard th", "#leaderboard td",
+    ".guesses__head", "#guesses-panel .chip", "#reveal-stats .stat-line",
+]
+LAYOUT_PROBLEMS = """([keys, readable, minPx]) => {
+  const W = window.innerWidth, H = window.innerHeight, problems = [];
+  const page = document.scrollingElement;
+  if (page.scrollHeight > page.clientHeight || page.scrollWidth > page.clientWidth) {
+    problems.push(`the page scrolls: ${page.scrollWidth}x${page.scrollHeight} in ${W}x${H}`);
+  }
+  const screen = document.querySelector('.screen[data-for="reveal"]');
+  if (screen.scrollHeight > screen.clientHeight + 1) problems.push('the reveal scrolls');
+  for (const [name, selector] of Object.entries(keys)) {
+    const found = [...document.querySelectorAll(selector)];
+    if (!found.length) problems.push(`${name}: not on the page`);
+    found.forEach((e, i) => {
+      const r = e.getBoundingClientRect();
+      const at = `${name} #${i} (${Math.round(r.left)},${Math.round(r.top)})-(${Math.round(r.right)},${Math.round(r.bottom)})`;
+      if (!r.width || !r.height) problems.push(`${at} is not shown`);
+      if (r.left < -0.5 || r.top < -0.5 || r.right > W + 0.5 || r.bottom > H + 0.5) {
+        problems.push(`${at} is outside the ${W}x${H} screen`);
+      }
+      for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+        const style = getComputedStyle(a);
+        if (style.overflowX === 'visible' && style.overflowY === 'visible') continue;
+        const box = a.getBoundingClientRect();
+        if (r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5 || r.left < box.left - 0.5
+            || r.right > box.right + 0.5) problems.push(`${at} is cut off by .${a.className}`);
+      }
+    });
+  }
+  for (const e of document.querySelectorAll('#compare .cbar__val, #leaderboard th, #leaderboard td')) {
+    if (e.scrollWidth > e.clientWidth + 1) problems.push(`"${e.textContent}" does not fit its box`);
+  }
+  if (minPx) {
+    for (const selector of readable) {
+      for (const e of document.querySelectorAll(selector)) {
+        const px = parseFloat(getComputedStyle(e).fontSize);
+        if (px < minPx) problems.push(`${selector} "${e.textContent.trim()}" is ${px}px`);
+      }
+    }
+  }
+  return problems;
+}"""
+
+
+def test_the_reveal_fits_the_projectors_classes_have(people, live_server):
+    """At 1024x768, 1280x720, 1366x768 and 1920x1080 nothing of the reveal scrolls or is cut
+    off, and what the class reads from the back is at least 28 px at 1920x1080."""
+    base = live_server.url
+    host = people()
+    code = create_room(host, base)
+    names = ["Ana", "Ben", "Caro", "Dev", "Maximilian-Alexander"]  # the longest name allowed
+    phones = {name: people(phone=True) for name in names}
+    for name, phone in phones.items():
+        join(phone, f"{base}/join/{code}", name)
+    host.click("#primary-btn")  # start
+    expect(host.locator("#host")).to_have_attribute("data-phase", "answering")
+    target, *_rest, top_k = round_numbers(code)
+    others = [t[2] for t in top_k if t[2] != target and not t[3] and re.fullmatch(r" ?[A-Za-z]+", t[2])]
+    typed = [target if target.strip() and "\n" not in target else others[2], others[0], others[1], WRONG_WORD]
+    for phone, text in zip(phones.values(), typed):
+        send(phone, text)
+    phones["Maximilian-Alexander"].click("#skip-btn")
+    expect(host.locator("#answered-n")).to_have_text("5")
+    host.click("#primary-btn")  # close answers
+    expect(host.locator("#host")).to_have_attribute("data-phase", "locked")
+    host.click("#primary-btn")  # reveal
+    expect(host.locator("#host")).to_have_attribute("data-screen", "reveal")
+    expect(host.locator("#leaderboard-body tr")).to_have_count(5)
+
+    for width, height in PROJECTORS:
+        host.set_viewport_size({"width": width, "height": height})
+        host.wait_for_timeout(300)  # the page fits the reveal again after a resize
+        host.wait_for_function("() => !document.getAnimations().some((a) => a.playState === 'running')")
+        min_px = 28 if (width, height) == (1920, 1080) else 0
+        problems = host.evaluate(LAYOUT_PROBLEMS, [KEY_ELEMENTS, READ_FROM_THE_BACK, min_px])
+        assert problems == [], f"{width}x{height}: {problems}"
+        # The true token's row and at least three rows of the chart are always shown.
+        expect(host.locator("#compare .cbar--target")).to_have_count(1)
+        assert host.locator("#compare .cbar").count() >= 3
+        expect(host.locator("#leaderboard-body")).to_contain_text("Maximilian-Alexander")
+
+
 # -------------------------------------------------------------------------------- host details
 
 
