@@ -144,3 +144,12 @@ def test_fill_word_logprobs_scores_a_document_in_one_pass(app, tokenizer, gemma,
             assert guess.word_logprob == by_key[(guess.item_id, guess.raw_text.strip())]
             assert guess.model_id is not None
         assert fill_word_logprobs(session, gemma, top_k=64) == 0  # nothing left
+        # a new answer with a word already scored for its item needs no pass at all
+        session.add(Player(id="late"))
+        session.flush()
+        session.add(Guess(client_key="late", player_id="late", item_id=items[0].id,
+                          raw_text="table", token_ids=[], is_correct=False, match_rule="word",
+                          mode="word", server_received_at=datetime.now(UTC)))
+        session.commit()
+        assert fill_word_logprobs(session, gemma, top_k=64) == 1
+        assert len(calls) == 1

@@ -22,7 +22,7 @@ from typing import Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from .lm import TEMPERATURES, LanguageModelBackend, display_text
+from .lm import TEMPERATURES, DocumentScores, LanguageModelBackend, display_text
 from .models import (
     Corpus,
     Document,
@@ -265,14 +265,16 @@ class _Worker:
         started = time.perf_counter()
         session, row, report = self.session, self.row, self.report
         word_plan = plan_words(session, self.model, row, doc, work.words) if work.words else None
-        scored = self.model.score_continuations(
-            doc.token_ids,
-            word_plan.continuations if word_plan else None,
-            top_k=row.top_k if work.predict else None,
-            end_set=boundary_mask(self.model) if word_plan and word_plan.continuations else None,
-            lookups=[(position, token) for _gid, position, token in work.lookups],
-        )
-        report.passes += 1
+        continuations = word_plan.continuations if word_plan is not None else {}
+        if work.predict or work.lookups or continuations:
+            scored = self.model.score_continuations(
+                doc.token_ids, continuations, top_k=row.top_k if work.predict else None,
+                end_set=boundary_mask(self.model) if continuations else None,
+                lookups=[(position, token) for _gid, position, token in work.lookups],
+            )
+            report.passes += 1
+        else:  # every word answered here is scored already: no pass needed
+            scored = DocumentScores(None)
         updates: dict[int, dict] = defaultdict(dict)
         for guess_id, position, token in work.lookups:
             logprob, rank = scored.lookups[(position, token)]
