@@ -471,3 +471,56 @@ class Participant(Base):
     duplicate_of: Mapped[int | None] = mapped_column(
         ForeignKey("participants.id", ondelete="SET NULL"), nullable=True
     )
+
+
+class PlayRound(Base):
+    """A short round of the solo game (e.g. 10 positions) ending on a result card.
+
+    `id` is random (it names the shareable card, /play/card/<id>.svg); the card shows scores
+    and tokens only, never who played. kind: free | daily (the day's passage, same for everyone,
+    `day` is its UTC date as YYYY-MM-DD); difficulty: any | easy | hard (positions where the
+    model was confident or unsure, from the stored prediction entropy)."""
+
+    __tablename__ = "play_rounds"
+    __table_args__ = (Index("ix_play_rounds_day", "kind", "day"),)
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    player_id: Mapped[str] = mapped_column(ForeignKey("players.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="free")
+    day: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    difficulty: Mapped[str] = mapped_column(String(10), default="any")
+    size: Mapped[int] = mapped_column(Integer)
+    document_id: Mapped[int | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    answers: Mapped[list[PlayRoundGuess]] = relationship(
+        back_populates="round", order_by="PlayRoundGuess.guess_id", cascade="all, delete-orphan"
+    )
+
+
+class PlayRoundGuess(Base):
+    """One answer of a round (an answer belongs to at most one round)."""
+
+    __tablename__ = "play_round_guesses"
+
+    round_id: Mapped[str] = mapped_column(
+        ForeignKey("play_rounds.id", ondelete="CASCADE"), primary_key=True
+    )
+    guess_id: Mapped[int] = mapped_column(ForeignKey("guesses.id"), primary_key=True, unique=True)
+
+    round: Mapped[PlayRound] = relationship(back_populates="answers")
+    guess: Mapped[Guess] = relationship()
+
+
+class PlayerNickname(Base):
+    """The name a player chose for the daily board (validated like room nicknames); without
+    one the board shows a shortened random id."""
+
+    __tablename__ = "player_nicknames"
+
+    player_id: Mapped[str] = mapped_column(ForeignKey("players.id"), primary_key=True)
+    nickname: Mapped[str] = mapped_column(String(40))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -37,6 +37,9 @@
     nextBtn: $('next-btn'),
     done: $('done'),
     doneScore: $('done-score'),
+    roundText: $('round-text'),
+    difficulty: $('difficulty'),
+    roundCard: $('round-card'),
   };
 
   const corpus = root.dataset.corpus || null;
@@ -53,6 +56,12 @@
     rendered: { docId: null, count: 0 },
     nextSeq: 0,
     revealedAt: 0,
+    // Rounds: the kind asked for (the server keeps the round itself) and a finished round's id.
+    mode: {
+      daily: root.dataset.daily === '1',
+      difficulty: root.dataset.difficulty || 'any',
+    },
+    finishedRound: null,
   };
 
   // ---------------------------------------------------------------- helpers
@@ -260,6 +269,8 @@
     state.clientKey = clientKey();
     hideAlert();
     els.done.hidden = true;
+    els.roundCard.hidden = true;
+    showPlayArea(true);
     els.reveal.hidden = true;
     els.ask.hidden = false;
     els.top.hidden = false;
@@ -312,12 +323,24 @@
       els.reveal.hidden = true;
     }
     try {
-      const data = await api('POST', '/api/play/next', { corpus, new_passage: !!newPassage });
+      const data = await api('POST', '/api/play/next', {
+        corpus, new_passage: !!newPassage, round: true,
+        daily: state.mode.daily, difficulty: state.mode.difficulty,
+      });
       if (seq !== state.nextSeq) return;
       if (!data.question) {
-        showDone(data.stats);
+        if (data.finished_round) {
+          showRoundCard(data.finished_round, !!data.daily_done);
+        } else if (data.daily_done) {
+          showDone(data.stats, 'You have answered every position of today\u2019s passage already. Come back tomorrow for a new one.');
+        } else {
+          showDone(data.stats, state.mode.difficulty !== 'any'
+            ? `No ${state.mode.difficulty} positions are left for you. Choose another difficulty:`
+            : null);
+        }
         return;
       }
+      renderRound(data.round);
       showQuestion(data.question, data.stats);
     } catch (err) {
       if (seq !== state.nextSeq) return;
@@ -348,8 +371,11 @@
     return s;
   }
 
-  function showDone(stats) {
+  function showDone(stats, lead) {
     setPhase('done');
+    els.roundCard.hidden = true;
+    if (lead) els.done.querySelector('.done__lead').textContent = lead;
+    if (lead) $('done-title').textContent = 'Nothing left here';
     state.question = null;
     hideAlert();
     els.ask.hidden = true;
@@ -357,6 +383,8 @@
     els.top.hidden = true;
     els.passage.closest('.passage-card').hidden = true;
     renderScoreInto(els.doneScore, stats);
+    // With a difficulty chosen, the switch stays on screen to choose another.
+    if (state.mode.difficulty !== 'any' && !state.mode.daily) els.top.hidden = false;
     els.done.hidden = false;
     const link = els.done.querySelector('a');
     if (link) link.focus();
@@ -491,6 +519,10 @@
       const answered = (Number(q.answered_in_document) || 0) + 1;
       if (total) els.progressBar.style.width = `${Math.min(100, (answered / total) * 100)}%`;
     }
+
+    renderRound(data.round);
+    state.finishedRound = data.round && data.round.finished ? data.round.id : null;
+    els.nextBtn.firstChild.textContent = state.finishedRound ? 'See your result ' : 'Next token ';
 
     els.reveal.hidden = false;
     els.nextBtn.disabled = false;
@@ -630,6 +662,192 @@
     return parts.join(' ');
   }
 
+  // ---------------------------------------------------------------- rounds
+
+  const DIFFICULTY_WORDS = { easy: 'easy positions', hard: 'hard positions' };
+
+  function renderRound(round) {
+    if (!round) {
+      els.roundText.textContent = '';
+      return;
+    }
+    const at = Math.min(round.answered + (round.finished ? 0 : 1), round.size);
+    const kind = round.kind === 'daily'
+      ? 'Today\u2019s passage'
+      : `Round${DIFFICULTY_WORDS[round.difficulty] ? ` of ${DIFFICULTY_WORDS[round.difficulty]}` : ''}`;
+    els.roundText.textContent = round.finished
+      ? `${kind}: all ${round.size} answered`
+      : `${kind}: ${at} of ${round.size}`;
+  }
+
+  function showPlayArea(on) {
+    els.top.hidden = !on;
+    els.passage.closest('.passage-card').hidden = !on;
+  }
+
+  async function showRoundCard(roundId, alreadyPlayed) {
+    setPhase('loading');
+    let data;
+    let daily = null;
+    try {
+      [data, daily] = await Promise.all([
+        api('GET', `/api/play/rounds/${encodeURIComponent(roundId)}`),
+        api('GET', '/api/play/daily').catch(() => null),
+      ]);
+    } catch (err) {
+      setPhase('error');
+      showAlert(err.message || String(err), () => showRoundCard(roundId, alreadyPlayed));
+      return;
+    }
+    const r = data.result;
+    setPhase('result');
+    state.finishedRound = null;
+    hideAlert();
+    els.ask.hidden = true;
+    els.reveal.hidden = true;
+    els.done.hidden = true;
+    showPlayArea(false);
+
+    $('round-kicker').textContent = r.kind === 'daily'
+      ? `Today\u2019s passage · ${r.day}${r.passage ? ` · ${r.passage}` : ''}`
+      : `Round of ${r.size}${DIFFICULTY_WORDS[r.difficulty] ? ` · ${DIFFICULTY_WORDS[r.difficulty]}` : ''}`;
+    const n = r.answered;
+    $('round-title').textContent = alreadyPlayed
+      ? 'You played today\u2019s passage'
+      : r.you_correct > r.model_correct ? 'You beat the model!'
+        : r.you_correct === r.model_correct ? 'A draw with the model' : 'The model won this round';
+    $('rc-you').textContent = `${r.you_correct}/${n}`;
+    $('rc-model').textContent = `${r.model_correct}/${n}`;
+    $('rc-model-name').textContent = r.model_name || modelName;
+
+    const grid = $('rc-grid');
+    grid.textContent = '';
+    const row = (who, marks) => {
+      const line = el('div', 'rc-grid__row');
+      line.append(el('span', 'rc-grid__who', who));
+      marks.forEach((m) => line.append(el('span', `rc-cell rc-cell--${m}`)));
+      return line;
+    };
+    grid.append(
+      row('You', r.calls.map((c) => c.you)),
+      row('Model', r.calls.map((c) => (c.model_right ? 'right' : 'wrong'))),
+    );
+    const rights = r.calls.filter((c) => c.you === 'right').length;
+    grid.setAttribute('aria-label', `You were right on ${rights} of ${n} tokens, the model on ${r.model_correct}`);
+
+    const best = $('rc-best');
+    const worst = $('rc-worst');
+    best.textContent = '';
+    worst.textContent = '';
+    best.hidden = !r.best;
+    worst.hidden = !r.worst;
+    if (r.best) {
+      best.append(el('strong', null, 'Best call: '), chip(r.best.target, 'chip--ok'),
+        ` \u2014 the model gave it only ${pct(r.best.target_prob)}.`);
+    }
+    if (r.worst) {
+      worst.append(el('strong', null, 'Worst call: '), chip(r.worst.target, 'chip--target'),
+        ` \u2014 the model gave it ${pct(r.worst.target_prob)}; you `);
+      if (r.worst.you === 'skip') worst.append('skipped it.');
+      else worst.append('said ', chip(r.worst.guess || '', 'chip--guess'), '.');
+    }
+
+    const streak = daily && daily.streak;
+    const streakLine = $('rc-streak');
+    streakLine.hidden = !streak || !streak.days;
+    if (streak && streak.days) {
+      streakLine.textContent = streak.days === 1
+        ? 'Streak: 1 day. Play tomorrow to make it 2.'
+        : `Streak: ${streak.days} days in a row.`;
+    }
+
+    $('share-text').textContent = data.share_text;
+    $('card-link').href = data.card_url;
+    $('copy-status').textContent = '';
+
+    renderBoard(r.kind === 'daily' ? daily : null);
+    $('rc-daily').hidden = r.kind === 'daily';
+    els.roundCard.hidden = false;
+    const again = $('another-round');
+    try {
+      again.focus({ preventScroll: true });
+    } catch (_) {
+      again.focus();
+    }
+    window.scrollTo(0, 0);
+  }
+
+  function renderBoard(daily) {
+    const box = $('daily-board');
+    box.hidden = !daily;
+    if (!daily) return;
+    const list = $('board-list');
+    list.textContent = '';
+    const entries = daily.board.entries || [];
+    $('board-empty').hidden = entries.length > 0;
+    entries.forEach((e) => {
+      const li = el('li', `board__row${e.you ? ' board__row--you' : ''}`);
+      li.append(el('span', 'board__rank', String(e.rank)), el('span', 'board__name', e.name),
+        el('span', 'board__score', `${e.correct}/${e.answered}`));
+      if (e.you) li.append(el('span', 'tag tag--guess', 'you'));
+      list.append(li);
+    });
+    const input = $('nickname-input');
+    if (daily.nickname && !input.value) input.value = daily.nickname;
+  }
+
+  $('nickname-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const msg = $('nickname-msg');
+    const input = $('nickname-input');
+    try {
+      const data = await api('POST', '/api/play/nickname', { nickname: input.value });
+      input.value = data.nickname;
+      input.removeAttribute('aria-invalid');
+      msg.textContent = `Saved: the board calls you ${data.nickname}.`;
+      renderBoard(await api('GET', '/api/play/daily'));
+    } catch (err) {
+      input.setAttribute('aria-invalid', 'true');
+      const text = String(err.message || err);
+      msg.textContent = text.charAt(0).toUpperCase() + text.slice(1);
+    }
+  });
+
+  $('copy-result').addEventListener('click', async () => {
+    const text = $('share-text').textContent;
+    const status = $('copy-status');
+    try {
+      await navigator.clipboard.writeText(text);
+      status.textContent = 'Copied: paste it anywhere.';
+    } catch (_) {
+      const range = document.createRange();
+      range.selectNodeContents($('share-text'));
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      status.textContent = 'Selected: press Ctrl+C (or \u2318C) to copy.';
+    }
+  });
+
+  $('another-round').addEventListener('click', () => {
+    els.roundCard.hidden = true;
+    state.mode.daily = false;
+    showPlayArea(true);
+    clearPassage();
+    els.passage.appendChild(skeleton());
+    setPhase('idle');
+    loadNext(true);
+  });
+
+  els.difficulty.addEventListener('change', () => {
+    if (state.phase === 'submitting' || state.phase === 'loading') return;
+    state.mode = { daily: false, difficulty: els.difficulty.value };
+    els.roundCard.hidden = true;
+    els.done.hidden = true;
+    showPlayArea(true);
+    loadNext(true);
+  });
+
   // ---------------------------------------------------------------- events
 
   els.form.addEventListener('submit', (e) => {
@@ -640,9 +858,18 @@
   els.skipBtn.addEventListener('click', () => submitGuess(true));
 
 
+  /** Next from the reveal: the next position, or the result card when the round is over. */
+  function goNext() {
+    if (state.phase === 'reveal' && state.finishedRound) {
+      showRoundCard(state.finishedRound, false);
+      return;
+    }
+    loadNext(false);
+  }
+
   els.nextBtn.addEventListener('click', () => {
     if (state.phase !== 'reveal' && state.phase !== 'error') return;
-    loadNext(false);
+    goNext();
   });
 
   els.newPassage.addEventListener('click', () => {
@@ -687,7 +914,7 @@
       const t = e.target;
       if (t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement) return;
       e.preventDefault();
-      loadNext(false);
+      goNext();
     }
   });
 

@@ -162,3 +162,120 @@ def test_favicon_is_linked_and_served(page: Page, live_server):
     assert resp.ok
     assert "svg" in resp.headers["content-type"]
     assert resp.text().lstrip().startswith("<svg")
+
+
+# ------------------------------------------------------------------------ rounds and the card
+
+
+def _play_round(page: Page, answers: list[str | None], daily: bool = False) -> list[dict]:
+    """Answer positions until the round ends (the reveal offers the result); return reveals."""
+    reveals = []
+    for i in range(10):
+        text = answers[i % len(answers)]
+        result = _answer(page, text)
+        reveals.append(result)
+        assert _in_viewport(page, "#next-btn")
+        if result["round"]["finished"]:
+            expect(page.locator("#next-btn")).to_contain_text("See your result")
+            return reveals
+        expect(page.locator("#next-btn")).to_contain_text("Next token")
+        body = _next(page)
+        assert body["round"]["id"] == result["round"]["id"]
+        assert (body["round"]["kind"] == "daily") == daily
+        expect(page.locator("#round-text")).to_contain_text(f"{i + 2} of {body['round']['size']}")
+    raise AssertionError("the round did not end within ten answers")
+
+
+def test_a_round_of_ten_ends_on_a_result_card_to_share(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    first = _open_game(page, live_server.url)
+    assert first["round"]["size"] == 10 and first["round"]["kind"] == "free"
+    expect(page.locator("#round-text")).to_have_text("Round: 1 of 10")
+    reveals = _play_round(page, [" the", None, " Qzxv", " a", " and"])
+    assert len(reveals) == 10
+    page.keyboard.press("Enter")  # Enter on the reveal opens the result too
+    card = page.locator("#round-card")
+    expect(card).to_be_visible()
+    expect(page.locator("#another-round")).to_be_focused()
+    you = sum(1 for r in reveals if r["guess"]["correct"])
+    model = sum(1 for r in reveals if r["model"]["top1_correct"])
+    expect(page.locator("#rc-you")).to_have_text(f"{you}/10")
+    expect(page.locator("#rc-model")).to_have_text(f"{model}/10")
+    expect(page.locator("#rc-grid .rc-grid__row").first.locator(".rc-cell")).to_have_count(10)
+    expect(page.locator("#rc-grid .rc-cell--skip")).to_have_count(2)
+    expect(page.locator("#rc-worst")).to_contain_text("Worst call:")
+    # the share text: a few lines, no player id, the card's address
+    share = page.locator("#share-text").inner_text()
+    lines = share.strip().splitlines()
+    assert lines[0] == "humanlm round" and lines[1].startswith(f"Me {you}/10 · ")
+    assert "/play/card/" in lines[-1]
+    page.locator("#copy-result").click()
+    expect(page.locator("#copy-status")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == page.locator("#share-text").text_content()
+    href = page.locator("#card-link").get_attribute("href")
+    assert href.endswith(".svg") and href == lines[-1]
+    svg = page.request.get(href)
+    assert svg.ok and svg.headers["content-type"].startswith("image/svg+xml")
+    assert f"Me {you}/10" in svg.text()
+    # another round starts afresh
+    with page.expect_response(_is_next_post) as info:
+        page.locator("#another-round").click()
+    assert info.value.json()["round"]["answered"] == 0
+    expect(page.locator("#ask")).to_be_visible()
+    expect(card).to_be_hidden()
+
+
+def test_todays_passage_board_nickname_and_streak(page: Page, live_server, browser):
+    page.set_viewport_size(DESKTOP)
+    first = _open_game(page, live_server.url, "?daily=1")
+    assert first["round"]["kind"] == "daily"
+    expect(page.locator("#round-text")).to_contain_text("Today\u2019s passage: 1 of")
+    _play_round(page, [" the"], daily=True)
+    page.locator("#next-btn").click()
+    expect(page.locator("#round-card")).to_be_visible()
+    expect(page.locator("#round-kicker")).to_contain_text("Today\u2019s passage")
+    expect(page.locator("#daily-board")).to_be_visible()
+    expect(page.locator("#board-list .board__row--you")).to_have_count(1)
+    expect(page.locator("#board-list .board__row--you .board__name")).to_have_text(re.compile(r"^player [0-9a-f]{6}$"))
+    expect(page.locator("#rc-streak")).to_have_text("Streak: 1 day. Play tomorrow to make it 2.")
+    # a nickname, with the room rules
+    page.locator("#nickname-input").fill("Ada L")
+    page.locator("#nickname-form button").click()
+    expect(page.locator("#nickname-msg")).to_contain_text("the board calls you Ada L")
+    expect(page.locator("#board-list .board__row--you .board__name")).to_have_text("Ada L")
+    # someone else: the same passage, and a look-alike name is refused in plain words
+    other = browser.new_context(viewport=DESKTOP).new_page()
+    try:
+        second = _open_game(other, live_server.url, "?daily=1")
+        assert second["question"]["item_id"] == first["question"]["item_id"]
+        _play_round(other, [None], daily=True)
+        other.locator("#next-btn").click()
+        expect(other.locator("#board-list .board__row")).to_have_count(2)
+        other.locator("#nickname-input").fill("ADA l")
+        other.locator("#nickname-form button").click()
+        expect(other.locator("#nickname-msg")).to_contain_text("looks the same")
+        expect(other.locator("#nickname-input")).to_have_attribute("aria-invalid", "true")
+    finally:
+        other.context.close()
+    # the first player comes back to today's passage: already played, the card again
+    with page.expect_response(_is_next_post):
+        page.goto(live_server.url + "/play?daily=1")
+    expect(page.locator("#round-title")).to_have_text("You played today\u2019s passage")
+
+
+def test_difficulty_choice_starts_a_round_of_such_positions(page: Page, live_server):
+    page.set_viewport_size(DESKTOP)
+    _open_game(page, live_server.url)
+    with page.expect_response(_is_next_post) as info:
+        page.locator("#difficulty").select_option("hard")
+    body = info.value.json()
+    assert info.value.request.post_data_json["difficulty"] == "hard"
+    assert body["round"]["difficulty"] == "hard" and body["round"]["answered"] == 0
+    expect(page.locator("#round-text")).to_have_text("Round of hard positions: 1 of 10")
+    result = _answer(page, " the")
+    assert result["model"]["entropy_nats"] > 3.0
+    # the page address can ask for it too
+    payload = _open_game(page, live_server.url, "?difficulty=easy")
+    assert payload["round"]["difficulty"] == "easy"
+    expect(page.locator("#difficulty")).to_have_value("easy")

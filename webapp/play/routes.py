@@ -6,7 +6,9 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from flask import abort, current_app, jsonify, render_template, request, session
+from flask import Response, abort, current_app, jsonify, render_template, request, session, url_for
+from typing import Literal
+
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
@@ -17,8 +19,18 @@ from ..api import error as _error
 from ..api import model_display_name as _model_display_name
 from ..extensions import db
 from ..lm import load_tokenizer
-from ..models import Corpus, CorpusPurpose, Document, LanguageModel, Player, ScoredDocument
-from . import bp, solo
+from ..models import (
+    Corpus,
+    CorpusPurpose,
+    Document,
+    Item,
+    LanguageModel,
+    Player,
+    PlayRound,
+    PlayRoundGuess,
+    ScoredDocument,
+)
+from . import bp, rounds, solo
 
 PLAYER_KEY = "player_id"
 
@@ -87,8 +99,11 @@ def home():
 
 @bp.get("/play")
 def play_page():
+    difficulty = request.args.get("difficulty", "any")
     return render_template(
-        "play/game.html", model_name=_model_display_name(), corpus=request.args.get("corpus")
+        "play/game.html", model_name=_model_display_name(), corpus=request.args.get("corpus"),
+        daily=request.args.get("daily") == "1",
+        difficulty=difficulty if difficulty in rounds.DIFFICULTIES else "any",
     )
 
 
@@ -96,10 +111,25 @@ def play_page():
 
 
 class NextIn(Payload):
-    """POST /api/play/next: continue the current passage, or start another one."""
+    """POST /api/play/next: continue the current passage, or start another one.
+
+    With `round` (the game page sends it) the positions come in rounds of ten ending on a
+    result card; `daily` plays the day's passage, `difficulty` picks positions where the model
+    was confident (easy) or unsure (hard). The open round goes on while the request asks for
+    the same kind and difficulty; otherwise, or with `new_round`, it ends and a new one starts."""
 
     corpus: SafeStr | None = Field(default=None, max_length=100)
     new_passage: bool = False
+    round: bool = False
+    new_round: bool = False
+    daily: bool = False
+    difficulty: Literal["any", "easy", "hard"] = "any"
+
+
+class NicknameIn(Payload):
+    """POST /api/play/nickname: the name shown on the daily board (rules of room nicknames)."""
+
+    nickname: SafeStr = Field(max_length=100)
 
 
 class TokenizeQuery(Payload):
@@ -127,12 +157,74 @@ def next_question():
         return _error(f"unknown corpus '{corpus}'", 404)
     model = _model_or_503()
     player_id = _player_id(create=True)
+    if body.round or body.daily or body.new_round or body.difficulty != "any":
+        return _next_in_round(body, model, player_id)
+    open_round = rounds.open_round(db.session, player_id)
+    if open_round is not None:  # free play outside rounds (an API client): end the open round
+        rounds.finish(db.session, open_round)
+        db.session.commit()
     document = solo.choose_document(db.session, player_id, model, corpus, new_passage)
     stats = solo.player_stats(db.session, player_id)
     if document is None:
         return jsonify(question=None, done=True, stats=stats)
     item = solo.next_open_item(db.session, player_id, document)
     return jsonify(question=solo.position_payload(db.session, player_id, document, item), stats=stats)
+
+
+def _next_in_round(body: NextIn, model, player_id: str):
+    """The next position of the player's open round, starting one when needed."""
+    rnd = rounds.open_round(db.session, player_id)
+    switch = rnd is not None and (
+        (rnd.kind == "daily") != body.daily or (not body.daily and rnd.difficulty != body.difficulty)
+    )
+    if rnd is not None and (body.new_round or switch):  # the open round ends (its card stays)
+        rounds.finish(db.session, rnd)
+        rnd = None
+    if rnd is None:
+        rnd = rounds.start_round(
+            db.session, player_id, model, daily=body.daily, difficulty=body.difficulty
+        )
+        if rnd is None:  # today's passage: nothing left for this player
+            db.session.commit()
+            played = db.session.scalar(
+                select(PlayRound.id).where(
+                    PlayRound.player_id == player_id, PlayRound.kind == "daily",
+                    PlayRound.day == rounds.today().isoformat(),
+                ).order_by(PlayRound.created_at.desc()).limit(1)
+            )
+            return jsonify(
+                question=None, done=False, daily_done=True, finished_round=played,
+                stats=solo.player_stats(db.session, player_id),
+            )
+    allowed = rounds.allowed_items(db.session, rnd, model.id)
+    document, item = None, None
+    if rnd.kind == "daily":
+        document = db.session.get(Document, rnd.document_id) if rnd.document_id else None
+        in_study = document is not None and db.session.scalar(
+            game.documents_in_open_studies().where(Item.document_id == document.id).limit(1)
+        )
+        if document is not None and not in_study:
+            item = solo.next_open_item(db.session, player_id, document, allowed)
+    else:
+        document = solo.choose_document(
+            db.session, player_id, model, body.corpus, body.new_passage, allowed=allowed
+        )
+        if document is not None:
+            item = solo.next_open_item(db.session, player_id, document, allowed)
+    if item is None:
+        finished = rnd.id if rnd.answers else None
+        rounds.finish(db.session, rnd)
+        db.session.commit()
+        return jsonify(
+            question=None, done=finished is None, finished_round=finished,
+            stats=solo.player_stats(db.session, player_id),
+        )
+    db.session.commit()
+    return jsonify(
+        question=solo.position_payload(db.session, player_id, document, item),
+        round=rounds.round_info(rnd),
+        stats=solo.player_stats(db.session, player_id),
+    )
 
 
 @bp.get("/api/tokenize")
@@ -159,9 +251,10 @@ def submit_guess():
     model = _model_or_503()
     player_id = _player_id(create=True)
     tokenizer = _tokenizer()
+    open_round = rounds.open_round(db.session, player_id)
     try:
         result = answers.submit(
-            db.session, solo.SoloPolicy(player_id, model), answer, player_id=player_id,
+            db.session, solo.SoloPolicy(player_id, model, open_round), answer, player_id=player_id,
             tokenizer=tokenizer, received_at=received_at,
         )
     except answers.AnswerRefused as refused:
@@ -170,11 +263,80 @@ def submit_guess():
     # The reveal is built only now, from the stored (committed) answer.
     answer_model = db.session.get(LanguageModel, guess.model_id)
     prediction = game.prediction_for(db.session, guess.item_id, answer_model.id)
+    extra = {}
+    link = db.session.scalar(select(PlayRoundGuess).where(PlayRoundGuess.guess_id == guess.id))
+    if link is not None:
+        extra["round"] = rounds.round_info(link.round)
     return jsonify(
         **solo.reveal_payload(guess, prediction, tokenizer, answer_model.top_k),
         stats=solo.player_stats(db.session, player_id),
         replayed=result.replayed,
+        **extra,
     )
+
+
+def _round_or_404(round_id: str) -> PlayRound:
+    rnd = db.session.get(PlayRound, round_id) if len(round_id) <= 24 else None
+    if rnd is None:
+        abort(404, description=f"there is no round {round_id!r}")
+    return rnd
+
+
+def _card_url(rnd: PlayRound) -> str:
+    return url_for("play.round_card", round_id=rnd.id, _external=True)
+
+
+@bp.get("/api/play/rounds/<round_id>")
+@accepts(summary="A round's result card: you vs the model on the same tokens")
+def round_result(round_id: str):
+    """A round's result (anyone with its random id may see it: it names nobody)."""
+    rnd = db.session.get(PlayRound, round_id) if len(round_id) <= 24 else None
+    if rnd is None:
+        return _error(f"there is no round {round_id!r}", 404)
+    result = rounds.round_result(db.session, rnd, _model_display_name())
+    mine = rnd.player_id == _player_id(create=False)
+    if not mine:  # someone else's round: the scores only, not which tokens they missed
+        result["best"] = result["worst"] = None
+    return jsonify(
+        result=result, share_text=rounds.share_text(result, _card_url(rnd)),
+        card_url=_card_url(rnd), mine=mine,
+    )
+
+
+@bp.get("/play/card/<round_id>.svg")
+def round_card(round_id: str):
+    """The shareable image of a round: scores and a grid of right/wrong, no tokens, no names."""
+    rnd = _round_or_404(round_id)
+    result = rounds.round_result(db.session, rnd, _model_display_name())
+    svg = render_template("play/card.svg", r=result, cells=rounds.card_cells(result))
+    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/api/play/daily")
+@accepts(summary="Today's passage board, the player's streak and nickname")
+def daily():
+    """Today's board (pseudonymous), the player's streak and whether they played today's passage."""
+    player_id = _player_id(create=False)
+    day = rounds.today()
+    return jsonify(
+        board=rounds.daily_board(db.session, day, player_id),
+        streak=rounds.streak(db.session, player_id, day),
+        nickname=rounds.nickname_of(db.session, player_id),
+    )
+
+
+@bp.post("/api/play/nickname")
+@accepts(body=NicknameIn)
+def set_nickname():
+    """Choose the name shown on the daily board (or get a message saying what to change)."""
+    body = parse_body(NicknameIn)
+    player_id = _player_id(create=True)
+    try:
+        name = rounds.set_nickname(db.session, player_id, body.nickname)
+    except rounds.RoomRuleError as refused:
+        db.session.rollback()
+        return _error(str(refused), 400)
+    return jsonify(nickname=name)
 
 
 @bp.get("/api/play/stats")

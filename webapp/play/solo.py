@@ -24,9 +24,11 @@ from ..models import (
     Guess,
     Item,
     LanguageModel,
+    PlayRound,
     Prediction,
     ScoredDocument,
 )
+from . import rounds
 
 REVEAL_TOP_N = 10
 
@@ -36,9 +38,10 @@ class SoloPolicy:
 
     already_answered = "you already answered this position"
 
-    def __init__(self, player_id: str, model: LanguageModel) -> None:
+    def __init__(self, player_id: str, model: LanguageModel, round: PlayRound | None = None) -> None:
         self.player_id = player_id
         self.model = model
+        self.round = round  # the player's open round: it decides which positions come next
 
     def locate(self, session: Session, answer: SoloAnswerIn) -> Placement:
         """A playable, scored item that is the player's current position."""
@@ -52,7 +55,8 @@ class SoloPolicy:
         prediction = prediction_for(session, item.id, self.model.id)
         if prediction is None:
             raise AnswerRefused("this passage has not been scored by the model yet", 409)
-        expected = next_open_item(session, self.player_id, item.document)
+        allowed = rounds.allowed_items(session, self.round, self.model.id)
+        expected = next_open_item(session, self.player_id, item.document, allowed)
         if expected is None or expected.id != item.id:
             if item.id in _answered_items(session, self.player_id, item.document_id):
                 raise AnswerRefused(self.already_answered, 409)
@@ -66,7 +70,8 @@ class SoloPolicy:
         return guess.item_id == answer.item_id and guess.room_id is None and guess.study_id is None
 
     def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
-        pass
+        if self.round is not None:
+            rounds.attach(self.round, guess)
 
 
 def _answered_items(session: Session, player_id: str, document_id: int) -> set[int]:
@@ -79,11 +84,15 @@ def _answered_items(session: Session, player_id: str, document_id: int) -> set[i
     )
 
 
-def next_open_item(session: Session, player_id: str, document: Document) -> Item | None:
-    """The first playable position of the document this player has not answered yet."""
+def next_open_item(session: Session, player_id: str, document: Document, allowed=None) -> Item | None:
+    """The first playable position of the document this player has not answered yet (among
+    `allowed` item ids, a list or a SELECT, when given: a round's difficulty or daily positions)."""
     answered = _answered_items(session, player_id, document.id)
+    if allowed is not None and not isinstance(allowed, (list, set, tuple)):
+        allowed = set(session.scalars(allowed.where(Prediction.item_id.in_(
+            select(Item.id).where(Item.document_id == document.id)))))
     for item in document.items:
-        if item.playable and item.id not in answered:
+        if item.playable and item.id not in answered and (allowed is None or item.id in allowed):
             return item
     return None
 
@@ -95,8 +104,10 @@ def choose_document(
     corpus: str | None,
     new_passage: bool,
     rng: random.Random | None = None,
+    allowed=None,
 ) -> Document | None:
-    """Continue the player's current passage, or pick a scored one they have not finished."""
+    """Continue the player's current passage, or pick a scored one they have not finished
+    (with `allowed`, a SELECT of item ids: one with an unanswered allowed position)."""
     rng = rng or random.Random()
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
     playable = select(Item.document_id).where(Item.playable)
@@ -108,6 +119,11 @@ def choose_document(
     )
     if corpus:
         query = query.where(Corpus.name == corpus)
+    if allowed is not None:
+        mine = select(Guess.item_id).where(Guess.player_id == player_id)
+        query = query.where(Document.id.in_(
+            select(Item.document_id).where(Item.playable, Item.id.in_(allowed), Item.id.not_in(mine))
+        ))
     candidates = {doc.id: doc for doc in session.scalars(query)}
     last = session.scalar(
         select(Item.document_id)
