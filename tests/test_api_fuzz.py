@@ -104,6 +104,7 @@ def test_every_json_route_refuses_bad_input_cleanly(fuzz_target):
                 # an operation without parameters or body has no invalid form to generate
                 assert mode == GenerationMode.NEGATIVE and not operation.body and not (
                     operation.path_parameters or operation.query), operation.label
+    print(f"\nfuzzed {tried} JSON requests over {len(operations)} operations")
     assert tried >= len(operations) * EXAMPLES
 
 
@@ -137,6 +138,7 @@ def test_every_socket_event_refuses_bad_payloads_cleanly(scored_app, client, eve
     assert student.emit("join", {"code": room["code"], "nickname": "Fuzz"}, callback=True)["ok"]
     assert host.emit("host_action", {"code": room["code"], "action": "start"}, callback=True)["ok"]
     sender = host if event.startswith("host_") else student
+    sent = 0
 
     @given(payload=_event_payloads(EVENT_PAYLOADS[event]), real_code=st.booleans())
     @settings(max_examples=60, deadline=None, database=None, derandomize=DERANDOMIZE,
@@ -146,6 +148,8 @@ def test_every_socket_event_refuses_bad_payloads_cleanly(scored_app, client, eve
             payload["code"] = room["code"]
         if event == "host_join" and "host_token" in payload:
             payload["host_token"] = str(payload["host_token"])  # never the real one
+        nonlocal sent
+        sent += 1
         before = _stored(scored_app)
         ack = sender.emit(event, payload, callback=True)
         assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
@@ -155,3 +159,4 @@ def test_every_socket_event_refuses_bad_payloads_cleanly(scored_app, client, eve
             assert _stored(scored_app)[:2] == before[:2], payload
 
     fuzz()
+    print(f"\nfuzzed {sent} {event} events")

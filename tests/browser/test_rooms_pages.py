@@ -332,6 +332,7 @@ def test_host_removes_a_player_and_names_stay_plain_text(people, live_server):
     expect(host.locator("#players-lobby b")).to_have_count(0)
 
     host.get_by_role("button", name="Remove <b>Fox</b>").click()
+    host.click("#remove-confirm")  # removing asks first
     expect(host.locator("#players-lobby .player")).to_have_count(0)
     expect(phone.locator("#student")).to_have_attribute("data-screen", "removed")
     expect(phone.locator("#removed-text")).to_contain_text("removed")
