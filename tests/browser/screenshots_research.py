@@ -77,6 +77,7 @@ def prepare(stack: ExitStack) -> tuple[str, int]:
 def simulate(session, study, tokenizer, n_people: int = 28) -> None:
     """Participants whose answers are sampled from the model's distribution (a stand-in for
     people, for the picture only): most finish, a few are still answering, two fail the check."""
+    from webapp.answers import StudyAnswerIn
     from webapp.game import prediction_for
     from webapp.research.participants import progress, start_participant, submit_answer
     from webapp.words import target_word
@@ -105,10 +106,10 @@ def simulate(session, study, tokenizer, n_people: int = 28) -> None:
                 pick = rng.choices(options, weights)[0][2].strip()
                 text = target_word(item.document, item) if rng.random() < 0.22 else pick
             t += timedelta(seconds=rng.uniform(4, 16))
-            submit_answer(session, study, p, tokenizer, study_item_id=si.id, text=text,
-                          skipped=False, client_key=f"sim-{n}-{si.id}",
-                          reaction_ms=rng.lognormvariate(8.4, 0.45), reported_probability=None,
-                          received_at=t)
+            answer = StudyAnswerIn(study_item_id=si.id, text=text or "?",
+                                   client_key=f"sim-{n:04d}-{si.id:06d}",
+                                   reaction_ms=rng.lognormvariate(8.4, 0.45))
+            submit_answer(session, study, p, tokenizer, answer, received_at=t)
             session.commit()
             answered += 1
 
