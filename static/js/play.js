@@ -520,7 +520,7 @@
       if (total) els.progressBar.style.width = `${Math.min(100, (answered / total) * 100)}%`;
     }
 
-    renderRound(data.round);
+    renderRound(data.round, true);
     state.finishedRound = data.round && data.round.finished ? data.round.id : null;
     els.nextBtn.firstChild.textContent = state.finishedRound ? 'See your result ' : 'Next token ';
 
@@ -666,9 +666,15 @@
 
   const DIFFICULTY_WORDS = { easy: 'easy positions', hard: 'hard positions' };
 
-  function renderRound(round) {
+  /** The round line: the position being asked, or after an answer how many are answered. */
+  function renderRound(round, revealing = false) {
+    $('daily-link').hidden = state.mode.daily;
     if (!round) {
       els.roundText.textContent = '';
+      return;
+    }
+    if (revealing && !round.finished) {
+      els.roundText.textContent = `${round.kind === 'daily' ? 'Today\u2019s passage' : 'Round'}: ${round.answered} of ${round.size} answered`;
       return;
     }
     const at = Math.min(round.answered + (round.finished ? 0 : 1), round.size);

@@ -279,3 +279,22 @@ def test_difficulty_choice_starts_a_round_of_such_positions(page: Page, live_ser
     payload = _open_game(page, live_server.url, "?difficulty=easy")
     assert payload["round"]["difficulty"] == "easy"
     expect(page.locator("#difficulty")).to_have_value("easy")
+
+
+def test_phone_round_line_and_result_card_fit_390_wide(phone_page: Page, live_server):
+    page = phone_page
+    _open_game(page, live_server.url)
+    # the round line and the difficulty switch take one line above the passage
+    row = page.locator(".round-row").bounding_box()
+    assert row["height"] < 50, row
+    reveals = _play_round(page, [" the", None])
+    assert reveals[-1]["round"]["finished"]
+    page.locator("#next-btn").click()
+    expect(page.locator("#round-card")).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], width
+    card = page.locator("#round-card").bounding_box()
+    for cell in page.locator("#rc-grid .rc-cell").all():
+        box = cell.bounding_box()
+        assert card["x"] <= box["x"] and box["x"] + box["width"] <= card["x"] + card["width"]
+    assert _in_viewport(page, "#rc-you") and _in_viewport(page, "#rc-model")
