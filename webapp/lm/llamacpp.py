@@ -122,6 +122,7 @@ class LlamaCppModel:
         )
         self._bos = self._llm.token_bos()
         self._pieces: dict[int, bytes] = {}
+        self._piece_buffer = ctypes.create_string_buffer(256)
         # Free llama.cpp's memory when this object goes, or at exit while modules still exist
         # (Llama.__del__ during interpreter shutdown fails with "NoneType is not callable").
         weakref.finalize(self, self._llm.close)
@@ -140,14 +141,12 @@ class LlamaCppModel:
 
             if not 0 <= token_id < self.n_vocab:
                 raise ValueError(f"token id {token_id} is outside the vocabulary")
-            size = 64
-            while True:
-                buf = ctypes.create_string_buffer(size)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, size, 0, True)
-                if n >= 0:
-                    break
-                size = -n
-            piece = self._pieces[token_id] = buf.raw[:n]
+            buf = self._piece_buffer  # one buffer for every look-up (the vocabulary is 262k)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, True)
+            if n < 0:
+                buf = self._piece_buffer = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, True)
+            piece = self._pieces[token_id] = ctypes.string_at(buf, n)
         return piece
 
     @cached_property
