@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Document, Guess, Item, Player, PlayRound, Prediction
+from webapp.models import Document, Guess, Item, Player, Prediction
 from webapp.play import rounds
 
 pytestmark = pytest.mark.model

@@ -34,7 +34,7 @@ from ..models import (
     Prediction,
     ScoredDocument,
 )
-from ..rooms.state import RoomRuleError, validate_nickname
+from ..rooms.state import validate_nickname
 
 ROUND_SIZE = 10
 DIFFICULTIES = ("any", "easy", "hard")
@@ -195,7 +195,7 @@ def round_result(session: Session, rnd: PlayRound, model_name: str) -> dict:
     calls = _calls(session, rnd, None)
     right = [c for c in calls if c["you"] == "right"]
     missed = [c for c in calls if c["you"] != "right"]
-    prob = lambda c: c["target_prob"] if c["target_prob"] is not None else 0.0  # noqa: E731
+    prob = lambda c: c["target_prob"] if c["target_prob"] is not None else 0.0
     best = min(right, key=prob) if right else None  # the token the model found least likely
     worst = max(missed, key=prob) if missed else None  # the miss the model found most likely
     document = session.get(Document, rnd.document_id) if rnd.document_id else None

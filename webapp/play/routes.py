@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-
-from flask import Response, abort, current_app, jsonify, render_template, request, session, url_for
 from typing import Literal
 
+from flask import Response, abort, current_app, jsonify, render_template, request, session, url_for
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
@@ -30,6 +29,7 @@ from ..models import (
     PlayRoundGuess,
     ScoredDocument,
 )
+from ..rooms.state import RoomRuleError
 from . import bp, rounds, solo
 
 PLAYER_KEY = "player_id"
@@ -333,7 +333,7 @@ def set_nickname():
     player_id = _player_id(create=True)
     try:
         name = rounds.set_nickname(db.session, player_id, body.nickname)
-    except rounds.RoomRuleError as refused:
+    except RoomRuleError as refused:
         db.session.rollback()
         return _error(str(refused), 400)
     return jsonify(nickname=name)
