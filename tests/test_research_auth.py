@@ -29,6 +29,10 @@ PROTECTED = [
     ("GET", "/research/studies/{id}/export?format=jsonl&include_pilot=1", "json"),
     ("GET", "/research/studies/{id}/export?format=parquet", "json"),
     ("GET", "/research/studies/{id}/report", "report"),
+    ("GET", "/research/studies/{id}/report?include_pilot=1", "report"),
+    ("GET", "/research/corpora", "page"),
+    ("POST", "/research/corpora", "page"),
+    ("GET", "/api/research/corpora/progress?corpus=1", "json"),
 ]
 # Open on purpose: the login page, logout, and the participant's side of a study.
 PUBLIC_ENDPOINTS = {
@@ -112,6 +116,12 @@ def test_logged_in_is_served(scored_app, client, study_id, method, url, kind):
     if method == "POST" and url.endswith("/new"):
         assert response.status_code == 400  # an empty form: served, with errors to fix
         assert "The study was not created" in response.get_data(as_text=True)
+    elif method == "POST" and url.endswith("/corpora"):
+        assert response.status_code == 400  # no file: served, saying what to do
+        assert "Choose a .txt, .jsonl or .csv file" in response.get_data(as_text=True)
+    elif "/corpora/progress" in url:
+        assert response.status_code == 200
+        assert response.get_json()["name"] == "tests" and response.get_json()["documents"] == 2
     elif method == "POST":
         assert response.status_code == 302 and study_row(scored_app, study_id).status == "closed"
     elif "export" in url:

@@ -1,5 +1,6 @@
 /* humanlm: researcher pages (dashboard, study set-up, study page). Plain ES2020.
- * Copy buttons, the set-up form's mode-dependent hint, and live headline numbers. */
+ * Copy buttons, the set-up form's mode-dependent hint, live headline numbers (with the answers
+ * awaiting the model's numbers) and the scoring progress of uploaded passages. */
 'use strict';
 
 (() => {
@@ -42,6 +43,35 @@
   }
   const errors = document.getElementById('form-errors');
   if (errors) errors.focus();
+
+  // Passages page: rows whose scoring job is under way poll their progress every 2 seconds.
+  const fmtInt = (n) => Number(n).toLocaleString('en');
+  document.querySelectorAll('tr[data-progress-url]').forEach((row) => {
+    const bar = row.querySelector('.meter__fill');
+    const meter = row.querySelector('[role="progressbar"]');
+    const part = (name) => row.querySelector(`[data-p="${name}"]`);
+    async function poll() {
+      try {
+        const res = await fetch(row.dataset.progressUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+        if (res.status === 401) { part('state').textContent = 'session expired: reload to log in'; return; }
+        if (!res.ok) throw new Error(String(res.status));
+        const data = await res.json();
+        const pctDone = Math.round(1000 * data.fraction) / 10;
+        if (bar) bar.style.width = `${pctDone}%`;
+        if (meter) meter.setAttribute('aria-valuenow', String(Math.round(pctDone)));
+        part('scored_documents').textContent = fmtInt(data.scored_documents);
+        part('documents').textContent = fmtInt(data.documents);
+        part('state').textContent = data.state;
+        const error = part('error');
+        if (error) { error.textContent = data.error || ''; error.hidden = !data.error; }
+        if (data.active) setTimeout(poll, 2000);
+        else row.classList.remove('is-active');
+      } catch (_) {
+        setTimeout(poll, 5000);
+      }
+    }
+    setTimeout(poll, 1000);
+  });
 
   // Study page: refresh the headline numbers every 5 seconds.
   const live = document.getElementById('live');

@@ -39,7 +39,7 @@ from ..extensions import db, limiter
 from ..game import active_model
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Guess, Participant, ScoredDocument, Study
-from . import auth, bp, csrf
+from . import auth, bp, csrf, uploads
 from .dashboard import fill_histogram, item_fill_rows, study_summary
 from .participants import (
     EntryRefused,
@@ -69,6 +69,15 @@ STALLED_MINUTES = 10  # answers awaiting model numbers this long: is a job worke
 
 
 # ------------------------------------------------------------------------------ request hooks
+
+
+@bp.url_value_preprocessor
+def allow_uploads(endpoint: str | None, _values) -> None:
+    """The passage upload may be larger than any other request (up to HUMANLM_MAX_IMPORT_BYTES,
+    the app's limit is 64 KB): its limit is raised here, because URL preprocessors run before
+    every before_request hook, and the app's first hook already reads the form."""
+    if endpoint == "research.upload_corpus" and request.method == "POST":
+        request.max_content_length = current_app.config["MAX_IMPORT_BYTES"] + uploads.FORM_OVERHEAD
 
 
 @bp.before_request
@@ -312,6 +321,126 @@ def new_study():
     return render_template("research/study_new.html", values=values, errors=errors,
                            corpora=_corpus_choices(), default_instructions=DEFAULT_INSTRUCTIONS,
                            fields=FIELDS), (400 if errors else 200)
+
+
+# ------------------------------------------------------------------------ passages (corpora)
+
+
+def _corpus_rows() -> list[dict]:
+    """Every playable corpus with its documents, how far the configured model has scored it,
+    and the state of its scoring job (uploads from this page)."""
+    queue = jobs.jobs_for(current_app)
+    rows = []
+    for corpus in db.session.scalars(
+        select(Corpus).where(Corpus.purpose == CorpusPurpose.GAME).order_by(Corpus.name)
+    ):
+        rows.append(_corpus_state(corpus, queue))
+    return rows
+
+
+def _corpus_state(corpus: Corpus, queue) -> dict:
+    progress = jobs.corpus_progress(db.session, current_app.config, corpus)
+    try:
+        status = queue.corpus_status(corpus.id)
+    except Exception:  # noqa: BLE001 (queue storage down: the database still tells progress)
+        status = {}
+    state = status.get("state")
+    if state is None:
+        state = "scored" if progress["scored_documents"] == progress["documents"] else "not scored"
+    elif state == "done":  # "not scored" when passages were added since (command line)
+        state = "scored" if progress["scored_documents"] == progress["documents"] else "not scored"
+    return {"id": corpus.id, "name": corpus.name, **progress, "state": state,
+            "error": status.get("error"), "active": state in jobs.ACTIVE_STATES}
+
+
+def _corpora_page(errors: list[str] | None = None, values: dict | None = None,
+                  status: int = 200, uploaded: dict | None = None):
+    return render_template(
+        "research/corpora.html", corpora=_corpus_rows(), errors=errors or [],
+        values=values or {"text_field": "text", "split": "file"},
+        max_bytes=current_app.config["MAX_IMPORT_BYTES"], uploaded=uploaded,
+        messages=get_flashed_messages(with_categories=True),
+    ), status
+
+
+@bp.get("/research/corpora")
+@auth.login_required
+def corpora():
+    """Passages: every corpus with its scoring progress, and the upload form."""
+    return _corpora_page()
+
+
+@bp.post("/research/corpora")
+@auth.login_required
+def upload_corpus():
+    """Import an uploaded .txt/.jsonl/.csv file into a corpus (all or nothing, as `humanlm corpus
+    import`), then queue its scoring; the page shows the errors (with line numbers) or the
+    progress. Corpora are shared by every researcher, as on the command line."""
+    form = request.form
+    values = {key: form.get(key, "")[:200] for key in ("corpus", "text_field", "split", "min_prefix_tokens")}
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return _corpora_page(["Choose a .txt, .jsonl or .csv file to upload."], values, 400)
+    raw_min = values["min_prefix_tokens"].strip()
+    if raw_min and not (raw_min.isdigit() and 0 <= int(raw_min) <= 100):
+        return _corpora_page(["Skip the first N positions: give a whole number from 0 to 100."],
+                             values, 400)
+    cfg = current_app.config
+    try:
+        with db.write_lock():
+            done = uploads.import_upload(
+                db.session, stream=upload.stream, filename=upload.filename,
+                corpus_name=values["corpus"], text_field=values["text_field"],
+                split=values["split"] or "file", tokenizer=_tokenizer(),
+                max_bytes=cfg["MAX_IMPORT_BYTES"], max_tokens=cfg["MAX_DOCUMENT_TOKENS"],
+                min_prefix_tokens=int(raw_min) if raw_min else cfg["MIN_PREFIX_TOKENS"],
+            )
+            db.session.commit()
+    except uploads.UploadRefused as refused:
+        db.session.rollback()
+        return _corpora_page(refused.errors, values, 400)
+    report, corpus = done.report, done.corpus
+    if report.added:
+        try:
+            jobs.jobs_for(current_app).request_scoring(corpus.id)
+        except Exception:  # noqa: BLE001
+            current_app.logger.warning("could not queue scoring of %s", corpus.name, exc_info=True)
+            flash("The passages are stored but their scoring could not be queued: run "
+                  f"`humanlm score --corpus {corpus.name}` on the server.", "error")
+    parts = [f"{report.added} passage{'' if report.added == 1 else 's'} added to "
+             f"{'the new corpus' if done.new_corpus else 'corpus'} “{corpus.name}” "
+             f"({report.items:,} token positions, {report.playable:,} playable)"]
+    if report.duplicates:
+        parts.append(f"{report.duplicates} already imported, skipped")
+    if report.cut:
+        parts.append(f"{report.cut} long text{'' if report.cut == 1 else 's'} cut at sentence boundaries")
+    flash("; ".join(parts) + "." + (" Scoring them with the model now." if report.added else ""), "ok")
+    return redirect(url_for("research.corpora", corpus=corpus.id) + f"#corpus-{corpus.id}")
+
+
+@bp.errorhandler(413)
+def upload_too_large(exc):
+    limit = current_app.config["MAX_IMPORT_BYTES"]
+    message = (f"The file is larger than {limit:,} bytes (HUMANLM_MAX_IMPORT_BYTES): split it "
+               "into parts and upload them one after another into the same corpus.")
+    researcher = auth.current_researcher(db.session) if request.endpoint == "research.upload_corpus" else None
+    if researcher is None:  # not the upload page (or logged out): the app's usual reply
+        if request.path.startswith("/api/"):
+            return jsonify(error=exc.description or exc.name), 413
+        return exc
+    g.researcher = researcher
+    return _corpora_page([message], None, 413)
+
+
+@bp.get("/api/research/corpora/progress")
+@auth.login_required
+def corpus_progress():
+    """A corpus's scoring progress (polled by the passages page while it is scored)."""
+    raw = request.args.get("corpus", "")
+    corpus = db.session.get(Corpus, int(raw)) if raw.isdigit() and int(raw) < 2**31 else None
+    if corpus is None or corpus.purpose != CorpusPurpose.GAME:
+        return jsonify(error=f"there is no corpus {raw}"), 404
+    return jsonify(_corpus_state(corpus, jobs.jobs_for(current_app)))
 
 
 def _participant_rows(study: Study) -> list[dict]:
