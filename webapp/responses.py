@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .answers import AnswerIn, build_row, match_token, match_word, parse
@@ -225,31 +226,33 @@ def import_responses(
     corpus.purpose = CorpusPurpose.EXTERNAL
     summary = ImportSummary(corpus=corpus.name, rows=len(rows))
     items: dict[tuple[str, str], Item] = {}
-    players: dict[str, str] = {}
     default_player = f"ext-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    players = {
+        label: f"ext-{hashlib.sha256(f'{name}/{label}'.encode()).hexdigest()[:12]}"
+        if label else default_player
+        for label in dict.fromkeys(row.participant or "" for row in rows)
+    }
+    _add_players(session, list(dict.fromkeys(players.values())))
+    # Norms repeat the same response to the same context many times: validate, tokenize and
+    # match each distinct (item, response) once.
+    matched: dict[tuple[int, str], tuple[AnswerIn, object]] = {}
     received = datetime.now(UTC)
+    pending = 0
     for row in rows:
         key = (row.context, row.target)
         item = items.get(key)
         if item is None:
             item = _item_for(session, corpus, row, tokenizer, max_tokens)
             items[key] = item
-        label = row.participant or ""
-        player_id = players.get(label)
-        if player_id is None:
-            player_id = (
-                f"ext-{hashlib.sha256(f'{name}/{label}'.encode()).hexdigest()[:12]}"
-                if label else default_player
-            )
-            if session.get(Player, player_id) is None:
-                session.add(Player(id=player_id))
-                session.flush()  # players before their guesses (no ORM relationship orders them)
-            players[label] = player_id
-        answer = parse(AnswerIn, {"client_key": "ext-0000", "text": row.response},
-                       max_chars=MAX_RESPONSE_CHARS)
-        match = match_token(_as_typed(row.response, row.context), item.token_id, tokenizer, False)
-        if mode == "word":
-            match = match_word(row.response, row.target, match.token_ids)
+        player_id = players[row.participant or ""]
+        answer, match = matched.get((item.id, row.response)) or (None, None)
+        if answer is None:
+            answer = parse(AnswerIn, {"client_key": "ext-0000", "text": row.response},
+                           max_chars=MAX_RESPONSE_CHARS)
+            match = match_token(_as_typed(row.response, row.context), item.token_id, tokenizer, False)
+            if mode == "word":
+                match = match_word(row.response, row.target, match.token_ids)
+            matched[(item.id, row.response)] = (answer, match)
         for _ in range(row.count):
             answer.client_key = f"ext-{secrets.token_hex(12)}"
             session.add(build_row(
@@ -257,9 +260,23 @@ def import_responses(
                 server_received_at=received, source=AnswerSource.EXTERNAL, mode=mode,
             ))
             summary.responses += 1
+            pending += 1
+        if pending >= 5_000:  # flushed rows leave the session's memory
+            session.flush()
+            pending = 0
     summary.items = len(items)
     session.flush()
     return summary
+
+
+def _add_players(session: Session, player_ids: list[str]) -> None:
+    """The players not stored yet, added before their guesses (no ORM relationship orders
+    them); looked up in chunks, as a file may name 200,000 participants."""
+    for start in range(0, len(player_ids), 500):
+        chunk = player_ids[start : start + 500]
+        known = set(session.scalars(select(Player.id).where(Player.id.in_(chunk))))
+        session.add_all(Player(id=pid) for pid in chunk if pid not in known)
+    session.flush()
 
 
 def _as_typed(response: str, context: str) -> str:
