@@ -265,13 +265,23 @@ def render_html(res: dict) -> str:
     model = prep.model
     parts = []
     n_all = metrics._counts(prep, np.ones(len(prep.answers), dtype=bool))
+    awaiting = int(data.manifest.get("answers_awaiting_model_numbers") or 0)
+    used = data.guesses["guess_id"].isin(prep.answers["guess_id"])
+    n_pilot = int(data.guesses.loc[used, "pilot"].sum()) if "pilot" in data.guesses else 0
+    caveats = ""
+    if n_pilot:
+        caveats += (f" · <b>includes {n_pilot:,} pilot answer{'s' if n_pilot != 1 else ''}</b>")
+    if awaiting:
+        caveats += (f" · <b>{awaiting:,} exported answer{'s' if awaiting != 1 else ''} still "
+                    f"await{'' if awaiting != 1 else 's'} the model's exact numbers</b> (empty in "
+                    "this export; export again once the background jobs have run)")
     parts.append("<h1>Humans and a language model predicting the next token</h1>")
     parts.append(
         f"<p class=sub>Model <b>{html.escape(str(model.get('name')))}</b> "
         f"({html.escape(str(model.get('spec')))}), {prep.mode} mode · {n_all['n_answers']:,} answers, "
         f"{n_all['n_items']:,} items, {n_all['n_participants']:,} participants · export "
         f"{html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% confidence intervals "
-        "(two-way cluster bootstrap over participants and items)</p>")
+        f"(two-way cluster bootstrap over participants and items){caveats}</p>")
     parts.append("<section id=summary><h2>Summary</h2><ul class=summary>"
                  + "".join(f"<li>{s}</li>" for s in _sentences(res)) + "</ul>")
     for note in prep.notes:
@@ -438,6 +448,10 @@ def render_html(res: dict) -> str:
             ["Format", html.escape(str(man.get("format")))],
             ["Export filters", f"<code>{html.escape(json.dumps(man.get('filters', {})))}</code>"],
             ["Rows", html.escape(", ".join(f"{k} {len(v):,}" for k, v in data.tables.items()))],
+            ["Answers awaiting model numbers", html.escape(
+                f"{int(man.get('answers_awaiting_model_numbers') or 0):,} (empty model log-probs, "
+                "computed later by the background jobs)" if man.get("answers_awaiting_model_numbers")
+                else ("none" if "answers_awaiting_model_numbers" in man else "not recorded"))],
             ["Model", html.escape(f"{model.get('model_id')}: {model.get('name')} · {model.get('spec')} · "
                                   f"key {model.get('key')}")],
             ["Tokenizer / vocabulary", html.escape(f"{model.get('tokenizer')} · {model.get('n_vocab'):,} tokens · top-k {model.get('top_k')}")],

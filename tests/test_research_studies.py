@@ -434,3 +434,85 @@ def test_summary_compares_people_and_model_on_the_same_items(scored_app, dbs):
     assert s["median_reaction_ms"] == 1234 and s["median_minutes"] is not None
     assert Counter(p.finished_at is not None for p in participants(scored_app, study_id))[True] == 1
     assert dbs.scalar(select(func.count(Participant.id))) == 1
+
+
+# --------------------------------------------------------------------- issue 11: the study
+
+
+def test_pilot_figures_are_shown_beside_the_live_ones(scored_app, client, dbs):
+    from research_helpers import login, make_researcher
+
+    study_id = make_study(scored_app, pilot=True, items_per_participant=3)
+    study = study_row(scored_app, study_id)
+    truth = {si.id: si.item.token_text for si in study.items}
+    pilot_run = scored_app.test_client()
+    run_through(pilot_run, study.slug, consent(pilot_run, study.slug), lambda q: truth[q["study_item_id"]])
+    set_pilot(dbs.get(Study, study_id), False)
+    dbs.commit()
+    live_run = scored_app.test_client()
+    run_through(live_run, study.slug, consent(live_run, study.slug), lambda q: "zzzz")
+    s = study_summary(dbs, dbs.get(Study, study_id))
+    assert s["participants"]["started"] == 1 and s["participants"]["pilot"] == 1
+    assert s["accuracy"]["human"] == 0.0 and s["accuracy"]["n"] == 3
+    pilot = s["pilot"]
+    assert (pilot["started"], pilot["finished"], pilot["responses"]) == (1, 1, 3)
+    assert pilot["accuracy"]["human"] == 1.0 and pilot["accuracy"]["model"] is not None
+    assert pilot["median_reaction_ms"] == 1234 and pilot["median_minutes"] is not None
+    make_researcher(scored_app)
+    login(client)
+    page = client.get(f"/research/studies/{study_id}").get_data(as_text=True)
+    assert "Live and pilot" in page and 'data-k="pilot.accuracy.human" data-fmt="pct">100%' in page
+    assert client.get(f"/api/research/studies/{study_id}/summary").get_json()["pilot"]["responses"] == 3
+    assert "Pilot: 1 started, 1 finished, people correct 100%" in client.get("/research/").get_data(as_text=True)
+
+
+def test_the_report_can_include_pilots(scored_app, client, dbs):
+    from research_helpers import login, make_researcher
+
+    study_id = make_study(scored_app, pilot=True, items_per_participant=3, target_responses=5)
+    slug = study_row(scored_app, study_id).slug
+    for n in range(4):
+        run = scored_app.test_client()
+        run_through(run, slug, consent(run, slug, participant=f"p{n}"), lambda q: " the")
+    make_researcher(scored_app)
+    login(client)
+    page = client.get(f"/research/studies/{study_id}").get_data(as_text=True)
+    assert 'name="include_pilot" value="1" id="report-include-pilot"' in page
+    without = client.get(f"/research/studies/{study_id}/report")
+    assert without.status_code == 409  # every answer is a pilot's: nothing left to analyse
+    assert "The analysis needs more data" in without.get_data(as_text=True)
+    report = client.get(f"/research/studies/{study_id}/report?include_pilot=1")
+    assert report.status_code == 200, report.get_data(as_text=True)[-1500:]
+    assert "includes 12 pilot answers" in report.get_data(as_text=True)
+    assert client.get(f"/research/studies/{study_id}/report?include_pilot=yes").status_code == 400
+
+
+def test_no_message_shows_an_empty_pair_of_parentheses(scored_app, client, dbs):
+    from research_helpers import login, make_researcher
+
+    from webapp.research.routes import _with_detail
+
+    assert _with_detail("Refused", "") == "Refused" and _with_detail("Refused", None) == "Refused"
+    assert _with_detail("Refused", " why ") == "Refused (why)"
+    study_id = make_study(scored_app, pilot=True, completion_code="C-1",
+                          redirect_url="https://example.org/?cc={code}")
+    slug = study_row(scored_app, study_id).slug
+    run = scored_app.test_client()
+    token = consent(run, slug, participant="paren")
+    no_token = run.post(f"/api/s/{slug}/answers", json={})
+    assert no_token.status_code == 400 and "()" not in no_token.get_json()["error"]
+    run_through(run, slug, token)
+    make_researcher(scored_app)
+    login(client)
+    pages = [client.get(u) for u in ("/research/", f"/research/studies/{study_id}",
+                                     "/research/corpora", "/research/studies/new")]
+    pages += [run.get(f"/s/{slug}/done"), scored_app.test_client().get(f"/s/{slug}")]
+    for page in pages:
+        assert page.status_code == 200 and "()" not in page.get_data(as_text=True)
+    with scored_app.app_context():
+        from sqlalchemy import update
+
+        dbs.execute(update(Study).where(Study.id == study_id).values(corpus_id=None))
+        dbs.commit()
+    eyebrow = client.get(f"/research/studies/{study_id}").get_data(as_text=True)
+    assert "token mode</p>" in eyebrow and "mode · </p>" not in eyebrow

@@ -22,27 +22,9 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def study_summary(session: Session, study: Study) -> dict:
-    """Headline numbers for the dashboard: participants, fill, times, human vs model accuracy.
-
-    Counts and accuracies use non-pilot participants; accuracy and fill also leave out excluded
-    ones (pilot and excluded counts are shown beside them). Skips count as wrong. The model is
-    "correct" at an item when its top-1 token is the true token (word mode: the word's first
-    token), counted over the same responses as the people, so both are on the same positions.
-    """
-    participants = list(session.scalars(select(Participant).where(Participant.study_id == study.id)))
-    real = [p for p in participants if not p.pilot]
-    pilots = [p for p in participants if p.pilot]
-    counts = response_counts(session, study)
-    target = study.target_responses
-    n_items = len(counts)
-    minutes = [
-        (p.finished_at - (p.consented_at or p.started_at)).total_seconds() / 60
-        for p in real if p.finished_at is not None and not p.excluded
-    ]
-    kept = select(Participant.player_id).where(
-        Participant.study_id == study.id, Participant.pilot.is_(False), Participant.excluded.is_(False)
-    )
+def _answers_of(session: Session, study: Study, players) -> dict:
+    """Accuracy, skips and the median answer time of the test answers of some participants
+    (`players`: a SELECT of player ids), with the model scored on the same answers."""
     test_items = select(StudyItem.item_id).where(StudyItem.study_id == study.id, StudyItem.kind == "test")
     row = session.execute(
         select(
@@ -54,17 +36,57 @@ def study_summary(session: Session, study: Study) -> dict:
         .select_from(Guess)
         .join(Item, Guess.item_id == Item.id)
         .join(Prediction, (Prediction.item_id == Guess.item_id) & (Prediction.model_id == Guess.model_id), isouter=True)
-        .where(Guess.study_id == study.id, Guess.player_id.in_(kept), Guess.item_id.in_(test_items))
+        .where(Guess.study_id == study.id, Guess.player_id.in_(players), Guess.item_id.in_(test_items))
     ).one()
     n, human, model_ok, skips = row
-    reaction = [
-        ms for ms in session.scalars(
-            select(Guess.client_reaction_ms).where(
-                Guess.study_id == study.id, Guess.player_id.in_(kept), Guess.item_id.in_(test_items),
-                Guess.client_reaction_ms.is_not(None),
-            )
+    reaction = list(session.scalars(
+        select(Guess.client_reaction_ms).where(
+            Guess.study_id == study.id, Guess.player_id.in_(players), Guess.item_id.in_(test_items),
+            Guess.client_reaction_ms.is_not(None),
         )
+    ))
+    return {
+        "accuracy": {
+            "n": n,
+            "human": human / n if n else None,
+            "model": model_ok / n if n else None,
+            "skipped": skips,
+        },
+        "median_reaction_ms": _median(reaction),
+    }
+
+
+def _minutes(participants: list[Participant]) -> list[float]:
+    return [
+        (p.finished_at - (p.consented_at or p.started_at)).total_seconds() / 60
+        for p in participants if p.finished_at is not None and not p.excluded
     ]
+
+
+def study_summary(session: Session, study: Study) -> dict:
+    """Headline numbers for the dashboard: participants, fill, times, human vs model accuracy.
+
+    Counts and accuracies use non-pilot participants; accuracy and fill also leave out excluded
+    ones (pilot and excluded counts are shown beside them). Skips count as wrong. The model is
+    "correct" at an item when its top-1 token is the true token (word mode: the word's first
+    token), counted over the same responses as the people, so both are on the same positions.
+    `pilot` holds the same figures for the pilot participants (excluded pilots left out of
+    accuracy and times, as for the live ones), shown beside the live figures, never mixed in.
+    """
+    participants = list(session.scalars(select(Participant).where(Participant.study_id == study.id)))
+    real = [p for p in participants if not p.pilot]
+    pilots = [p for p in participants if p.pilot]
+    counts = response_counts(session, study)
+    target = study.target_responses
+    n_items = len(counts)
+    kept = select(Participant.player_id).where(
+        Participant.study_id == study.id, Participant.pilot.is_(False), Participant.excluded.is_(False)
+    )
+    kept_pilots = select(Participant.player_id).where(
+        Participant.study_id == study.id, Participant.pilot.is_(True), Participant.excluded.is_(False)
+    )
+    live = _answers_of(session, study, kept)
+    pilot = _answers_of(session, study, kept_pilots)
     checks_total = sum(p.checks_total for p in real)
     fill = sorted(counts.values())
     return {
@@ -85,18 +107,25 @@ def study_summary(session: Session, study: Study) -> dict:
             "max": fill[-1] if fill else 0,
             "needed": sum(max(0, target - c) for c in fill),
         },
-        "median_minutes": _median(minutes),
-        "median_reaction_ms": _median(reaction),
-        "accuracy": {
-            "n": n,
-            "human": human / n if n else None,
-            "model": model_ok / n if n else None,
-            "skipped": skips,
-        },
+        "median_minutes": _median(_minutes(real)),
+        "median_reaction_ms": live["median_reaction_ms"],
+        "accuracy": live["accuracy"],
         "checks": {
             "total": checks_total,
             "passed": sum(p.checks_passed for p in real),
             "threshold": study.check_threshold,
+        },
+        "pilot": {
+            "started": len(pilots),
+            "finished": sum(p.finished_at is not None for p in pilots),
+            "in_progress": sum(p.finished_at is None for p in pilots),
+            "excluded": sum(p.excluded for p in pilots),
+            "responses": pilot["accuracy"]["n"],
+            "median_minutes": _median(_minutes(pilots)),
+            "median_reaction_ms": pilot["median_reaction_ms"],
+            "accuracy": pilot["accuracy"],
+            "checks": {"total": sum(p.checks_total for p in pilots),
+                       "passed": sum(p.checks_passed for p in pilots)},
         },
         "pilot_mode": study.pilot,
         "status": study.status,

@@ -87,13 +87,19 @@ def protect_forms() -> None:
         csrf.protect()
 
 
+def _with_detail(message: str, detail: object) -> str:
+    """`message (detail)`, or the message alone when there is no detail (never an empty "()")."""
+    detail = str(detail or "").strip()
+    return f"{message} ({detail})" if detail else message
+
+
 @bp.errorhandler(CSRFError)
 def csrf_error(exc: CSRFError):
     message = ("This form has expired or was not sent from this site. Reload the page and try "
                "again (this site needs cookies to be allowed).")
     current_app.logger.warning("CSRF refused on %s: %s", request.path, exc.description)
     if request.path.startswith("/api/"):
-        return jsonify(error=f"{message} ({exc.description})"), 400
+        return jsonify(error=_with_detail(message, exc.description)), 400
     referrer = urlparse(request.referrer or "")
     back = None
     if referrer.netloc == request.host and referrer.path:
@@ -168,8 +174,8 @@ def login():
 @bp.errorhandler(429)
 def too_many_attempts(exc):
     """The login throttle: the same words whether the address or the account hit its limit."""
-    message = (f"Too many failed logins from here or for this account ({exc.description}). "
-               "Wait a few minutes, then try again.")
+    message = (_with_detail("Too many failed logins from here or for this account", exc.description)
+               + ". Wait a few minutes, then try again.")
     if request.path.startswith("/api/"):
         return jsonify(error=message), 429
     return render_template("research/login.html", error=message,
@@ -555,6 +561,8 @@ def study_report(study_id: int):
     from pathlib import Path
 
     study = _study_or_404(study_id)
+    if request.args.get("include_pilot", "0") not in ("0", "1"):
+        abort(400, description="include_pilot must be 0 or 1")
     include_pilot = request.args.get("include_pilot", "0") == "1"
     from analysis.reader import AnalysisError
     from analysis.report import write_report
