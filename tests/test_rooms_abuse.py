@@ -339,3 +339,20 @@ def test_a_seat_shown_disconnected_after_a_restart_keeps_its_grace_from_the_rest
     recovery.recover(scored_app)
     assert all(not s.connected for s in seats(scored_app, code))
     assert rejoin(connect(scored_app), code, ack["player_token"])["ok"]
+
+
+def test_local_moving_window_forgets_hits_older_than_its_window(monkeypatch):
+    """The in-process limiter (memory://) lets events through again once old hits leave the
+    window, and says when that will be."""
+    from limits import parse
+
+    now = [1000.0]
+    monkeypatch.setattr(guards.time, "time", lambda: now[0])
+    windows = guards.LocalMovingWindows()
+    item = parse("3 per second")
+    assert all(windows.hit(item, "conn", "a") for _ in range(3))
+    assert not windows.test(item, "conn", "a") and not windows.hit(item, "conn", "a")
+    assert windows.test(item, "conn", "b")  # another key has its own window
+    assert windows.get_window_stats(item, "conn", "a").reset_time == 1001.0
+    now[0] = 1001.01
+    assert windows.test(item, "conn", "a") and windows.hit(item, "conn", "a")

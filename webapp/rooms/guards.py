@@ -14,6 +14,7 @@ few events per second. The limits are settings (HUMANLM_ROOM_*, webapp/config.py
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -22,7 +23,7 @@ import time
 from collections.abc import Mapping
 
 from limits import RateLimitItem, parse_many
-from limits.storage import Storage, storage_from_string
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ..extensions import rate_limit_storage
@@ -55,13 +56,72 @@ EVENTS = {
 }
 
 
+class _WindowStats:
+    def __init__(self, reset_time: float) -> None:
+        self.reset_time = reset_time
+
+
+class LocalMovingWindows:
+    """The moving-window limiter of `limits`, for counters that live in this process only.
+
+    Why not `limits`' own memory:// storage: it starts a new expiry timer thread on nearly every
+    hit, and when a class of 200 answers within a second those threads cost more CPU than
+    storing the answers. Here old hits are dropped when a key is next looked at, and keys
+    nobody has used for a window are swept every few thousand hits. Same interface as
+    MovingWindowRateLimiter (test, hit, get_window_stats)."""
+
+    SWEEP_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._hits: dict[tuple, collections.deque] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def _window(self, item: RateLimitItem, keys: tuple, now: float) -> collections.deque:
+        hits = self._hits.get((item.key_for(*keys),))
+        if hits is None:
+            hits = self._hits[(item.key_for(*keys),)] = collections.deque()
+        horizon = now - item.get_expiry()
+        while hits and hits[0] <= horizon:
+            hits.popleft()
+        return hits
+
+    def test(self, item: RateLimitItem, *keys) -> bool:
+        with self._lock:
+            return len(self._window(item, keys, time.time())) < item.amount
+
+    def hit(self, item: RateLimitItem, *keys) -> bool:
+        now = time.time()
+        with self._lock:
+            hits = self._window(item, keys, now)
+            if len(hits) >= item.amount:
+                return False
+            hits.append(now)
+            self._count += 1
+            if self._count % self.SWEEP_EVERY == 0:
+                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - 86_400}
+            return True
+
+    def get_window_stats(self, item: RateLimitItem, *keys) -> _WindowStats:
+        now = time.time()
+        with self._lock:
+            hits = self._window(item, keys, now)
+            oldest = hits[0] if hits else now
+        return _WindowStats(oldest + item.get_expiry())
+
+
 class RoomGuards:
-    """One per app: the counters' storage and the moving-window limiter over it."""
+    """One per app: the counters' storage and the moving-window limiter over it (in this
+    process for memory://, else `limits` over the shared store, e.g. Redis)."""
 
     def __init__(self, config: Mapping) -> None:
         self.config = config
-        self.storage: Storage = storage_from_string(rate_limit_storage(config))
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        uri = rate_limit_storage(config)
+        self.limiter: LocalMovingWindows | MovingWindowRateLimiter
+        if uri.startswith("memory://"):
+            self.limiter = LocalMovingWindows()
+        else:
+            self.limiter = MovingWindowRateLimiter(storage_from_string(uri))
 
     # ---------------------------------------------------------------- rate limits
 
