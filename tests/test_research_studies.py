@@ -439,6 +439,43 @@ def test_summary_compares_people_and_model_on_the_same_items(scored_app, dbs):
 # --------------------------------------------------------------------- issue 11: the study
 
 
+
+def _form_study(scored_app, client, **fields) -> int:
+    """Create a study through the set-up form (as a logged-in researcher); returns its id."""
+    from research_helpers import csrf_token, login, make_researcher
+
+    make_researcher(scored_app)
+    assert login(client).status_code == 302
+    token = csrf_token(client.get("/research/studies/new").get_data(as_text=True))
+    form = {"csrf_token": token, "name": "Form study", "corpus": "tests", "mode": "token",
+            "items_choice": "all", "items_per_participant": "3", "target_responses": "2",
+            "order": "random", "allow_skip": "on", **fields}
+    reply = client.post("/research/studies/new", data=form)
+    assert reply.status_code == 302, reply.get_data(as_text=True)[-2000:]
+    return int(reply.headers["Location"].rstrip("/").split("/")[-1])
+
+
+def test_consent_and_instructions_keep_their_paragraphs_whatever_line_endings(scored_app, client, dbs):
+    consent_text = "First paragraph.\r\n\r\nSecond paragraph,\r\nstill the second.\r\n \r\n\r\nThird.  "
+    study_id = _form_study(scored_app, client, consent_text=consent_text,
+                           instructions="Read.\r\rThen type.\u2029Last.")
+    study = dbs.get(Study, study_id)
+    assert study.consent_text == "First paragraph.\n\nSecond paragraph,\nstill the second.\n\nThird."
+    assert study.instructions == "Read.\n\nThen type.\n\nLast."
+    participant = scored_app.test_client()
+    page = participant.get(f"/s/{study.slug}").get_data(as_text=True)
+    assert "<p>First paragraph.</p><p>Second paragraph,\nstill the second.</p><p>Third.</p>" in page
+    # A study stored before the normalisation (raw "\r\n\r\n") is still shown in paragraphs.
+    study.consent_text = "Old one.\r\n\r\nOld two."
+    dbs.commit()
+    page = participant.get(f"/s/{study.slug}").get_data(as_text=True)
+    assert "<p>Old one.</p><p>Old two.</p>" in page
+    consent(participant, study.slug)
+    page = participant.get(f"/s/{study.slug}/instructions").get_data(as_text=True)
+    assert "<p>Read.</p><p>Then type.</p><p>Last.</p>" in page
+    detail = client.get(f"/research/studies/{study_id}").get_data(as_text=True)
+    assert "<p>Old one.</p><p>Old two.</p>" in detail
+
 def test_pilot_figures_are_shown_beside_the_live_ones(scored_app, client, dbs):
     from research_helpers import login, make_researcher
 

@@ -59,6 +59,7 @@ from .setup import (
     StudyError,
     allow_skip,
     create_study,
+    paragraphs,
     set_pilot,
 )
 
@@ -109,6 +110,12 @@ def csrf_error(exc: CSRFError):
                                message=message, study=None, code="", back=back), 400
     return render_template("research/message.html", title="Please try again", message=message,
                            back=back), 400
+
+
+@bp.app_template_filter("paragraphs")
+def paragraphs_filter(text: str | None) -> list[str]:
+    """Consent and instructions as paragraphs, whatever line endings were stored."""
+    return paragraphs(text)
 
 
 @bp.context_processor

@@ -154,6 +154,24 @@ class _Fields:
         return value
 
 
+_LINE_BREAKS = str.maketrans({"\u2029": "\n\n", "\u2028": "\n", "\x85": "\n", "\x0b": "\n", "\x0c": "\n"})
+
+
+def normalize_paragraphs(text: str) -> str:
+    """Consent and instructions as stored: whatever line endings the browser or file sent
+    (a form sends "\r\n"; old Macs "\r"; Unicode's line and paragraph separators), lines end in
+    "\n" without trailing spaces, and paragraphs are separated by exactly one blank line (a line
+    of spaces is blank too). Why: "\r\n\r\n" is not "\n\n", so paragraphs merged on the page."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LINE_BREAKS)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def paragraphs(text: str | None) -> list[str]:
+    """The paragraphs of a stored text (also of one stored before normalize_paragraphs)."""
+    return [part for part in normalize_paragraphs(text or "").split("\n\n") if part.strip()]
+
+
 def slugify(name: str) -> str:
     text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
     text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:40].strip("-")
@@ -371,8 +389,8 @@ def validate_study(session: Session, spec: dict[str, Any], model: LanguageModel 
                f"is {per_participant} but the study has only {len(items)} test items")
     target = f.integer("target_responses", default=10, low=1, high=MAX_TARGET_RESPONSES)
 
-    consent = f.text("consent_text", required=True)
-    instructions = f.text("instructions", default=DEFAULT_INSTRUCTIONS[mode])
+    consent = normalize_paragraphs(f.text("consent_text", required=True))
+    instructions = normalize_paragraphs(f.text("instructions", default=DEFAULT_INSTRUCTIONS[mode]))
     show_feedback = f.boolean("show_feedback", default=False)
     ask_probability = f.boolean("ask_probability", default=False)
     allow_skip = f.boolean("allow_skip", default=True)
