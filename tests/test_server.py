@@ -52,9 +52,16 @@ def test_serve_runs_gunicorn_with_websockets(scored_template, tmp_path):
             assert ack["ok"] is False and "there is no room" in ack["error"]
             assert client.transport() == transports[0]
             client.disconnect()
+        # The background jobs run in a process of their own, never in the web worker.
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+        job_processes = [c for c in children if "worker" in c.cmdline()]
+        assert len(job_processes) == 1, [c.cmdline() for c in children]
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     output = log.read_text()
     assert "development server" not in output.lower(), output
     assert "Traceback" not in output, output

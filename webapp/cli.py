@@ -399,8 +399,8 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
         return
     from .server import serve
 
-    # The background jobs (webapp/jobs.py) run in a thread of gunicorn's worker, started after
-    # the fork (server.py), unless HUMANLM_SERVE_JOBS=false: then run `humanlm worker`.
+    # The background jobs (webapp/jobs.py) run in a `humanlm worker` process that the server
+    # starts and stops (server.py), unless HUMANLM_SERVE_JOBS=false: then run it yourself.
     serve(app, host, port, app.config["SERVER_THREADS"])
 
 

@@ -177,8 +177,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "SERVE_JOBS", "HUMANLM_SERVE_JOBS", True, _bool,
-        "`humanlm serve` also runs the background jobs, in a thread of its worker process; "
-        "false when separate `humanlm worker` processes run them.",
+        "`humanlm serve` also runs the background jobs, in a `humanlm worker` process it starts "
+        "and stops; false when separate `humanlm worker` processes run them.",
     ),
     Setting(
         "JOB_DELAY_SECONDS", "HUMANLM_JOB_DELAY_SECONDS", 2.0, float,

@@ -19,8 +19,9 @@ chooses (unset: the Redis of SOCKETIO_MESSAGE_QUEUE when that is set, else the S
 queue is named after the database, so installs sharing one Redis never run each other's jobs.
 
 Who runs them: `humanlm worker` (a Huey consumer in the foreground, stopped by Ctrl+C or
-SIGTERM), and `humanlm serve` also runs a consumer thread inside its worker process (started
-after gunicorn forks it; HUMANLM_SERVE_JOBS=false turns that off when separate workers run).
+SIGTERM); `humanlm serve` starts one as a process of its own next to the web worker and stops
+it with the server (HUMANLM_SERVE_JOBS=false turns that off when separate workers run). Not a
+thread of the web worker: the model would share its interpreter lock with a class answering.
 Model work is one job at a time across every consumer of a queue: a lease in the queue's
 storage, renewed while the job runs and expiring two minutes after a holder dies, so a killed
 process never blocks the queue for good. A consumer that starts asks for a fill (late, so a
@@ -502,16 +503,6 @@ def jobs_for(app) -> Jobs:
             if jobs is None:
                 jobs = app.extensions[EXTENSION] = Jobs(app)
     return jobs
-
-
-def forget_after_fork(app) -> None:
-    """A forked process opens its own queue connection (never the parent's)."""
-    jobs = app.extensions.pop(EXTENSION, None)
-    if jobs is not None:
-        try:
-            jobs.huey.storage.close()
-        except Exception:  # noqa: BLE001 (Redis storages have nothing to close)
-            pass
 
 
 class BackgroundConsumer:

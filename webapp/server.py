@@ -10,6 +10,9 @@ thread count bounds the number of phones one process serves (HUMANLM_SERVER_THRE
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 from flask import Flask
@@ -36,7 +39,8 @@ class GunicornServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "warning",
             "post_fork": _fresh_connections_after_fork,
-            "worker_exit": _stop_jobs,
+            "when_ready": _start_job_process,
+            "on_exit": _stop_job_process,
         }
         super().__init__()
 
@@ -51,29 +55,40 @@ class GunicornServer(BaseApplication):
 def _fresh_connections_after_fork(_server, worker) -> None:
     """Database connections opened by the master process must not be shared with the worker;
     then the worker recovers rooms a crash left mid-round (locks overdue rounds, times the
-    others, marks seats away) at once, not on the first request; then it starts the background
-    jobs' consumer thread (webapp/jobs.py) unless HUMANLM_SERVE_JOBS is false. Why after the
-    fork: threads do not survive a fork, and the queue's connection must be the worker's own."""
+    others, marks seats away) at once, not on the first request."""
     db.dispose()
     from .rooms import recovery
 
-    app = worker.app.app
-    recovery.ensure(app)
-    if app.config.get("SERVE_JOBS"):
-        from . import jobs
-
-        jobs.forget_after_fork(app)
-        try:
-            worker.humanlm_jobs = jobs.start_in_thread(app)
-        except Exception:  # noqa: BLE001 (the game still serves; the dashboard shows the backlog)
-            app.logger.exception("background jobs did not start (run `humanlm worker`)")
+    recovery.ensure(worker.app.app)
 
 
-def _stop_jobs(_server, worker) -> None:
-    """On the worker's way out: let a running job finish (at most 10 s) and stop the consumer."""
-    consumer = getattr(worker, "humanlm_jobs", None)
-    if consumer is not None:
-        consumer.stop()
+def _start_job_process(server) -> None:
+    """The background jobs (webapp/jobs.py) run in a process of their own, `humanlm worker`,
+    started and stopped with the server unless HUMANLM_SERVE_JOBS is false. Why not a thread
+    of the web worker: the jobs load the model (hundreds of MB, seconds of CPU, then the
+    forward passes), which would share one interpreter lock with a class answering."""
+    app = server.app.app
+    if not app.config.get("SERVE_JOBS"):
+        return
+    try:
+        server.humanlm_jobs = subprocess.Popen(
+            [sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
+            env=os.environ.copy(),
+        )
+    except OSError:  # the game still serves; the dashboard shows the backlog
+        app.logger.exception("background jobs did not start (run `humanlm worker`)")
+
+
+def _stop_job_process(server) -> None:
+    """On the way out: let a running job finish (at most 10 s), then stop the job process."""
+    proc = getattr(server, "humanlm_jobs", None)
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=12)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def classroom_line(app: Flask, host: str, port: int) -> str:
