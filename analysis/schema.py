@@ -63,7 +63,7 @@ GUESSES = Table(
         C("answer_first_token_text", "str", "Text of that first token.", nullable=True),
         C("skipped", "bool", "True when the participant chose \"I don't know\"."),
         C("is_correct", "bool", "Token mode: the answer's first token == the true next token. Word mode: the answer is the true next word, ignoring case and surrounding spaces and punctuation."),
-        C("match_rule", "str", "How is_correct was decided. Token mode: first_token (correct), first_token_if_space_toggled (near miss: right with the leading space toggled; counted wrong), none, skip. Word mode: word (correct), word_mismatch, skip. check: a comprehension-check answer (compared with the study's expected answer)."),
+        C("match_rule", "str", "How is_correct was decided. Token mode: first_token (correct), first_token_if_space_toggled (near miss: right with the leading space toggled; counted wrong), none, skip. Word mode: word (correct), word_mismatch, skip. Comprehension checks: every answered check row has match_rule = check (is_correct = passed: the answer equals the study's expected answer ignoring case, surrounding spaces and punctuation); a skipped check has match_rule = skip like any skip, and its item_id is among studies.settings.checks. Check rows are not test items: leave them out of accuracy."),
         C("answer_index", "int", "1-based order of this answer among the participant's answers (for learning curves).", unit="answers"),
         C("reaction_ms", "float", "Time from showing the question to submitting, measured in the browser.", unit="ms", nullable=True),
         C("server_received_at", "datetime", "When the server received the answer (UTC)."),
@@ -122,6 +122,11 @@ PARTICIPANTS = Table(
         C("pilot", "bool", "Took part in a pilot run."),
         C("excluded", "bool", "Flagged for exclusion."),
         C("exclusion_reason", "str", "Why, e.g. comprehension checks 1/3 below threshold 2/3.", nullable=True),
+        C("url_prolific_pid", "str", "PROLIFIC_PID exactly as given in the study link (also in external_id).", nullable=True),
+        C("url_study_id", "str", "STUDY_ID from the study link: the recruitment platform's id of the study.", nullable=True),
+        C("url_session_id", "str", "SESSION_ID from the study link: the platform's id of this attempt (a run resumes only with the same one).", nullable=True),
+        C("url_participant", "str", "participant from the study link (the generic id of platforms other than Prolific; external_id when PROLIFIC_PID is absent).", nullable=True),
+        C("duplicate_of", "str", "participant_id of the first run of the same study started with the same platform id (external_id) that this run could not resume: the same person twice, or someone using their id. Both runs are kept; decide before paying or analysing.", nullable=True),
     ),
 )
 

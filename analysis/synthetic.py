@@ -354,6 +354,8 @@ def export_tables(
         "excluded": np.isin(parts, list(excluded)),
         "exclusion_reason": ["comprehension checks 0/3 below threshold 2/3" if p in excluded
                              else None for p in parts],
+        **{name: [None] * len(parts) for name in (
+            "url_prolific_pid", "url_study_id", "url_session_id", "url_participant", "duplicate_of")},
     })
     studies = pd.DataFrame({
         "study_id": [study_id] if study_id is not None else [],

@@ -254,6 +254,67 @@ def test_item_counts_fold_skips_and_models_by_hand():
     assert list(export._chunks_of(range(5), 2)) == [[0, 1], [2, 3], [4]]
 
 
+def test_export_keeps_every_url_parameter_duplicates_and_awaited_model_numbers(scored_app, tmp_path):
+    """Study runs over HTTP: the participants table has a column per URL parameter the study
+    kept and duplicate_of (the first run with the same platform id, by its participant_id); the
+    manifest and README say how many answers still await the model's numbers, and say nothing
+    once the background job has filled them."""
+    from research_helpers import answer, consent, current, make_study, study_row
+
+    from webapp import jobs
+
+    study_id = make_study(scored_app, mode="word", items_per_participant=2, pilot=False)
+    slug = study_row(scored_app, study_id).slug
+    first, second = scored_app.test_client(), scored_app.test_client()
+    token = consent(first, slug, PROLIFIC_PID="pp-1", STUDY_ID="st-7", SESSION_ID="se-a")
+    for text in ("dog", "tea"):
+        q = current(first, slug)["question"]
+        assert answer(first, slug, token, q["study_item_id"], text).status_code == 200
+    token = consent(second, slug, PROLIFIC_PID="pp-1", STUDY_ID="st-7", SESSION_ID="se-b")
+    q = current(second, slug)["question"]
+    assert answer(second, slug, token, q["study_item_id"], skipped=True, text="").status_code == 200
+    with scored_app.app_context():
+        runs = db.session.scalars(select(Participant).where(Participant.study_id == study_id)
+                                  .order_by(Participant.id)).all()
+        assert runs[1].duplicate_of == runs[0].id
+        ids = [r.player_id for r in runs]
+
+    for fmt in ("csv", "jsonl", "parquet"):
+        out = tmp_path / f"before-{fmt}"
+        with scored_app.app_context():
+            write_export(db.session, out, fmt, ExportFilters(study_id=study_id))
+        names, rows = read_table(out, "participants", fmt)
+        assert names == TABLES["participants"].column_names
+        by_id = {r["participant_id"]: r for r in rows}
+        one, two = by_id[ids[0]], by_id[ids[1]]
+        assert (one["url_prolific_pid"], one["url_study_id"], one["url_session_id"]) == ("pp-1", "st-7", "se-a")
+        assert two["url_session_id"] == "se-b" and one["url_participant"] in (None, "")
+        assert two["duplicate_of"] == ids[0] and one["duplicate_of"] in (None, "")
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["answers_awaiting_model_numbers"] == 2  # two words; the skip needs nothing
+        readme = (out / "README.md").read_text()
+        assert "2 answers still await the model's exact numbers" in readme
+        assert "match_rule\n  `check`" in readme or "`check` (is_correct = passed)" in readme
+
+    from analysis.report import write_report
+
+    report = write_report(tmp_path / "before-csv", tmp_path / "report.html", "html", n_boot=20)
+    text = report.read_text()
+    assert "2 exported answers still await the model&#x27;s exact numbers" in text or \
+        "2 exported answers still await the model's exact numbers" in text
+    assert "Answers awaiting model numbers" in text
+
+    with scored_app.app_context():
+        assert jobs.jobs_for(scored_app).fill_now() == 2  # the background job, run here
+        write_export(db.session, tmp_path / "after", "csv", ExportFilters(study_id=study_id))
+    manifest = json.loads((tmp_path / "after" / "manifest.json").read_text())
+    assert manifest["answers_awaiting_model_numbers"] == 0
+    assert "await the model's exact numbers" not in (tmp_path / "after" / "README.md").read_text()
+    _, rows = read_table(tmp_path / "after", "guesses", "csv")
+    filled = [(r["answer_text"], r["model_answer_logprob"]) for r in rows if r["skipped"] == "false"]
+    assert len(filled) == 2 and all(lp not in ("", None) for _text, lp in filled), filled
+
+
 def test_an_export_leaves_the_apps_sqlite_connections_working(data_app, tmp_path):
     """ADBC's SQLite driver is a second copy of SQLite in the process: opened read-write, its
     close checkpointed and deleted the WAL under the app's own connections (the next write in

@@ -590,8 +590,14 @@ def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[
                 select(Participant).where(Participant.player_id.in_([r[0] for r in chunk]))
             )
         }
+        # duplicate_of names the first run by its exported id (the pseudonymous participant_id)
+        firsts = {p.duplicate_of for p in known.values() if p.duplicate_of is not None}
+        first_ids = dict(session.execute(
+            select(Participant.id, Participant.player_id).where(Participant.id.in_(firsts))
+        ).all()) if firsts else {}
         for player_id, source, study_id, room_id, first_at, n in chunk:
             p = known.get(player_id)
+            params = (p.url_params or {}) if p else {}
             yield {
                 "participant_id": player_id, "source": source, "study_id": study_id,
                 "room_id": room_id, "external_id": p.external_id if p else None,
@@ -599,7 +605,14 @@ def participant_rows(session: Session, filters: ExportFilters) -> Iterator[dict[
                 "finished_at": p.finished_at if p else None, "n_answers": n,
                 "pilot": bool(p and p.pilot), "excluded": bool(p and p.excluded),
                 "exclusion_reason": p.exclusion_reason if p else None,
+                **{column: params.get(param) for param, column in URL_PARAM_COLUMNS.items()},
+                "duplicate_of": first_ids.get(p.duplicate_of) if p and p.duplicate_of else None,
             }
+
+
+# Every URL parameter a study keeps (webapp.research.participants.URL_PARAMS) has its column.
+URL_PARAM_COLUMNS = {"PROLIFIC_PID": "url_prolific_pid", "STUDY_ID": "url_study_id",
+                     "SESSION_ID": "url_session_id", "participant": "url_participant"}
 
 
 def study_rows(session: Session, filters: ExportFilters) -> Iterator[dict[str, Any]]:
@@ -802,6 +815,15 @@ def _codebook_text() -> str:
     return text.getvalue()
 
 
+def awaiting_model_numbers(session: Session, filters: ExportFilters) -> int:
+    """Exported answers still without their exact model numbers (webapp.jobs fills them in the
+    background: a word answer's word log-prob, an answer outside the stored top-k)."""
+    from .jobs import lacks_model_numbers
+
+    return session.scalar(select(func.count()).select_from(
+        _guess_query(filters).where(lacks_model_numbers()).order_by(None).subquery()))
+
+
 def readme_text(manifest: dict) -> str:
     """The export's README: what is in it, how it was made, and the methods behind the numbers."""
     from .words import __doc__ as word_method
@@ -812,6 +834,19 @@ def readme_text(manifest: dict) -> str:
         f"Exported {manifest['exported_at']} by humanlm {__version__} (schema {SCHEMA_VERSION}),",
         f"format {manifest['format']}. Filters: {json.dumps(manifest['filters'])}.",
         "",
+    ]
+    awaiting = manifest.get("answers_awaiting_model_numbers") or 0
+    if awaiting:
+        lines += [
+            f"**{awaiting} answer{'s' if awaiting != 1 else ''} still await{'' if awaiting != 1 else 's'} "
+            "the model's exact numbers**: their model_answer_logprob (and, for an answer",
+            "outside the stored top-k, model_answer_rank) is empty. The background jobs",
+            "(`humanlm serve` or `humanlm worker`; by hand `humanlm score --fill-guesses`) compute",
+            "them within minutes of the answer; export again later for complete numbers",
+            "(manifest.json: answers_awaiting_model_numbers).",
+            "",
+        ]
+    lines += [
         "Tables (every column is defined in codebook.csv):",
         "",
     ]
@@ -836,6 +871,12 @@ def readme_text(manifest: dict) -> str:
         "  analysis.load does it). Numbers are never changed; JSONL and Parquet hold the raw text.",
         "- Pilot answers are excluded unless the filters say include_pilot; excluded",
         "  participants are kept and flagged unless include_excluded is false.",
+        "- Comprehension checks are rows of guesses too: an answered check has match_rule",
+        "  `check` (is_correct = passed); a skipped check is a `skip` whose item_id is listed in",
+        "  studies.settings.checks. They are not test items: leave them out of accuracy.",
+        "- participants keeps every URL parameter of the study link (url_prolific_pid,",
+        "  url_study_id, url_session_id, url_participant); duplicate_of names the first run",
+        "  started with the same platform id that a later run could not resume.",
         "",
         "## Word mode: method and limits",
         "",
@@ -877,6 +918,7 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         _guess_query(filters).with_only_columns(Guess.model_id).order_by(None).distinct()
     )) - {None}
     models = list(model_rows(session, model_ids))
+    awaiting = awaiting_model_numbers(session, filters)
     tables = {
         "guesses": guess_batches(session, filters, token_text),
         "items": item_batches(session, filters),
@@ -902,6 +944,9 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         "filters": shown,
         "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},
         "models": models,
+        # Answers whose exact model numbers the background jobs have not computed yet (or
+        # could not): their model_answer_logprob is empty. Counted when the export started.
+        "answers_awaiting_model_numbers": awaiting,
     }
     if fmt == "csv":
         manifest["csv_text_escape"] = CSV_TEXT_ESCAPE
