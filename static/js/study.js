@@ -21,18 +21,45 @@
       }
     });
   });
+  // One redirect, announced: the note (a live region, empty in the HTML) says it once, a
+  // visible countdown runs beside it (hidden from screen readers, so they hear it once), "Stay on
+  // this page" stops it, and the page leaves exactly once. Without JavaScript: the Continue link.
   const note = $('redirect-note');
   if (note && note.dataset.redirect) {
+    const target = note.dataset.redirect;
     let left = Number(note.dataset.seconds || 5);
-    const out = $('redirect-seconds');
-    const timer = setInterval(() => {
+    const shown = document.createElement('span');
+    shown.id = 'redirect-seconds';
+    shown.setAttribute('aria-hidden', 'true');
+    shown.textContent = String(left);
+    const spoken = document.createElement('span');
+    spoken.className = 'sr-only';
+    spoken.textContent = String(left);
+    note.append('Taking you back in ', shown, spoken, ' seconds.');
+    const stay = $('redirect-stay');
+    let timer = null;
+    let gone = false;
+    const leave = () => {
+      if (gone) return;
+      gone = true;
+      clearInterval(timer);
+      window.location.assign(target);
+    };
+    timer = setInterval(() => {
       left -= 1;
-      if (out) out.textContent = String(Math.max(left, 0));
-      if (left <= 0) {
-        clearInterval(timer);
-        window.location.assign(note.dataset.redirect);
-      }
+      shown.textContent = String(Math.max(left, 0));
+      if (left <= 0) leave();
     }, 1000);
+    if (stay) {
+      stay.hidden = false;
+      stay.addEventListener('click', () => {
+        clearInterval(timer);
+        stay.hidden = true;
+        note.textContent = 'You are staying on this page. Press Continue when you are ready.';
+      });
+    }
+    const link = $('redirect-link');
+    if (link) link.addEventListener('click', () => { gone = true; clearInterval(timer); });
   }
 
   // ------------------------------------------------------------------ task page
@@ -170,7 +197,7 @@
     let probability = null;
     if (els.confidence && !skipped) {
       if (!state.touched) {
-        formError('Move the slider to say how likely your answer is to be right.');
+        formError('Move the slider to say how likely your answer is to be right (tap or click it to keep 50%).');
         els.confidence.focus();
         return;
       }
@@ -246,15 +273,27 @@
   els.form.addEventListener('submit', (e) => { e.preventDefault(); send(false); });
   if (els.skip) els.skip.addEventListener('click', () => send(true));
   if (els.confidence) {
+    // The slider starts at 50% but unanswered: any deliberate touch answers it, including one
+    // that leaves it at 50% (a click or tap on the slider, an arrow, Home/End/Page keys or Space),
+    // so 50% needs no moving away and back. Tab into it and out again does not count.
     const touch = () => {
       state.touched = true;
       els.confidence.classList.add('is-touched');
       els.confidenceOut.textContent = `${els.confidence.value}%`;
+      els.formError.hidden = true;
     };
+    const KEYS = new Set(['ArrowLeft', 'ArrowRight', 'ArrowUp', 'ArrowDown', 'Home', 'End',
+      'PageUp', 'PageDown', ' ']);
     els.confidence.addEventListener('input', touch);
     els.confidence.addEventListener('change', touch);
+    els.confidence.addEventListener('pointerdown', touch);
+    els.confidence.addEventListener('click', touch);
     els.confidence.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter') { e.preventDefault(); send(false); }
+      if (e.key === 'Enter') { e.preventDefault(); send(false); return; }
+      if (KEYS.has(e.key)) {
+        if (e.key === ' ') e.preventDefault(); // Space keeps the value (and does not scroll)
+        touch();
+      }
     });
   }
   els.continueBtn.addEventListener('click', () => { if (state.next) renderState(state.next); });
