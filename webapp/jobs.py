@@ -506,7 +506,7 @@ def jobs_for(app) -> Jobs:
 
 
 class BackgroundConsumer:
-    """A consumer running in threads of this process (`humanlm serve`, tests)."""
+    """A consumer running in threads of this process (`humanlm serve --debug`, tests)."""
 
     def __init__(self, app) -> None:
         self.jobs = jobs_for(app)
