@@ -124,7 +124,7 @@ def test_the_lease_keeps_model_work_to_one_job_and_expires_when_its_holder_dies(
 def test_a_fill_job_waits_while_another_process_holds_the_model(scored_app, client):
     make_researcher(scored_app)
     scored_app.config["JOB_DELAY_SECONDS"] = 0.1
-    study_id, guess = _word_answer(scored_app, client)
+    study_id, _guess = _word_answer(scored_app, client)
     queue = jobs.jobs_for(scored_app)
     other = jobs.Lease(queue.huey)
     assert other.acquire()
@@ -183,18 +183,17 @@ def test_humanlm_worker_runs_the_jobs_and_stops_on_sigint(scored_app, client, tm
            "HUMANLM_TOP_K": str(scored_app.config["TOP_K"]), "HUMANLM_N_THREADS": "2"}
     env.pop("SOCKETIO_MESSAGE_QUEUE", None)
     env.pop("HUMANLM_JOB_QUEUE", None)
-    log = open(tmp_path / "worker.log", "w+")
-    worker = subprocess.Popen([sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait(lambda: _guesses(scored_app, study_id)[0].word_logprob is not None, 180,
-              "`humanlm worker` to fill the answer")
-    finally:
-        worker.send_signal(signal.SIGINT)
-        code = worker.wait(timeout=30)
-        log.seek(0)
-        output = log.read()
-        log.close()
+    with open(tmp_path / "worker.log", "w+") as log:
+        worker = subprocess.Popen([sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: _guesses(scored_app, study_id)[0].word_logprob is not None, 180,
+                  "`humanlm worker` to fill the answer")
+        finally:
+            worker.send_signal(signal.SIGINT)
+            code = worker.wait(timeout=30)
+            log.seek(0)
+            output = log.read()
     assert code == 0, output
     assert "Running background jobs" in output and "SQLite file" in output
     login(client)
@@ -221,7 +220,7 @@ def test_redis_is_the_queue_of_many_workers(scored_app, client):
     assert isinstance(queue.huey, huey.RedisHuey)
     queue.huey.flush()  # this test's queue only (named after its own database)
     try:
-        study_id, guess = _word_answer(scored_app, client, "tea")
+        study_id, _guess = _word_answer(scored_app, client, "tea")
         assert _queued(queue) == 1
         consumer = jobs.start_in_thread(scored_app)
         try:
@@ -240,6 +239,6 @@ def test_immediate_mode_runs_the_job_in_the_caller(scored_app, client):
     """Unit test only: with JOB_QUEUE=immediate Huey runs the job at once, in the caller (here
     inside the request, which production never does)."""
     scored_app.config.update(JOB_QUEUE="immediate", JOB_DELAY_SECONDS=0)
-    study_id, guess = _word_answer(scored_app, client, "dog")
+    _study_id, guess = _word_answer(scored_app, client, "dog")
     assert guess.word_logprob is not None
     assert jobs.jobs_for(scored_app).fill_status()["filled_words"] == 1

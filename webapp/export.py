@@ -195,8 +195,9 @@ def _adbc_connect(connection):
             path = url.database
             if not path or path == ":memory:" or path.startswith("file:") or url.query:
                 return None
-            import adbc_driver_sqlite.dbapi
             from urllib.parse import quote
+
+            import adbc_driver_sqlite.dbapi
 
             # Read-only: ADBC's driver carries its own copy of SQLite, which cannot see this
             # process's other connections; opened read-write, closing it checkpointed the WAL
@@ -838,8 +839,9 @@ def readme_text(manifest: dict) -> str:
     awaiting = manifest.get("answers_awaiting_model_numbers") or 0
     if awaiting:
         lines += [
-            f"**{awaiting} answer{'s' if awaiting != 1 else ''} still await{'' if awaiting != 1 else 's'} "
-            "the model's exact numbers**: their model_answer_logprob (and, for an answer",
+            (f"**{awaiting} answer{'s' if awaiting != 1 else ''} still "
+             f"await{'' if awaiting != 1 else 's'} the model's exact numbers**: their"),
+            "model_answer_logprob (and, for an answer",
             "outside the stored top-k, model_answer_rank) is empty. The background jobs",
             "(`humanlm serve` or `humanlm worker`; by hand `humanlm score --fill-guesses`) compute",
             "them within minutes of the answer; export again later for complete numbers",

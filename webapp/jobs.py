@@ -241,7 +241,7 @@ class Lease:
             while not done.wait(self.seconds / 4):
                 try:
                     self.renew()
-                except Exception:  # noqa: BLE001 (storage hiccup: the next renewal retries)
+                except Exception:  # storage hiccup: the next renewal retries
                     log.warning("could not renew the model lease", exc_info=True)
 
         keeper = threading.Thread(target=keep, name="humanlm-lease", daemon=True)

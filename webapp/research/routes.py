@@ -234,7 +234,7 @@ def _model_numbers(study: Study) -> dict:
         if numbers["awaiting"]:
             queue.request_fill()
         last = queue.fill_status()
-    except Exception:  # noqa: BLE001 (the queue's storage is down: count from the database alone)
+    except Exception:  # the queue's storage is down: count from the database alone
         current_app.logger.warning("job queue unavailable", exc_info=True)
         numbers = jobs.awaited_numbers(db.session, current_app.config,
                                        Guess.study_id == study.id).as_dict()
@@ -358,9 +358,7 @@ def _corpus_state(corpus: Corpus, queue) -> dict:
     except Exception:  # noqa: BLE001 (queue storage down: the database still tells progress)
         status = {}
     state = status.get("state")
-    if state is None:
-        state = "scored" if progress["scored_documents"] == progress["documents"] else "not scored"
-    elif state == "done":  # "not scored" when passages were added since (command line)
+    if state in (None, "done"):  # "not scored" when passages were added since (command line)
         state = "scored" if progress["scored_documents"] == progress["documents"] else "not scored"
     return {"id": corpus.id, "name": corpus.name, **progress, "state": state,
             "error": status.get("error"), "active": state in jobs.ACTIVE_STATES}
@@ -416,13 +414,13 @@ def upload_corpus():
     if report.added:
         try:
             jobs.jobs_for(current_app).request_scoring(corpus.id)
-        except Exception:  # noqa: BLE001
+        except Exception:
             current_app.logger.warning("could not queue scoring of %s", corpus.name, exc_info=True)
             flash("The passages are stored but their scoring could not be queued: run "
                   f"`humanlm score --corpus {corpus.name}` on the server.", "error")
-    parts = [f"{report.added} passage{'' if report.added == 1 else 's'} added to "
-             f"{'the new corpus' if done.new_corpus else 'corpus'} “{corpus.name}” "
-             f"({report.items:,} token positions, {report.playable:,} playable)"]
+    parts = [(f"{report.added} passage{'' if report.added == 1 else 's'} added to "
+              f"{'the new corpus' if done.new_corpus else 'corpus'} “{corpus.name}” "
+              f"({report.items:,} token positions, {report.playable:,} playable)")]
     if report.duplicates:
         parts.append(f"{report.duplicates} already imported, skipped")
     if report.cut:
@@ -796,7 +794,7 @@ def _ask_for_model_numbers() -> None:
     answer or a look at the dashboard asks again."""
     try:
         jobs.jobs_for(current_app).request_fill()
-    except Exception:  # noqa: BLE001
+    except Exception:
         current_app.logger.warning("could not queue the model numbers of an answer", exc_info=True)
 
 

@@ -69,8 +69,8 @@ def check_corpus_name(session: Session, name: str) -> str | None:
 def _save(stream: BinaryIO, folder: Path, filename: str, max_bytes: int) -> Path:
     suffix = Path(filename).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UploadRefused([f"{filename}: unsupported file type {suffix or '(none)'!r}; "
-                             "upload a .txt, .jsonl or .csv file"])
+        raise UploadRefused([(f"{filename}: unsupported file type {suffix or '(none)'!r}; "
+                              "upload a .txt, .jsonl or .csv file")])
     safe = secure_filename(filename) or f"upload{suffix}"
     if not safe.lower().endswith(suffix):
         safe += suffix
@@ -80,8 +80,8 @@ def _save(stream: BinaryIO, folder: Path, filename: str, max_bytes: int) -> Path
         while chunk := stream.read(1 << 20):
             size += len(chunk)
             if size > max_bytes:
-                raise UploadRefused([f"{filename}: the file is over the limit of {max_bytes:,} "
-                                     "bytes (HUMANLM_MAX_IMPORT_BYTES); split it into parts"])
+                raise UploadRefused([(f"{filename}: the file is over the limit of {max_bytes:,} "
+                                      "bytes (HUMANLM_MAX_IMPORT_BYTES); split it into parts")])
             out.write(chunk)
     return path
 
