@@ -174,3 +174,17 @@ def test_progress_bar_on_stderr(scored_app, client, tmp_path, capsys):
         write_export(db.session, tmp_path / "out", "csv", ExportFilters(), progress=True)
     err = capsys.readouterr().err
     assert "guesses" in err and "100%" in err and "answers/s" in err
+
+
+def test_a_web_request_never_opens_adbc_on_sqlite(scored_app):
+    """A web worker exports SQLite through its own cursor: closing ADBC's copy of SQLite would
+    drop the POSIX locks of every connection of the process (another thread may be writing)."""
+    from webapp import export as export_module
+
+    with scored_app.app_context():
+        connection = db.session.connection()
+        outside = export_module._adbc_connect(connection)
+        assert outside is not None
+        outside.close()
+        with scored_app.test_request_context("/research/studies/1/export"):
+            assert export_module._adbc_connect(connection) is None

@@ -195,6 +195,14 @@ def _adbc_connect(connection):
             path = url.database
             if not path or path == ":memory:" or path.startswith("file:") or url.query:
                 return None
+            from flask import has_request_context
+
+            if has_request_context():
+                # Not in a web worker: closing the driver's own copy of SQLite drops every POSIX
+                # lock this process holds on the file, including those of a write transaction
+                # another thread is in the middle of, while the job process may write too.
+                # `humanlm export` (a process that only reads) keeps the fast path.
+                return None
             from urllib.parse import quote
 
             import adbc_driver_sqlite.dbapi
