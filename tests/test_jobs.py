@@ -242,3 +242,30 @@ def test_immediate_mode_runs_the_job_in_the_caller(scored_app, client):
     _study_id, guess = _word_answer(scored_app, client, "dog")
     assert guess.word_logprob is not None
     assert jobs.jobs_for(scored_app).fill_status()["filled_words"] == 1
+
+
+def test_a_solo_answer_outside_the_top_k_is_filled_by_the_consumer(scored_app, client):
+    """Every mode asks for the numbers it lacks (the solo game here; rooms call the same
+    jobs.ask_for_model_numbers): the answer's exact log-prob and rank arrive from the job."""
+    import uuid
+
+    from webapp.models import Guess
+
+    scored_app.config["JOB_DELAY_SECONDS"] = 0.2
+    question = client.post("/api/play/next", json={}).get_json()["question"]
+    reply = client.post("/api/play/guesses", json={
+        "item_id": question["item_id"], "client_key": uuid.uuid4().hex, "text": " zebrafishing"})
+    assert reply.status_code == 200 and reply.get_json()["model"]["guess_in_top_k"] is False
+    assert _queued(jobs.jobs_for(scored_app)) == 1
+
+    def stored():
+        with scored_app.app_context():
+            return db.session.scalars(select(Guess)).one()
+
+    consumer = jobs.start_in_thread(scored_app)
+    try:
+        _wait(lambda: stored().model_logprob is not None, 120, "the job to fill the log-prob")
+    finally:
+        consumer.stop()
+    guess = stored()
+    assert guess.model_logprob < 0 and guess.model_rank > 64

@@ -132,6 +132,32 @@ def needs_model_numbers(guess: Guess) -> bool:
     return guess.mode == "word" and not guess.skipped and guess.word_logprob is None
 
 
+def ask_for_model_numbers(app, guess: Guess) -> None:
+    """After an answer is committed (any mode): if it lacks its exact model numbers, queue the
+    fill job (the model never runs in a request). A queue that is down loses no answer: the
+    next answer, a worker start or a look at the dashboard asks again."""
+    if not needs_model_numbers(guess):
+        return
+    # A fill asked for in this process less than a delay ago runs after this answer was stored
+    # and fills it too: a class answering at once asks the queue once, not 200 times.
+    now = time.monotonic()
+    window = float(app.config.get("JOB_DELAY_SECONDS") or 0)
+    with _asked_lock:
+        if window > 0 and now - _asked.get(id(app), -1e9) < window:
+            return
+        _asked[id(app)] = now
+    try:
+        jobs_for(app).request_fill()
+    except Exception:
+        with _asked_lock:
+            _asked.pop(id(app), None)
+        app.logger.warning("could not queue the model numbers of an answer", exc_info=True)
+
+
+_asked: dict[int, float] = {}
+_asked_lock = threading.Lock()
+
+
 def corpus_progress(session: Session, config, corpus: Corpus) -> dict:
     """Documents and tokens of a corpus, and how many the configured model has scored."""
     ids = configured_model_ids(session, config)

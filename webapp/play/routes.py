@@ -11,7 +11,7 @@ from flask import Response, abort, current_app, jsonify, render_template, reques
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
-from .. import answers, game
+from .. import answers, game, jobs
 from ..answers import Payload, SafeStr, SoloAnswerIn
 from ..api import accepts, parse_body, parse_query
 from ..api import error as _error
@@ -260,6 +260,8 @@ def submit_guess():
     except answers.AnswerRefused as refused:
         return _error(refused.message, refused.status)
     guess = result.guess
+    if not result.replayed:
+        jobs.ask_for_model_numbers(current_app._get_current_object(), guess)
     # The reveal is built only now, from the stored (committed) answer.
     answer_model = db.session.get(LanguageModel, guess.model_id)
     prediction = game.prediction_for(db.session, guess.item_id, answer_model.id)

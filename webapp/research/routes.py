@@ -781,21 +781,11 @@ def study_answer(slug: str):
     except AnswerRefused as refused:
         db.session.rollback()
         return jsonify(error=refused.message), refused.status
-    if not result.replayed and jobs.needs_model_numbers(result.guess):
-        _ask_for_model_numbers()
+    if not result.replayed:
+        jobs.ask_for_model_numbers(current_app._get_current_object(), result.guess)
     reply = _state(study, participant)
     reply.update(feedback=result.feedback, replayed=result.replayed, stored=True)
     return jsonify(reply)
-
-
-def _ask_for_model_numbers() -> None:
-    """After the answer is committed: queue the job that computes its exact model numbers (the
-    model never runs in a request). A queue that is down does not lose the answer: the next
-    answer or a look at the dashboard asks again."""
-    try:
-        jobs.jobs_for(current_app).request_fill()
-    except Exception:
-        current_app.logger.warning("could not queue the model numbers of an answer", exc_info=True)
 
 
 @bp.errorhandler(404)

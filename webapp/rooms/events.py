@@ -23,7 +23,7 @@ from flask import current_app, request
 from flask_socketio import emit, join_room
 from pydantic import Field
 
-from .. import answers, game
+from .. import answers, game, jobs
 from ..answers import AnswerRefused, DbInt, Payload, RoomAnswerIn, SafeStr
 from ..api import MAX_JSON_DEPTH, json_depth
 from ..extensions import db, socketio
@@ -384,6 +384,7 @@ def guess(data: RoomAnswerIn) -> dict:
     )
     if not result.replayed:
         schedule_answers(room)
+        jobs.ask_for_model_numbers(current_app._get_current_object(), result.guess)
     stored = result.guess
     return {
         "duplicate": result.replayed,
