@@ -59,9 +59,13 @@ def test_serve_runs_gunicorn_with_websockets(scored_template, tmp_path):
         job_processes = [c for c in children if "worker" in c.cmdline()]
         assert len(job_processes) == 1, [c.cmdline() for c in children]
     finally:
-        proc.terminate()
+        proc.kill()  # even kill -9 of the server takes its job process down with it
         proc.wait(timeout=30)
-    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    psutil.wait_procs(job_processes, timeout=20)
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in job_processes)
+    for child in children:  # the gunicorn worker notices its master is gone within a second
+        if child.is_running():
+            child.kill()
     output = log.read_text()
     assert "development server" not in output.lower(), output
     assert "Traceback" not in output, output

@@ -73,10 +73,22 @@ def _start_job_process(server) -> None:
     try:
         server.humanlm_jobs = subprocess.Popen(
             [sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
-            env=os.environ.copy(),
+            env=os.environ.copy(), preexec_fn=_stop_with_parent,
         )
     except OSError:  # the game still serves; the dashboard shows the backlog
         app.logger.exception("background jobs did not start (run `humanlm worker`)")
+
+
+def _stop_with_parent() -> None:
+    """In the job process, before it runs: on Linux, get SIGTERM when the server dies, even by
+    kill -9, so no orphaned worker keeps the model loaded."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop_job_process(server) -> None:
