@@ -73,7 +73,8 @@ def _start_job_process(server) -> None:
     try:
         server.humanlm_jobs = subprocess.Popen(
             [sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
-            env=os.environ.copy(), preexec_fn=_stop_with_parent,
+            env=os.environ.copy(),
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509 (one prctl call; the master runs no threads)
         )
     except OSError:  # the game still serves; the dashboard shows the backlog
         app.logger.exception("background jobs did not start (run `humanlm worker`)")
