@@ -250,13 +250,15 @@ class _Worker:
                  report: WorkReport | None = None) -> None:
         self.session, self.model, self.row = session, model, row
         self.report = report or WorkReport(model=row.key)
-        self._texts: dict[int, str] = {}
+        self._texts: dict[int, tuple[str, bool]] = {}  # token id -> (shown text, control)
 
-    def _entry(self, token_id: int, logprob: float) -> list:
-        text = self._texts.get(token_id)
-        if text is None:
-            text = self._texts[token_id] = display_text(self.model.token_bytes(token_id))
-        return [token_id, round(logprob, 6), text, self.model.is_control(token_id)]
+    def _token_meta(self, token_id: int) -> tuple[str, bool]:
+        meta = self._texts.get(token_id)
+        if meta is None:
+            meta = self._texts[token_id] = (
+                display_text(self.model.token_bytes(token_id)), self.model.is_control(token_id)
+            )
+        return meta
 
     def run_document(self, doc: Document, work: _DocumentWork) -> float:
         from .words import boundary_mask, plan_words
@@ -314,18 +316,23 @@ class _Worker:
         ).all()
         top_ids = summary.top_ids.tolist()
         top_lps = summary.top_logprobs.tolist()
-        rows = [
-            {
+        meta = self._texts
+        fill = self._token_meta
+        rows = []
+        for item_id, position in items:
+            top_k = []
+            for token_id, logprob in zip(top_ids[position], top_lps[position]):
+                text, control = meta.get(token_id) or fill(token_id)
+                top_k.append([token_id, round(logprob, 6), text, control])
+            rows.append({
                 "item_id": item_id,
                 "model_id": self.row.id,
                 "target_logprob": float(summary.target_logprob[position]),
                 "target_rank": int(summary.target_rank[position]),
-                "top1_id": int(top_ids[position][0]),
+                "top1_id": top_k[0][0],
                 "entropy": float(summary.entropy[position]),
-                "top_k": [self._entry(t, lp) for t, lp in zip(top_ids[position], top_lps[position])],
-                "logz": [round(float(z), 6) for z in summary.logz[position]],
-            }
-            for item_id, position in items
-        ]
+                "top_k": top_k,
+                "logz": [round(z, 6) for z in summary.logz[position].tolist()],
+            })
         if rows:
             self.session.execute(insert(Prediction), rows)

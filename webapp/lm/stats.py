@@ -109,7 +109,7 @@ def summarize_logits(
             weighted = float(np.dot(e1, np.nan_to_num(scaled, neginf=0.0)))
         out.entropy[i] = lse - weighted / _EIGHTH_LOG2E / total
         # sum(e ** (1/T)) for 1/T <= 1.5: each row of `powers` against e1, h and q (gemv), o . o
-        with_e1 = powers @ e1  # 1/T = 1.125, 1.25, 1.5, (2)
+        with_e1 = powers[:3] @ e1  # 1/T = 1.125, 1.25, 1.5
         with_h = powers[:2] @ h  # 0.625, 0.75
         with_q = powers[:2] @ q  # 0.375, 0.5
         sums = {
