@@ -154,6 +154,7 @@ def fill_guess_logprobs(session: Session, model: LanguageModelBackend, *, top_k:
 @dataclass
 class _DocumentWork:
     predict: bool = False
+    tokens: int = 0  # the document's length, when it is to be scored (for the progress bar)
     lookups: list[tuple[int, int, int]] = field(default_factory=list)  # guess id, position, token
     words: list[tuple[int, int, str]] = field(default_factory=list)  # guess id, item id, answer
 
@@ -182,13 +183,11 @@ def run_model_work(
     plan, already = _plan(session, row, corpus, predictions, guesses, words)
     report = WorkReport(model=row.key, already_scored=already)
     worker = _Worker(session, model, row, report)
-    by_tokens = not (guesses or words)
-    sizes = {}
-    if progress is not None and plan:
-        sizes = dict(session.execute(select(Document.id, Document.n_tokens).where(
-            Document.id.in_(list(plan)))).all()) if by_tokens else {}
-    bar = progress(sum(sizes.values()) if by_tokens else len(plan), "tok" if by_tokens else "doc") \
-        if progress is not None else None
+    by_tokens = not (guesses or words)  # scoring alone: a bar in tokens, else in documents
+    bar = None
+    if progress is not None:
+        bar = progress(sum(w.tokens for w in plan.values()), "tok") if by_tokens \
+            else progress(len(plan), "doc")
     last_commit = time.monotonic()
     try:
         for doc_id in sorted(plan):
@@ -202,7 +201,7 @@ def run_model_work(
                 session.commit()
                 last_commit = time.monotonic()
             if bar is not None:
-                bar.update(sizes.get(doc_id, 0) if by_tokens else 1)
+                bar.update(plan[doc_id].tokens if by_tokens else 1)
                 if words and report.word_scores:
                     bar.set_postfix_str(f"{report.word_scores} words", refresh=False)
         session.commit()
@@ -219,9 +218,10 @@ def _plan(session: Session, row: LanguageModel, corpus: str | None, predictions:
     already = 0
     owned = (Guess.model_id == row.id) | Guess.model_id.is_(None)
     if predictions:
-        pending = list(session.scalars(_unscored(row.id, corpus, Document.id)))
-        for doc_id in pending:
+        pending = session.execute(_unscored(row.id, corpus, Document.id, Document.n_tokens)).all()
+        for doc_id, n_tokens in pending:
             plan[doc_id].predict = True
+            plan[doc_id].tokens = n_tokens
         everything = select(func.count(Document.id))
         if corpus is not None:
             everything = everything.join(Corpus).where(Corpus.name == corpus)
