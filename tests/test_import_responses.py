@@ -68,7 +68,7 @@ def test_import_cloze_csv_stores_scores_and_marks_external(app, runner, tmp_path
     "text, needles",
     [
         ("", ["empty file"]),
-        ("context,response\nA b,c\n", ["missing column(s) target"]),
+        ("response,target\nc,d\n", ["missing column(s) context"]),  # no target: a stem, fine
         ("context,response,target,colour\nA,b,c,d\n", ["unknown column(s) colour"]),
         ("context,response,target\nThe sky is,,blue\n", ["line 2", "response is empty"]),
         ("context,response,target,count\nThe sky is,blue,blue,x\nThe sky is,red,blue,0\n",

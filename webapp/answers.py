@@ -208,8 +208,8 @@ class Match:
     token_ids: list[int]
     first_token_id: int | None
     multi_token: bool
-    correct: bool
-    match_rule: str  # first_token | first_token_if_space_toggled | none | skip | word | ...
+    correct: bool | None  # None: nothing to be correct about (a stem has no true continuation)
+    match_rule: str  # first_token | first_token_if_space_toggled | none | skip | word | no_target | ...
     stored_text: str | None = None  # the text as stored, when the mode normalises it
 
 
@@ -239,6 +239,13 @@ def match_word(word: str, target: str, token_ids: list[int]) -> Match:
     correct = word_matches(word, target)
     return Match(token_ids, token_ids[0] if token_ids else None, len(token_ids) > 1, correct,
                  "word" if correct else "word_mismatch", stored_text=word)
+
+
+def match_without_target(token_ids: list[int], stored_text: str | None = None) -> Match:
+    """An answer to a stem, an item with no true continuation (imported norms): tokenized like
+    any answer, but neither correct nor wrong (is_correct NULL, match_rule no_target)."""
+    return Match(token_ids, token_ids[0] if token_ids else None, len(token_ids) > 1, None,
+                 "no_target", stored_text=stored_text)
 
 
 def match_check(match: Match, text: str, expected: str, skipped: bool) -> Match:

@@ -261,6 +261,79 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         click.echo(f"Nothing to score: all {report.already_scored} documents are already scored.")
 
 
+@click.group("ngram", help="n-gram baselines over tiktoken tokens (spec ngram:FILE.ngram).")
+def ngram_group() -> None:
+    pass
+
+
+@ngram_group.command(
+    "train",
+    help="Build an interpolated Kneser-Ney n-gram model from corpora in the database (--corpus) "
+    "and/or text files or folders (.txt/.jsonl/.csv, one document per file or row). Score with "
+    "`humanlm score --model ngram:FILE.ngram`.",
+)
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--corpus", "corpora", multiple=True, help="A corpus in the database (repeatable).")
+@click.option("--order", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="N: the longest n-gram (context of N-1 tokens).")
+@click.option("--encoding", default="cl100k_base", show_default=True,
+              help="tiktoken encoding: cl100k_base (works offline) or gpt2 (needs tiktoken's "
+                   "download once).")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="The model file to write (e.g. wiki-3gram.ngram).")
+@click.option("--text-field", default="text", show_default=True, help="Text field in .jsonl/.csv.")
+@with_appcontext
+def ngram_train(files: tuple[Path, ...], corpora: tuple[str, ...], order: int, encoding: str,
+                output: Path, text_field: str) -> None:
+    from .corpus import CorpusImportError, read_path
+    from .lm import ModelSpecError
+    from .lm.ngram import NgramTrainError, train
+    from .lm.tiktoken_vocab import TiktokenTokenizer
+    from .models import Corpus, Document
+
+    if not files and not corpora:
+        _fail("name the training text: --corpus NAME and/or FILES")
+    if output.is_dir() or not output.parent.is_dir():
+        _fail(f"cannot write the model to {output} (give a file in an existing folder)")
+    try:
+        TiktokenTokenizer(encoding)  # fails early, before any reading, if unavailable
+    except ModelSpecError as exc:
+        _fail(str(exc))
+    texts: list[str] = []
+    sources: list[str] = []
+    for name in corpora:
+        corpus = db.session.scalar(select(Corpus).where(Corpus.name == name))
+        if corpus is None:
+            _fail(f"unknown corpus '{name}' (see `humanlm corpus list`)")
+        texts.extend(db.session.scalars(
+            select(Document.text).where(Document.corpus_id == corpus.id).order_by(Document.id)
+        ))
+        sources.append(f"corpus:{name}")
+    for path in files:
+        try:
+            docs = read_path(path, text_field=text_field, max_bytes=1 << 40,
+                             on_skip=lambda line: click.echo(line, err=True))
+        except CorpusImportError as exc:
+            _fail(str(exc))
+        texts.extend(doc.text for doc in docs)
+        sources.append(f"file:{path.name}")
+    total = sum(len(t) for t in texts)
+    with tqdm(total=total, unit="char", unit_scale=True, desc="Counting n-grams",
+              disable=not total, dynamic_ncols=True, file=sys.stderr) as bar:
+        def read(texts=texts):
+            for text in texts:
+                yield text
+                bar.update(len(text))
+
+        try:
+            header = train(read(), order=order, encoding=encoding, output=output, sources=sources)
+        except NgramTrainError as exc:
+            _fail(str(exc))
+    sizes = ", ".join(f"{n} {k}-grams" for k, n in enumerate(header["ngrams"], start=1))
+    click.echo(f"Wrote {output}: {order}-gram {encoding} model of {header['documents']} documents "
+               f"({header['tokens']} tokens; {sizes}). Spec: ngram:{output}")
+
+
 # ----------------------------------------------------------------------- research data in/out
 
 
@@ -308,7 +381,8 @@ def export_command(out: Path, fmt: str, as_zip: bool, study_id: int | None, room
 
 
 @click.command("import-responses",
-               help="Import human responses collected elsewhere (CSV: context,response,target[,count,participant,item_id]).")
+               help="Import human responses collected elsewhere (CSV: context,response[,target,count,participant,item_id]; "
+                    "rows without a target are stems, completions with no true next word).")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Name of this data set (default: the file name).")
 @click.option("--mode", type=click.Choice(["word", "token"]), default="word", show_default=True,
@@ -335,6 +409,8 @@ def import_responses_command(path: Path, name: str | None, mode: str, no_score: 
     click.echo(
         f"Imported {summary.responses} responses ({summary.rows} rows) on {summary.items} items "
         f"into corpus {summary.corpus!r}."
+        + (f" {summary.stems} of the items are stems without a true continuation (no target: no "
+           "correctness, no target log-prob)." if summary.stems else "")
     )
     if no_score:
         click.echo("Not scored yet: run `humanlm score` and `humanlm score --fill-guesses`.")
@@ -420,7 +496,7 @@ def worker_command() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, corpus_group, score_command, export_command,
+    for command in (db_group, corpus_group, score_command, ngram_group, export_command,
                     import_responses_command, analyze_command, setup_command, serve_command,
                     worker_command):
         app.cli.add_command(command)

@@ -122,7 +122,12 @@ class Document(Base):
 
 
 class Item(Base):
-    """Token position `position` of a document: predict token_ids[position] from the tokens before."""
+    """Token position `position` of a document: predict token_ids[position] from the tokens before.
+
+    A stem (a sentence that people completed, imported without a true next word) is the one
+    item at position == n_tokens of its document: the prediction after the whole text, with
+    no true token (token_id and token_text NULL, never playable, skip_reason "no_target").
+    """
 
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("document_id", "position", name="uq_item_position"),)
@@ -132,8 +137,8 @@ class Item(Base):
         ForeignKey("documents.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer)
-    token_id: Mapped[int] = mapped_column(Integer)
-    token_text: Mapped[str] = mapped_column(String(200))
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NULL: a stem
+    token_text: Mapped[str | None] = mapped_column(String(200), nullable=True)  # NULL: a stem
     char_start: Mapped[int] = mapped_column(Integer)
     playable: Mapped[bool] = mapped_column(Boolean)
     skip_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -179,6 +184,7 @@ class Prediction(Base):
     log probabilities are natural logs at temperature 1 over the full vocabulary (no renormalising).
     logz[i] = logsumexp(logprob / T_i) over the full vocabulary for T_i in the model's temperature
     grid, so p_T(token) = exp(logprob / T - logz) exactly for any token whose logprob is known.
+    target_logprob/target_rank are NULL at a stem item (no true next token); the rest is there.
     """
 
     __tablename__ = "predictions"
@@ -187,8 +193,8 @@ class Prediction(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("language_models.id", ondelete="CASCADE"))
-    target_logprob: Mapped[float] = mapped_column(Float)
-    target_rank: Mapped[int] = mapped_column(Integer)
+    target_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL: a stem
+    target_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NULL: a stem
     top1_id: Mapped[int] = mapped_column(Integer)
     entropy: Mapped[float] = mapped_column(Float)
     top_k: Mapped[list[Any]] = mapped_column(JSON)
@@ -236,7 +242,8 @@ class Guess(Base):
     first_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     multi_token: Mapped[bool] = mapped_column(Boolean, default=False)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
-    is_correct: Mapped[bool] = mapped_column(Boolean, default=False)
+    # NULL: an answer to a stem (no true next token, so nothing to be correct about)
+    is_correct: Mapped[bool | None] = mapped_column(Boolean, default=False, nullable=True)
     match_rule: Mapped[str] = mapped_column(String(40))
     client_reaction_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     server_received_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -268,11 +268,16 @@ class _Worker:
         session, row, report = self.session, self.row, self.report
         word_plan = plan_words(session, self.model, row, doc, work.words) if work.words else None
         continuations = word_plan.continuations if word_plan is not None else {}
+        items = session.execute(
+            select(Item.id, Item.position).where(Item.document_id == doc.id)
+        ).all() if work.predict else []
         if work.predict or work.lookups or continuations:
             scored = self.model.score_continuations(
                 doc.token_ids, continuations, top_k=row.top_k if work.predict else None,
                 end_set=boundary_mask(self.model) if continuations else None,
                 lookups=[(position, token) for _gid, position, token in work.lookups],
+                # a stem's item sits after the last token: its row of the same pass
+                through_end=any(position == doc.n_tokens for _id, position in items),
             )
             report.passes += 1
         else:  # every word answered here is scored already: no pass needed
@@ -300,7 +305,7 @@ class _Worker:
         if updates:
             session.execute(update(Guess), [{"id": gid, **values} for gid, values in updates.items()])
         if work.predict:
-            self._store_predictions(doc, scored.summary)
+            self._store_predictions(items, scored.summary)
         seconds = time.perf_counter() - started
         if work.predict:
             session.add(ScoredDocument(document_id=doc.id, model_id=row.id, n_tokens=doc.n_tokens,
@@ -310,10 +315,9 @@ class _Worker:
             report.tokens += doc.n_tokens
         return seconds
 
-    def _store_predictions(self, doc: Document, summary) -> None:
-        items = self.session.execute(
-            select(Item.id, Item.position).where(Item.document_id == doc.id)
-        ).all()
+    def _store_predictions(self, items: list[tuple[int, int]], summary) -> None:
+        """A Prediction per (item id, position); a stem's item (after the last token) has no
+        true token, so no target log-prob or rank (NULL), never a made-up one."""
         top_ids = summary.top_ids.tolist()
         top_lps = summary.top_logprobs.tolist()
         meta = self._texts
@@ -324,11 +328,12 @@ class _Worker:
             for token_id, logprob in zip(top_ids[position], top_lps[position]):
                 text, control = meta.get(token_id) or fill(token_id)
                 top_k.append([token_id, round(logprob, 6), text, control])
+            target_rank = int(summary.target_rank[position])  # 0: no true token (a stem)
             rows.append({
                 "item_id": item_id,
                 "model_id": self.row.id,
-                "target_logprob": float(summary.target_logprob[position]),
-                "target_rank": int(summary.target_rank[position]),
+                "target_logprob": float(summary.target_logprob[position]) if target_rank else None,
+                "target_rank": target_rank or None,
                 "top1_id": top_k[0][0],
                 "entropy": float(summary.entropy[position]),
                 "top_k": top_k,

@@ -1,13 +1,17 @@
 """Import human responses collected elsewhere (e.g. cloze norms) as external guesses.
 
-CSV columns: `context` (the text before the blank), `response` (what a person answered) and
-`target` (the word that actually followed) are required; `count` (how many people gave that
+CSV columns: `context` (the text before the blank) and `response` (what a person answered) are
+required; `target` (the word that actually followed), `count` (how many people gave that
 response, default 1), `participant` and `item_id` (your own item label) are optional.
-Why `target` is required: every humanlm item is a position in a real text with a true next
-token; without it there is nothing to be correct about, and no model log-prob of the truth.
 
 Each distinct (context, target) becomes a document "context target" of the corpus
-"external:<name>" (purpose "external") whose item is the target's first token. Every response
+"external:<name>" (purpose "external") whose item is the target's first token. A row without a
+target (no `target` column, or an empty cell) is a stem: a sentence people completed with no
+true next word. Each distinct stem becomes a document holding the context alone whose item sits
+one past its last token (position == n_tokens) with no true token (token_id NULL, never
+playable): its Prediction is the model's distribution after the whole context, without target
+log-prob or rank, and its answers have no correctness (is_correct NULL, match_rule no_target)
+but every model log-prob of an answer. Stems and targets may be mixed in one file. Every response
 is stored `count` times as a Guess with source "external" (one pseudonymous player per
 `participant`, or one per import when the column is absent), matched in word or token mode.
 The data import is all or nothing: every row is checked first and errors are reported with
@@ -15,13 +19,13 @@ their line numbers; nothing is stored unless all rows are good. Scoring by the m
 (resumable with `humanlm score` and `humanlm score --fill-guesses`).
 
 Limits: the file is at most HUMANLM_MAX_IMPORT_BYTES, and a cell may be as long as the file
-(csv's own 131,072-character cap is lifted); "context target" must fit in
+(csv's own 131,072-character cap is lifted); "context target" (a stem: its context) must fit in
 HUMANLM_MAX_DOCUMENT_TOKENS tokens and a response in MAX_RESPONSE_CHARS characters (what a
 guess stores); a cell must not hold NUL or lone surrogates (webapp/textcheck.py).
 One import reads at most MAX_ROWS (200,000) rows with a count of at most MAX_COUNT (10,000)
 each, stores at most MAX_ANSWERS (2,000,000) answers (the counts added up; each answer is one
 stored guess of a few hundred bytes) and makes at most MAX_ITEMS (10,000) distinct contexts
-(context and target pairs) into items (each is a document the model scores, storing its top-k
+(context and target pairs; a stem is a context without target) into items (each is a document the model scores, storing its top-k
 for every position: about 4 KB per context token). They are checked while the file is read,
 before anything is stored. A larger data set is split into smaller files (by item, say) that
 are imported one after another with the same --name, so they make one data set.
@@ -40,20 +44,23 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .answers import AnswerIn, build_row, match_token, match_word, parse
+from .answers import AnswerIn, build_row, match_token, match_without_target, match_word, parse
 from .corpus import (
     HiddenItemError,
+    build_items,
+    content_hash,
     csv_fields_up_to,
     get_or_create_corpus,
     hidden_item,
     normalize_text,
 )
 from .lm import Tokenizer
-from .models import AnswerSource, CorpusPurpose, Item, Player
+from .models import AnswerSource, CorpusPurpose, Document, Item, Player
 from .textcheck import storable_text_problem
 
-REQUIRED = ("context", "response", "target")
-OPTIONAL = ("count", "participant", "item_id")
+REQUIRED = ("context", "response")
+OPTIONAL = ("target", "count", "participant", "item_id")
+NO_TARGET = "no_target"  # Item.skip_reason of a stem's item
 MAX_COUNT = 10_000  # answers one row stands for
 MAX_ROWS = 200_000  # rows one import reads
 MAX_ANSWERS = 2_000_000  # answers one import stores: the counts added up
@@ -73,7 +80,7 @@ class ResponseRow:
     line: int
     context: str
     response: str
-    target: str
+    target: str  # "": a stem, no true continuation
     count: int
     participant: str
     item_label: str
@@ -90,6 +97,7 @@ class ImportSummary:
     rows: int = 0
     responses: int = 0
     items: int = 0
+    stems: int = 0  # items without a true continuation
 
 
 def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
@@ -132,7 +140,9 @@ def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
 def _parse_rows(reader: csv.DictReader, path: Path) -> tuple[list[ResponseRow], list[str]]:
     header = [h.strip() for h in (reader.fieldnames or [])]
     if not header:
-        raise ResponsesImportError(f"{path}: empty file (expected a header: context,response,target)")
+        raise ResponsesImportError(
+            f"{path}: empty file (expected a header: context,response[,target,...])"
+        )
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ResponsesImportError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -159,16 +169,14 @@ def _parse_rows(reader: csv.DictReader, path: Path) -> tuple[list[ResponseRow], 
         ]
         context = normalize_text(cells["context"])
         response = cells["response"].strip()
-        target = cells["target"].strip()
+        target = cells.get("target", "").strip()  # empty: a stem
         if not context:
             problems.append("context is empty")
         if not response:
             problems.append("response is empty")
         elif len(response) > MAX_RESPONSE_CHARS:
             problems.append(f"response is longer than {MAX_RESPONSE_CHARS} characters")
-        if not target:
-            problems.append("target is empty")
-        elif any(c.isspace() for c in target):
+        if any(c.isspace() for c in target):
             problems.append("target must be one word (no spaces)")
         count = 1
         if cells.get("count", "").strip():
@@ -242,16 +250,26 @@ def import_responses(
         key = (row.context, row.target)
         item = items.get(key)
         if item is None:
-            item = _item_for(session, corpus, row, tokenizer, max_tokens)
+            if row.target:
+                item = _item_for(session, corpus, row, tokenizer, max_tokens)
+            else:
+                item = _stem_item_for(session, corpus, row, tokenizer, max_tokens)
+                summary.stems += 1
             items[key] = item
         player_id = players[row.participant or ""]
         answer, match = matched.get((item.id, row.response)) or (None, None)
         if answer is None:
             answer = parse(AnswerIn, {"client_key": "ext-0000", "text": row.response},
                            max_chars=MAX_RESPONSE_CHARS)
-            match = match_token(_as_typed(row.response, row.context), item.token_id, tokenizer, False)
-            if mode == "word":
-                match = match_word(row.response, row.target, match.token_ids)
+            typed = _as_typed(row.response, row.context)
+            if item.token_id is None:  # a stem: nothing to be correct about
+                match = match_without_target(
+                    tokenizer.tokenize(typed), row.response if mode == "word" else None
+                )
+            else:
+                match = match_token(typed, item.token_id, tokenizer, False)
+                if mode == "word":
+                    match = match_word(row.response, row.target, match.token_ids)
             matched[(item.id, row.response)] = (answer, match)
         for _ in range(row.count):
             answer.client_key = f"ext-{secrets.token_hex(12)}"
@@ -299,3 +317,38 @@ def _item_for(session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, 
             if exc.reason == "too_long" else "the target has no text before it"
         )
         raise ResponsesImportError(f"{row.where}: {message}") from None
+
+
+def _stem_item_for(
+    session: Session, corpus, row: ResponseRow, tokenizer: Tokenizer, max_tokens: int
+) -> Item:
+    """The item of a stem: one past the last token of a document holding the context alone.
+
+    The document stores every position of the context too (as hidden_item does, so
+    `document.items[p]` is position p everywhere), and the stem's item after them, with no
+    true token. Its content hash is taken over "stem:" + the text, so a stem is never merged
+    with a "context target" document of the same text (whose last item has a target)."""
+    token_ids = tokenizer.tokenize(row.context)
+    if len(token_ids) > max_tokens:
+        raise ResponsesImportError(
+            f"{row.where}: the context is {len(token_ids)} tokens; the limit is {max_tokens} "
+            "(HUMANLM_MAX_DOCUMENT_TOKENS)"
+        )
+    digest = content_hash("stem:" + row.context)
+    doc = session.scalar(
+        select(Document).where(Document.corpus_id == corpus.id, Document.content_hash == digest)
+    )
+    if doc is None:
+        doc = Document(
+            corpus_id=corpus.id, title=(row.item_label or row.context[:60])[:300],
+            register="cloze", source="import-responses", text=row.context, content_hash=digest,
+            tokenizer=tokenizer.tokenizer_id, token_ids=token_ids, n_tokens=len(token_ids),
+        )
+        doc.items = [
+            *build_items(token_ids, tokenizer, min_prefix_tokens=1),
+            Item(position=len(token_ids), token_id=None, token_text=None,
+                 char_start=len(row.context), playable=False, skip_reason=NO_TARGET),
+        ]
+        session.add(doc)
+        session.flush()
+    return doc.items[-1]

@@ -19,6 +19,8 @@ Method (also in the export codebook):
   that pass's cache after the prefix (the backend's `score_continuations`): every word answered
   at any position of a document shares the document's pass, and each distinct (item, word) is
   evaluated once. A word that is the document's own next tokens is read off the pass itself.
+- Stems (norms imported without a true next word) have no true word: only the answers to
+  them are scored, continued from the position after the stem's last token.
 - Limits: only the canonical tokenization is counted (other tokenizations of the same string
   have small but non-zero probability, so ln p(word) is a slight underestimate); the boundary
   rule is orthographic (it treats "New" in "New York" as a whole word, and a hyphen as in-word);
@@ -58,8 +60,11 @@ def is_word_start(document: Document, item: Item) -> bool:
     return previous[-1:].isspace()
 
 
-def target_word(document: Document, item: Item) -> str:
-    """The word that actually follows the item's prefix (see the module docstring)."""
+def target_word(document: Document, item: Item) -> str | None:
+    """The word that actually follows the item's prefix (see the module docstring); None at a
+    stem, which has no true continuation."""
+    if item.token_text is None:
+        return None
     parts = [item.token_text.lstrip()]
     for following in document.items[item.position + 1 :]:
         if not continues_word(following.token_text):
@@ -187,7 +192,9 @@ class WordPlan:
                 at.append(ids)
 
         for item_id in sorted(wanted):  # the true word first, as a fill always stored it
-            want(items[item_id], target_word(document, items[item_id]))
+            truth = target_word(document, items[item_id])
+            if truth is not None:  # a stem has none: only its answers are scored
+                want(items[item_id], truth)
         for guess_id, item_id, text in answers:
             word = text.strip()[:MAX_WORD_CHARS]
             if word:

@@ -1,8 +1,10 @@
 """The language-model interface every backend implements, and the spec-string parser.
 
 A spec names a backend and a model: `llamacpp:gemma-3-270m` (the embedded base model) or
-`llamacpp:/path/to/model.gguf`. Later backends (openai-compatible servers, transformers, n-gram
-baselines) plug in here without touching scoring or the game.
+`llamacpp:/path/to/model.gguf`; `ngram:/path/to/model.ngram` (an n-gram baseline over tiktoken
+tokens, webapp/lm/ngram.py); `openai:http://host:port/v1#model[;encoding=NAME]` (an
+OpenAI-compatible completions server, webapp/lm/openai_compat.py). Backends plug in here without
+touching scoring or the game.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ class ModelSpecError(ValueError):
     """The spec string names no known backend or no usable model file."""
 
 
+BACKENDS = ("llamacpp", "ngram", "openai")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     backend: str
@@ -30,10 +35,17 @@ class ModelSpec:
         backend, sep, target = spec.partition(":")
         if not sep or not target:
             raise ModelSpecError(
-                f"model spec {spec!r} must look like 'llamacpp:gemma-3-270m' or 'llamacpp:/path.gguf'"
+                f"model spec {spec!r} must look like 'llamacpp:gemma-3-270m', "
+                "'llamacpp:/path.gguf', 'ngram:/path.ngram' or 'openai:http://host:port/v1#model'"
             )
-        if backend != "llamacpp":
-            raise ModelSpecError(f"unknown model backend {backend!r} (available: llamacpp)")
+        if backend not in BACKENDS:
+            raise ModelSpecError(
+                f"unknown model backend {backend!r} (available: {', '.join(BACKENDS)})"
+            )
+        if backend == "openai":
+            from .openai_compat import parse_target
+
+            parse_target(target)  # raises ModelSpecError with what is wrong
         return cls(backend, target)
 
     def __str__(self) -> str:
@@ -103,11 +115,14 @@ class LanguageModelBackend(Tokenizer, Protocol):
         top_k: int | None = None,
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
+        through_end: bool = False,
     ) -> DocumentScores:
         """ONE forward pass over BOS + token_ids (the document), then every continuation c at a
         branch position p (0 <= p <= len(token_ids)) is scored as a replacement of token_ids[p:].
 
-        With `top_k`, also the summary of every position of the document (what `score` returns).
+        With `top_k`, also the summary of every position of the document (what `score` returns);
+        `through_end` adds row len(token_ids), the distribution after the last token, which has
+        no actual next token (target_logprob NaN, target_rank 0): a stem's prediction.
         With `end_set` (a boolean mask over the vocabulary), also ln P(the token after c is in
         the set). `lookups` (position, token) are single next tokens, read off the pass. Backends
         that can keep the model's cache continue each c from the document's pass after position

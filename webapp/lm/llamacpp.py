@@ -238,6 +238,7 @@ class LlamaCppModel:
         top_k: int | None = None,
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
+        through_end: bool = False,
     ) -> DocumentScores:
         ids = list(token_ids)
         n = len(ids)
@@ -258,7 +259,10 @@ class LlamaCppModel:
                     (p, j, cont)
                 )
         scores = self._eval(ids, keep=bool(deferred))  # row i predicts ids[i]
-        summary = summarize_logits(scores[:n], ids, top_k) if top_k else None
+        summary = None
+        if top_k:  # row n (through_end): the distribution after the last token, no target
+            n_rows = n + 1 if through_end else n
+            summary = summarize_logits(scores[:n_rows], [*ids, -1][:n_rows], top_k)
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
         rows = _Rows(self._work)
         for p, token in lookups:

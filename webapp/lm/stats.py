@@ -70,7 +70,10 @@ _EIGHTH_LOG2E = float(np.log2(np.e)) / 8  # exp(x / 8) = exp2(x * log2(e) / 8)
 def summarize_logits(
     logits: np.ndarray, targets: np.ndarray | list[int], top_k: int
 ) -> DistributionSummary:
-    """Summarise rows of raw logits (n x vocab) whose actual next tokens are `targets`."""
+    """Summarise rows of raw logits (n x vocab) whose actual next tokens are `targets`.
+
+    A target of -1 means the row has no actual next token (the distribution after a stem's
+    last token): its target_logprob is NaN and its target_rank 0; the rest is summarised."""
     logits = np.asarray(logits, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
     n, vocab = logits.shape
@@ -128,6 +131,9 @@ def summarize_logits(
         out.top_ids[i] = ids
         out.top_logprobs[i] = (row[ids].astype(np.float64) - float(best)) - lse
         target = targets[i]
+        if target < 0:  # no actual next token
+            out.target_logprob[i], out.target_rank[i] = np.nan, 0
+            continue
         target_logit = row[target]
         out.target_logprob[i] = float(target_logit - best) - lse
         if target_logit >= kth:  # every token above it is a candidate
