@@ -126,6 +126,15 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
             "left out (keep them with include_excluded=True / --include-excluded)"
         )
         keep &= ~excl
+    checks = _check_rows(data, g) & keep
+    if checks.any():
+        n_checks = int(checks.sum())
+        notes.append(
+            f"{n_checks} comprehension-check answer{'s' if n_checks != 1 else ''} left out "
+            "(they test attention, not prediction: match_rule check, or skipped on an item listed "
+            "in the study's settings.checks)"
+        )
+        keep &= ~checks
     g = g.loc[keep]
     if g.empty:
         raise AnalysisError("no answers to analyse after the filters (" + "; ".join(notes) + ")")
@@ -149,7 +158,10 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if not usable.any():
         raise AnalysisError("no answers on items with model predictions (score the corpus first)")
     if (~usable).any():
-        notes.append(f"{int((~usable).sum())} answers on items without model predictions left out")
+        n_unscored = int((~usable).sum())
+        notes.append(f"{n_unscored} answer{'s' if n_unscored != 1 else ''} without model numbers "
+                     "left out (their items have no stored model prediction: score the corpus "
+                     "with `humanlm score`)")
     g = g.loc[usable]
     item_model = item_model[usable].astype(int).to_numpy()
     counts = pd.Series(item_model).value_counts()
@@ -220,8 +232,23 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         "reported_probability": g["reported_probability"].to_numpy(dtype=np.float64),
         "match_rule": g["match_rule"].to_numpy(),
     })
-    p_codes, participants = pd.factorize(a["participant_id"])
+    pooled = _pooled_rows(g)
+    p_codes, participants = pd.factorize(a["participant_id"].where(~pooled))
+    # Imported answers that name no participant are not one person: each is its own cluster
+    # (codes after the real participants'), so the bootstrap resamples them one by one and the
+    # item factor carries their dependence.
+    p_codes = np.asarray(p_codes, dtype=np.int64)
+    p_codes[pooled] = len(participants) + np.arange(int(pooled.sum()))
     a["p_idx"] = p_codes
+    a["pooled"] = pooled
+    if pooled.any():
+        n_pooled = int(pooled.sum())
+        notes.append(
+            f"{n_pooled} imported answer{'s' if n_pooled != 1 else ''} name no participant "
+            "(imported without a participant column): each is treated as its own participant in "
+            "the confidence intervals, so they are clustered by item only, and they are left out "
+            "of the learning curve (their order says nothing about experience)"
+        )
     a["correct"] = g["is_correct"].to_numpy(dtype=bool) & ~a["skipped"].to_numpy()
     if mode == "token":
         first = _as_float(g["answer_first_token_id"])
@@ -277,9 +304,15 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if n_unknown:
         what = ("counted at the k-th stored log-prob, an upper bound (so model log-likelihoods "
                 "are upper bounds)" if missing == "bound" else "left out of log-likelihood metrics")
+        ext = g["external"].to_numpy(dtype=bool)
+        whose = "imported answers" if ext[unknown].all() else "answers"
+        why = (f"word-mode answers get theirs from the background jobs (or `humanlm score "
+               f"--fill-guesses`), and these were exported before" if mode == "word" else
+               f"outside the stored top-{k} and not filled yet by the background jobs or "
+               "`humanlm score --fill-guesses`")
         notes.append(
-            f"{n_unknown} answers ({n_unknown / len(a):.1%}) have no exact model log-prob "
-            f"(outside the stored top-{k}, not filled by `humanlm score --fill-guesses`): {what}"
+            f"{n_unknown} {whose} ({n_unknown / len(a):.1%}) have no exact model log-prob "
+            f"({why}): {what}"
         )
     if other_model.any():
         notes.append(f"{int(other_model.sum())} answers carried a log-prob of another model; "
@@ -320,6 +353,43 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
                  "include_pilot": include_pilot, "include_excluded": include_excluded,
                  "missing": missing, "n_boot": n_boot, "seed": seed},
     )
+
+
+def _check_rows(data: ExportData, g: pd.DataFrame) -> np.ndarray:
+    """Comprehension-check answers: match_rule "check" (answered), or a skip on an item that
+    the answer's study lists in settings.checks (a skipped check keeps match_rule "skip")."""
+    rule = g["match_rule"].astype(object).to_numpy()
+    out = rule == "check"
+    pairs: set[tuple[int, int]] = set()
+    for study_id, settings in zip(data.studies["study_id"], data.studies["settings"]):
+        given = settings.get("checks") if isinstance(settings, dict) else None
+        for check in given or []:
+            if isinstance(check, dict) and check.get("item_id") is not None:
+                pairs.add((int(study_id), int(check["item_id"])))
+    if pairs:
+        study = g["study_id"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        item = g["item_id"].to_numpy()
+        skipped = g["skipped"].to_numpy(dtype=bool)
+        listed = np.array([not np.isnan(s) and (int(s), int(i)) in pairs
+                           for s, i in zip(study, item)], dtype=bool)
+        out |= skipped & listed
+    return out
+
+
+def _pooled_rows(g: pd.DataFrame) -> np.ndarray:
+    """Imported (external) answers whose participant id stands for a whole import, not a person:
+    `humanlm import-responses` gives every row of a file without a participant column one
+    shared id. Such an id answers the same item more than once (a person answers each item
+    once), or it is the only participant of the imported answers."""
+    ext = g["external"].to_numpy(dtype=bool) | (g["source"].astype(object).to_numpy() == "external")
+    if not ext.any():
+        return np.zeros(len(g), dtype=bool)
+    e = g.loc[ext, ["participant_id", "item_id"]]
+    ids = set(e.loc[e.duplicated(keep=False), "participant_id"])
+    people = e["participant_id"].unique()
+    if len(people) == 1:
+        ids |= set(people)
+    return ext & g["participant_id"].isin(ids).to_numpy()
 
 
 def get_prepared(data, **selection) -> Prepared:

@@ -12,6 +12,7 @@ missing, n_boot, seed) are passed to `analysis.prepare`.
 from __future__ import annotations
 
 import itertools
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -30,13 +31,22 @@ FILTERS = {
 
 
 def _counts(prep: Prepared, rows: np.ndarray) -> dict:
-    """Numbers of answers, items and participants behind a statistic (rows: mask or indices)."""
+    """Numbers of answers, items and participants behind a statistic (rows: mask or indices).
+
+    Participants are people: imported answers that name no participant (answers.pooled; each is
+    its own cluster in the bootstrap) are counted as n_unattributed instead."""
     d = prep.design
-    return {
-        "n_answers": int(rows.sum()) if rows.dtype == bool else len(rows),
-        "n_items": int(np.count_nonzero(np.bincount(d.i_idx[rows], minlength=d.n_items))),
-        "n_participants": int(np.count_nonzero(np.bincount(d.p_idx[rows], minlength=d.n_participants))),
+    mask = rows if rows.dtype == bool else np.isin(np.arange(d.n), rows)
+    pooled = prep.answers["pooled"].to_numpy(dtype=bool) if "pooled" in prep.answers else np.zeros(d.n, bool)
+    people = mask & ~pooled
+    out = {
+        "n_answers": int(mask.sum()),
+        "n_items": int(np.count_nonzero(np.bincount(d.i_idx[mask], minlength=d.n_items))),
+        "n_participants": int(np.count_nonzero(np.bincount(d.p_idx[people], minlength=d.n_participants))),
     }
+    if pooled.any():
+        out["n_unattributed"] = int((mask & pooled).sum())
+    return out
 
 
 def _result(rows: list[dict], prep: Prepared, **attrs) -> pd.DataFrame:
@@ -46,17 +56,50 @@ def _result(rows: list[dict], prep: Prepared, **attrs) -> pd.DataFrame:
     return df
 
 
-def exact_bounds(row: dict) -> dict:
-    """An accuracy of exactly 0 or 1 gives the resampling nothing to vary (interval of width 0).
-    Then the interval is the exact binomial (Clopper-Pearson) one for n = min(answers, items,
-    participants), a conservative effective sample size: [0, 1 - (a/2)^(1/n)] for 0 and
-    [(a/2)^(1/n), 1] for 1, a = 1 - level."""
-    est, lo, hi = row["estimate"], row["ci_low"], row["ci_high"]
-    if est in (0.0, 1.0) and np.isfinite(lo) and lo == hi:
-        n = min(v for k, v in row.items() if k in ("n_answers", "n_items", "n_participants")
-                and isinstance(v, (int, np.integer)) and v > 0)
-        edge = (0.5 * (1 - row["level"])) ** (1.0 / n)
-        row["ci_low"], row["ci_high"] = (0.0, 1 - edge) if est == 0.0 else (edge, 1.0)
+def proportion_interval(row: dict) -> dict:
+    """Intervals for proportions (accuracies, shares correct) are Wilson score intervals with
+    the effective sample size of the clustered design, so they stay inside 0-100% and are
+    asymmetric near the edges, where a normal interval would cross them.
+    The two-way cluster bootstrap gives the standard error se of the proportion p; the design
+    effect is deff = se^2 / (p (1 - p) / n) for the n answers behind it, and the effective
+    sample size n_eff = n / deff = p (1 - p) / se^2 (never more than n: clustering is not
+    allowed to make the data worth more than independent answers). Then, with z the normal
+    quantile of the level,
+        centre = (p + z^2 / (2 n_eff)) / (1 + z^2 / n_eff)
+        half   = z / (1 + z^2 / n_eff) * sqrt(p (1 - p) / n_eff + z^2 / (4 n_eff^2))
+        interval = centre -/+ half
+    For p of exactly 0 or 1 the resampling has nothing to vary (se = 0); then n_eff = min(answers,
+    items, participants), a conservative effective sample size, and the interval is
+    [0, z^2 / (n_eff + z^2)] or [n_eff / (n_eff + z^2), 1]. Differences of proportions keep the
+    normal bootstrap interval, cut to [-1, 1]."""
+    p, se = row["estimate"], row.get("se", np.nan)
+    if not np.isfinite(p):
+        return row
+
+    def valid(key):
+        v = row.get(key)
+        return v is not None and not (isinstance(v, float) and np.isnan(v)) and v > 0
+
+    counts = [int(row[k]) for k in ("n_answers", "n_items", "n_participants") if valid(k)]
+    if not counts:
+        return row
+    n_max = int(row["n_answers"]) if valid("n_answers") else int(row["n_items"]) if valid("n_items") else max(counts)
+    p = min(max(float(p), 0.0), 1.0)
+    if 0.0 < p < 1.0 and np.isfinite(se) and se > 0:
+        n_eff = min(p * (1 - p) / se ** 2, float(n_max))
+    else:
+        n_eff = float(min(counts))
+    z = NormalDist().inv_cdf(0.5 + row["level"] / 2)
+    denom = 1 + z * z / n_eff
+    centre = (p + z * z / (2 * n_eff)) / denom
+    half = z / denom * np.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff))
+    row["ci_low"], row["ci_high"] = max(0.0, centre - half), min(1.0, centre + half)
+    row["n_effective"] = n_eff
+    return row
+
+
+def _difference(row: dict) -> dict:
+    row["ci_low"], row["ci_high"] = max(row["ci_low"], -1.0), min(row["ci_high"], 1.0)
     return row
 
 
@@ -107,8 +150,9 @@ def accuracy(
     (weighting="items": each item counts once).
     Differences (humans - model, crowd - model, crowd - humans) are paired on the same answers.
     Intervals: two-way cluster bootstrap; the crowd's answer per item is computed once from all
-    answers and resampled with its item (the plurality is not recomputed in each resample). An
-    accuracy of exactly 0 or 1 gets the exact binomial interval instead (see exact_bounds).
+    answers and resampled with its item (the plurality is not recomputed in each resample).
+    Accuracies get the Wilson score interval with the design's effective sample size (see
+    proportion_interval), differences the bootstrap's normal interval.
     Filters, by the class of the TRUE next token (analysis.tokens.token_class): all tokens;
     whole words only (the token starts a word and, where the export holds the next position of
     the same document, the next token does not continue it); no punctuation. Classes: word
@@ -152,18 +196,16 @@ def accuracy(
         label = FILTERS[group] if kind == "filter" else CLASS_LABELS[group]
         for j, name in enumerate(who):
             crowd_row = name.startswith("crowd")
-            lo, hi = (0.0, 1.0) if "−" not in name else (-1.0, 1.0)
             r = _row(res, j, group_type=kind, group=group, label=label, who=name,
                      **(n_crowd if crowd_row else n_all))
-            r["ci_low"], r["ci_high"] = max(r["ci_low"], lo), min(r["ci_high"], hi)
-            if "−" not in name:
-                exact_bounds(r)
+            proportion_interval(r) if "−" not in name else _difference(r)
             if name == "humans":
                 r["n_skipped"] = int(skipped[sel].sum())
                 r["n_near_miss"] = int(near[sel].sum())
             rows.append(r)
     cols = ["group_type", "group", "label", "who", "estimate", "ci_low", "ci_high", "se",
-            "level", "n_answers", "n_items", "n_participants", "n_skipped", "n_near_miss"]
+            "level", "n_effective", "n_answers", "n_items", "n_participants", "n_unattributed",
+            "n_skipped", "n_near_miss"]
     df = _result(rows, prep, weighting=weighting, min_crowd=min_crowd)
     return df[[c for c in cols if c in df.columns]]
 
@@ -191,12 +233,34 @@ def _fit_smoothing(c: np.ndarray, n: np.ndarray, u: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def _verdict(lo: float, hi: float, zero: str, above: str, below: str) -> str:
+def _verdict(row: dict, zero: str, above: str, below: str, *, n_left_out: int = 0) -> dict:
+    """Set row["verdict"] and row["verdict_basis"]: "exact" (a finding), "upper bound" (holds
+    although some log-probs are only upper bounds) or "withheld" (the bounds or the answers
+    left out could change it). Never a finding drawn from bounds: with bounded answers the
+    estimate is an upper bound, so only "below 0" survives (the true value is lower still)."""
+    lo, hi = row["ci_low"], row["ci_high"]
+    nb, n = int(row.get("n_bounded") or 0), int(row.get("n_answers") or 0)
+    share = f"{nb / n:.0%}" if n else "?"
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "not enough data"
-    if lo <= 0 <= hi:
-        return zero
-    return above if lo > 0 else below
+        row["verdict"], row["verdict_basis"] = "not enough data", "withheld"
+    elif nb and hi < 0:
+        row["verdict"] = (f"{below} (even though {nb:,} of {n:,} answers ({share}) count at their "
+                          "top-k upper bound, which can only flatter the model)")
+        row["verdict_basis"] = "upper bound"
+    elif nb:
+        row["verdict"] = (f"no verdict yet: {nb:,} of {n:,} answers ({share}) lack exact model "
+                          f"log-probs and count at their top-k upper bound, so the value is only "
+                          f"an upper bound (at most {hi:.2f} nats/answer at the interval's top)")
+        row["verdict_basis"] = "withheld"
+    elif n_left_out:
+        row["verdict"] = (f"no verdict yet: {n_left_out:,} answers without exact model log-probs "
+                          "were left out; they lie outside the model's stored top-k, so leaving "
+                          "them out favours the model")
+        row["verdict_basis"] = "withheld"
+    else:
+        row["verdict"] = zero if lo <= 0 <= hi else (above if lo > 0 else below)
+        row["verdict_basis"] = "exact"
+    return row
 
 
 def simulator_fit(
@@ -229,6 +293,11 @@ def simulator_fit(
     than its own samples would (sharper, T < 1); D_self < 0 -> people's answers are less likely
     under the model than its own samples (more diverse or different).
     Answers with an unknown log-prob use the k-th stored log-prob (an upper bound; n_bounded).
+    Then both D and D_self are upper bounds, and a verdict is never drawn from them: it is
+    withheld ("no verdict yet", verdict_basis "withheld") unless even the upper interval limit is
+    below 0 (verdict_basis "upper bound"). Answers left out for lack of a log-prob
+    (missing="exclude") are the model's unlikely ones, so their absence favours the model: the
+    verdict is withheld then too. verdict_basis "exact": every answer had its exact log-prob.
     Intervals: two-way cluster bootstrap of the per-answer values (each answer's leave-one-out
     probability is computed once from all answers).
     """
@@ -273,16 +342,15 @@ def simulator_fit(
                          "log-likelihood (nats/answer)", **n))
         fit = _row(res, 2, metric="simulator_fit", label="simulator fit: model − crowd "
                    "(nats/answer)", **n)
-        fit["verdict"] = _verdict(
-            fit["ci_low"], fit["ci_high"],
-            "the model predicts a held-out person as well as the other people do",
-            "the model predicts people better than the other people's answers do",
-            "people predict each other better than the model predicts them")
+        _verdict(fit, "the model predicts a held-out person as well as the other people do",
+                 "the model predicts people better than the other people's answers do",
+                 "people predict each other better than the model predicts them",
+                 n_left_out=int(((status == "missing") & (n_item >= max(min_crowd, 2))).sum()))
         rows.append(fit)
         rows.append({**fit, "metric": "perplexity_ratio",
                      "label": "perplexity ratio model / crowd", "estimate": float(np.exp(-fit["estimate"])),
                      "ci_low": float(np.exp(-fit["ci_high"])), "ci_high": float(np.exp(-fit["ci_low"])),
-                     "se": np.nan, "verdict": fit["verdict"]})
+                     "se": np.nan, "verdict": fit["verdict"], "verdict_basis": fit["verdict_basis"]})
     if prep.mode == "token":
         ent = a["entropy"].to_numpy()
         self_rows = scored & np.isfinite(ent)
@@ -296,13 +364,13 @@ def simulator_fit(
                          "the model's own samples, −entropy (nats/answer)", **n))
         st = _row(res, 2, metric="model_sample_test", label="model-sample test: model − "
                   "expected (nats/answer)", **n)
-        st["verdict"] = _verdict(
-            st["ci_low"], st["ci_high"],
-            "indistinguishable from samples of the model (T = 1)",
+        _verdict(
+            st, "indistinguishable from samples of the model (T = 1)",
             "people choose the model's likely tokens more often than its own samples do "
             "(sharper than T = 1)",
             "people's answers are less likely under the model than its own samples "
-            "(more varied than, or different from, the model)")
+            "(more varied than, or different from, the model)",
+            n_left_out=int(((status == "missing") & np.isfinite(ent)).sum()))
         rows.append(st)
     df = _result(rows, prep, smoothing=beta, min_crowd=min_crowd, vocab_size=V)
     df["smoothing_beta"] = beta
@@ -492,6 +560,11 @@ DISTANCE_COLUMNS = {
     "model_mass_human_top3": "model probability of the humans' top 3 answers",
     "human_share_model_top": "share of people giving the model's top token",
 }
+# The range each per-item value lives in; mean intervals are cut to it.
+DISTANCE_RANGES = {"kl_plugin": (0.0, np.inf), "js": (0.0, np.log(2)), "tv": (0.0, 1.0),
+                   "spearman": (-1.0, 1.0), "h_human_mm": (0.0, np.inf), "h_model": (0.0, np.inf),
+                   "model_mass_human_top1": (0.0, 1.0), "model_mass_human_top3": (0.0, 1.0),
+                   "human_share_model_top": (0.0, 1.0)}
 
 
 def distance_summary(
@@ -502,6 +575,8 @@ def distance_summary(
     with an interval from resampling items (the per-item values already reflect the answers;
     participants are not resampled separately here). Items where a value is undefined (e.g. a
     rank correlation with no variation) are left out of that mean; n_items says how many count.
+    Intervals are cut to the range of the value (e.g. 0 to 1 for probabilities and total
+    variation, 0 to ln 2 for Jensen-Shannon); the bias-corrected KL may be negative per item.
     """
     prep = get_prepared(data, **selection)
     d = distances if distances is not None else item_distances(
@@ -517,7 +592,8 @@ def distance_summary(
             if not ok.any():
                 continue
             res = twoway_bootstrap(np.column_stack([np.where(ok, x, 0), ok.astype(float)]),
-                                   design, lambda S: (S[:, 0] / S[:, 1])[:, None], level=level)
+                                   design, lambda S: (S[:, 0] / S[:, 1])[:, None], level=level,
+                                   bounds=DISTANCE_RANGES.get(col))
             rows.append(_row(res, 0, metric=col, label=label, n_items=int(ok.sum()),
                              n_answers=int(d["n_answers"].to_numpy()[ok].sum()),
                              median=float(np.median(x[ok])), temperature=temperature))
@@ -534,11 +610,15 @@ def learning_curve(data, *, bins=LEARNING_BINS, level: float = DEFAULT_LEVEL, **
     """Accuracy against experience: answers grouped by answer_index (the participant's 1st,
     2nd, 3rd-4th, 5th-8th, ... answer; doubling bins). Per bin: human accuracy, the model's
     accuracy on the same answers' items (a difficulty control: if later items happen to be
-    easier, the model's accuracy rises too), and humans - model, with two-way intervals.
+    easier, the model's accuracy rises too), and humans - model, with two-way intervals:
+    Wilson score intervals with the design's effective sample size for the accuracies (see
+    proportion_interval; they stay within 0-100%), the normal interval for the difference.
+    Imported answers that name no participant are left out (their order is not experience).
     """
     prep = get_prepared(data, **selection)
     a = prep.answers
     idx = a["answer_index"].to_numpy()
+    person = ~a["pooled"].to_numpy(dtype=bool)
     h = a["correct"].to_numpy(dtype=float)
     m = a["model_correct"].to_numpy(dtype=float)
     edges = list(bins) + [np.inf]
@@ -549,7 +629,7 @@ def learning_curve(data, *, bins=LEARNING_BINS, level: float = DEFAULT_LEVEL, **
             return np.column_stack([S[:, 0] / S[:, 2], S[:, 1] / S[:, 2], (S[:, 0] - S[:, 1]) / S[:, 2]])
 
     for lo, hi in itertools.pairwise(edges):
-        mask = (idx >= lo) & (idx < hi)
+        mask = (idx >= lo) & (idx < hi) & person
         if not mask.any():
             continue
         sel = np.flatnonzero(mask)
@@ -561,7 +641,7 @@ def learning_curve(data, *, bins=LEARNING_BINS, level: float = DEFAULT_LEVEL, **
                     **_counts(prep, mask))
         for j, who in enumerate(["humans", "model", "humans − model"]):
             r = _row(res, j, who=who, **base)
-            rows.append(exact_bounds(r) if j < 2 else r)
+            rows.append(proportion_interval(r) if j < 2 else _difference(r))
     return _result(rows, prep)
 
 
@@ -571,14 +651,16 @@ def learning_trend(data, *, level: float = DEFAULT_LEVEL, **selection) -> pd.Dat
         slope = sum (x - xbar)(y - ybar) / sum (x - xbar)^2
     for y = human correct (0/1) and for y = human correct - model correct on the same item (the
     change not explained by easier or harder items). Two-way interval; NaN if every answer has
-    the same answer_index.
+    the same answer_index. Imported answers that name no participant are left out.
     """
     prep = get_prepared(data, **selection)
     a = prep.answers
-    x = np.log2(a["answer_index"].to_numpy().astype(float))
-    h = a["correct"].to_numpy(dtype=float)
-    d = h - a["model_correct"].to_numpy(dtype=float)
-    Z = np.column_stack([np.ones(len(a)), x, x * x, h, x * h, d, x * d])
+    person = ~a["pooled"].to_numpy(dtype=bool)
+    sel = np.flatnonzero(person)
+    x = np.log2(a["answer_index"].to_numpy()[sel].astype(float))
+    h = a["correct"].to_numpy(dtype=float)[sel]
+    d = h - a["model_correct"].to_numpy(dtype=float)[sel]
+    Z = np.column_stack([np.ones(len(sel)), x, x * x, h, x * h, d, x * d])
 
     def stat(S):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -587,8 +669,8 @@ def learning_trend(data, *, level: float = DEFAULT_LEVEL, **selection) -> pd.Dat
             sd = (S[:, 6] - S[:, 1] * S[:, 5] / S[:, 0]) / sxx
             return np.column_stack([sh, sd])
 
-    res = twoway_bootstrap(Z, prep.design, stat, level=level)
-    n = _counts(prep, np.ones(len(a), dtype=bool))
+    res = twoway_bootstrap(Z, prep.design.subset(sel), stat, level=level)
+    n = _counts(prep, person)
     rows = [
         _row(res, 0, metric="slope_humans", label="change in human accuracy per doubling of "
              "answers given", **n),
@@ -631,12 +713,11 @@ def calibration(data, *, n_bins: int = 10, level: float = DEFAULT_LEVEL, **selec
                                    design.subset(sel), stat, level=level)
             row = _row(res, 0, who=who, bin_low=edges[j], bin_high=edges[j + 1],
                        confidence=float(res.estimate[1]))
-            row["ci_low"], row["ci_high"] = max(row["ci_low"], 0.0), min(row["ci_high"], 1.0)
             if units == "answers":
                 row.update(_counts(prep, mask))
             else:
                 row.update(n_items=len(sel), n_answers=np.nan, n_participants=np.nan)
-            rows.append(exact_bounds(row))
+            rows.append(proportion_interval(row))
     return _result(rows, prep, n_bins=n_bins)
 
 
@@ -690,5 +771,12 @@ def calibration_summary(data, *, n_bins: int = 10, level: float = DEFAULT_LEVEL,
             ("overconfidence", "overconfidence (confidence − accuracy)"),
             ("brier", "Brier score"), ("ece", "expected calibration error (ECE)"),
         ]):
-            rows.append(_row(res, j, who=who, metric=metric, label=label, **n))
+            row = _row(res, j, who=who, metric=metric, label=label, **n)
+            if metric == "accuracy":
+                proportion_interval(row)
+            elif metric in ("confidence", "brier", "ece"):  # means of values in [0, 1]
+                row["ci_low"], row["ci_high"] = max(row["ci_low"], 0.0), min(row["ci_high"], 1.0)
+            else:
+                _difference(row)
+            rows.append(row)
     return _result(rows, prep, n_bins=n_bins)

@@ -62,15 +62,18 @@ def _fig(w=6.6, h=3.4):
     return fig, ax
 
 
-def accuracy_bars(acc: pd.DataFrame) -> str:
-    """Grouped bars: humans / crowd / model per filter and token class, with CIs."""
+def accuracy_bars(acc: pd.DataFrame, unit: str = "token") -> str:
+    """Grouped bars: humans / crowd / model per filter and token class, with CIs. unit "word"
+    (word-mode answers) names the first group "all words" and the model's bar as its first
+    token (an upper bound of its word accuracy)."""
     with plt.rc_context(STYLE):
         groups = acc[["group_type", "group", "label"]].drop_duplicates()
         groups = groups[~((groups["group_type"] == "class") & (groups["group"] == "other"))]
         fig, ax = plt.subplots(figsize=(7.2, 3.6))
         who = ["humans", "crowd", "model"]
         names = {"humans": "Humans (each answer)", "crowd": "Crowd plurality",
-                 "model": "Model top-1"}
+                 "model": "Model top-1" if unit == "token" else "Model top-1 first token"}
+        wrap = {**WRAP, "all": f"all\n{unit}s"}
         width = 0.26
         xs = np.arange(len(groups), dtype=float)
         xs[(groups["group_type"] == "class").to_numpy()] += 0.6  # gap between filters and classes
@@ -78,7 +81,7 @@ def accuracy_bars(acc: pd.DataFrame) -> str:
         for gi, (_, g) in enumerate(groups.iterrows()):
             sub = acc[(acc["group_type"] == g["group_type"]) & (acc["group"] == g["group"])]
             n = sub.loc[sub["who"] == "humans", "n_items"]
-            name = WRAP.get(g["group"], g["label"])
+            name = wrap.get(g["group"], g["label"])
             labels.append(f"{name}\n{int(n.iloc[0]):,} items" if len(n) else name)
         for j, w in enumerate(who):
             vals, lo, hi = [], [], []

@@ -112,25 +112,41 @@ def _ci(row, fmt=_num, **kw) -> str:
 
 def _n(row) -> str:
     parts = []
-    for key, name in (("n_answers", "answers"), ("n_items", "items"), ("n_participants", "participants")):
+    for key, name in (("n_answers", "answers"), ("n_items", "items"), ("n_participants", "participants"),
+                      ("n_unattributed", "imported answers without a participant")):
         v = row.get(key)
         if v is not None and not (isinstance(v, float) and np.isnan(v)):
+            if key == "n_unattributed" and not v:
+                continue
             parts.append(f"{int(v):,} {name}")
     return ", ".join(parts)
 
 
-def _table(headers: list[str], rows: list[list[str]], cls="") -> str:
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(headers: list[str], rows: list[list[str]], caption: str, cls: str = "",
+           row_headers: bool = True) -> str:
+    """A table with a caption, column headers (scope=col) and, when `row_headers`, the first
+    cell of each row as its row header (scope=row); in a scroll container a keyboard can reach
+    (tabindex=0, role=region, named by the caption), so a wide table never widens the page."""
+    head = "".join(f"<th scope=col>{h}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = [f"<th scope=row>{r[0]}</th>" if row_headers else f"<td>{r[0]}</td>"]
+        cells += [f"<td>{c}</td>" for c in r[1:]]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    label = html.escape(re.sub(r"<[^>]+>", "", caption), quote=True)
+    return (f"<div class=scroll role=region tabindex=0 aria-label=\"{label}\">"
+            f"<table class='{cls}'><caption>{caption}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _figure(svg: str, number: int, caption: str, fid: str) -> str:
+def _figure(svg: str, number: int, caption: str, fid: str, alt: str) -> str:
     # Show every figure at the same scale (1.6 px per point of the matplotlib figure, about
-    # 1.2x its natural size), shrunk only when the column is narrower.
+    # 1.2x its natural size), shrunk only when the column is narrower. The SVG is an image
+    # with a text alternative (role=img + aria-label); the caption says what it shows.
     m = re.search(r'<svg[^>]*?width="([\d.]+)pt"', svg)
-    if m:
-        svg = svg.replace("<svg ", f"<svg style='width:{float(m.group(1)) * 1.6:.0f}px' ", 1)
+    style = f" style='width:{float(m.group(1)) * 1.6:.0f}px'" if m else ""
+    label = html.escape(f"Figure {number}: {alt}", quote=True)
+    svg = svg.replace("<svg ", f"<svg role=img aria-label=\"{label}\" focusable=false{style} ", 1)
     return (f"<figure id='{fid}'>{svg}<figcaption><b>Figure {number}.</b> {caption}</figcaption>"
             "</figure>")
 
@@ -170,7 +186,7 @@ def _doc_html(doc: str) -> str:
 METHOD_FUNCTIONS = [
     ("Which answers are analysed", answers_mod.prepare),
     ("Accuracy: humans, crowd, model", metrics.accuracy),
-    ("Intervals for accuracies of exactly 0 or 1", metrics.exact_bounds),
+    ("Intervals for accuracies: Wilson score with the effective sample size", metrics.proportion_interval),
     ("Token classes", tokens.token_class),
     ("Simulator fit and the model-sample test", metrics.simulator_fit),
     ("Distribution distances per item", metrics.item_distances),
@@ -194,73 +210,166 @@ def methods() -> dict[str, str]:
 # ---------------------------------------------------------------------------------- HTML
 
 CSS = """
-body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;color:#1d1d1f;max-width:1000px;
-margin:24px auto;padding:0 20px;line-height:1.45;font-size:15px}
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;color:#1d1d1f;background:#fff;
+max-width:1000px;margin:24px auto;padding:0 20px;line-height:1.45;font-size:15px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:34px 0 8px;border-bottom:1px solid #ddd;
 padding-bottom:4px}h3{font-size:16px;margin:20px 0 6px}
-.sub{color:#555;margin:0 0 14px}
-table{border-collapse:collapse;margin:8px 0 14px;font-size:14px}
+a{color:#0b5394}
+.sub{color:#444;margin:0 0 10px}
+nav.toc ol{display:flex;flex-wrap:wrap;gap:4px 18px;list-style:none;padding:0;margin:8px 0 0;font-size:14px}
+.scroll{overflow-x:auto;max-width:100%;margin:8px 0 14px}
+.scroll:focus-visible{outline:2px solid #0072B2;outline-offset:2px}
+table{border-collapse:collapse;font-size:14px}
+caption{text-align:left;font-weight:600;padding:2px 0 6px;color:#1d1d1f}
 th,td{padding:5px 10px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
-th{background:#f5f5f7;font-weight:600}td.n,.n{color:#555;font-size:13px}
-.ci{color:#555;font-size:13px;white-space:nowrap}
-.headline td:first-child{font-weight:600}
+thead th{background:#f5f5f7;font-weight:600}tbody th{font-weight:600}
+td.n,.n{color:#444;font-size:13px}
+.ci{color:#444;font-size:13px;white-space:nowrap}
+td code{overflow-wrap:anywhere;word-break:break-word}
 .verdict{background:#eef6fb;border-left:4px solid #0072B2;padding:8px 12px;margin:10px 0}
+.verdict.withheld,.summary .withheld{background:#fff8e6;border-left-color:#E69F00}
+ul.summary li.withheld{padding:4px 8px;border-left:4px solid #E69F00}
 .note{background:#fff8e6;border-left:4px solid #E69F00;padding:6px 12px;margin:8px 0;font-size:14px}
+ul.left-out{margin:6px 0 10px;padding-left:22px;font-size:14px}
 figure{margin:14px 0 22px}figure svg{max-width:100%;height:auto}
 figcaption{font-size:13px;color:#333;margin-top:4px;max-width:820px}
 .figs2{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.figs2 figure{flex:1 1 430px;margin:6px 0}
-pre{background:#f7f7f9;padding:6px 10px;font-size:12.5px;overflow-x:auto;margin:4px 0}
+pre{background:#f7f7f9;padding:6px 10px;font-size:12.5px;white-space:pre-wrap;overflow-wrap:anywhere;margin:4px 0}
 .methods p{margin:6px 0}details{margin:6px 0}summary{cursor:pointer;font-weight:600}
 ul.summary li{margin:4px 0}
-@media print{body{max-width:none}h2{page-break-after:avoid}figure{page-break-inside:avoid}}
+footer{margin:34px 0 10px;border-top:1px solid #ddd;padding-top:8px;font-size:13px;color:#444}
+@media print{body{max-width:none}h2{page-break-after:avoid}figure{page-break-inside:avoid}
+.scroll{overflow:visible}}
 """
 
-WHO_LABEL = {
-    "humans": "Humans (each answer)", "crowd": "Crowd plurality answer",
-    "model": "Model top-1", "humans − model": "Humans − model",
-    "crowd − model": "Crowd − model", "crowd − humans": "Crowd − humans",
-}
+SECTIONS = [("summary", "Summary"), ("headline", "Who predicts text better?"),
+            ("fit", "How well does the model predict people?"),
+            ("distributions", "How close are the distributions?"), ("temperature", "Temperature"),
+            ("learning", "Learning and calibration"), ("methods", "Methods"),
+            ("provenance", "Data provenance")]
 
 
-def _sentences(res: dict) -> list[str]:
+def _unit(res: dict) -> str:
+    """What a player predicted in the analysed answers: 'word' (word mode) or 'token'."""
+    return "word" if res["prep"].mode == "word" else "token"
+
+
+def _who_label(who: str, unit: str) -> str:
+    labels = {
+        "humans": "Humans (each answer)", "crowd": "Crowd plurality answer",
+        "model": "Model top-1" if unit == "token" else "Model top-1 first token (upper bound)",
+        "humans − model": "Humans − model", "crowd − model": "Crowd − model",
+        "crowd − humans": "Crowd − humans",
+    }
+    return labels[who]
+
+
+def _group_label(label: str, unit: str) -> str:
+    if unit == "word":
+        return {"all tokens": "all words", "whole words only": "whole words only (first token)",
+                "no punctuation": "no punctuation"}.get(label, label)
+    return label
+
+
+def clustering(res: dict) -> str:
+    """One sentence: how the intervals treat who answered what (the report's sub-heading)."""
+    prep = res["prep"]
+    pooled = int(prep.answers["pooled"].sum()) if "pooled" in prep.answers else 0
+    text = ("two-way cluster bootstrap over participants and items; accuracies as Wilson score "
+            "intervals with the design's effective sample size")
+    if pooled:
+        text += (f"; the {pooled:,} imported answers that name no participant are not one person: "
+                 "each is treated as its own participant, so they are clustered by item only")
+    return text
+
+
+def _fit_row(res: dict, metric: str):
+    sf = res.get("simulator_fit")
+    if sf is None or not len(sf):
+        return None
+    rows = sf[sf["metric"] == metric]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _fit_sentence(r, name: str, what: str) -> tuple[str, bool]:
+    """The headline sentence of a fit measure, and whether its verdict is withheld. Never a
+    finding drawn from bounds: the sentence says "at most" and "no verdict yet" then."""
+    basis = r.get("verdict_basis", "exact")
+    nb, n = int(r.get("n_bounded") or 0), int(r.get("n_answers") or 0)
+    value = (f"{_num(r['estimate'])} nats/answer ({_num(r['ci_low'])} to {_num(r['ci_high'])})")
+    if basis == "withheld" and nb:
+        return (f"{name}: no verdict yet. {nb:,} of {n:,} answers ({nb / n:.0%}) lack exact model "
+                f"log-probs (they await the background jobs) and count at their top-k bound, so "
+                f"{what} is only an upper bound: at most {value}. Export again once the model "
+                "numbers are filled.", True)
+    if basis == "withheld":
+        return f"{name}: {value}; {r['verdict']}.", True
+    if basis == "upper bound":
+        return (f"{name}: at most {value} (an upper bound: {nb:,} of {n:,} answers count at "
+                f"their top-k bound); even so, {r['verdict'].split(' (even though')[0]}.", False)
+    return f"{name} ({what}): {value}: {r['verdict']}.", False
+
+
+def _sentences(res: dict) -> list[tuple[str, str]]:
+    """The summary: (sentence, css class) pairs; class 'withheld' marks a withheld verdict."""
+    unit = _unit(res)
     acc = res["accuracy"]
     a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")].set_index("who")
     out = []
     h, m, c = a.loc["humans"], a.loc["model"], a.loc["crowd"]
-    out.append(
-        f"Humans gave the true next token in {_pct(h['estimate'])} of {int(h['n_answers']):,} "
-        f"answers (95% CI {_pct(h['ci_low'])}–{_pct(h['ci_high'])}); the model's top-1 was right "
-        f"on {_pct(m['estimate'])} ({_pct(m['ci_low'])}–{_pct(m['ci_high'])}) of the same items"
+    model = (f"the model's top-1 was right on {_pct(m['estimate'])} ({_pct(m['ci_low'])}–"
+             f"{_pct(m['ci_high'])}) of the same items" if unit == "token" else
+             f"the model's most likely first token was the word's first token on "
+             f"{_pct(m['estimate'])} ({_pct(m['ci_low'])}–{_pct(m['ci_high'])}) of the same items "
+             "(an upper bound of its word accuracy)")
+    out.append((
+        f"Humans gave the true next {unit} in {_pct(h['estimate'])} of {int(h['n_answers']):,} "
+        f"answers ({round(res['settings']['level'] * 100)}% CI {_pct(h['ci_low'])}–"
+        f"{_pct(h['ci_high'])}); {model}"
         + (f"; the crowd's most common answer on {_pct(c['estimate'])} "
            f"({_pct(c['ci_low'])}–{_pct(c['ci_high'])}, {int(c['n_items']):,} items with ≥ "
-           f"{res['settings']['min_crowd']} answers)." if np.isfinite(c["estimate"]) else ".")
-    )
-    sf = res.get("simulator_fit")
-    if sf is not None and len(sf):
-        s = sf.set_index("metric")
-        if "simulator_fit" in s.index:
-            r = s.loc["simulator_fit"]
-            out.append(f"Simulator fit (model − leave-one-out crowd log-likelihood): "
-                       f"{_num(r['estimate'])} nats/answer ({_num(r['ci_low'])} to "
-                       f"{_num(r['ci_high'])}): {r['verdict']}.")
-        if "model_sample_test" in s.index:
-            r = s.loc["model_sample_test"]
-            out.append(f"Model-sample test: {_num(r['estimate'])} nats/answer "
-                       f"({_num(r['ci_low'])} to {_num(r['ci_high'])}): {r['verdict']}.")
+           f"{res['settings']['min_crowd']} answers)." if np.isfinite(c["estimate"]) else "."), ""))
+    r = _fit_row(res, "simulator_fit")
+    if r is not None:
+        text, withheld = _fit_sentence(r, "Simulator fit", "model − leave-one-out crowd log-likelihood")
+        out.append((text, "withheld" if withheld else ""))
+    r = _fit_row(res, "model_sample_test")
+    if r is not None:
+        text, withheld = _fit_sentence(r, "Model-sample test", "model − expected log-likelihood of its own samples")
+        out.append((text, "withheld" if withheld else ""))
     t = res.get("temperature")
     if t is not None and len(t):
         r = t.iloc[0]
         edge = " (at the end of the stored grid: the best temperature may lie beyond it)" if r["at_edge"] else ""
-        out.append(f"The model predicts people best at temperature T* = {r['estimate']:.2f} "
-                   f"({r['ci_low']:.2f}–{r['ci_high']:.2f}){edge}, gaining "
-                   f"{_num(r['gain_vs_T1'], 3)} nats/answer over T = 1.")
+        nb = int(r.get("n_bounded") or 0)
+        bound = (f" Only approximate: {nb:,} of {int(r['n_answers']):,} answers "
+                 f"({nb / r['n_answers']:.0%}) count at their top-k bound." if nb else "")
+        out.append((f"The model predicts people best at temperature T* = {r['estimate']:.2f} "
+                    f"({r['ci_low']:.2f}–{r['ci_high']:.2f}){edge}, gaining "
+                    f"{_num(r['gain_vs_T1'], 3)} nats/answer over T = 1.{bound}",
+                    "withheld" if nb else ""))
     return out
+
+
+def _left_out(res: dict) -> list[str]:
+    """What is not in the numbers, each named for what it is (from prepare's notes, plus the
+    answers a measure cannot use)."""
+    prep, unit = res["prep"], _unit(res)
+    items = [html.escape(n) for n in prep.notes]
+    a = prep.answers
+    n_skip = int(a["skipped"].sum())
+    if n_skip:
+        items.append(f"{n_skip:,} skipped answer{'s' if n_skip != 1 else ''} (“I don't know”): "
+                     "counted as wrong in accuracy, left out of the log-likelihood, crowd and "
+                     "distribution measures")
+    return items
 
 
 def render_html(res: dict) -> str:
     from . import plots
 
     data, prep, settings = res["data"], res["prep"], res["settings"]
+    unit = _unit(res)
     level = round(settings["level"] * 100)
     model = prep.model
     parts = []
@@ -275,17 +384,31 @@ def render_html(res: dict) -> str:
         caveats += (f" · <b>{awaiting:,} exported answer{'s' if awaiting != 1 else ''} still "
                     f"await{'' if awaiting != 1 else 's'} the model's exact numbers</b> (empty in "
                     "this export; export again once the background jobs have run)")
-    parts.append("<h1>Humans and a language model predicting the next token</h1>")
-    parts.append(
-        f"<p class=sub>Model <b>{html.escape(str(model.get('name')))}</b> "
-        f"({html.escape(str(model.get('spec')))}), {prep.mode} mode · {n_all['n_answers']:,} answers, "
-        f"{n_all['n_items']:,} items, {n_all['n_participants']:,} participants · export "
-        f"{html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% confidence intervals "
-        f"(two-way cluster bootstrap over participants and items){caveats}</p>")
-    parts.append("<section id=summary><h2>Summary</h2><ul class=summary>"
-                 + "".join(f"<li>{s}</li>" for s in _sentences(res)) + "</ul>")
-    for note in prep.notes:
-        parts.append(f"<div class=note>{html.escape(note)}</div>")
+    other_modes = data.guesses["mode"].value_counts()
+    other = ", ".join(f"{int(v):,} {k}-mode answers (a separate report: --mode {k})"
+                      for k, v in other_modes.items() if k != prep.mode)
+    people = f"{n_all['n_participants']:,} participants"
+    if n_all.get("n_unattributed"):
+        people += f" + {n_all['n_unattributed']:,} imported answers without a participant"
+    header = [f"<h1>Humans and a language model predicting the next {unit}</h1>",
+              f"<p class=sub>Model <b>{html.escape(str(model.get('name')))}</b> "
+              f"({html.escape(str(model.get('spec')))}) · {prep.mode}-mode answers: players "
+              f"predicted the next {unit} · {n_all['n_answers']:,} answers, "
+              f"{n_all['n_items']:,} items, {people}"
+              + (f" · also in this export, not analysed here: {other}" if other else "")
+              + f" · export {html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% "
+              f"confidence intervals ({html.escape(clustering(res))}){caveats}</p>",
+              "<nav class=toc aria-label='Contents'><ol>"
+              + "".join(f"<li><a href='#{sid}'>{title}</a></li>" for sid, title in SECTIONS)
+              + "</ol></nav>"]
+
+    parts.append("<section id=summary aria-labelledby=h-summary><h2 id=h-summary>Summary</h2><ul class=summary>"
+                 + "".join(f"<li{' class=' + cls if cls else ''}>{html.escape(text)}</li>"
+                           for text, cls in _sentences(res)) + "</ul>")
+    left = _left_out(res)
+    if left:
+        parts.append("<h3>Left out or treated specially</h3><ul class=left-out>"
+                     + "".join(f"<li>{x}</li>" for x in left) + "</ul>")
     parts.append("</section>")
 
     # Headline table.
@@ -297,55 +420,71 @@ def render_html(res: dict) -> str:
         if not len(r):
             continue
         r = r.iloc[0]
-        rows.append([WHO_LABEL[who], _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
-    parts.append("<section id=headline><h2>Who predicts text better?</h2>")
-    parts.append(_table(["", f"Top-1 accuracy ({level}% CI)", "n"], rows, "headline"))
+        rows.append([_who_label(who, unit), _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
+    parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>")
+    parts.append(_table(["Who", f"Top-1 accuracy ({level}% CI)", "n"], rows,
+                        f"Top-1 accuracy: how often the true next {unit} was predicted", "headline"))
+    h = a[a["who"] == "humans"].iloc[0]
+    near = (f"; {int(h['n_near_miss']):,} near misses that would be right with the leading space "
+            "toggled, counted wrong" if unit == "token" else "")
     parts.append(
-        f"<p class=n>Crowd: items with at least {settings['min_crowd']} non-skip answers. Skips "
-        f"count as wrong ({int(a[a['who'] == 'humans']['n_skipped'].iloc[0]):,} skips; "
-        f"{int(a[a['who'] == 'humans']['n_near_miss'].iloc[0]):,} near misses that would be right "
-        "with the leading space toggled, counted wrong). Differences are paired on the same answers.</p>")
-    parts.append(_figure(plots.accuracy_bars(acc), 1,
-                         f"Top-1 accuracy by filter (left) and by class of the true next token (right), "
+        f"<p class=n>Crowd: items with at least {settings['min_crowd']} answers that are not skips. "
+        f"Skipped answers count as wrong ({int(h['n_skipped']):,} skipped{near}). Differences are "
+        f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
+        "design's effective sample size (they stay within 0–100%).</p>")
+    cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
+    parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
+                         f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
                          f"with {level}% confidence intervals; item counts under each group. Whole "
                          "words: the token starts a word and is not followed by a word continuation.",
-                         "fig-accuracy"))
+                         "fig-accuracy",
+                         f"bar chart of top-1 accuracy of humans, the crowd and the model, per "
+                         f"filter and per class of {cls_of}"))
     rows = []
     for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
         s = sub.set_index("who")
-        rows.append([s["label"].iloc[0], _ci(s.loc["humans"], _pct), _ci(s.loc["crowd"], _pct),
-                     _ci(s.loc["model"], _pct), _ci(s.loc["humans − model"], _pct),
-                     f"<span class=n>{_n(s.loc['humans'])}</span>"])
-    parts.append("<h3>By filter and token class</h3>")
-    parts.append(_table(["", "Humans", "Crowd", "Model", "Humans − model", "n"], rows))
+        rows.append([html.escape(_group_label(s["label"].iloc[0], unit)), _ci(s.loc["humans"], _pct),
+                     _ci(s.loc["crowd"], _pct), _ci(s.loc["model"], _pct),
+                     _ci(s.loc["humans − model"], _pct), f"<span class=n>{_n(s.loc['humans'])}</span>"])
+    title = "By filter and token class" if unit == "token" else "By filter and class of the word's first token"
+    parts.append(f"<h3>{title}</h3>")
+    parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
+                        f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
     parts.append("</section>")
 
     # Simulator fit.
-    parts.append("<section id=fit><h2>How well does the model predict people?</h2>")
+    parts.append("<section id=fit aria-labelledby=h-fit><h2 id=h-fit>How well does the model predict people?</h2>")
     sf = res.get("simulator_fit")
     if sf is not None and len(sf):
         rows = []
         for _, r in sf.iterrows():
             val = _ci(r) if r["metric"] != "perplexity_ratio" else _ci(r, digits=3)
+            bounded = int(r["n_bounded"]) if r.get("n_bounded") else 0
+            if bounded:
+                val = "at most " + val
             rows.append([html.escape(r["label"]), val,
-                         f"<span class=n>{_n(r)}" + (f"; {int(r['n_bounded']):,} at the top-k bound"
-                                                     if r.get("n_bounded") else "") + "</span>"])
-        parts.append(_table(["", f"Estimate ({level}% CI)", "n"], rows))
-        for metric in ("simulator_fit", "model_sample_test"):
-            v = sf[sf["metric"] == metric]
-            if len(v):
-                parts.append(f"<div class=verdict><b>{'Simulator fit' if metric == 'simulator_fit' else 'Model-sample test'}:</b> "
-                             f"{html.escape(str(v['verdict'].iloc[0]))}.</div>")
+                         f"<span class=n>{_n(r)}" + (f"; {bounded:,} at the top-k bound"
+                                                     if bounded else "") + "</span>"])
+        parts.append(_table(["Measure", f"Estimate ({level}% CI)", "n"], rows,
+                            "Log-likelihood of human answers under the model and under the other people"))
+        for metric, name in (("simulator_fit", "Simulator fit"), ("model_sample_test", "Model-sample test")):
+            r = _fit_row(res, metric)
+            if r is not None:
+                withheld = r.get("verdict_basis") == "withheld"
+                parts.append(f"<div class='verdict{' withheld' if withheld else ''}'><b>{name}:</b> "
+                             f"{html.escape(str(r['verdict']))}.</div>")
         beta = sf["smoothing_beta"].iloc[0]
-        parts.append(f"<p class=n>Crowd baseline smoothing β = {_num(beta, 3)} (fitted by "
+        parts.append(f"<p class=n>Skipped answers are left out, and so are answers on items with "
+                     f"fewer than {max(settings['min_crowd'], 2)} answers that are not skips (no "
+                     f"crowd to compare with). Crowd baseline smoothing β = {_num(beta, 3)} (fitted by "
                      "leave-one-out likelihood), back-off: all-item answer frequencies with add-one "
-                     f"smoothing over the {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
+                     f"smoothing over the model's {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
     else:
         parts.append(f"<p class=note>{html.escape(res['errors'].get('simulator_fit', 'not available'))}</p>")
     parts.append("</section>")
 
     # Distributions.
-    parts.append("<section id=distributions><h2>How close are the distributions?</h2>")
+    parts.append("<section id=distributions aria-labelledby=h-distributions><h2 id=h-distributions>How close are the distributions?</h2>")
     ds = res.get("distance_summary")
     if ds is not None and len(ds):
         dt = res.get("distance_summary_tstar")
@@ -361,10 +500,11 @@ def render_html(res: dict) -> str:
         headers = ["Per item", f"Mean, T = 1 ({level}% CI)", "Median"]
         if dt is not None:
             headers.append(f"Mean at T* = {t_star:.2f}")
-        parts.append(_table(headers + ["n"], rows))
-        parts.append(f"<p class=n>Items with at least {settings['min_answers']} non-skip answers. "
-                     "Human answers without a known model log-prob are merged with the model's "
-                     "remaining mass into one category (divergences are then lower bounds).</p>")
+        parts.append(_table(headers + ["n"], rows, "Distances between the human and the model "
+                            "distributions, averaged over items"))
+        parts.append(f"<p class=n>Items with at least {settings['min_answers']} answers that are "
+                     "not skips. Human answers without a known model log-prob are merged with the "
+                     "model's remaining mass into one category (divergences are then lower bounds).</p>")
         pairs = res["pairs"]
         known = np.isfinite(pairs["m"])
         rho = pairs.loc[known, "m"].rank().corr(pairs.loc[known, "h"].rank())  # Spearman
@@ -375,11 +515,14 @@ def render_html(res: dict) -> str:
                     f"{int(known.sum()):,} (item, answer) pairs from {pairs['i'].nunique():,} items"
                     + (f" ({min(6000, int(known.sum())):,} drawn at random)" if known.sum() > 6000 else "")
                     + f"; Spearman ρ = {_num(rho, 2)} over these pairs. Points above the dashed line: people give the "
-                    "token more often than the model predicts.", "fig-scatter"),
+                    "token more often than the model predicts.", "fig-scatter",
+                    f"log-log scatter plot of the share of people giving a token against the "
+                    f"model's probability of it; Spearman rho {_num(rho, 2)}"),
             _figure(plots.kl_histogram(res["distances"]), 3,
                     "Per-item divergence of the human answer distribution from the model's "
                     f"(T = 1); {len(res['distances']):,} items. 0 = people answer exactly as the model "
-                    "predicts.", "fig-kl"),
+                    "predicts.", "fig-kl",
+                    f"histogram of the per-item KL divergence over {len(res['distances']):,} items"),
         ]
         parts.append("<div class=figs2>" + "".join(figs) + "</div>")
     else:
@@ -387,59 +530,69 @@ def render_html(res: dict) -> str:
     parts.append("</section>")
 
     # Temperature.
-    parts.append("<section id=temperature><h2>Temperature</h2>")
+    parts.append("<section id=temperature aria-labelledby=h-temperature><h2 id=h-temperature>Temperature</h2>")
     t, curve = res.get("temperature"), res.get("temperature_curve")
     if t is not None and curve is not None:
         r = t.iloc[0]
         parts.append(_table(
-            ["", f"Estimate ({level}% CI)", "n"],
+            ["Measure", f"Estimate ({level}% CI)", "n"],
             [["Best temperature T*", f"{r['estimate']:.3f} <span class=ci>({r['ci_low']:.3f} to {r['ci_high']:.3f})</span>",
               f"<span class=n>{_n(r)}; {int(r['n_bounded']):,} at the top-k bound</span>"],
              ["Mean log-likelihood at T* (nats/answer)", _num(r["loglik_at_T*"], 3), ""],
              ["Mean log-likelihood at T = 1 (nats/answer)", _num(r["loglik_at_1"], 3), ""],
              ["Gain of T* over T = 1 (nats/answer)",
-              f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]]))
+              f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]],
+            "The temperature at which the model best predicts people"))
         parts.append(_figure(plots.temperature_curve(curve, r), 4,
                              "Mean log-likelihood of human answers under the model tempered to T. "
                              "Dots: the stored grid (exact log Z); line: spline interpolation; band: "
-                             f"{level}% CI of T*.", "fig-temperature"))
+                             f"{level}% CI of T*.", "fig-temperature",
+                             f"line chart of the mean log-likelihood of human answers against the "
+                             f"temperature, highest at T* = {r['estimate']:.2f}"))
     else:
         parts.append(f"<p class=note>{html.escape(res['errors'].get('temperature', 'not available'))}</p>")
     parts.append("</section>")
 
     # Learning and calibration.
-    parts.append("<section id=learning><h2>Learning and calibration</h2><div class=figs2>")
+    parts.append("<section id=learning aria-labelledby=h-learning><h2 id=h-learning>Learning and calibration</h2><div class=figs2>")
     lc = res["learning_curve"]
     parts.append(_figure(plots.learning_curve(lc), 5,
                          "Accuracy by how many answers the participant had given (doubling bins), "
                          "with the model's accuracy on the same answers' items as a difficulty "
-                         f"control; {level}% CIs.", "fig-learning"))
+                         f"control; {level}% Wilson intervals with the design's effective sample "
+                         "size.", "fig-learning",
+                         "line chart of human and model top-1 accuracy against the number of "
+                         "answers given so far"))
     cal = res["calibration"]
     cap = ("Reliability: observed accuracy against stated confidence, per tenth of the "
            "probability scale." if res["has_reported_probability"] else
            "No participant gave probabilities in this export; the model's own top-1 "
            "reliability is shown for reference.")
-    parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration"))
+    parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
+                         "reliability diagram: observed accuracy against confidence, with the "
+                         "diagonal of perfect calibration"))
     parts.append("</div>")
     rows = []
     for _, r in res["learning_trend"].iterrows():
         pp = {k: 100 * r[k] for k in ("estimate", "ci_low", "ci_high")}
         rows.append([html.escape(r["label"]), _ci(pp, digits=2), f"<span class=n>{_n(r)}</span>"])
-    parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows))
+    parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows,
+                        "Do people improve with practice?"))
     cs = res["calibration_summary"]
     rows = [[html.escape(r["who"]), html.escape(r["label"]), _ci(r, digits=3),
              f"<span class=n>{_n(r)}</span>"] for _, r in cs.iterrows()]
-    parts.append(_table(["", "Calibration", f"Estimate ({level}% CI)", "n"], rows))
+    parts.append(_table(["Who", "Calibration", f"Estimate ({level}% CI)", "n"], rows,
+                        "Calibration in numbers"))
     parts.append("</section>")
 
     # Methods and provenance.
-    parts.append("<section id=methods class=methods><h2>Methods</h2>")
+    parts.append("<section id=methods class=methods aria-labelledby=h-methods><h2 id=h-methods>Methods</h2>")
     parts.append("<p>Generated from the docstrings of the functions that computed the numbers "
                  "above (package <code>analysis</code>).</p>")
     for title, doc in methods().items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_doc_html(doc)}")
     parts.append("</section>")
-    parts.append("<section id=provenance><h2>Data provenance</h2>")
+    parts.append("<section id=provenance aria-labelledby=h-provenance><h2 id=h-provenance>Data provenance</h2>")
     man = data.manifest
     rows = [["Export", html.escape(data.path)],
             ["Schema version", html.escape(str(man.get("schema_version")))],
@@ -463,16 +616,20 @@ def render_html(res: dict) -> str:
     rows.append(["Analysis settings", f"<code>{html.escape(json.dumps(settings, default=str))}</code>"])
     rows.append(["Report", html.escape(f"humanlm analysis {_version()}, "
                                        f"{datetime.now(UTC).isoformat(timespec='seconds')}")])
-    parts.append(_table(["", ""], rows))
+    parts.append(_table(["Property", "Value"], rows, "Where the data and the numbers come from"))
     for w in data.warnings:
         parts.append(f"<div class=note>{html.escape(w)}</div>")
     for section, err in res["errors"].items():
         parts.append(f"<div class=note>{html.escape(section)}: {html.escape(err)}</div>")
     parts.append("</section>")
-    title = f"humanlm analysis: {html.escape(str(model.get('name')))}"
+    footer = (f"<footer><p>Report by humanlm analysis {html.escape(_version())} on "
+              f"{datetime.now(UTC).isoformat(timespec='seconds')} from "
+              f"{html.escape(str(data.path))}; self-contained: no scripts, no external files.</p></footer>")
+    title = f"humanlm analysis: {html.escape(str(model.get('name')))} ({unit} predictions)"
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{title}</title>"
-            f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+            f"<style>{CSS}</style></head><body><header>" + "\n".join(header) + "</header>\n<main>"
+            + "\n".join(parts) + "</main>\n" + footer + "</body></html>\n")
 
 
 # ---------------------------------------------------------------------------------- JSON
@@ -514,7 +671,9 @@ def to_json(res: dict) -> dict:
                        "warnings": data.warnings},
         "settings": res["settings"],
         "notes": prep.notes,
-        "summary": [html.unescape(s) for s in _sentences(res)],
+        "summary": [text for text, _ in _sentences(res)],
+        "unit": _unit(res),
+        "clustering": clustering(res),
         "accuracy": _records(res["accuracy"]),
         "simulator_fit": _records(res.get("simulator_fit")),
         "temperature": {"fit": _records(res.get("temperature")),

@@ -178,7 +178,9 @@ def fit_temperature(
         "n_answers": len(rows),
         "n_bounded": int((status == "bound").sum()),
         "n_items": int(np.count_nonzero(np.bincount(a["i_idx"].to_numpy()[rows]))),
-        "n_participants": int(np.count_nonzero(np.bincount(a["p_idx"].to_numpy()[rows]))),
+        "n_participants": int(a.iloc[rows].loc[~a["pooled"].to_numpy(dtype=bool)[rows], "p_idx"].nunique()),
+        **({"n_unattributed": int(a["pooled"].to_numpy(dtype=bool)[rows].sum())}
+           if a["pooled"].any() else {}),
     }])
     out.attrs["notes"] = list(prep.notes)
     return out

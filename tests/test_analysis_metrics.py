@@ -326,10 +326,55 @@ def test_rank_correlation_is_positive_for_people_sampling_from_the_model(tmp_pat
     assert s["ci_low"] > 0.1
 
 
-def test_all_wrong_gets_an_exact_binomial_interval(tmp_path):
+def wilson(p, n, z=1.959963984540054):
+    """The textbook Wilson score interval, written out independently of analysis.metrics."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_all_wrong_gets_a_wilson_interval_with_a_conservative_n(tmp_path):
     world = hand_world([[0.6, 0.4]] * 5, targets=[0] * 5)
     rows = [(p, i, 1, i + 1) for p in range(4) for i in range(5)]   # 4 people, all wrong
     h = pick(M.accuracy(export(tmp_path, world, rows), n_boot=100, level=0.95)
              .query("group == 'all'"), who="humans")
     assert h["estimate"] == 0 and h["ci_low"] == 0
-    assert h["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 4))      # n = min(20, 5, 4) = 4
+    assert h["ci_high"] == pytest.approx(wilson(0.0, 4)[1])      # n = min(20, 5, 4) = 4
+    assert h["ci_high"] == pytest.approx(1.959963984540054 ** 2 / (4 + 1.959963984540054 ** 2))
+
+
+def test_learning_curve_intervals_stay_within_0_and_100_percent(tmp_path):
+    """A rare success (1 right in a bin of 30 answers) and a near-certain one: the normal
+    interval p +/- z se crosses 0% and 100%; the Wilson interval with the design's effective
+    sample size p (1 - p) / se^2 stays inside and contains the estimate."""
+    n_people, n_items = 30, 8
+    world = hand_world([[0.6, 0.4]] * n_items, targets=[0] * n_items)
+    rows = []
+    for p in range(n_people):
+        for k in range(n_items):
+            if k == 0:
+                right = p == 0                    # answer 1: one person of 30 right
+            elif k == 1:
+                right = p != 0                    # answer 2: all but one right
+            else:
+                right = (p + k) % 2 == 0
+            rows.append((p, k, 0 if right else 1, k + 1))
+    data = export(tmp_path, world, rows)
+    lc = M.learning_curve(data, n_boot=300)
+    for _, r in lc[lc["who"] != "humans − model"].iterrows():
+        assert 0.0 <= r["ci_low"] <= r["estimate"] <= r["ci_high"] <= 1.0, r.to_dict()
+    h = lc[lc["who"] == "humans"].set_index("bin")
+    first = h.loc["1"]
+    assert first["estimate"] == pytest.approx(1 / 30)
+    assert first["estimate"] - 1.96 * first["se"] < 0          # where a normal interval fails
+    assert first["ci_low"] > 0                                   # Wilson: asymmetric, inside
+    n_eff = min(first["estimate"] * (1 - first["estimate"]) / first["se"] ** 2, first["n_answers"])
+    assert first["n_effective"] == pytest.approx(n_eff)
+    assert (first["ci_low"], first["ci_high"]) == pytest.approx(wilson(1 / 30, n_eff))
+    second = h.loc["2"]
+    assert second["estimate"] + 1.96 * second["se"] > 1 and second["ci_high"] < 1
+    # Every proportion interval of the report is of this kind.
+    acc = M.accuracy(data, n_boot=300)
+    for _, r in acc[~acc["who"].str.contains("−")].iterrows():
+        assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0
+        assert np.isfinite(r["n_effective"]) and r["n_effective"] <= r["n_answers"]
