@@ -22,7 +22,15 @@ from .stats import TEMPERATURES, DistributionSummary, summarize_logits
 
 
 def load_model(spec: str, *, max_tokens: int = 512, n_threads: int = 0) -> LanguageModelBackend:
-    ModelSpec.parse(spec)
+    backend = ModelSpec.parse(spec).backend
+    if backend == "ngram":
+        from .ngram import NgramModel
+
+        return NgramModel(spec)
+    if backend == "openai":
+        from .openai_compat import OpenAIModel
+
+        return OpenAIModel(spec)
     from .llamacpp import LlamaCppModel
 
     return LlamaCppModel(spec, n_ctx=max_tokens + 1, n_threads=n_threads)
@@ -37,7 +45,15 @@ def set_verbose(verbose: bool) -> None:
 
 @lru_cache(maxsize=4)
 def load_tokenizer(spec: str) -> Tokenizer:
-    ModelSpec.parse(spec)
+    backend = ModelSpec.parse(spec).backend
+    if backend == "ngram":
+        from .ngram import NgramTokenizer
+
+        return NgramTokenizer(spec)
+    if backend == "openai":
+        from .openai_compat import OpenAITokenizer
+
+        return OpenAITokenizer(spec)
     from .llamacpp import LlamaCppModel
 
     return LlamaCppModel(spec, vocab_only=True)
