@@ -9,7 +9,7 @@ Types after loading, the same for every format:
     int       -> int64 (nullable columns: pandas Int64, missing = <NA>)
     float     -> float64 (missing = NaN; CSV "-inf" is -inf)
     str       -> pandas string (missing = NaN; a non-nullable empty CSV cell is "")
-    bool      -> bool
+    bool      -> bool (a nullable column with missing values: pandas boolean, missing = <NA>)
     json      -> Python lists / dicts (missing = None)
     datetime  -> datetime64[us, UTC] (missing = NaT)
 Text such as "NA", "null" or "nan" typed by a participant stays text.
@@ -354,7 +354,7 @@ def _convert(df: pd.DataFrame, file: str, table: Table) -> pd.DataFrame:
         elif c.type == "float":
             s = pd.to_numeric(s, errors="coerce").astype("float64") if s.dtype == object else s.astype("float64")
         elif c.type == "bool":
-            s = _to_bool(s, file, c.name)
+            s = _to_bool(s, file, c.name, c.nullable)
         elif c.type == "str":
             s = s.astype("str").where(s.notna()) if s.dtype != "str" else s
         elif c.type == "json":
@@ -378,7 +378,13 @@ def _convert(df: pd.DataFrame, file: str, table: Table) -> pd.DataFrame:
     return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
 
 
-def _to_bool(s: pd.Series, file: str, column: str) -> pd.Series:
+def _to_bool(s: pd.Series, file: str, column: str, nullable: bool = False) -> pd.Series:
+    if nullable and s.dtype != bool:
+        missing = s.isna().to_numpy()
+        if missing.any():  # e.g. is_correct of an answer to a stem: pandas boolean with <NA>
+            filled = s.fillna(False) if s.dtype == "boolean" else s.astype(object).where(~missing, "false")
+            values = _to_bool(filled, file, column)
+            return pd.Series(values.to_numpy(), index=s.index, dtype="boolean").mask(missing)
     if s.dtype == bool:
         return s
     if s.dtype == "boolean":

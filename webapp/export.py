@@ -369,7 +369,10 @@ def _guesses_select(filters: ExportFilters):
         "answer_text": Guess.raw_text, "answer_token_ids": cast(Guess.token_ids, Text),
         "answer_first_token_id": Guess.first_token_id,
         "skipped": func.coalesce(Guess.skipped, False),
-        "is_correct": func.coalesce(Guess.is_correct, False), "match_rule": Guess.match_rule,
+        # A stem's answers are neither correct nor wrong: NULL, never a made-up False.
+        "is_correct": case((Item.token_id.is_(None), null()),
+                           else_=func.coalesce(Guess.is_correct, False)),
+        "match_rule": Guess.match_rule,
         "reaction_ms": Guess.client_reaction_ms, "server_received_at": Guess.server_received_at,
         "stored_at": Guess.stored_at, "reported_probability": Guess.reported_probability,
         "model_id": Guess.model_id,
@@ -402,7 +405,8 @@ class WordTargets:
         self.words: dict[int, str] = {}
         self.logprobs: dict[tuple[int, int | None], float | None] = {}
 
-    def word(self, item_id: int) -> str:
+    def word(self, item_id: int) -> str | None:
+        """The true next word; None at a stem (no true continuation)."""
         if item_id not in self.words:
             item = self.session.get(Item, item_id)
             self.words[item_id] = target_word(item.document, item)
@@ -411,7 +415,7 @@ class WordTargets:
     def logprob(self, item_id: int, model_id: int | None) -> float | None:
         key = (item_id, model_id)
         if key not in self.logprobs:
-            self.logprobs[key] = None if model_id is None else self.session.scalar(
+            self.logprobs[key] = None if model_id is None or self.word(item_id) is None else self.session.scalar(
                 select(WordScore.logprob).where(
                     WordScore.item_id == item_id, WordScore.model_id == model_id,
                     WordScore.word == self.word(item_id),
@@ -833,6 +837,13 @@ def awaiting_model_numbers(session: Session, filters: ExportFilters) -> int:
         _guess_query(filters).where(lacks_model_numbers()).order_by(None).subquery()))
 
 
+def items_without_target(session: Session, filters: ExportFilters) -> int:
+    """Exported items that are stems: no true continuation (empty target_token_id)."""
+    return session.scalar(
+        _guess_query(filters).with_only_columns(func.count(func.distinct(Guess.item_id)))
+        .order_by(None).join(Item, Item.id == Guess.item_id).where(Item.token_id.is_(None)))
+
+
 def readme_text(manifest: dict) -> str:
     """The export's README: what is in it, how it was made, and the methods behind the numbers."""
     from .words import __doc__ as word_method
@@ -854,6 +865,19 @@ def readme_text(manifest: dict) -> str:
             "(`humanlm serve` or `humanlm worker`; by hand `humanlm score --fill-guesses`) compute",
             "them within minutes of the answer; export again later for complete numbers",
             "(manifest.json: answers_awaiting_model_numbers).",
+            "",
+        ]
+    stems = manifest.get("items_without_target") or 0
+    if stems:
+        lines += [
+            (f"**{stems} item{'s' if stems != 1 else ''} ha{'ve' if stems != 1 else 's'} no true "
+             "continuation** (sentence stems imported without a target): their target_token_id,"),
+            "target_text, model_target_logprob and model_target_rank are empty, and so is",
+            "is_correct of their answers (match_rule no_target): accuracy and the",
+            "target log-prob measures do not apply to them. Everything about the answers and the",
+            "model's distribution is there (model_answer_logprob, model_entropy, model_top_k,",
+            "model_logz), so log-likelihood, simulator fit, KL/JS to the crowd, entropy and the",
+            "best temperature work on them (manifest.json: items_without_target).",
             "",
         ]
     lines += [
@@ -929,6 +953,7 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
     )) - {None}
     models = list(model_rows(session, model_ids))
     awaiting = awaiting_model_numbers(session, filters)
+    stems = items_without_target(session, filters)
     tables = {
         "guesses": guess_batches(session, filters, token_text),
         "items": item_batches(session, filters),
@@ -957,6 +982,8 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         # Answers whose exact model numbers the background jobs have not computed yet (or
         # could not): their model_answer_logprob is empty. Counted when the export started.
         "answers_awaiting_model_numbers": awaiting,
+        # Exported items without a true continuation (stems): no target, no correctness.
+        "items_without_target": stems,
     }
     if fmt == "csv":
         manifest["csv_text_escape"] = CSV_TEXT_ESCAPE
