@@ -556,13 +556,18 @@ def render_html(res: dict) -> str:
     # Learning and calibration.
     parts.append("<section id=learning aria-labelledby=h-learning><h2 id=h-learning>Learning and calibration</h2><div class=figs2>")
     lc = res["learning_curve"]
-    parts.append(_figure(plots.learning_curve(lc), 5,
-                         "Accuracy by how many answers the participant had given (doubling bins), "
-                         "with the model's accuracy on the same answers' items as a difficulty "
-                         f"control; {level}% Wilson intervals with the design's effective sample "
-                         "size.", "fig-learning",
-                         "line chart of human and model top-1 accuracy against the number of "
-                         "answers given so far"))
+    if not len(lc):
+        parts.append("<p class=note>No learning curve: no answer here comes from an identified "
+                     "participant (imported answers without a participant have no order of "
+                     "experience).</p>")
+    else:
+        parts.append(_figure(plots.learning_curve(lc), 5,
+                             "Accuracy by how many answers the participant had given (doubling bins), "
+                             "with the model's accuracy on the same answers' items as a "
+                             f"difficulty control; {level}% Wilson intervals with the design's "
+                             "effective sample size.", "fig-learning",
+                             "line chart of human and model top-1 accuracy against the number of "
+                             "answers given so far"))
     cal = res["calibration"]
     cap = ("Reliability: observed accuracy against stated confidence, per tenth of the "
            "probability scale." if res["has_reported_probability"] else
