@@ -113,14 +113,14 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     pilot = g["pilot"].to_numpy(dtype=bool)
     if not include_pilot and (pilot & keep).any():
         n_pilot = int((pilot & keep).sum())
-        notes.append(f"{n_pilot} pilot answer{'s' if n_pilot != 1 else ''} left out (keep them with "
+        notes.append(f"{n_pilot:,} pilot answer{'s' if n_pilot != 1 else ''} left out (keep them with "
                      "include_pilot=True / --include-pilot)")
         keep &= ~pilot
     excl = g["excluded"].to_numpy(dtype=bool)
     if not include_excluded and (excl & keep).any():
         n_people = g.loc[excl & keep, "participant_id"].nunique()
         notes.append(
-            f"{int((excl & keep).sum())} answer{'s' if (excl & keep).sum() != 1 else ''} of "
+            f"{int((excl & keep).sum()):,} answer{'s' if (excl & keep).sum() != 1 else ''} of "
             f"{n_people} participant"
             f"{'s' if n_people != 1 else ''} flagged for exclusion "
             "left out (keep them with include_excluded=True / --include-excluded)"
@@ -130,7 +130,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if checks.any():
         n_checks = int(checks.sum())
         notes.append(
-            f"{n_checks} comprehension-check answer{'s' if n_checks != 1 else ''} left out "
+            f"{n_checks:,} comprehension-check answer{'s' if n_checks != 1 else ''} left out "
             "(they test attention, not prediction: match_rule check, or skipped on an item listed "
             "in the study's settings.checks)"
         )
@@ -146,7 +146,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         raise AnalysisError(f"no {mode}-mode answers in this export (modes: {', '.join(modes.index)})")
     for other, n in modes.items():
         if other != mode:
-            notes.append(f"{n} {other}-mode answers not in this analysis (choose mode={other!r})")
+            notes.append(f"{n:,} {other}-mode answers not in this analysis (analyse them with --mode {other} / mode={other!r})")
     g = g.loc[g["mode"] == mode]
 
     items_all = data.items.set_index("item_id", drop=False)
@@ -159,7 +159,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         raise AnalysisError("no answers on items with model predictions (score the corpus first)")
     if (~usable).any():
         n_unscored = int((~usable).sum())
-        notes.append(f"{n_unscored} answer{'s' if n_unscored != 1 else ''} without model numbers "
+        notes.append(f"{n_unscored:,} answer{'s' if n_unscored != 1 else ''} without model numbers "
                      "left out (their items have no stored model prediction: score the corpus "
                      "with `humanlm score`)")
     g = g.loc[usable]
@@ -171,7 +171,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         raise AnalysisError(f"model {model_id} has no answers here (models: {sorted(counts.index)})")
     for other, n in counts.items():
         if other != model_id:
-            notes.append(f"{n} answers on items scored by model {other} not in this analysis")
+            notes.append(f"{n:,} answers on items scored by model {other} not in this analysis (--model {other})")
     g = g.loc[item_model == model_id].reset_index(drop=True)
     model = data.models.set_index("model_id").loc[model_id].to_dict()
     model["model_id"] = model_id
@@ -244,7 +244,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if pooled.any():
         n_pooled = int(pooled.sum())
         notes.append(
-            f"{n_pooled} imported answer{'s' if n_pooled != 1 else ''} name no participant "
+            f"{n_pooled:,} imported answer{'s' if n_pooled != 1 else ''} name no participant "
             "(imported without a participant column): each is treated as its own participant in "
             "the confidence intervals, so they are clustered by item only, and they are left out "
             "of the learning curve (their order says nothing about experience)"
@@ -311,7 +311,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
                f"outside the stored top-{k} and not filled yet by the background jobs or "
                "`humanlm score --fill-guesses`")
         notes.append(
-            f"{n_unknown} {whose} ({n_unknown / len(a):.1%}) have no exact model log-prob "
+            f"{n_unknown:,} {whose} ({n_unknown / len(a):.1%}) have no exact model log-prob "
             f"({why}): {what}"
         )
     if other_model.any():

@@ -283,6 +283,11 @@ def clustering(res: dict) -> str:
     return text
 
 
+# With answers at their top-k bound (an upper bound of ln p_model), these measures are bounds.
+BOUND_WORDS = {"model_loglik": "at most", "simulator_fit": "at most", "perplexity_ratio": "at least",
+               "model_loglik_all": "at most", "model_sample_test": "at most"}
+
+
 def _fit_row(res: dict, metric: str):
     sf = res.get("simulator_fit")
     if sf is None or not len(sf):
@@ -460,8 +465,8 @@ def render_html(res: dict) -> str:
         for _, r in sf.iterrows():
             val = _ci(r) if r["metric"] != "perplexity_ratio" else _ci(r, digits=3)
             bounded = int(r["n_bounded"]) if r.get("n_bounded") else 0
-            if bounded:
-                val = "at most " + val
+            if bounded and r["metric"] in BOUND_WORDS:  # the crowd and entropy terms are exact
+                val = f"{BOUND_WORDS[r['metric']]} {val}"
             rows.append([html.escape(r["label"]), val,
                          f"<span class=n>{_n(r)}" + (f"; {bounded:,} at the top-k bound"
                                                      if bounded else "") + "</span>"])

@@ -95,6 +95,12 @@ def test_mostly_bounded_answers_give_no_verdict_in_the_headline(tmp_path):
     assert f"{int(fit['n_bounded']):,} of {int(fit['n_answers']):,} answers" in fit_line
     # The fit section's verdict box says the same, marked as withheld.
     assert re.search(r"<div class='verdict withheld'><b>Simulator fit:</b> no verdict yet", page)
+    # In the table, only what the bounds bound is qualified: the crowd's numbers are exact.
+    rows = dict(re.findall(r"<tr><th scope=row>([^<]+)</th><td>([^<]*)<span class=ci>", page))
+    assert rows["simulator fit: model − crowd (nats/answer)"].startswith("at most ")
+    assert rows["model log-likelihood of human answers (nats/answer)"].startswith("at most ")
+    assert rows["perplexity ratio model / crowd"].startswith("at least ")
+    assert not rows["leave-one-out crowd log-likelihood (nats/answer)"].startswith("at ")
     doc = to_json(run_analysis(bounded, n_boot=300))
     assert not any(v in s for s in doc["summary"] for v in VERDICTS)
 
