@@ -86,6 +86,14 @@ def prepare(
     top-k and not filled by `humanlm score --fill-guesses`): "bound" uses the k-th stored
     log-prob, an upper bound (no token outside the top-k is more likely); "exclude" leaves
     them out of log-likelihood metrics. Either way their number is reported.
+    Comprehension-check answers are always left out (they test attention, not prediction):
+    rows with match_rule "check", and skips on an item the study lists in settings.checks.
+    Answers on items the model has not scored are left out ("answers without model numbers").
+    Imported answers that name no participant (`humanlm import-responses` without a participant
+    column gives a whole file one id; recognised as an imported id with two or more answers to
+    one item, or as the only imported id) are not one person: each such answer is its own
+    participant in the bootstrap (so they are clustered by item only), counted as
+    n_unattributed rather than as participants, and left out of the learning curve.
     """
     if missing not in MISSING_POLICIES:
         raise AnalysisError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
@@ -199,11 +207,15 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     kth_lp = np.where(np.isfinite(topk_lp), topk_lp, np.nan)
     kth_lp = np.nanmin(kth_lp, axis=1)
     items["kth_logprob"] = kth_lp
+    # Stems (sentences people completed, imported without a true next word) have no target:
+    # nothing is correct or wrong there, and no target log-prob (see the note below).
+    items["has_target"] = items["target_token_id"].notna().to_numpy(dtype=bool)
     items["model_correct"] = (items["model_top1_id"] == items["target_token_id"]).fillna(False).astype(bool)
     items["model_top1_logprob"] = topk_lp[:, 0]
     shown = np.where(topk_ctrl, np.inf, np.arange(k)[None, :]).argmin(axis=1)  # first non-control
     items["model_top_candidate_id"] = topk_ids[np.arange(n_items), shown]
-    items["token_class"] = [token_class(t, p) for t, p in zip(items["target_text"], items["prefix_text"])]
+    items["token_class"] = [token_class(t, p) if has else "no_target" for t, p, has
+                            in zip(items["target_text"], items["prefix_text"], items["has_target"])]
     # Whole word: the token after it does not continue the word. The export's next_token_text
     # says so exactly; without it, the next position of the same document if it was exported.
     nxt = data.items[["document_id", "position", "target_text"]].copy()
@@ -249,7 +261,19 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
             "the confidence intervals, so they are clustered by item only, and they are left out "
             "of the learning curve (their order says nothing about experience)"
         )
-    a["correct"] = g["is_correct"].to_numpy(dtype=bool) & ~a["skipped"].to_numpy()
+    a["has_target"] = items["has_target"].to_numpy()[item_codes]
+    a["correct"] = g["is_correct"].fillna(False).to_numpy(dtype=bool) & ~a["skipped"].to_numpy()
+    if not a["has_target"].all():
+        stems = ~items["has_target"].to_numpy()
+        n_stem, n_stem_answers = int(stems.sum()), int((~a["has_target"]).sum())
+        notes.append(
+            f"{n_stem:,} item{'s' if n_stem != 1 else ''} ({n_stem_answers:,} answers) "
+            f"ha{'ve' if n_stem != 1 else 's'} no true continuation (sentence stems imported "
+            "without a target): they lack correctness and a target log-prob, so accuracy (human, "
+            "crowd and model), the learning curve and calibration leave them out; the model "
+            "log-likelihood of the answers, simulator fit, KL/JS to the crowd, entropy and T* "
+            "include them"
+        )
     if mode == "token":
         first = _as_float(g["answer_first_token_id"])
         key_values = np.where(a["skipped"] | np.isnan(first), np.nan, first)

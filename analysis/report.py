@@ -485,7 +485,10 @@ def render_html(res: dict) -> str:
                      "leave-one-out likelihood), back-off: all-item answer frequencies with add-one "
                      f"smoothing over the model's {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
     else:
-        parts.append(f"<p class=note>{html.escape(res['errors'].get('simulator_fit', 'not available'))}</p>")
+        why = res["errors"].get("simulator_fit") or (
+            f"no item has {max(settings['min_crowd'], 2)} or more answers that are not skips: the "
+            "leave-one-out crowd baseline needs them (lower --min-crowd)")
+        parts.append(f"<p class=note>{html.escape(why)}</p>")
     parts.append("</section>")
 
     # Distributions.
