@@ -25,6 +25,7 @@ test in tests/test_analysis_bootstrap.py checks the rule above on simulated cros
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -111,7 +112,9 @@ def _replicate_var(weights: tuple[np.ndarray, np.ndarray], Zc: np.ndarray, stat,
     reps = stat(sums.astype(np.float64) + wsum[:, None] * centre)
     finite = np.isfinite(reps)
     with np.errstate(invalid="ignore"):
-        var = np.nanvar(np.where(finite, reps, np.nan), axis=0, ddof=1)
+        with warnings.catch_warnings():  # a statistic undefined in every resample: NaN, said below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            var = np.nanvar(np.where(finite, reps, np.nan), axis=0, ddof=1)
     var[finite.mean(axis=0) < 0.5] = np.nan  # the statistic is undefined in most resamples
     return var * n_clusters / max(n_clusters - 1, 1)
 
