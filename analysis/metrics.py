@@ -114,14 +114,16 @@ def _row(res, m: int, **extra) -> dict:
 
 
 def subset_masks(prep: Prepared) -> dict[tuple[str, str], np.ndarray]:
-    """Answer masks for the accuracy filters and token classes of the TRUE next token."""
+    """Answer masks for the accuracy filters and token classes of the TRUE next token (items
+    without one, stems, are in none of them)."""
     a = prep.answers
     cls = a["token_class"].to_numpy()
     whole = prep.items["whole_word"].to_numpy(dtype=object)[a["i_idx"].to_numpy()]
+    target = a["has_target"].to_numpy(dtype=bool)
     out = {
-        ("filter", "all"): np.ones(len(a), dtype=bool),
+        ("filter", "all"): target,
         ("filter", "words"): (cls == "word_start") & (whole != False),
-        ("filter", "no_punct"): cls != "punctuation",
+        ("filter", "no_punct"): (cls != "punctuation") & target,
     }
     for c in CLASSES:
         mask = cls == c
@@ -162,6 +164,9 @@ def accuracy(
     if weighting not in ("answers", "items"):
         raise AnalysisError("weighting must be 'answers' or 'items'")
     a = prep.answers
+    if not a["has_target"].any():
+        raise AnalysisError("no accuracy: the analysed items have no true continuation "
+                            "(sentence stems imported without a target), so nothing to be right about")
     i_idx = a["i_idx"].to_numpy()
     h = a["correct"].to_numpy(dtype=float)
     m = a["model_correct"].to_numpy(dtype=float)
@@ -405,7 +410,8 @@ def answer_pairs(data, *, min_answers: int = 10, temperature: float = 1.0, **sel
     pairs["n_item"] = n_i[pairs["i"]]
     pairs["h"] = pairs["count"] / pairs["n_item"]
     pairs["m"] = np.exp(pairs["lp"] / temperature - logz_t[pairs["i"]])
-    pairs["is_target"] = pairs["token_id"].to_numpy() == items["target_token_id"].to_numpy()[pairs["i"]]
+    target = items["target_token_id"].fillna(-1).to_numpy(dtype=np.int64)  # -1: a stem
+    pairs["is_target"] = pairs["token_id"].to_numpy() == target[pairs["i"]]
     pairs.attrs["chosen_items"] = np.flatnonzero(chosen)
     return pairs
 
@@ -618,7 +624,7 @@ def learning_curve(data, *, bins=LEARNING_BINS, level: float = DEFAULT_LEVEL, **
     prep = get_prepared(data, **selection)
     a = prep.answers
     idx = a["answer_index"].to_numpy()
-    person = ~a["pooled"].to_numpy(dtype=bool)
+    person = ~a["pooled"].to_numpy(dtype=bool) & a["has_target"].to_numpy(dtype=bool)  # no stems
     h = a["correct"].to_numpy(dtype=float)
     m = a["model_correct"].to_numpy(dtype=float)
     edges = list(bins) + [np.inf]
@@ -655,7 +661,7 @@ def learning_trend(data, *, level: float = DEFAULT_LEVEL, **selection) -> pd.Dat
     """
     prep = get_prepared(data, **selection)
     a = prep.answers
-    person = ~a["pooled"].to_numpy(dtype=bool)
+    person = ~a["pooled"].to_numpy(dtype=bool) & a["has_target"].to_numpy(dtype=bool)  # no stems
     sel = np.flatnonzero(person)
     x = np.log2(a["answer_index"].to_numpy()[sel].astype(float))
     h = a["correct"].to_numpy(dtype=float)[sel]
@@ -722,13 +728,15 @@ def calibration(data, *, n_bins: int = 10, level: float = DEFAULT_LEVEL, **selec
 
 
 def _calibration_sets(prep, r, has, y):
+    has = has & prep.answers["has_target"].to_numpy(dtype=bool)  # a stem has no right answer
     if has.any():
         yield "humans", np.where(has, r, 0.0), y, prep.design, has, "answers"
     items = prep.items
     conf = np.exp(items["model_top1_logprob"].to_numpy(dtype=float))
     corr = items["model_correct"].to_numpy(dtype=float)
     design = Design(None, np.arange(len(items)), n_boot=prep.design.n_boot, seed=prep.design.seed)
-    yield "model (top-1)", conf, corr, design, np.isfinite(conf), "items"
+    yield ("model (top-1)", conf, corr, design,
+           np.isfinite(conf) & items["has_target"].to_numpy(dtype=bool), "items")
 
 
 def calibration_summary(data, *, n_bins: int = 10, level: float = DEFAULT_LEVEL, **selection) -> pd.DataFrame:

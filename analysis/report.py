@@ -67,7 +67,8 @@ def run_analysis(data: ExportData | str | Path, **options) -> dict[str, Any]:
                            "settings": {**opts, "level": level, "min_answers": min_answers,
                                         "min_crowd": min_crowd, "mode": prep.mode,
                                         "model_id": prep.model["model_id"]}}
-    out["accuracy"] = metrics.accuracy(prep, min_crowd=min_crowd, level=level)
+    # None when no item has a true continuation (stems only): the report says so instead
+    out["accuracy"] = _safe("accuracy", lambda: metrics.accuracy(prep, min_crowd=min_crowd, level=level), errors)
     out["simulator_fit"] = _safe("simulator_fit", lambda: metrics.simulator_fit(
         prep, min_crowd=min_crowd, level=level), errors)
     out["temperature"] = _safe("temperature", lambda: temperature.fit_temperature(prep, level=level), errors)
@@ -319,21 +320,24 @@ def _sentences(res: dict) -> list[tuple[str, str]]:
     """The summary: (sentence, css class) pairs; class 'withheld' marks a withheld verdict."""
     unit = _unit(res)
     acc = res["accuracy"]
-    a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")].set_index("who")
     out = []
-    h, m, c = a.loc["humans"], a.loc["model"], a.loc["crowd"]
-    model = (f"the model's top-1 was right on {_pct(m['estimate'])} ({_pct(m['ci_low'])}–"
-             f"{_pct(m['ci_high'])}) of the same items" if unit == "token" else
-             f"the model's most likely first token was the word's first token on "
-             f"{_pct(m['estimate'])} ({_pct(m['ci_low'])}–{_pct(m['ci_high'])}) of the same items "
-             "(an upper bound of its word accuracy)")
-    out.append((
-        f"Humans gave the true next {unit} in {_pct(h['estimate'])} of {int(h['n_answers']):,} "
-        f"answers ({round(res['settings']['level'] * 100)}% CI {_pct(h['ci_low'])}–"
-        f"{_pct(h['ci_high'])}); {model}"
-        + (f"; the crowd's most common answer on {_pct(c['estimate'])} "
-           f"({_pct(c['ci_low'])}–{_pct(c['ci_high'])}, {int(c['n_items']):,} items with ≥ "
-           f"{res['settings']['min_crowd']} answers)." if np.isfinite(c["estimate"]) else "."), ""))
+    if acc is None:  # no item with a true continuation (stems only)
+        out.append((html.escape(res["errors"].get("accuracy", "no accuracy")) + ".", ""))
+    else:
+        a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")].set_index("who")
+        h, m, c = a.loc["humans"], a.loc["model"], a.loc["crowd"]
+        model = (f"the model's top-1 was right on {_pct(m['estimate'])} ({_pct(m['ci_low'])}–"
+                 f"{_pct(m['ci_high'])}) of the same items" if unit == "token" else
+                 f"the model's most likely first token was the word's first token on "
+                 f"{_pct(m['estimate'])} ({_pct(m['ci_low'])}–{_pct(m['ci_high'])}) of the same items "
+                 "(an upper bound of its word accuracy)")
+        out.append((
+            f"Humans gave the true next {unit} in {_pct(h['estimate'])} of {int(h['n_answers']):,} "
+            f"answers ({round(res['settings']['level'] * 100)}% CI {_pct(h['ci_low'])}–"
+            f"{_pct(h['ci_high'])}); {model}"
+            + (f"; the crowd's most common answer on {_pct(c['estimate'])} "
+               f"({_pct(c['ci_low'])}–{_pct(c['ci_high'])}, {int(c['n_items']):,} items with ≥ "
+               f"{res['settings']['min_crowd']} answers)." if np.isfinite(c["estimate"]) else "."), ""))
     r = _fit_row(res, "simulator_fit")
     if r is not None:
         text, withheld = _fit_sentence(r, "Simulator fit", "model − leave-one-out crowd log-likelihood")
@@ -418,44 +422,48 @@ def render_html(res: dict) -> str:
 
     # Headline table.
     acc = res["accuracy"]
-    a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")]
-    rows = []
-    for who in ["humans", "crowd", "model", "humans − model", "crowd − model"]:
-        r = a[a["who"] == who]
-        if not len(r):
-            continue
-        r = r.iloc[0]
-        rows.append([_who_label(who, unit), _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
-    parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>")
-    parts.append(_table(["Who", f"Top-1 accuracy ({level}% CI)", "n"], rows,
-                        f"Top-1 accuracy: how often the true next {unit} was predicted", "headline"))
-    h = a[a["who"] == "humans"].iloc[0]
-    near = (f"; {int(h['n_near_miss']):,} near misses that would be right with the leading space "
-            "toggled, counted wrong" if unit == "token" else "")
-    parts.append(
-        f"<p class=n>Crowd: items with at least {settings['min_crowd']} answers that are not skips. "
-        f"Skipped answers count as wrong ({int(h['n_skipped']):,} skipped{near}). Differences are "
-        f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
-        "design's effective sample size (they stay within 0–100%).</p>")
-    cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
-    parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
-                         f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
-                         f"with {level}% confidence intervals; item counts under each group. Whole "
-                         "words: the token starts a word and is not followed by a word continuation.",
-                         "fig-accuracy",
-                         f"bar chart of top-1 accuracy of humans, the crowd and the model, per "
-                         f"filter and per class of {cls_of}"))
-    rows = []
-    for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
-        s = sub.set_index("who")
-        rows.append([html.escape(_group_label(s["label"].iloc[0], unit)), _ci(s.loc["humans"], _pct),
-                     _ci(s.loc["crowd"], _pct), _ci(s.loc["model"], _pct),
-                     _ci(s.loc["humans − model"], _pct), f"<span class=n>{_n(s.loc['humans'])}</span>"])
-    title = "By filter and token class" if unit == "token" else "By filter and class of the word's first token"
-    parts.append(f"<h3>{title}</h3>")
-    parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
-                        f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
-    parts.append("</section>")
+    if acc is None:  # no item with a true continuation (stems only)
+        parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>"
+                     f"<p class=note>{html.escape(res['errors'].get('accuracy', 'not available'))}.</p></section>")
+    else:
+        a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")]
+        rows = []
+        for who in ["humans", "crowd", "model", "humans − model", "crowd − model"]:
+            r = a[a["who"] == who]
+            if not len(r):
+                continue
+            r = r.iloc[0]
+            rows.append([_who_label(who, unit), _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
+        parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>")
+        parts.append(_table(["Who", f"Top-1 accuracy ({level}% CI)", "n"], rows,
+                            f"Top-1 accuracy: how often the true next {unit} was predicted", "headline"))
+        h = a[a["who"] == "humans"].iloc[0]
+        near = (f"; {int(h['n_near_miss']):,} near misses that would be right with the leading space "
+                "toggled, counted wrong" if unit == "token" else "")
+        parts.append(
+            f"<p class=n>Crowd: items with at least {settings['min_crowd']} answers that are not skips. "
+            f"Skipped answers count as wrong ({int(h['n_skipped']):,} skipped{near}). Differences are "
+            f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
+            "design's effective sample size (they stay within 0–100%).</p>")
+        cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
+        parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
+                             f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
+                             f"with {level}% confidence intervals; item counts under each group. Whole "
+                             "words: the token starts a word and is not followed by a word continuation.",
+                             "fig-accuracy",
+                             f"bar chart of top-1 accuracy of humans, the crowd and the model, per "
+                             f"filter and per class of {cls_of}"))
+        rows = []
+        for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
+            s = sub.set_index("who")
+            rows.append([html.escape(_group_label(s["label"].iloc[0], unit)), _ci(s.loc["humans"], _pct),
+                         _ci(s.loc["crowd"], _pct), _ci(s.loc["model"], _pct),
+                         _ci(s.loc["humans − model"], _pct), f"<span class=n>{_n(s.loc['humans'])}</span>"])
+        title = "By filter and token class" if unit == "token" else "By filter and class of the word's first token"
+        parts.append(f"<h3>{title}</h3>")
+        parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
+                            f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
+        parts.append("</section>")
 
     # Simulator fit.
     parts.append("<section id=fit aria-labelledby=h-fit><h2 id=h-fit>How well does the model predict people?</h2>")
@@ -564,10 +572,14 @@ def render_html(res: dict) -> str:
     # Learning and calibration.
     parts.append("<section id=learning aria-labelledby=h-learning><h2 id=h-learning>Learning and calibration</h2><div class=figs2>")
     lc = res["learning_curve"]
+    no_target = not prep.answers["has_target"].any()  # stems only: nothing is right or wrong
     if not len(lc):
-        parts.append("<p class=note>No learning curve: no answer here comes from an identified "
+        parts.append("<p class=note>No learning curve: " + (
+                     "no item here has a true continuation (sentence stems imported without a "
+                     "target have no correctness).</p>" if no_target else
+                     "no answer here comes from an identified "
                      "participant (imported answers without a participant have no order of "
-                     "experience).</p>")
+                     "experience).</p>"))
     else:
         parts.append(_figure(plots.learning_curve(lc), 5,
                              "Accuracy by how many answers the participant had given (doubling bins), "
@@ -581,9 +593,13 @@ def render_html(res: dict) -> str:
            "probability scale." if res["has_reported_probability"] else
            "No participant gave probabilities in this export; the model's own top-1 "
            "reliability is shown for reference.")
-    parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
-                         "reliability diagram: observed accuracy against confidence, with the "
-                         "diagonal of perfect calibration"))
+    if not len(cal):
+        parts.append("<p class=note>No calibration: no item here has a true continuation, so no "
+                     "answer and no top-1 of the model can be right or wrong.</p>")
+    else:
+        parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
+                             "reliability diagram: observed accuracy against confidence, with the "
+                             "diagonal of perfect calibration"))
     parts.append("</div>")
     rows = []
     for _, r in res["learning_trend"].iterrows():
