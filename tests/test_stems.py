@@ -292,3 +292,41 @@ def test_analysis_of_a_mixed_export_keeps_accuracy_to_items_with_a_target(app, r
     assert len(res["distances"]) == 4
     lc = res["learning_curve"]
     assert lc["n_items"].max() == 1  # the learning curve uses the target item only
+
+
+def test_migration_0009_makes_targets_optional_and_refuses_to_downgrade_over_stems(tmp_path):
+    from alembic import command
+    from sqlalchemy import create_engine, inspect, text
+
+    from webapp.cli import MigrationRefused, alembic_config
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0008")
+    engine = create_engine(url)
+
+    def nullable() -> dict[str, bool]:
+        inspector = inspect(engine)
+        return {f"{t}.{c['name']}": c["nullable"] for t in ("items", "predictions", "guesses")
+                for c in inspector.get_columns(t)
+                if c["name"] in ("token_id", "token_text", "target_logprob", "target_rank", "is_correct")}
+
+    assert not any(nullable().values())
+    command.upgrade(cfg, "head")
+    assert all(nullable().values()) and len(nullable()) == 5
+    with engine.begin() as conn:  # a stem's item
+        conn.execute(text("INSERT INTO corpora (id, name, description, min_prefix_tokens, purpose, created_at) "
+                          "VALUES (1, 'c', '', 1, 'external', '2026-01-01')"))
+        conn.execute(text("INSERT INTO documents (id, corpus_id, title, register, licence, source, text, "
+                          "content_hash, tokenizer, token_ids, n_tokens, created_at) VALUES "
+                          "(1, 1, '', '', '', '', 'a b', 'h', 't', '[1, 2]', 2, '2026-01-01')"))
+        conn.execute(text("INSERT INTO items (document_id, position, token_id, token_text, char_start, "
+                          "playable) VALUES (1, 2, NULL, NULL, 3, 0)"))
+    with pytest.raises(MigrationRefused, match="rows with an empty target: items: 1"):
+        command.downgrade(cfg, "0008")
+    assert all(nullable().values())  # nothing changed
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM items"))
+    command.downgrade(cfg, "0008")
+    assert not any(nullable().values())
+    engine.dispose()

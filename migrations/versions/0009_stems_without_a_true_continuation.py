@@ -50,11 +50,11 @@ def downgrade() -> None:
         where = " OR ".join(f"{name} IS NULL" for name, _type in columns)
         n = bind.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {where}")).scalar()
         if n:
-            in_the_way.append(f"{n} {table}")
+            in_the_way.append(f"{table}: {n}")
     if in_the_way:
         raise MigrationRefused(
             "cannot downgrade below 0009: the database holds stems without a true continuation "
-            f"({', '.join(in_the_way)} rows with an empty target). Export your data first, then "
+            f"(rows with an empty target: {', '.join(in_the_way)}). Export your data first, then "
             "delete the corpora imported as stems (items with token_id IS NULL)."
         )
     _alter(False)
