@@ -242,10 +242,12 @@ class Guess(Base):
     first_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     multi_token: Mapped[bool] = mapped_column(Boolean, default=False)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
-    # NULL: an answer to a stem (no true next token, so nothing to be correct about). No
-    # default: the ORM would put it in place of an explicit None (webapp.answers.build_row
-    # always sets the value).
-    is_correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # NULL: an answer to a stem (no true next token, so nothing to be correct about). False
+    # when not given; evaluates_none: an explicit None is stored as NULL (by default the ORM
+    # leaves a None out of the INSERT, and the default would put False in its place).
+    is_correct: Mapped[bool | None] = mapped_column(
+        Boolean().evaluates_none(), default=False, nullable=True
+    )
     match_rule: Mapped[str] = mapped_column(String(40))
     client_reaction_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     server_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
