@@ -68,8 +68,9 @@ def proportion_interval(row: dict) -> dict:
         centre = (p + z^2 / (2 n_eff)) / (1 + z^2 / n_eff)
         half   = z / (1 + z^2 / n_eff) * sqrt(p (1 - p) / n_eff + z^2 / (4 n_eff^2))
         interval = centre -/+ half
-    For p of exactly 0 or 1 the resampling has nothing to vary (se = 0); then n_eff = min(answers,
-    items, participants), a conservative effective sample size, and the interval is
+    For p of exactly 0 or 1 the resampling has nothing to vary (se = 0; likewise when it shows no
+    variation at all); then n_eff = min(answers, items, participants), a conservative effective
+    sample size, and for p = 0 or 1 the interval is
     [0, z^2 / (n_eff + z^2)] or [n_eff / (n_eff + z^2), 1]. Differences of proportions keep the
     normal bootstrap interval, cut to [-1, 1]."""
     p, se = row["estimate"], row.get("se", np.nan)

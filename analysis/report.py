@@ -322,7 +322,7 @@ def _sentences(res: dict) -> list[tuple[str, str]]:
     acc = res["accuracy"]
     out = []
     if acc is None:  # no item with a true continuation (stems only)
-        out.append((html.escape(res["errors"].get("accuracy", "no accuracy")) + ".", ""))
+        out.append((res["errors"].get("accuracy", "no accuracy") + ".", ""))  # escaped where shown
     else:
         a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")].set_index("who")
         h, m, c = a.loc["humans"], a.loc["model"], a.loc["crowd"]
@@ -396,9 +396,10 @@ def render_html(res: dict) -> str:
     other_modes = data.guesses["mode"].value_counts()
     other = ", ".join(f"{int(v):,} {k}-mode answers (a separate report: --mode {k})"
                       for k, v in other_modes.items() if k != prep.mode)
-    people = f"{n_all['n_participants']:,} participants"
+    people = [f"{n_all['n_participants']:,} participants"] if n_all["n_participants"] else []
     if n_all.get("n_unattributed"):
-        people += f" + {n_all['n_unattributed']:,} imported answers without a participant"
+        people.append(f"{n_all['n_unattributed']:,} imported answers without a participant")
+    people = " + ".join(people) or "0 participants"
     header = [f"<h1>Humans and a language model predicting the next {unit}</h1>",
               f"<p class=sub>Model <b>{html.escape(str(model.get('name')))}</b> "
               f"({html.escape(str(model.get('spec')))}) · {prep.mode}-mode answers: players "

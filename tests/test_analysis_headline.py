@@ -270,7 +270,8 @@ def test_imported_answers_without_a_participant_are_each_their_own_cluster(tmp_p
     assert learning_curve(pooled, n_boot=100).empty
     page = html.unescape(write_report(pooled, tmp_path / "r.html", n_boot=200).read_text())
     top = headline(page)
-    assert f"0 participants + {n:,} imported answers without a participant" in top
+    assert f"items, {n:,} imported answers without a participant ·" in top
+    assert "0 participants" not in top
     assert "each is treated as its own participant, so they are clustered by item only" in top
 
 
