@@ -330,8 +330,8 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
                 "are upper bounds)" if missing == "bound" else "left out of log-likelihood metrics")
         ext = g["external"].to_numpy(dtype=bool)
         whose = "imported answers" if ext[unknown].all() else "answers"
-        why = (f"word-mode answers get theirs from the background jobs (or `humanlm score "
-               f"--fill-guesses`), and these were exported before" if mode == "word" else
+        why = ("word-mode answers get theirs from the background jobs (or `humanlm score "
+               "--fill-guesses`), and these were exported before" if mode == "word" else
                f"outside the stored top-{k} and not filled yet by the background jobs or "
                "`humanlm score --fill-guesses`")
         notes.append(

@@ -111,10 +111,10 @@ def _replicate_var(weights: tuple[np.ndarray, np.ndarray], Zc: np.ndarray, stat,
     sums = W @ (Zc - centre).astype(np.float32)
     reps = stat(sums.astype(np.float64) + wsum[:, None] * centre)
     finite = np.isfinite(reps)
-    with np.errstate(invalid="ignore"):
-        with warnings.catch_warnings():  # a statistic undefined in every resample: NaN, said below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            var = np.nanvar(np.where(finite, reps, np.nan), axis=0, ddof=1)
+    # a statistic undefined in every resample is NaN (said below), without a RuntimeWarning
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        var = np.nanvar(np.where(finite, reps, np.nan), axis=0, ddof=1)
     var[finite.mean(axis=0) < 0.5] = np.nan  # the statistic is undefined in most resamples
     return var * n_clusters / max(n_clusters - 1, 1)
 

@@ -304,15 +304,15 @@ def _fit_sentence(r, name: str, what: str) -> tuple[str, bool]:
     nb, n = int(r.get("n_bounded") or 0), int(r.get("n_answers") or 0)
     value = (f"{_num(r['estimate'])} nats/answer ({_num(r['ci_low'])} to {_num(r['ci_high'])})")
     if basis == "withheld" and nb:
-        return (f"{name}: no verdict yet. {nb:,} of {n:,} answers ({nb / n:.0%}) lack exact model "
-                f"log-probs (they await the background jobs) and count at their top-k bound, so "
-                f"{what} is only an upper bound: at most {value}. Export again once the model "
-                "numbers are filled.", True)
+        return ((f"{name}: no verdict yet. {nb:,} of {n:,} answers ({nb / n:.0%}) lack exact "
+                 "model log-probs (they await the background jobs) and count at their top-k "
+                 f"bound, so {what} is only an upper bound: at most {value}. Export again once "
+                 "the model numbers are filled."), True)
     if basis == "withheld":
         return f"{name}: {value}; {r['verdict']}.", True
     if basis == "upper bound":
-        return (f"{name}: at most {value} (an upper bound: {nb:,} of {n:,} answers count at "
-                f"their top-k bound); even so, {r['verdict'].split(' (even though')[0]}.", False)
+        return ((f"{name}: at most {value} (an upper bound: {nb:,} of {n:,} answers count at "
+                 f"their top-k bound); even so, {r['verdict'].split(' (even though')[0]}."), False)
     return f"{name} ({what}): {value}: {r['verdict']}.", False
 
 
@@ -353,9 +353,9 @@ def _sentences(res: dict) -> list[tuple[str, str]]:
         nb = int(r.get("n_bounded") or 0)
         bound = (f" Only approximate: {nb:,} of {int(r['n_answers']):,} answers "
                  f"({nb / r['n_answers']:.0%}) count at their top-k bound." if nb else "")
-        out.append((f"The model predicts people best at temperature T* = {r['estimate']:.2f} "
-                    f"({r['ci_low']:.2f}–{r['ci_high']:.2f}){edge}, gaining "
-                    f"{_num(r['gain_vs_T1'], 3)} nats/answer over T = 1.{bound}",
+        out.append(((f"The model predicts people best at temperature T* = {r['estimate']:.2f} "
+                     f"({r['ci_low']:.2f}–{r['ci_high']:.2f}){edge}, gaining "
+                     f"{_num(r['gain_vs_T1'], 3)} nats/answer over T = 1.{bound}"),
                     "withheld" if nb else ""))
     return out
 
@@ -363,7 +363,7 @@ def _sentences(res: dict) -> list[tuple[str, str]]:
 def _left_out(res: dict) -> list[str]:
     """What is not in the numbers, each named for what it is (from prepare's notes, plus the
     answers a measure cannot use)."""
-    prep, unit = res["prep"], _unit(res)
+    prep = res["prep"]
     items = [html.escape(n) for n in prep.notes]
     a = prep.answers
     n_skip = int(a["skipped"].sum())
