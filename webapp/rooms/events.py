@@ -102,7 +102,7 @@ _answers_pending: set[str] = set()
 _answers_lock = threading.Lock()
 
 
-def schedule_answers(room: Room) -> None:
+def schedule_answers(code: str) -> None:
     """Tell the host about new answers, batching those that arrive together.
 
     Why: when a whole class answers within a second, recounting and re-sending the host's view
@@ -113,14 +113,14 @@ def schedule_answers(room: Room) -> None:
     """
     batch_ms = current_app.config["ROOM_ANSWER_BATCH_MS"]
     if batch_ms <= 0:
-        broadcast_answers(room)
+        broadcast_answers(commands.get_room(db.session, code))
         return
     with _answers_lock:
-        if room.code in _answers_pending:
+        if code in _answers_pending:
             return
-        _answers_pending.add(room.code)
+        _answers_pending.add(code)
     socketio.start_background_task(
-        _send_batched_answers, current_app._get_current_object(), room.code, batch_ms / 1000
+        _send_batched_answers, current_app._get_current_object(), code, batch_ms / 1000
     )
 
 
@@ -371,19 +371,19 @@ def rejoin(data: RejoinIn) -> dict:
 def guess(data: RoomAnswerIn) -> dict:
     received_at = datetime.now(UTC)
     _limit("guess")
-    room = _room_of(data)
     conn = _connections.get(request.sid)
-    if conn is None or conn.role != "student" or conn.room_id != room.id:
+    if conn is None or conn.role != "student":
+        commands.get_room(db.session, data.code)  # an unknown room is named as such
         raise RoomRuleError("join the room before answering")
-    seat = db.session.get(RoomPlayer, conn.seat_id)
+    seat = commands.answering_seat(db.session, data.code, conn.seat_id)
     tokenizer = _tokenizer()
     result = answers.submit(
-        db.session, commands.RoomPolicy(room, seat, received_at), data,
+        db.session, commands.RoomPolicy(seat, received_at), data,
         player_id=seat.player_id, tokenizer=tokenizer, received_at=received_at,
         write_lock=db.write_lock,
     )
     if not result.replayed:
-        schedule_answers(room)
+        schedule_answers(seat.code)
         jobs.ask_for_model_numbers(current_app._get_current_object(), result.guess)
     stored = result.guess
     return {
