@@ -119,6 +119,8 @@ def _n(row) -> str:
         if v is not None and not (isinstance(v, float) and np.isnan(v)):
             if key == "n_unattributed" and not v:
                 continue
+            if key == "n_participants" and not v and row.get("n_unattributed"):
+                continue  # only imported answers without a participant: not "0 participants"
             parts.append(f"{int(v):,} {name}")
     return ", ".join(parts)
 
@@ -604,10 +606,13 @@ def render_html(res: dict) -> str:
     parts.append("</div>")
     rows = []
     for _, r in res["learning_trend"].iterrows():
+        if not r.get("n_answers"):
+            continue  # no identified participant: said above
         pp = {k: 100 * r[k] for k in ("estimate", "ci_low", "ci_high")}
         rows.append([html.escape(r["label"]), _ci(pp, digits=2), f"<span class=n>{_n(r)}</span>"])
-    parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows,
-                        "Do people improve with practice?"))
+    if rows:
+        parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows,
+                            "Do people improve with practice?"))
     cs = res["calibration_summary"]
     rows = [[html.escape(r["who"]), html.escape(r["label"]), _ci(r, digits=3),
              f"<span class=n>{_n(r)}</span>"] for _, r in cs.iterrows()]
