@@ -356,3 +356,51 @@ def test_local_moving_window_forgets_hits_older_than_its_window(monkeypatch):
     assert windows.get_window_stats(item, "conn", "a").reset_time == 1001.0
     now[0] = 1001.01
     assert windows.test(item, "conn", "a") and windows.hit(item, "conn", "a")
+
+
+# ------------------------------------------------------------------------ behind a reverse proxy
+
+
+@pytest.mark.parametrize("trusted_proxies", [1, 0])
+def test_per_address_limits_count_forwarded_clients_only_behind_a_trusted_proxy(
+    tmp_path, scored_template, trusted_proxies
+):
+    """Behind nginx (HUMANLM_TRUSTED_PROXIES=1) each forwarded client has its own join limit, so
+    one school's proxy is not one client; without it a forged X-Forwarded-For changes nothing."""
+    import shutil
+
+    import socketio as sio_client
+    from conftest import _config
+    from support import LiveServer
+
+    from webapp.app import create_app
+
+    shutil.copy(scored_template, tmp_path / "proxy.db")
+    app = create_app({**_config(tmp_path / "proxy.db"), "TRUSTED_PROXIES": trusted_proxies,
+                      "ROOM_JOIN_LIMITS_PER_ADDRESS": "2 per minute"})
+    server = LiveServer(app).start()
+    clients = []
+    try:
+        code = app.test_client().post(
+            "/api/rooms", json={"source": "corpus", "corpus": "tests", "rounds": 1}
+        ).get_json()["code"]
+
+        def join_from(address: str, nickname: str) -> dict:
+            client = sio_client.Client(reconnection=False)
+            client.connect(server.url, transports=["polling"], wait_timeout=10,
+                           headers={"X-Forwarded-For": address})
+            clients.append(client)
+            return client.call("join", {"code": code, "nickname": nickname}, timeout=10)
+
+        first = [join_from("10.0.0.1", f"a{i}")["ok"] for i in range(3)]
+        other = join_from("10.0.0.2", "b0")
+        if trusted_proxies:
+            assert first == [True, True, False]
+            assert other["ok"], other  # another client behind the same proxy
+        else:
+            assert first == [True, True, False]
+            assert not other["ok"] and "from your network" in other["error"]  # forged header
+    finally:
+        for client in clients:
+            client.disconnect()
+        server.stop()

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import asset_dir, load_settings
 from .extensions import db, limiter, rate_limit_storage, socketio
@@ -46,6 +47,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     socketio.init_app(
         app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"), async_handlers=False
     )
+    if app.config["TRUSTED_PROXIES"] > 0:
+        # Behind nginx every request comes from the proxy's address, so per-address limits
+        # (logins, room joins and answers) would count a whole school as one client. Wrapping
+        # outside the Socket.IO middleware fixes the address its connections see too.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     @app.teardown_appcontext
     def remove_session(_exc: BaseException | None) -> None:

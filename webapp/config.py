@@ -119,6 +119,11 @@ SETTINGS: tuple[Setting, ...] = (
         "unset = the address the host's browser used.",
     ),
     Setting(
+        "TRUSTED_PROXIES", "HUMANLM_TRUSTED_PROXIES", 0, int,
+        "Reverse proxies in front of the server whose X-Forwarded-For/-Proto/-Host are believed "
+        "(0 = none: the connection's own address is the client's, as on a laptop).",
+    ),
+    Setting(
         "ROOM_GRACE_SECONDS", "HUMANLM_ROOM_GRACE_SECONDS", 900, int,
         "How long a student who dropped out of a room keeps their seat and nickname.",
     ),
