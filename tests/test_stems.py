@@ -330,3 +330,32 @@ def test_migration_0009_makes_targets_optional_and_refuses_to_downgrade_over_ste
     command.downgrade(cfg, "0008")
     assert not any(nullable().values())
     engine.dispose()
+
+
+@pytest.mark.model
+def test_stems_import_and_export_on_sqlite_and_postgresql(any_db_app, tmp_path):
+    """The nullable columns, the stem's prediction and the export's empty cells on both
+    databases (PostgreSQL reads through ADBC's COPY path)."""
+    app = any_db_app
+    text = stems_csv() + "The capital of France is,Paris,q1\n"
+    text = text.replace("context,response,participant", "context,response,participant,target", 1)
+    lines = text.splitlines()
+    lines = [lines[0]] + [line + "," for line in lines[1:-1]] + [lines[-1] + ",Paris"]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    result = app.test_cli_runner().invoke(args=["import-responses", str(path), "--mode", "token"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        stems = db.session.scalars(select(Item).where(Item.token_id.is_(None))).all()
+        assert len(stems) == 3
+        preds = db.session.scalars(select(Prediction).where(
+            Prediction.item_id.in_([it.id for it in stems]))).all()
+        assert len(preds) == 3 and all(p.target_logprob is None and p.target_rank is None for p in preds)
+        answers = db.session.scalars(select(Guess).where(Guess.source == "external")).all()
+        assert sum(g.is_correct is None for g in answers) == 3 * ANSWERS_PER_STEM
+        assert all(g.model_logprob is not None for g in answers)
+    data, _path = _export(app, tmp_path, "csv")
+    g = data.guesses[data.guesses["source"] == "external"]
+    stem = g["target_token_id"].isna().to_numpy()
+    assert stem.sum() == 3 * ANSWERS_PER_STEM
+    assert g.loc[stem, "is_correct"].isna().all() and g.loc[~stem, "is_correct"].notna().all()
+    assert np.isfinite(g.loc[stem, "model_answer_logprob"].to_numpy(dtype=float)).all()
