@@ -18,7 +18,13 @@ Words/s counts the distinct (context, word) pairs of the file for both; the rati
 is what to read (the goal is >= 0.8). The import's word log-probs are compared with the
 reference's. `--rounds R` alternates the two steps R times and reports the median ratio.
 
-    .venv/bin/python benchmarks/import_throughput.py [--contexts N] [--rounds R] [--seed S]
+`--stems [N]` (default 3,000) imports norms without a true continuation instead: N sentence
+stems of the same shape with 100 responses each and no target column (issue 15). Each stem is
+an item after its last token; the import stores its prediction (the distribution after the
+stem) and every answer's word log-prob; the reference is the same raw prefix reuse over the
+responses' words (a stem has no target word to add).
+
+    .venv/bin/python benchmarks/import_throughput.py [--contexts N | --stems [N]] [--rounds R] [--seed S]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RESPONSES_PER_CONTEXT = 80
+RESPONSES_PER_STEM = 100
 PARTICIPANTS = 400
 
 
@@ -54,14 +61,17 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def write_cloze_set(path: Path, n_contexts: int, seed: int) -> int:
-    """Write the synthetic CSV; returns the number of distinct (context, word) pairs."""
+def write_cloze_set(path: Path, n_contexts: int, seed: int, stems: bool = False) -> int:
+    """Write the synthetic CSV; returns the number of distinct (context, word) pairs.
+    stems=True: 100 responses per context and no target column (sentence stems)."""
     rng = random.Random(seed)
     vocab = vocabulary()
+    per_context = RESPONSES_PER_STEM if stems else RESPONSES_PER_CONTEXT
     pairs = 0
     with path.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        out.writerow(["context", "response", "target", "participant"])
+        out.writerow(["context", "response", "participant"] if stems
+                     else ["context", "response", "target", "participant"])
         for c in range(n_contexts):
             context = " ".join(rng.choice(vocab) for _ in range(rng.randint(8, 20)))
             context = f"{context[0].upper()}{context[1:]} {c}:"  # distinct contexts, a boundary
@@ -70,13 +80,14 @@ def write_cloze_set(path: Path, n_contexts: int, seed: int) -> int:
             # every distinct word at least once, the rest Zipf-like (the target most often)
             weights = [1.0 / (rank + 1) for rank in range(len(distinct))]
             counts = [1] * len(distinct)
-            for i in rng.choices(range(len(distinct)), weights, k=RESPONSES_PER_CONTEXT - len(distinct)):
+            for i in rng.choices(range(len(distinct)), weights, k=per_context - len(distinct)):
                 counts[i] += 1
             answers = [w for w, n in zip(distinct, counts) for _ in range(n)]
             rng.shuffle(answers)
-            people = rng.sample(range(PARTICIPANTS), RESPONSES_PER_CONTEXT)
+            people = rng.sample(range(PARTICIPANTS), per_context)
             for word, person in zip(answers, people):
-                out.writerow([context, word, target, f"p{person}"])
+                out.writerow([context, word, f"p{person}"] if stems
+                             else [context, word, target, f"p{person}"])
             pairs += len(distinct)  # the target is one of the responses
     return pairs
 
@@ -85,9 +96,10 @@ def read_cloze_set(path: Path) -> dict[str, dict]:
     contexts: dict[str, dict] = {}
     with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            entry = contexts.setdefault(row["context"], {"target": row["target"], "words": []})
-            for word in (row["target"], row["response"].strip()):
-                if word not in entry["words"]:
+            target = row.get("target") or ""  # none: a stem
+            entry = contexts.setdefault(row["context"], {"target": target, "words": []})
+            for word in (target, row["response"].strip()):
+                if word and word not in entry["words"]:
                     entry["words"].append(word)
     return contexts
 
@@ -162,6 +174,26 @@ def stored_word_logprobs(db_path: Path) -> dict[str, float]:
     return {f"{text[:start]}\t{word}": lp for text, start, word, lp in rows}
 
 
+def stem_facts(db_path: Path) -> str:
+    """What the import stored for the stems: items without a target, their predictions, and how
+    many answers got a word log-prob (all should)."""
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    stems, predicted, no_target = con.execute(
+        "SELECT COUNT(DISTINCT i.id), COUNT(p.id), SUM(p.target_logprob IS NULL AND p.target_rank IS NULL) "
+        "FROM items i LEFT JOIN predictions p ON p.item_id = i.id WHERE i.token_id IS NULL"
+    ).fetchone()
+    answers, scored, no_correct = con.execute(
+        "SELECT COUNT(*), COUNT(g.word_logprob), SUM(g.is_correct IS NULL) FROM guesses g "
+        "JOIN items i ON i.id = g.item_id WHERE i.token_id IS NULL"
+    ).fetchone()
+    con.close()
+    return (f"{stems} stem items, {predicted} with a prediction ({no_target or 0} without target "
+            f"log-prob or rank); {scored} of {answers} answers with a word log-prob, "
+            f"{no_correct or 0} without correctness")
+
+
 # ------------------------------------------------------------------------------------ runner
 
 
@@ -183,6 +215,9 @@ def run_step(argv: list[str], env: dict | None = None) -> tuple[float, float, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", type=int, default=1200, help="contexts in the cloze set")
+    parser.add_argument("--stems", type=int, nargs="?", const=3000, default=None, metavar="N",
+                        help="import N sentence stems x 100 responses without a target instead "
+                             "(default N: 3000)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of each step")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--reference", nargs=2, metavar=("CSV", "OUT"), help=argparse.SUPPRESS)
@@ -194,9 +229,12 @@ def main() -> None:
     humanlm = str(Path(sys.executable).with_name("humanlm"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = tmp / "cloze.csv"
-        pairs = write_cloze_set(data, args.contexts, args.seed)
-        print(f"{args.contexts} contexts, {args.contexts * RESPONSES_PER_CONTEXT} responses, "
+        stems = args.stems is not None
+        n = args.stems if stems else args.contexts
+        data = tmp / ("stems.csv" if stems else "cloze.csv")
+        pairs = write_cloze_set(data, n, args.seed, stems=stems)
+        per = RESPONSES_PER_STEM if stems else RESPONSES_PER_CONTEXT
+        print(f"{n} {'stems (no target)' if stems else 'contexts'}, {n * per} responses, "
               f"{pairs} distinct (context, word) pairs, {data.stat().st_size / 1e6:.1f} MB of CSV; "
               f"{os.cpu_count()} cores")
         ratios = []
@@ -219,6 +257,8 @@ def main() -> None:
             summary = [line for line in output.splitlines() if line.startswith(("Imported", "Scored"))]
             for line in summary:
                 print(f"    {line}")
+            if stems:
+                print(f"    {stem_facts(db_path)}")
             expected = json.loads(ref_out.read_text())
             stored = stored_word_logprobs(db_path)
             common = [k for k in expected if k in stored]
