@@ -359,3 +359,20 @@ def test_stems_import_and_export_on_sqlite_and_postgresql(any_db_app, tmp_path):
     assert stem.sum() == 3 * ANSWERS_PER_STEM
     assert g.loc[stem, "is_correct"].isna().all() and g.loc[~stem, "is_correct"].notna().all()
     assert np.isfinite(g.loc[stem, "model_answer_logprob"].to_numpy(dtype=float)).all()
+
+
+@pytest.mark.model
+def test_analysis_of_word_mode_stems(app, runner, tmp_path):
+    """Word mode (the import's default): the word log-probs feed the model log-likelihood and
+    the simulator fit; accuracy is named as missing, and the report renders."""
+    from analysis.report import run_analysis, write_report
+
+    data = _stems_only_export(app, runner, tmp_path, mode="word")
+    res = run_analysis(data, n_boot=50)
+    assert res["accuracy"] is None and "no true continuation" in res["errors"]["accuracy"]
+    fit = res["simulator_fit"].set_index("metric")
+    lp = data.guesses["model_answer_logprob"].to_numpy(dtype=float)
+    assert fit.loc["model_loglik", "estimate"] == pytest.approx(lp.mean(), abs=1e-9)
+    assert np.isfinite(fit.loc["simulator_fit", "estimate"])
+    page = write_report(data, tmp_path / "report.html", n_boot=50).read_text()
+    assert "no true continuation" in page
