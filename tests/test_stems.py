@@ -222,7 +222,7 @@ def test_export_marks_what_a_stem_lacks(app, runner, tmp_path, fmt):
     assert np.isfinite(g.loc[stem, "model_answer_logprob"].to_numpy(dtype=float)).all()
     assert np.isfinite(g.loc[stem, "model_entropy"].to_numpy(dtype=float)).all()
     paris = g.loc[~stem].iloc[0]
-    assert paris["is_correct"] == True and paris["target_text"] == " Paris"  # noqa: E712
+    assert bool(paris["is_correct"]) is True and paris["target_text"] == " Paris"
     assert math.isfinite(paris["model_target_logprob"])
     stem_items = items[items["target_token_id"].isna()]
     assert len(stem_items) == 3
