@@ -275,6 +275,7 @@
     els.ask.hidden = false;
     els.top.hidden = false;
     els.passage.closest('.passage-card').hidden = false;
+    els.docTitle.closest('.doc-head').hidden = false;
 
     renderDocHead(question);
     renderProgress(question);
@@ -383,8 +384,10 @@
     els.top.hidden = true;
     els.passage.closest('.passage-card').hidden = true;
     renderScoreInto(els.doneScore, stats);
-    // With a difficulty chosen, the switch stays on screen to choose another.
+    // With a difficulty chosen, the switch stays on screen to choose another (without the last
+    // passage's title: the page's one level-one heading is then the "done" card's).
     if (state.mode.difficulty !== 'any' && !state.mode.daily) els.top.hidden = false;
+    els.docTitle.closest('.doc-head').hidden = true;
     els.done.hidden = false;
     const link = els.done.querySelector('a');
     if (link) link.focus();
