@@ -64,7 +64,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MODEL", "HUMANLM_MODEL", DEFAULT_MODEL, str,
-        "Language model spec: llamacpp:gemma-3-270m (embedded base model) or llamacpp:/path/model.gguf.",
+        "Language model spec: llamacpp:gemma-3-270m (embedded base model), llamacpp:/path/model.gguf, "
+        "ngram:/path/model.ngram or openai:http://host:port/v1#model[;encoding=cl100k_base].",
+    ),
+    Setting(
+        "OPENAI_API_KEY", "HUMANLM_OPENAI_API_KEY", None, str,
+        "API key for openai: model servers (sent as a Bearer token; never stored or exported).",
+    ),
+    Setting(
+        "OPENAI_CONCURRENCY", "HUMANLM_OPENAI_CONCURRENCY", 4, int,
+        "Requests in flight at once to an openai: model server (bounded; 1 = one at a time).",
+    ),
+    Setting(
+        "OPENAI_RETRIES", "HUMANLM_OPENAI_RETRIES", 6, int,
+        "Attempts per request to an openai: server on HTTP 429/5xx or a dropped connection, "
+        "with exponential backoff (0.5 s doubling, at most 8 s between attempts).",
     ),
     Setting(
         "TOP_K", "HUMANLM_TOP_K", 64, int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .base import (
+    BackendError,
     Continuation,
     DocumentScores,
     LanguageModelBackend,
@@ -61,6 +62,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
 
 __all__ = [
     "TEMPERATURES",
+    "BackendError",
     "Continuation",
     "DistributionSummary",
     "DocumentScores",

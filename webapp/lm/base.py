@@ -25,6 +25,11 @@ class ModelSpecError(ValueError):
 BACKENDS = ("llamacpp", "ngram", "openai")
 
 
+class BackendError(RuntimeError):
+    """The model's backend failed at run time (a server unreachable, an answer without the
+    numbers asked for); the message says what to do. Nothing about the document is stored."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     backend: str
