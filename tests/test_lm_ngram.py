@@ -336,3 +336,42 @@ def test_train_cli_errors(app, tmp_path):
     bad_order = run(runner, "ngram", "train", "--order", "0", "--output", out, good)
     assert bad_order.exit_code != 0 and "Traceback" not in bad_order.output
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_score_a_corpus_with_the_ngram_model(app, tmp_path):
+    """Import with the n-gram model's tokenizer, score through `humanlm score --model`: exact
+    Predictions (entropy, log Z, ranks) like a neural model's."""
+    from sqlalchemy import select
+
+    from webapp.extensions import db
+    from webapp.models import LanguageModel, Prediction
+
+    runner = app.test_cli_runner()
+    model_path = tmp_path / "m.ngram"
+    train(RICHER, order=3, encoding="cl100k_base", output=model_path)
+    spec = f"ngram:{model_path}"
+    text = tmp_path / "play.txt"
+    text.write_text("the cat sat on the log. a dog sat on the mat and the cat ran.")
+    app.config["MODEL"] = spec
+    assert run(runner, "corpus", "import", text, "--corpus", "play").exit_code == 0
+    result = run(runner, "score", "--model", spec, "--corpus", "play", "--top-k", "5")
+    assert result.exit_code == 0, result.output
+    assert "Scored 1 documents" in result.output
+    model = NgramModel(spec)
+    with app.app_context():
+        row = db.session.scalar(select(LanguageModel).where(LanguageModel.spec == spec))
+        assert row.tokenizer == "tiktoken:cl100k_base:100277"
+        assert row.settings["backend"] == "ngram" and row.settings["order"] == 3
+        predictions = db.session.scalars(
+            select(Prediction).where(Prediction.model_id == row.id)
+        ).all()
+        ids = model.tokenize(text.read_text())
+        assert len(predictions) == len(ids)
+        for prediction in predictions:
+            position = prediction.item.position
+            logp = model.next_token_logprobs(ids[:position])
+            assert prediction.target_logprob == pytest.approx(logp[ids[position]], abs=1e-5)
+            assert prediction.entropy is not None and len(prediction.logz) == len(TEMPERATURES)
+            assert prediction.target_rank >= 1 and len(prediction.top_k) == 5
+    other = run(runner, "score", "--model", spec, "--corpus", "play", "--top-k", "5")
+    assert "Nothing to score" in other.output

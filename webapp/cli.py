@@ -224,7 +224,7 @@ def _bar(description: str):
                    "and of word-mode answers.")
 @with_appcontext
 def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool) -> None:
-    from .lm import ModelSpecError, load_model
+    from .lm import BackendError, ModelSpecError, load_model
     from .models import Corpus
     from .predictions import TokenizerMismatch, run_model_work, score_corpus
 
@@ -235,7 +235,7 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         _fail(f"unknown corpus '{corpus}' (see `humanlm corpus list`)")
     try:
         model = load_model(spec, max_tokens=cfg["MAX_DOCUMENT_TOKENS"], n_threads=cfg["N_THREADS"])
-    except ModelSpecError as exc:
+    except (ModelSpecError, BackendError) as exc:
         _fail(str(exc))
     try:
         if fill_guesses:
@@ -249,8 +249,8 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
             return
         report = score_corpus(db.session, model, top_k=top_k, corpus=corpus,
                               progress=_bar(f"Scoring with {model.name}"))
-    except TokenizerMismatch as exc:
-        db.session.rollback()
+    except (TokenizerMismatch, BackendError) as exc:
+        db.session.rollback()  # documents finished before the failure are kept (committed)
         _fail(str(exc))
     if report.documents:
         click.echo(

@@ -196,9 +196,10 @@ class Prediction(Base):
     target_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL: a stem
     target_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NULL: a stem
     top1_id: Mapped[int] = mapped_column(Integer)
-    entropy: Mapped[float] = mapped_column(Float)
+    # NULL: the model gives only its top-k (an openai: server), so these are not known
+    entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_k: Mapped[list[Any]] = mapped_column(JSON)
-    logz: Mapped[list[Any]] = mapped_column(JSON)
+    logz: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     item: Mapped[Item] = relationship()
 

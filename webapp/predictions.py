@@ -13,6 +13,7 @@ already marked and answers already filled.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -317,7 +318,10 @@ class _Worker:
 
     def _store_predictions(self, items: list[tuple[int, int]], summary) -> None:
         """A Prediction per (item id, position); a stem's item (after the last token) has no
-        true token, so no target log-prob or rank (NULL), never a made-up one."""
+        true token, so no target log-prob or rank (NULL), never a made-up one. A top-k-only
+        backend (openai:) marks what it cannot know as NaN (entropy, log Z, a target log-prob)
+        or rank -1 (beyond its top-k), stored as NULL; top-k slots it could not fill have id -1
+        and are left out; a position it knows nothing about gets no Prediction."""
         top_ids = summary.top_ids.tolist()
         top_lps = summary.top_logprobs.tolist()
         meta = self._texts
@@ -326,18 +330,25 @@ class _Worker:
         for item_id, position in items:
             top_k = []
             for token_id, logprob in zip(top_ids[position], top_lps[position]):
+                if token_id < 0:
+                    continue
                 text, control = meta.get(token_id) or fill(token_id)
                 top_k.append([token_id, round(logprob, 6), text, control])
+            if not top_k:
+                continue
             target_rank = int(summary.target_rank[position])  # 0: no true token (a stem)
+            target_logprob = float(summary.target_logprob[position])
+            entropy = float(summary.entropy[position])
+            logz = summary.logz[position].tolist()
             rows.append({
                 "item_id": item_id,
                 "model_id": self.row.id,
-                "target_logprob": float(summary.target_logprob[position]) if target_rank else None,
-                "target_rank": target_rank or None,
+                "target_logprob": None if math.isnan(target_logprob) else target_logprob,
+                "target_rank": target_rank if target_rank > 0 else None,
                 "top1_id": top_k[0][0],
-                "entropy": float(summary.entropy[position]),
+                "entropy": None if math.isnan(entropy) else entropy,
                 "top_k": top_k,
-                "logz": [round(z, 6) for z in summary.logz[position].tolist()],
+                "logz": None if math.isnan(logz[0]) else [round(z, 6) for z in logz],
             })
         if rows:
             self.session.execute(insert(Prediction), rows)
