@@ -165,7 +165,8 @@ def test_score_unknown_corpus(app, runner):
 
 def test_score_unknown_model(app, runner, good_txt):
     run(runner, "corpus", "import", good_txt)
-    assert_failed(run(runner, "score", "--model", "openai:gpt-4"), "unknown model backend")
+    assert_failed(run(runner, "score", "--model", "kenlm:gpt-4"), "unknown model backend")
+    assert_failed(run(runner, "score", "--model", "openai:gpt-4"), "names the model after '#'")
     assert_failed(run(runner, "score", "--model", "llamacpp:/no/such/model.gguf"), "does not exist")
     assert counts(app)["predictions"] == 0
 

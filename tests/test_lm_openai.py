@@ -1,0 +1,319 @@
+"""The openai: backend against the REAL llama-cpp-python server on the embedded Gemma file.
+
+llama-cpp-python's server is started once for the module (`python -m llama_cpp.server --model
+<gemma.gguf> --logits_all true`) and its numbers are compared with the embedded backend's. Its
+echo + logprobs path costs about a second per token on 2 cores (it sorts the 262,144-way
+distribution of every position in Python), so the texts are short. Retries are tested against
+a tiny scripted HTTP server (the only fake here), and an unreachable URL against a closed port.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from webapp.lm import BackendError, ModelSpec, ModelSpecError, load_model, openai_compat
+from webapp.lm.llamacpp import resolve_model_path
+from webapp.lm.openai_compat import OpenAIModel, parse_target
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+K = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    """The real llama-cpp-python OpenAI-compatible server on the Gemma GGUF."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    log_file = log.open("wb")  # not a pipe: llama.cpp's start-up log would fill it and block
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model_path("gemma-3-270m")),
+         "--logits_all", "true", "--n_ctx", "512", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log_file, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the llama-cpp-python server did not start within 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
+
+
+@pytest.fixture(scope="module")
+def served(server_url):
+    return load_model(f"openai:{server_url}#gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def both(served, gemma):
+    """One document scored by both backends (through_end: the row after the last token)."""
+    ids = gemma.tokenize(TEXT)
+    assert served.tokenize(TEXT) == ids  # the server's tokenizer is the embedded one
+    remote = served.score_continuations(ids, top_k=K, through_end=True)
+    local = gemma.score_continuations(ids, top_k=K, through_end=True)
+    return ids, remote.summary, local.summary
+
+
+def test_logprobs_agree_with_the_embedded_backend(both):
+    ids, remote, local = both
+    n = len(ids)
+    # position 0: llama-cpp-python nulls the first echoed token's numbers: absent, not guessed
+    assert math.isnan(remote.target_logprob[0]) and remote.target_rank[0] == -1
+    assert (remote.top_ids[0] == -1).all()
+    np.testing.assert_allclose(remote.target_logprob[1:n], local.target_logprob[1:n], atol=1e-3)
+    np.testing.assert_array_equal(remote.top_ids[1:], local.top_ids[1:])  # incl. the end row
+    np.testing.assert_allclose(remote.top_logprobs[1:], local.top_logprobs[1:], atol=1e-3)
+    # ranks: exact within the top-k, "beyond k" (-1) otherwise; never estimated
+    for i in range(1, n):
+        expected = local.target_rank[i] if local.target_rank[i] <= K else -1
+        assert remote.target_rank[i] == expected, i
+    assert (remote.target_rank[1:n] == -1).any() and (remote.target_rank[1:n] >= 1).any()
+    assert remote.target_rank[n] == 0  # the row after the last token has no target
+    # " over" after "The quick brown fox jumps": the FACTS figure
+    over = ids.index(1024) if 1024 in ids else None
+    assert over is not None and math.exp(remote.target_logprob[over]) == pytest.approx(0.88, abs=0.02)
+
+
+def test_entropy_and_logz_are_absent_and_the_settings_say_top_k_only(both, served):
+    _ids, remote, _local = both
+    assert np.isnan(remote.entropy).all() and np.isnan(remote.logz).all()
+    settings = served.settings()
+    assert settings["top_k_only"] is True and settings["server"] == "llama-cpp-python"
+    assert "entropy" in settings["absent"] and "logz" in settings["absent"]
+    assert not any("key" in name for name in settings)
+    with pytest.raises(BackendError, match="only the top-k"):
+        served.next_token_logprobs([818])
+
+
+def test_a_token_outside_the_document_is_looked_up_exactly(served, gemma):
+    """logit_bias makes the server generate the token; its log-prob is the unbiased one."""
+    ids = gemma.tokenize("The quick brown fox")
+    brown = gemma.tokenize(" brown")[0]
+    over = gemma.tokenize(" over")[0]
+    got = served.logprobs_at(ids, [(4, brown), (4, over)])
+    expected = gemma.next_token_logprobs(ids)  # the prefix alone: the same evaluation shape
+    assert got[0][0] == pytest.approx(expected[brown], abs=1e-3)
+    assert got[0][1] == -1  # far outside the top-k: beyond k
+    assert got[1][0] == pytest.approx(expected[over], abs=1e-3)
+    rank = 1 + int(np.count_nonzero(expected > expected[over]))
+    assert got[1][1] == (rank if rank <= 64 else -1)  # lookups ask for HUMANLM_TOP_K (64)
+
+
+def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
+    from webapp.extensions import db
+    from webapp.models import LanguageModel, Prediction
+
+    runner = app.test_cli_runner()
+    spec = f"openai:{server_url}#gemma-3-270m"
+    with app.app_context():
+        from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+        from webapp.lm import load_tokenizer
+
+        corpus = get_or_create_corpus(db.session, "tiny", min_prefix_tokens=0)
+        import_documents(db.session, corpus, [RawDocument("The cat sat on the mat.")],
+                         load_tokenizer(app.config["MODEL"]), max_tokens=64)
+        db.session.commit()
+    result = runner.invoke(args=["score", "--model", spec, "--corpus", "tiny", "--top-k", str(K)])
+    assert result.exit_code == 0, result.output
+    ids = gemma.tokenize("The cat sat on the mat.")
+    local = gemma.score(ids, K)
+    with app.app_context():
+        row = db.session.scalar(select(LanguageModel).where(LanguageModel.spec == spec))
+        assert row.settings["top_k_only"] is True
+        rows = {p.item.position: p for p in db.session.scalars(
+            select(Prediction).where(Prediction.model_id == row.id))}
+        assert sorted(rows) == list(range(1, len(ids)))  # position 0 absent
+        for position, prediction in rows.items():
+            assert prediction.entropy is None and prediction.logz is None
+            assert prediction.target_logprob == pytest.approx(local.target_logprob[position],
+                                                              abs=1e-3)
+            rank = int(local.target_rank[position])
+            assert prediction.target_rank == (rank if rank <= K else None)
+            assert [t[0] for t in prediction.top_k] == local.top_ids[position].tolist()
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+def test_unreachable_server_is_a_clear_error(app):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendError, match="cannot reach"):
+        load_model(f"openai:{url}#some-model")
+    result = app.test_cli_runner().invoke(args=["score", "--model", f"openai:{url}#m"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "Error:" in result.output and "cannot reach" in result.output
+
+
+@pytest.mark.parametrize("target, message", [
+    ("http://h:1/v1", "names the model after '#'"),
+    ("http://h:1/v1#", "names the model after '#'"),
+    ("ftp://h/v1#m", "not an http(s) URL"),
+    ("http://h:1/v1#m;colour=red", "unknown option"),
+])
+def test_bad_specs(target, message):
+    with pytest.raises(ModelSpecError, match=re.escape(message)):
+        ModelSpec.parse(f"openai:{target}")
+
+
+def test_spec_with_an_encoding():
+    parsed = parse_target("https://api.example.com/v1#davinci-002;encoding=cl100k_base")
+    assert parsed.base_url == "https://api.example.com/v1" and parsed.model == "davinci-002"
+    assert parsed.encoding == "cl100k_base" and parsed.root == "https://api.example.com"
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers from a script: path -> list of (status, body); the last entry repeats."""
+
+    script: ClassVar[dict[str, list[tuple[int, dict]]]] = {}
+    hits: ClassVar[dict[str, int]] = {}
+    seen: ClassVar[list[dict]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else {}
+        type(self).seen.append({"path": self.path, "body": body,
+                                "auth": self.headers.get("authorization")})
+        n = type(self).hits.get(self.path, 0)
+        type(self).hits[self.path] = n + 1
+        answers = type(self).script.get(self.path)
+        if not answers:
+            self.send_response(404)
+            self.end_headers()
+            return
+        status, payload = answers[min(n, len(answers) - 1)]
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    monkeypatch.setattr(openai_compat, "RETRY_WAIT_SECONDS", (0.01, 0.02))
+    Scripted.script, Scripted.hits, Scripted.seen = {}, {}, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+ECHO = {"choices": [{"text": "ab", "logprobs": {
+    "tokens": ["a", "b"], "token_logprobs": [None, -0.5],
+    "top_logprobs": [None, {"b": -0.5, "c": -1.5}], "text_offset": [0, 1]}}]}
+
+
+def test_429_and_500_are_retried(scripted, monkeypatch):
+    monkeypatch.setenv("HUMANLM_OPENAI_API_KEY", "sk-test")
+    Scripted.script = {
+        "/extras/tokenize": [(200, {"tokens": [1]})],
+        "/extras/detokenize": [(200, {"text": "a"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(500, {"error": "boom"}), (503, {"error": "busy"}), (200, ECHO)],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#m")
+    Scripted.script["/extras/tokenize"] = [(429, {}), (200, {"tokens": [1, 7]})]
+    Scripted.hits["/extras/tokenize"] = 0
+    assert model.tokenize("b") == [7]
+    assert Scripted.hits["/extras/tokenize"] == 2
+    summary = model.score([5, 7], top_k=2)
+    assert Scripted.hits["/v1/completions"] == 3
+    assert summary.target_logprob[1] == -0.5 and summary.target_rank[1] == 1
+    completion = [s for s in Scripted.seen if s["path"] == "/v1/completions"][-1]
+    assert completion["body"]["max_tokens"] == 1 and completion["body"]["echo"] is True
+    assert completion["auth"] == "Bearer sk-test"
+
+
+def test_a_storm_of_429_gives_up_with_a_clear_error(scripted, monkeypatch):
+    monkeypatch.setenv("HUMANLM_OPENAI_RETRIES", "3")
+    Scripted.script = {
+        "/extras/tokenize": [(200, {"tokens": [1]})],
+        "/extras/detokenize": [(200, {"text": "ab"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(429, {"error": "rate limited"})],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#m")
+    with pytest.raises(BackendError, match=r"HTTP 429.*gave up after 3 attempts"):
+        model.score([5, 7], top_k=2)
+    assert Scripted.hits["/v1/completions"] == 3
+
+
+def test_a_server_without_prompt_logprobs_is_a_clear_error(scripted):
+    Scripted.script = {
+        "/extras/tokenize": [(200, {"tokens": [1]})],
+        "/extras/detokenize": [(200, {"text": "ab"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(200, {"choices": [{"text": "x", "logprobs": None}]})],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#m")
+    with pytest.raises(BackendError, match="returned no log-probabilities"):
+        model.score([5, 7], top_k=2)
+
+
+def test_vllm_shapes(scripted):
+    """vLLM (not runnable here; its documented shapes): /tokenize, prompts as token ids, BOS
+    echoed first with a null, return_tokens_as_token_ids keys, k+1 entries."""
+    Scripted.script = {
+        "/tokenize": [(200, {"tokens": [1], "count": 1, "max_model_len": 4096})],
+        "/v1/models": [(200, {"data": [{"id": "meta-llama/Llama-3.1-8B"}]})],
+        "/v1/completions": [(200, {"choices": [{"text": "", "logprobs": {
+            "tokens": ["token_id:1", "token_id:5", "token_id:7", "token_id:9"],
+            "token_logprobs": [None, -2.0, -3.0, -0.1],
+            "top_logprobs": [None,
+                             {"token_id:5": -2.0, "token_id:6": -0.2},
+                             {"token_id:8": -0.1, "token_id:4": -1.0, "token_id:7": -3.0},
+                             {"token_id:9": -0.1, "token_id:3": -2.5}],
+            "text_offset": [0, 0, 1, 2]}}]})],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#meta-llama/Llama-3.1-8B")
+    assert model.server == "vllm" and model.bos == 1
+    summary = model.score_continuations([5, 7], top_k=2, through_end=True).summary
+    body = [s for s in Scripted.seen if s["path"] == "/v1/completions"][-1]["body"]
+    assert body["prompt"] == [1, 5, 7] and body["return_tokens_as_token_ids"] is True
+    assert summary.target_logprob.tolist()[:2] == [-2.0, -3.0]
+    assert summary.target_rank.tolist() == [2, -1, 0]  # 7 was the added (k+1)-th entry
+    assert summary.top_ids.tolist() == [[6, 5], [8, 4], [9, 3]]
