@@ -23,7 +23,7 @@ from typing import ClassVar
 import httpx
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from webapp.lm import BackendError, ModelSpec, ModelSpecError, load_model, openai_compat
 from webapp.lm.llamacpp import resolve_model_path
@@ -146,7 +146,8 @@ def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
         from webapp.lm import load_tokenizer
 
         corpus = get_or_create_corpus(db.session, "tiny", min_prefix_tokens=0)
-        import_documents(db.session, corpus, [RawDocument("The cat sat on the mat.")],
+        import_documents(db.session, corpus, [RawDocument("The cat sat on the mat."),
+                                              RawDocument("A dog ran.")],
                          load_tokenizer(app.config["MODEL"]), max_tokens=64)
         db.session.commit()
     result = runner.invoke(args=["score", "--model", spec, "--corpus", "tiny", "--top-k", str(K)])
@@ -156,9 +157,12 @@ def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
     with app.app_context():
         row = db.session.scalar(select(LanguageModel).where(LanguageModel.spec == spec))
         assert row.settings["top_k_only"] is True
-        rows = {p.item.position: p for p in db.session.scalars(
-            select(Prediction).where(Prediction.model_id == row.id))}
+        stored = db.session.scalars(select(Prediction).where(Prediction.model_id == row.id))
+        rows = {p.item.position: p for p in stored if p.item.document.text.startswith("The")}
         assert sorted(rows) == list(range(1, len(ids)))  # position 0 absent
+        n_dog = len(gemma.tokenize("A dog ran."))
+        assert db.session.scalar(select(func.count(Prediction.id)).where(
+            Prediction.model_id == row.id)) == len(ids) - 1 + n_dog - 1
         for position, prediction in rows.items():
             assert prediction.entropy is None and prediction.logz is None
             assert prediction.target_logprob == pytest.approx(local.target_logprob[position],
@@ -203,6 +207,9 @@ class Scripted(BaseHTTPRequestHandler):
     script: ClassVar[dict[str, list[tuple[int, dict]]]] = {}
     hits: ClassVar[dict[str, int]] = {}
     seen: ClassVar[list[dict]] = []
+    delay: ClassVar[float] = 0.0  # seconds each completion takes
+    in_flight: ClassVar[list[int]] = [0, 0]  # now, most at once
+    lock = threading.Lock()
 
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -217,6 +224,13 @@ class Scripted(BaseHTTPRequestHandler):
             self.end_headers()
             return
         status, payload = answers[min(n, len(answers) - 1)]
+        if self.path == "/v1/completions" and type(self).delay:
+            with self.lock:
+                self.in_flight[0] += 1
+                self.in_flight[1] = max(self.in_flight)
+            time.sleep(type(self).delay)
+            with self.lock:
+                self.in_flight[0] -= 1
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -234,6 +248,7 @@ class Scripted(BaseHTTPRequestHandler):
 def scripted(monkeypatch):
     monkeypatch.setattr(openai_compat, "RETRY_WAIT_SECONDS", (0.01, 0.02))
     Scripted.script, Scripted.hits, Scripted.seen = {}, {}, []
+    Scripted.delay, Scripted.in_flight = 0.0, [0, 0]
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -317,3 +332,24 @@ def test_vllm_shapes(scripted):
     assert summary.target_logprob.tolist()[:2] == [-2.0, -3.0]
     assert summary.target_rank.tolist() == [2, -1, 0]  # 7 was the added (k+1)-th entry
     assert summary.top_ids.tolist() == [[6, 5], [8, 4], [9, 3]]
+
+
+def test_documents_are_scored_ahead_with_bounded_concurrency(scripted, monkeypatch):
+    monkeypatch.setenv("HUMANLM_OPENAI_CONCURRENCY", "3")
+    Scripted.script = {
+        "/extras/tokenize": [(200, {"tokens": [1]})],
+        "/extras/detokenize": [(200, {"text": "ab"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(200, ECHO)],
+    }
+    Scripted.delay = 0.3
+    model = OpenAIModel(f"openai:{scripted}/v1#m")
+    documents = [[5, 7], [5, 8], [5, 9], [6, 7], [6, 8], [6, 9], [7, 7], [7, 8]]
+    started = time.monotonic()
+    model.score_ahead(documents, 2)
+    for ids in documents:
+        assert model.score(ids, top_k=2).target_logprob[1] == -0.5
+    elapsed = time.monotonic() - started
+    assert Scripted.hits["/v1/completions"] == len(documents)  # each once, none twice
+    assert Scripted.in_flight[1] == 3  # concurrent, and never more than the setting
+    assert elapsed < len(documents) * Scripted.delay * 0.6

@@ -189,6 +189,10 @@ def run_model_work(
     if progress is not None:
         bar = progress(sum(w.tokens for w in plan.values()), "tok") if by_tokens \
             else progress(len(plan), "doc")
+    ahead = getattr(model, "score_ahead", None)  # a server backend: requests in flight
+    if ahead is not None and predictions:
+        ahead([ids for _id, ids in session.execute(
+            _unscored(row.id, corpus, Document.id, Document.token_ids))], row.top_k)
     last_commit = time.monotonic()
     try:
         for doc_id in sorted(plan):

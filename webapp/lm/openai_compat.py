@@ -333,6 +333,29 @@ class _Position:
     top: dict[str, float] | None
 
 
+class _Ahead:
+    """Documents scored ahead of the caller: key -> future, in a bounded window."""
+
+    def __init__(self, planned: list, window: int) -> None:
+        self.pending = {key: None for key in planned}  # key -> future once submitted
+        self.window = threading.BoundedSemaphore(window)
+        self.ready = threading.Condition()
+
+    def put(self, key, future) -> None:
+        with self.ready:
+            self.pending[key] = future
+            self.ready.notify_all()
+
+    def take(self, key):
+        """The future of a planned document (waiting for the feeder to submit it), or None
+        for a document that was not planned."""
+        with self.ready:
+            if key not in self.pending:
+                return None
+            self.ready.wait_for(lambda: self.pending[key] is not None)
+            return self.pending.pop(key)
+
+
 class OpenAIModel(OpenAITokenizer):
     """An OpenAI-compatible server behind the LanguageModelBackend interface (top-k only)."""
 
@@ -341,6 +364,32 @@ class OpenAIModel(OpenAITokenizer):
         self.name = self.target.model
         self.prompt_as_ids = self.server != "llama-cpp-python"
         self._check_models()
+
+    def score_ahead(self, documents: Iterable[Sequence[int]], top_k: int) -> None:
+        """Start scoring these documents (in this order) in the background, at most
+        2 x HUMANLM_OPENAI_CONCURRENCY ahead of the caller: score_continuations of one of them
+        then waits for its request instead of sending one, so a corpus is scored with
+        requests in flight while the previous documents are stored."""
+        planned = list(dict.fromkeys((tuple(int(t) for t in ids), top_k) for ids in documents))
+        ahead = self._ahead = _Ahead(planned, 2 * self.client.concurrency)
+
+        def feed() -> None:
+            for key in planned:
+                if not ahead.window.acquire(timeout=600):  # the caller stopped taking them
+                    return
+                ahead.put(key, self.client.pool.submit(self._echo, list(key[0]), top_k))
+
+        threading.Thread(target=feed, name="openai-ahead", daemon=True).start()
+
+    def _echo_or_ahead(self, ids: list[int], top_k: int):
+        ahead = getattr(self, "_ahead", None)
+        future = ahead.take((tuple(ids), top_k)) if ahead is not None else None
+        if future is None:
+            return self._echo(ids, top_k)
+        try:
+            return future.result()
+        finally:
+            ahead.window.release()
 
     def _check_models(self) -> None:
         try:
@@ -537,7 +586,7 @@ class OpenAIModel(OpenAITokenizer):
                 raise ValueError(f"branch position {p} is outside the document (0..{n})")
         k = top_k or _setting("TOP_K")
         need_pass = bool(top_k) or any(p < n and ids[p] == t for p, t in lookups)
-        positions, after = self._echo(ids, k) if need_pass and n else ([], None)
+        positions, after = self._echo_or_ahead(ids, k) if need_pass and n else ([], None)
         summary = None
         if top_k:
             rows = positions + ([after or _Position(None, None)] if through_end else [])
