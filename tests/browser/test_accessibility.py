@@ -116,6 +116,7 @@ class Auditor:
             # in the dark scheme only the colours change, so only the colour rules run again
             options = ({"runOnly": {"type": "tag", "values": TAGS}} if scheme == "light"
                        else {"runOnly": {"type": "rule", "values": ["color-contrast", "link-in-text-block"]}})
+            options["resultTypes"] = ["violations"]  # passes and the rest: one node each (faster)
             result = page.evaluate("options => axe.run(document, options)", options)
             for v in result["violations"]:
                 if v["impact"] in BLOCKING or (landmarks and v["id"] in ("region", "landmark-one-main")):
@@ -251,6 +252,10 @@ def test_teacher_and_student_pages(people, live_server, audit, long_passages):
     host.goto(base + "/rooms/new")
     expect(host.locator("#corpus")).to_be_visible()
     audit(host, "room set-up")
+    host.locator("input[name=source][value=prompts]").check()
+    expect(host.locator("#prompts")).to_be_visible()
+    audit(host, "room set-up: own prompts")
+    host.locator("input[name=source][value=corpus]").check()
     host.select_option("#corpus", long_passages)
     host.fill("#rounds", "1")
     host.click("#create-btn")
@@ -284,6 +289,11 @@ def test_teacher_and_student_pages(people, live_server, audit, long_passages):
     expect(host.locator("#answered-n")).to_have_text("1")
     _scrolls(host, "#prefix")
     audit(host, "host: open round")
+    host.locator("#players-menu summary").click()
+    expect(host.locator("#players-menu-list li")).to_have_count(1)
+    audit(host, "host: Players menu open")
+    host.keyboard.press("Escape")
+    expect(host.locator("#players-menu-list")).to_be_hidden()
 
     host.locator("#primary-btn").click()  # close answers
     expect(host.locator("#host")).to_have_attribute("data-phase", "locked")
@@ -297,15 +307,17 @@ def test_teacher_and_student_pages(people, live_server, audit, long_passages):
     host.locator("#primary-btn").click()  # the last round: on to the summary slide
     expect(host.locator("#host")).to_have_attribute("data-screen", "finished")
     audit(host, "host: finished")
-    audit.check(["room set-up", "host: lobby (empty)", "student: join form", "student: waiting",
-                 "host: lobby with a player", "student: question", "student: answered", "host: open round",
-                 "host: reveal", "student: reveal", "host: finished"])
+    expect(phone.locator("#end-title")).to_be_visible()
+    audit(phone, "student: game over")
+    audit.check(["room set-up", "room set-up: own prompts", "host: lobby (empty)", "student: join form", "student: waiting",
+                 "host: lobby with a player", "student: question", "student: answered",
+                 "host: open round", "host: Players menu open", "host: reveal", "student: reveal", "host: finished", "student: game over"])
 
 
 # --------------------------------------------------------------------------- the researcher
 
 
-def test_researcher_and_participant_pages(people, live_server, audit, long_passages):
+def test_researcher_and_participant_pages(people, live_server, audit, long_passages, tmp_path):
     app = live_server.app
     base = live_server.url
     make_researcher(app)
@@ -335,6 +347,13 @@ def test_researcher_and_participant_pages(people, live_server, audit, long_passa
     audit(page, "new study: errors")
     page.goto(base + "/research/corpora")
     audit(page, "passages upload")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Fine."}\n{"text": \n')
+    page.locator("input[type=file]").set_input_files(str(bad))
+    page.get_by_label("Corpus", exact=True).fill("garden")
+    page.get_by_role("button", name="Upload and score").click()
+    expect(page.locator(".upload-errors li")).to_have_count(1)
+    audit(page, "passages upload: errors")
 
     report = page.goto(f"{base}/research/studies/{study_id}/report")
     assert report.status == 200
@@ -365,6 +384,10 @@ def test_researcher_and_participant_pages(people, live_server, audit, long_passa
     expect(phone.get_by_role("heading", name="Thank you!")).to_be_visible()
     phone.get_by_role("button", name="Stay on this page").click()
     audit(phone, "participant: end page")
+    phone.goto(f"{base}/s/{slug}?PROLIFIC_PID=axe-1")
+    expect(phone.get_by_role("heading", name="You have already completed this study")).to_be_visible()
+    audit(phone, "participant: already completed")
     audit.check(["login", "dashboard", "study page", "new study", "new study: errors", "passages upload",
-                 "analysis report", "participant: consent", "participant: instructions",
-                 "participant: question", "participant: end page"])
+                 "passages upload: errors", "analysis report", "participant: consent",
+                 "participant: instructions", "participant: question", "participant: end page",
+                 "participant: already completed"])
