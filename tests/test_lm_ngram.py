@@ -375,3 +375,45 @@ def test_score_a_corpus_with_the_ngram_model(app, tmp_path):
             assert prediction.target_rank >= 1 and len(prediction.top_k) == 5
     other = run(runner, "score", "--model", spec, "--corpus", "play", "--top-k", "5")
     assert "Nothing to score" in other.output
+    listed = run(runner, "models")
+    assert listed.exit_code == 0, listed.output
+    assert f"{spec}  (top-k 5)" in listed.output
+    assert "tokenizer: tiktoken:cl100k_base:100277" in listed.output
+    assert "computes: full distribution" in listed.output
+    assert f"corpora scored: play (1 documents); {len(ids)} predictions" in listed.output
+
+
+def test_a_model_with_another_tokenizer(app, tmp_path):
+    """A corpus imported with Gemma's tokenizer: per-position scoring by the n-gram model fails
+    with what is missing and what to do; --text-logprobs gives per-text log-probs under the
+    n-gram model's own tokens."""
+    import csv
+
+    runner = app.test_cli_runner()
+    model_path = tmp_path / "m.ngram"
+    train(RICHER, order=2, encoding="cl100k_base", output=model_path)
+    spec = f"ngram:{model_path}"
+    texts = ["the cat sat on the log.", "a dog ran to the mat"]
+    for i, text in enumerate(texts):
+        (tmp_path / f"{i}.txt").write_text(text)
+    assert run(runner, "corpus", "import", tmp_path / "0.txt", "--corpus", "g").exit_code == 0
+    assert run(runner, "corpus", "import", tmp_path / "1.txt", "--corpus", "g").exit_code == 0
+    result = run(runner, "score", "--model", spec, "--corpus", "g")
+    assert_failed(result, "was tokenized with", "--text-logprobs", f"HUMANLM_MODEL={spec}")
+    out = tmp_path / "texts.csv"
+    result = run(runner, "score", "--model", spec, "--corpus", "g", "--text-logprobs", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    model = NgramModel(spec)
+    total = 0.0
+    for row, text in zip(rows, texts):
+        ids = model.tokenize(text)
+        expected = sum(model.next_token_logprobs(ids[:i])[t] for i, t in enumerate(ids))
+        assert int(row["n_tokens"]) == len(ids) and row["tokenizer"] == model.tokenizer_id
+        assert float(row["logprob"]) == pytest.approx(expected, abs=1e-4)
+        assert float(row["bits_per_byte"]) == pytest.approx(
+            -expected / np.log(2) / len(text.encode()), abs=1e-5)
+        total += expected
+    assert f"ln p = {total:.1f} nats" in result.output
+    bad = run(runner, "score", "--model", spec, "--corpus", "nope", "--text-logprobs", out)
+    assert_failed(bad, "unknown corpus")

@@ -6,6 +6,7 @@ every import or scoring step commits only complete units (a whole import; one wh
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -222,8 +223,12 @@ def _bar(description: str):
 @click.option("--fill-guesses", is_flag=True,
               help="Instead: fill exact model log-probs of guesses outside the stored top-k "
                    "and of word-mode answers.")
+@click.option("--text-logprobs", "text_csv", default=None, type=click.Path(path_type=Path),
+              help="Instead: each document's log-probability under the model's OWN tokens "
+                   "(any tokenizer; nothing stored), written to this CSV, with totals printed.")
 @with_appcontext
-def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool) -> None:
+def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool,
+                  text_csv: Path | None = None) -> None:
     from .lm import BackendError, ModelSpecError, load_model
     from .models import Corpus
     from .predictions import TokenizerMismatch, run_model_work, score_corpus
@@ -237,6 +242,9 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         model = load_model(spec, max_tokens=cfg["MAX_DOCUMENT_TOKENS"], n_threads=cfg["N_THREADS"])
     except (ModelSpecError, BackendError) as exc:
         _fail(str(exc))
+    if text_csv is not None:
+        _text_logprobs(model, corpus, text_csv)
+        return
     try:
         if fill_guesses:
             report = run_model_work(db.session, model, top_k=top_k, predictions=False,
@@ -249,7 +257,14 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
             return
         report = score_corpus(db.session, model, top_k=top_k, corpus=corpus,
                               progress=_bar(f"Scoring with {model.name}"))
-    except (TokenizerMismatch, BackendError) as exc:
+    except TokenizerMismatch as exc:
+        db.session.rollback()  # documents finished before the failure are kept (committed)
+        _fail(f"{exc}. A corpus's items are token positions of the tokenizer it was imported "
+              f"with, so {spec} cannot give per-position predictions for them. Instead: "
+              f"`humanlm score --model {spec} --text-logprobs FILE.csv` gives each document's "
+              f"log-probability under {spec}'s own tokens; or import the texts again with "
+              f"HUMANLM_MODEL={spec} to play them against it")
+    except BackendError as exc:
         db.session.rollback()  # documents finished before the failure are kept (committed)
         _fail(str(exc))
     if report.documents:
@@ -259,6 +274,98 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
         )
     else:
         click.echo(f"Nothing to score: all {report.already_scored} documents are already scored.")
+
+
+def _text_logprobs(model, corpus: str | None, out: Path) -> None:
+    """`humanlm score --text-logprobs`: per document ln p(text) under the model's own tokens."""
+    import csv
+
+    from .lm import BackendError
+    from .lm.base import score_text
+    from .models import Corpus, Document
+
+    query = select(Document.id, Corpus.name, Document.text).join(Corpus).order_by(Document.id)
+    if corpus is not None:
+        query = query.where(Corpus.name == corpus)
+    rows = db.session.execute(query).all()
+    if not rows:
+        _fail("no documents to score (see `humanlm corpus list`)")
+    totals = {"tokens": 0, "bytes": 0, "logprob": 0.0, "unknown": 0}
+    too_long = 0
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        with tmp.open("w", newline="") as fh, tqdm(
+            total=len(rows), unit="doc", desc=f"Text log-probs with {model.name}",
+            dynamic_ncols=True, file=sys.stderr,
+        ) as bar:
+            writer = csv.writer(fh)
+            writer.writerow(["document_id", "corpus", "model", "tokenizer", "n_tokens", "n_bytes",
+                             "logprob", "bits_per_byte", "unknown_tokens"])
+            for doc_id, corpus_name, text in rows:
+                try:
+                    got = score_text(model, text)
+                except ValueError:  # longer than the model's context in its own tokens
+                    too_long += 1
+                    writer.writerow([doc_id, corpus_name, model.spec, model.tokenizer_id, "",
+                                     len(text.encode("utf-8")), "", "", ""])
+                    bar.update(1)
+                    continue
+                writer.writerow([doc_id, corpus_name, model.spec, model.tokenizer_id, got.n_tokens,
+                                 got.n_bytes, "" if got.logprob is None else f"{got.logprob:.6f}",
+                                 "" if got.bits_per_byte is None else f"{got.bits_per_byte:.6f}",
+                                 got.unknown])
+                totals["tokens"] += got.n_tokens
+                totals["bytes"] += got.n_bytes
+                totals["unknown"] += got.unknown
+                if got.logprob is not None:
+                    totals["logprob"] += got.logprob
+                bar.update(1)
+    except (OSError, BackendError) as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(str(exc))
+    tmp.replace(out)
+    line = f"Wrote {out}: {len(rows)} documents, {totals['tokens']} {model.spec} tokens"
+    if too_long:
+        line += (f" ({too_long} documents longer than the model's context in its tokens are "
+                 "left empty and out of the totals)")
+    if totals["unknown"] or not totals["tokens"]:
+        click.echo(f"{line}; {totals['unknown']} token log-probs are not known to this model "
+                   "(top-k only), so those documents have no total.")
+    else:
+        bpb = -totals["logprob"] / math.log(2) / max(totals["bytes"], 1)
+        click.echo(f"{line}; ln p = {totals['logprob']:.1f} nats, "
+                   f"{-totals['logprob'] / max(totals['tokens'], 1):.3f} nats/token, "
+                   f"{bpb:.3f} bits/byte.")
+
+
+@click.command("models", help="List the language models that scored documents: spec, tokenizer, "
+                              "what each can compute, and the corpora each scored.")
+@with_appcontext
+def models_command() -> None:
+    from .models import Corpus, Document, LanguageModel, Prediction, ScoredDocument
+
+    models = db.session.scalars(select(LanguageModel).order_by(LanguageModel.id)).all()
+    if not models:
+        click.echo("No models yet: `humanlm score` scores documents with HUMANLM_MODEL.")
+    for model in models:
+        settings = model.settings or {}
+        can = ("top-k log-probs only: no entropy or log Z, ranks beyond k absent"
+               if settings.get("top_k_only") else
+               "full distribution: entropy, log Z(T), exact ranks")
+        scored = db.session.execute(
+            select(Corpus.name, func.count(ScoredDocument.id))
+            .join(Document, Document.id == ScoredDocument.document_id)
+            .join(Corpus, Corpus.id == Document.corpus_id)
+            .where(ScoredDocument.model_id == model.id)
+            .group_by(Corpus.name).order_by(Corpus.name)
+        ).all()
+        n_predictions = db.session.scalar(
+            select(func.count(Prediction.id)).where(Prediction.model_id == model.id))
+        corpora = ", ".join(f"{name} ({n} documents)" for name, n in scored) or "none"
+        click.echo(f"[{model.id}] {model.spec}  (top-k {model.top_k})\n"
+                   f"    name: {model.name}; tokenizer: {model.tokenizer}\n"
+                   f"    computes: {can}\n"
+                   f"    corpora scored: {corpora}; {n_predictions} predictions")
 
 
 @click.group("ngram", help="n-gram baselines over tiktoken tokens (spec ngram:FILE.ngram).")
@@ -496,7 +603,8 @@ def worker_command() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (db_group, corpus_group, score_command, ngram_group, export_command,
+    for command in (db_group, corpus_group, score_command, models_command, ngram_group,
+                    export_command,
                     import_responses_command, analyze_command, setup_command, serve_command,
                     worker_command):
         app.cli.add_command(command)

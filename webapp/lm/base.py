@@ -141,6 +141,35 @@ class LanguageModelBackend(Tokenizer, Protocol):
         """Full-vocabulary log-probabilities after the prefix (last position only: cheap)."""
 
 
+@dataclass(frozen=True)
+class TextScore:
+    """A text's log-probability under a model's own tokenization (BOS + its tokens)."""
+
+    n_tokens: int
+    n_bytes: int
+    logprob: float | None  # ln p(text) = sum of its tokens' log-probs; None if any is unknown
+    unknown: int  # tokens whose log-prob the backend could not give (a top-k-only server)
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        if self.logprob is None or not self.n_bytes:
+            return None
+        return -self.logprob / np.log(2) / self.n_bytes
+
+
+def score_text(model: LanguageModelBackend, text: str) -> TextScore:
+    """ln p(text) by the chain rule over the model's own tokens (comparable across tokenizers
+    in bits per byte): one pass, nothing stored."""
+    ids = model.tokenize(text)
+    n_bytes = len(text.encode("utf-8"))
+    if not ids:
+        return TextScore(0, n_bytes, 0.0, 0)
+    logprobs = np.asarray(model.score(ids, top_k=1).target_logprob, dtype=np.float64)
+    unknown = int(np.count_nonzero(np.isnan(logprobs)))
+    total = None if unknown else float(logprobs.sum())
+    return TextScore(len(ids), n_bytes, total, unknown)
+
+
 def display_text(piece: bytes) -> str:
     """How a token is shown: its bytes as UTF-8, invalid fragments as <0xNN> escapes."""
     try:
