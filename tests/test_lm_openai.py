@@ -29,7 +29,7 @@ from webapp.lm import BackendError, ModelSpec, ModelSpecError, load_model, opena
 from webapp.lm.llamacpp import resolve_model_path
 from webapp.lm.openai_compat import OpenAIModel, parse_target
 
-TEXT = "The quick brown fox jumps over the lazy dog."
+TEXT = "The quick brown fox jumps over the"
 K = 5
 
 
@@ -146,13 +146,13 @@ def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
         from webapp.lm import load_tokenizer
 
         corpus = get_or_create_corpus(db.session, "tiny", min_prefix_tokens=0)
-        import_documents(db.session, corpus, [RawDocument("The cat sat on the mat."),
+        import_documents(db.session, corpus, [RawDocument("The cat sat."),
                                               RawDocument("A dog ran.")],
                          load_tokenizer(app.config["MODEL"]), max_tokens=64)
         db.session.commit()
     result = runner.invoke(args=["score", "--model", spec, "--corpus", "tiny", "--top-k", str(K)])
     assert result.exit_code == 0, result.output
-    ids = gemma.tokenize("The cat sat on the mat.")
+    ids = gemma.tokenize("The cat sat.")
     local = gemma.score(ids, K)
     with app.app_context():
         row = db.session.scalar(select(LanguageModel).where(LanguageModel.spec == spec))
@@ -353,3 +353,31 @@ def test_documents_are_scored_ahead_with_bounded_concurrency(scripted, monkeypat
     assert Scripted.hits["/v1/completions"] == len(documents)  # each once, none twice
     assert Scripted.in_flight[1] == 3  # concurrent, and never more than the setting
     assert elapsed < len(documents) * Scripted.delay * 0.6
+
+
+def test_fill_guesses_through_the_server(app, server_url, gemma, tmp_path):
+    """Imported answers get their first token's exact log-prob from the server (logit_bias
+    look-ups); a rank beyond the top-k is stored as NULL, never made up."""
+    from webapp.extensions import db
+    from webapp.models import Guess
+
+    path = tmp_path / "norms.csv"
+    path.write_text("context,response,target\nThe capital of France is,London,Paris\n"
+                    "The capital of France is,banana,Paris\n")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["import-responses", str(path), "--mode", "token", "--no-score"])
+    assert result.exit_code == 0, result.output
+    spec = f"openai:{server_url}#gemma-3-270m"
+    result = runner.invoke(args=["score", "--model", spec, "--fill-guesses"])
+    assert result.exit_code == 0, result.output
+    assert "Filled exact model log-probs for 2 guesses" in result.output
+    context = gemma.tokenize("The capital of France is")
+    expected = gemma.next_token_logprobs(context)
+    with app.app_context():
+        guesses = db.session.scalars(select(Guess).order_by(Guess.id)).all()
+        for guess in guesses:
+            token = guess.first_token_id
+            assert guess.model_logprob == pytest.approx(expected[token], abs=1e-3)
+            rank = 1 + int(np.count_nonzero(expected > expected[token]))
+            assert guess.model_rank == (rank if rank <= 64 else None)
+        assert any(g.model_rank is None for g in guesses)  # " banana" is far outside the top 64

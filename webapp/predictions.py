@@ -288,10 +288,16 @@ class _Worker:
         else:  # every word answered here is scored already: no pass needed
             scored = DocumentScores(None)
         updates: dict[int, dict] = defaultdict(dict)
+        filled = 0
         for guess_id, position, token in work.lookups:
             logprob, rank = scored.lookups[(position, token)]
-            updates[guess_id].update(model_logprob=logprob, model_rank=rank, model_id=row.id)
-        report.guesses += len(work.lookups)
+            if math.isnan(logprob):  # a top-k-only server that has no numbers at this position
+                continue
+            # rank -1: beyond a top-k-only server's k (absent, NULL)
+            updates[guess_id].update(model_logprob=logprob, model_rank=rank if rank > 0 else None,
+                                     model_id=row.id)
+            filled += 1
+        report.guesses += filled
         if word_plan is not None:
             new_scores = word_plan.collect(scored.continuations)
             if new_scores:
