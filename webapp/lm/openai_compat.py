@@ -346,14 +346,21 @@ class _Ahead:
             self.pending[key] = future
             self.ready.notify_all()
 
+    def forget(self, keys) -> None:
+        with self.ready:
+            for key in keys:
+                if self.pending.get(key, 0) is None:
+                    del self.pending[key]
+            self.ready.notify_all()
+
     def take(self, key):
         """The future of a planned document (waiting for the feeder to submit it), or None
         for a document that was not planned."""
         with self.ready:
             if key not in self.pending:
                 return None
-            self.ready.wait_for(lambda: self.pending[key] is not None)
-            return self.pending.pop(key)
+            self.ready.wait_for(lambda: self.pending.get(key, 0) is not None)
+            return self.pending.pop(key, None)
 
 
 class OpenAIModel(OpenAITokenizer):
@@ -370,14 +377,20 @@ class OpenAIModel(OpenAITokenizer):
         2 x HUMANLM_OPENAI_CONCURRENCY ahead of the caller: score_continuations of one of them
         then waits for its request instead of sending one, so a corpus is scored with
         requests in flight while the previous documents are stored."""
-        planned = list(dict.fromkeys((tuple(int(t) for t in ids), top_k) for ids in documents))
+        planned = list(dict.fromkeys((tuple(int(t) for t in ids), top_k)
+                                     for ids in documents if len(ids)))
         ahead = self._ahead = _Ahead(planned, 2 * self.client.concurrency)
 
         def feed() -> None:
-            for key in planned:
-                if not ahead.window.acquire(timeout=600):  # the caller stopped taking them
-                    return
-                ahead.put(key, self.client.pool.submit(self._echo, list(key[0]), top_k))
+            done = 0
+            try:
+                for key in planned:
+                    if not ahead.window.acquire(timeout=600):  # the caller stopped taking them
+                        break
+                    ahead.put(key, self.client.pool.submit(self._echo, list(key[0]), top_k))
+                    done += 1
+            finally:  # the rest (if any) are scored when asked, not waited for
+                ahead.forget(planned[done:])
 
         threading.Thread(target=feed, name="openai-ahead", daemon=True).start()
 
