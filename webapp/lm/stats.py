@@ -53,7 +53,13 @@ _WINDOW = 14.0
 
 @dataclass
 class DistributionSummary:
-    """Per-position summaries for n positions (row i describes the distribution after token i)."""
+    """Per-position summaries for n positions (row i describes the distribution after token i).
+
+    A backend that knows only the top-k (openai:) marks what it cannot know, never estimating
+    it: NaN entropy, log Z and target log-prob (absent), target rank -1 (beyond its top-k), and
+    top_ids -1 / top_logprobs NaN in top-k slots it could not fill. Stored as NULL / left out
+    (webapp/predictions.py). A row with no actual next token (a stem) has target rank 0.
+    """
 
     target_logprob: np.ndarray  # (n,) float64, log p(actual next token)
     target_rank: np.ndarray  # (n,) int64, 1 + number of tokens with strictly higher probability
