@@ -361,6 +361,16 @@ def test_local_moving_window_forgets_hits_older_than_its_window(monkeypatch):
 # ------------------------------------------------------------------------ behind a reverse proxy
 
 
+def scored_app_config(path) -> dict:
+    """The settings of conftest's scored_app on another copy of its database (that fixture's
+    app is already created; ProxyFix is applied when an app is created)."""
+    from support import MODEL_SPEC, TEST_MAX_TOKENS
+
+    return {"DATABASE_URL": f"sqlite:///{path}", "TESTING": True, "SECRET_KEY": "test",
+            "MODEL": MODEL_SPEC, "MAX_DOCUMENT_TOKENS": TEST_MAX_TOKENS, "TOP_K": 64,
+            "ROOM_ANSWER_BATCH_MS": 0}
+
+
 @pytest.mark.parametrize("trusted_proxies", [1, 0])
 def test_per_address_limits_count_forwarded_clients_only_behind_a_trusted_proxy(
     tmp_path, scored_template, trusted_proxies
@@ -370,13 +380,12 @@ def test_per_address_limits_count_forwarded_clients_only_behind_a_trusted_proxy(
     import shutil
 
     import socketio as sio_client
-    from conftest import _config
     from support import LiveServer
 
     from webapp.app import create_app
 
     shutil.copy(scored_template, tmp_path / "proxy.db")
-    app = create_app({**_config(tmp_path / "proxy.db"), "TRUSTED_PROXIES": trusted_proxies,
+    app = create_app({**scored_app_config(tmp_path / "proxy.db"), "TRUSTED_PROXIES": trusted_proxies,
                       "ROOM_JOIN_LIMITS_PER_ADDRESS": "2 per minute"})
     server = LiveServer(app).start()
     clients = []
