@@ -223,7 +223,10 @@ class Scripted(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        status, payload = answers[min(n, len(answers) - 1)]
+        if callable(answers):  # an answer computed from the request
+            status, payload = answers(body)
+        else:
+            status, payload = answers[min(n, len(answers) - 1)]
         if self.path == "/v1/completions" and type(self).delay:
             with self.lock:
                 self.in_flight[0] += 1
@@ -381,3 +384,48 @@ def test_fill_guesses_through_the_server(app, server_url, gemma, tmp_path):
             rank = 1 + int(np.count_nonzero(expected > expected[token]))
             assert guess.model_rank == (rank if rank <= 64 else None)
         assert any(g.model_rank is None for g in guesses)  # " banana" is far outside the top 64
+
+
+def test_a_server_that_drops_mid_run_stores_nothing_half_done(app, scripted, monkeypatch,
+                                                              tmp_path):
+    """Scoring stops with a clear error when the server goes away; every document marked
+    scored has all its predictions, the others none; a re-run finishes the rest."""
+    from webapp.extensions import db
+    from webapp.models import Prediction, ScoredDocument
+
+    monkeypatch.setenv("HUMANLM_OPENAI_RETRIES", "2")
+    words = {"": [1], "b": [1, 7], "c": [1, 8]}
+    Scripted.script = {
+        "/extras/tokenize": lambda body: (200, {"tokens": words.get(body["input"], [1, 5, 7])}),
+        "/extras/detokenize": [(200, {"text": "ab"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(200, ECHO), (503, {"error": "gone"})],
+    }
+    spec = f"openai:{scripted}/v1#m"
+    app.config["MODEL"] = spec
+    runner = app.test_cli_runner()
+    for i in range(4):
+        path = tmp_path / f"{i}.txt"
+        path.write_text(f"document number {i}")
+        assert runner.invoke(args=["corpus", "import", str(path)]).exit_code == 0
+    result = runner.invoke(args=["score", "--model", spec, "--top-k", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "HTTP 503" in result.output and "gave up after 2 attempts" in result.output
+
+    def state():
+        with app.app_context():
+            scored = set(db.session.scalars(select(ScoredDocument.document_id)))
+            predicted = {p.item.document_id for p in db.session.scalars(select(Prediction))}
+            return scored, predicted
+
+    scored, predicted = state()
+    assert scored == predicted and len(scored) < 4
+    Scripted.script["/v1/completions"] = [(200, ECHO)]
+    result = runner.invoke(args=["score", "--model", spec, "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    scored, predicted = state()
+    assert scored == predicted and len(scored) == 4
+    with app.app_context():
+        rows = db.session.scalars(select(Prediction)).all()
+        assert len(rows) == 4  # position 1 of each; position 0 is absent from this server
+        assert all(r.top_k[0][0] == 7 and r.target_rank == 1 and r.entropy is None for r in rows)
