@@ -2,8 +2,8 @@
 
 Each page (and each state of a page: the reveal, the result card, a room's open round ...) is
 audited with axe-core's WCAG 2 A/AA and best-practice rules, in the light and the dark colour
-scheme: no violation of impact "critical" or "serious" may remain, and exactly one level-one
-heading is visible. The analysis report must also be in landmarks with labelled table headers.
+scheme: no violation of impact "critical" or "serious" may remain, nor of the landmark rules
+(all content in landmarks, one main, distinct names), and exactly one level-one heading is visible. The analysis report must also be in landmarks with labelled table headers.
 
 axe-core is the npm package from static/package.json (`make assets`); the tests read it from
 static/node_modules and evaluate it in the page through the DevTools protocol, which the pages'
@@ -28,6 +28,7 @@ from webapp.predictions import score_corpus
 AXE = Path(__file__).resolve().parents[2] / "static" / "node_modules" / "axe-core" / "axe.min.js"
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 BLOCKING = {"critical", "serious"}
+LANDMARK_RULES = {"region", "landmark-one-main", "landmark-no-duplicate-main", "landmark-unique"}
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -103,7 +104,7 @@ class Auditor:
         self.findings: list[str] = []
         self.audited: list[str] = []
 
-    def __call__(self, page: Page, name: str, *, landmarks: bool = False) -> list[dict]:
+    def __call__(self, page: Page, name: str) -> list[dict]:
         page.wait_for_load_state("load")
         page.evaluate("() => document.fonts && document.fonts.ready")
         _settle(page)
@@ -119,7 +120,7 @@ class Auditor:
             options["resultTypes"] = ["violations"]  # passes and the rest: one node each (faster)
             result = page.evaluate("options => axe.run(document, options)", options)
             for v in result["violations"]:
-                if v["impact"] in BLOCKING or (landmarks and v["id"] in ("region", "landmark-one-main")):
+                if v["impact"] in BLOCKING or v["id"] in LANDMARK_RULES:
                     targets = [" ".join(map(str, n["target"])) for n in v["nodes"]][:6]
                     summary = (v["nodes"][0].get("failureSummary") or "").replace("\n", " ")[:240]
                     self.findings.append(f"{name} [{scheme}] {v['id']} ({v['impact']}, {len(v['nodes'])} node(s)): "
@@ -357,7 +358,7 @@ def test_researcher_and_participant_pages(people, live_server, audit, long_passa
 
     report = page.goto(f"{base}/research/studies/{study_id}/report")
     assert report.status == 200
-    audit(page, "analysis report", landmarks=True)
+    audit(page, "analysis report")
     headers = page.locator("th")
     assert headers.count() > 0
     unlabelled = page.evaluate(
