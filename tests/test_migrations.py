@@ -80,12 +80,17 @@ def test_one_answer_index_refuses_a_database_with_duplicate_answers(tmp_path):
     from sqlalchemy.orm import Session
 
     from webapp.cli import upgrade_database
-    from webapp.models import Corpus, Document, Guess, Item, Player
+    from webapp.models import Document, Guess, Item, Player
 
     url, _cfg = _upgraded(tmp_path, "0003")
     engine = create_engine(url)
     with Session(engine) as session:  # the guesses table at 0003 has every column of today's
-        doc = Document(corpus=Corpus(name="c"), text="a b", content_hash="h", tokenizer="t",
+        # the corpora table has gained columns since 0003: the corpus row is written by hand
+        corpus_id = session.execute(text(
+            "INSERT INTO corpora (name, description, min_prefix_tokens, created_at) "
+            "VALUES ('c', '', 3, '2026-01-01 00:00:00') RETURNING id"
+        )).scalar()
+        doc = Document(corpus_id=corpus_id, text="a b", content_hash="h", tokenizer="t",
                        token_ids=[1, 2], n_tokens=2)
         item = Item(document=doc, position=1, token_id=2, token_text=" b", char_start=1, playable=True)
         session.add_all([doc, item, Player(id="p")])

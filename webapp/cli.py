@@ -111,7 +111,8 @@ def _tokenizer_or_fail():
         _fail(str(exc))
 
 
-def _import(name: str, raw_docs, min_prefix_tokens: int | None) -> None:
+def _import(name: str, raw_docs, min_prefix_tokens: int | None,
+            pairwise_alternatives: int | None = None) -> None:
     from .corpus import CorpusImportError, get_or_create_corpus, import_documents
 
     tokenizer = _tokenizer_or_fail()
@@ -121,6 +122,7 @@ def _import(name: str, raw_docs, min_prefix_tokens: int | None) -> None:
             session, name,
             min_prefix_tokens=min_prefix_tokens
             if min_prefix_tokens is not None else current_app.config["MIN_PREFIX_TOKENS"],
+            pairwise_alternatives=pairwise_alternatives,
         )
         report = import_documents(
             session, corpus, raw_docs, tokenizer,
@@ -156,8 +158,12 @@ def _import(name: str, raw_docs, min_prefix_tokens: int | None) -> None:
 )
 @click.option("--min-prefix-tokens", type=int, default=None,
               help="Playability rule for a NEW corpus: skip the first N positions.")
+@click.option("--pairwise-alternatives", type=int, default=None, metavar="N",
+              help="For a NEW corpus: when it is scored, draw N tokens per position from the "
+              "model's full distribution (the pairwise game's alternatives; 0-16, default 0).")
 @with_appcontext
-def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix_tokens: int | None) -> None:
+def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix_tokens: int | None,
+                  pairwise_alternatives: int | None) -> None:
     from .corpus import CorpusImportError, read_path
 
     try:
@@ -168,7 +174,7 @@ def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix
         )
     except CorpusImportError as exc:
         _fail(str(exc))
-    _import(name, raw_docs, min_prefix_tokens)
+    _import(name, raw_docs, min_prefix_tokens, pairwise_alternatives)
 
 
 @corpus_group.command("import-demo", help="Import the built-in demo corpus (45 passages).")

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import secrets
 import stat
 import threading
 import unicodedata
@@ -479,17 +480,35 @@ def build_items(
         decoded += piece
 
 
+MAX_PAIRWISE_ALTERNATIVES = 16
+
+
 def get_or_create_corpus(
-    session: Session, name: str, *, min_prefix_tokens: int = 3, description: str = ""
+    session: Session, name: str, *, min_prefix_tokens: int = 3, description: str = "",
+    pairwise_alternatives: int | None = None,
 ) -> Corpus:
+    """The corpus `name`, created if new. `pairwise_alternatives` (a new corpus only): tokens
+    to draw per position from the scoring model's distribution, with a seed chosen now."""
     name = name.strip()
     if not name or len(name) > 100:
         raise CorpusImportError("corpus name must be 1-100 characters")
+    if pairwise_alternatives is not None and not 0 <= pairwise_alternatives <= MAX_PAIRWISE_ALTERNATIVES:
+        raise CorpusImportError(
+            f"pairwise alternatives must be between 0 and {MAX_PAIRWISE_ALTERNATIVES} per position"
+        )
     corpus = session.scalar(select(Corpus).where(Corpus.name == name))
     if corpus is None:
-        corpus = Corpus(name=name, description=description, min_prefix_tokens=min_prefix_tokens)
+        corpus = Corpus(name=name, description=description, min_prefix_tokens=min_prefix_tokens,
+                        pairwise_alternatives=pairwise_alternatives or 0,
+                        alternatives_seed=secrets.randbelow(2**31) if pairwise_alternatives else None)
         session.add(corpus)
         session.flush()
+    elif pairwise_alternatives is not None and pairwise_alternatives != corpus.pairwise_alternatives:
+        raise CorpusImportError(
+            f"corpus {name!r} draws {corpus.pairwise_alternatives} pairwise alternatives per "
+            f"position; its documents were scored that way. Import into a new corpus to ask for "
+            f"{pairwise_alternatives}."
+        )
     return corpus
 
 

@@ -91,6 +91,10 @@ class Corpus(Base):
     # "game": played in the solo game and listed on the home page; "room_prompts": a teacher's
     # own prompts for a classroom room (scored at one position only, never listed).
     purpose: Mapped[str] = mapped_column(String(20), default="game", server_default="game")
+    # Pairwise game: tokens drawn per position from the scoring model's full distribution at
+    # T = 1 when the corpus is scored (stored in Prediction.alternatives), with this seed.
+    pairwise_alternatives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    alternatives_seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     documents: Mapped[list[Document]] = relationship(back_populates="corpus")
@@ -200,6 +204,11 @@ class Prediction(Base):
     entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_k: Mapped[list[Any]] = mapped_column(JSON)
     logz: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # {"seed": [corpus seed, document key, position], "tokens": [[token_id, logprob, text], ...]}:
+    # the corpus's pairwise_alternatives tokens drawn from this distribution, in drawn order.
+    alternatives: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )
 
     item: Mapped[Item] = relationship()
 

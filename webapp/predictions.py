@@ -23,7 +23,7 @@ from typing import Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from .lm import TEMPERATURES, DocumentScores, LanguageModelBackend, display_text
+from .lm import TEMPERATURES, BackendError, DocumentScores, LanguageModelBackend, display_text
 from .models import (
     Corpus,
     Document,
@@ -256,6 +256,29 @@ class _Worker:
         self.session, self.model, self.row = session, model, row
         self.report = report or WorkReport(model=row.key)
         self._texts: dict[int, tuple[str, bool]] = {}  # token id -> (shown text, control)
+        self._alternatives: dict[int, tuple[int, int | None]] = {}  # corpus id -> (n, seed)
+
+    def _alternative_seeds(self, doc: Document, n_rows: int) -> tuple[int, list | None]:
+        """How many pairwise alternatives the document's corpus asks for per position, and the
+        seed of each row: (corpus seed, the document's content hash, position), so a corpus
+        scored again, or in another database, draws the same tokens."""
+        asked = self._alternatives.get(doc.corpus_id)
+        if asked is None:
+            asked = self._alternatives[doc.corpus_id] = tuple(self.session.execute(
+                select(Corpus.pairwise_alternatives, Corpus.alternatives_seed)
+                .where(Corpus.id == doc.corpus_id)
+            ).one())
+        n, seed = asked
+        if not n:
+            return 0, None
+        if not getattr(self.model, "draws_alternatives", False):
+            raise BackendError(
+                f"corpus #{doc.corpus_id} asks for {n} pairwise alternatives per position, drawn "
+                f"from the model's full distribution, but {self.model.spec} gives only its top-k. "
+                "Score it with a llamacpp: or ngram: model."
+            )
+        key = int(doc.content_hash[:12], 16)
+        return n, [(int(seed or 0), key, position) for position in range(n_rows)]
 
     def _token_meta(self, token_id: int) -> tuple[str, bool]:
         meta = self._texts.get(token_id)
@@ -277,12 +300,16 @@ class _Worker:
             select(Item.id, Item.position).where(Item.document_id == doc.id)
         ).all() if work.predict else []
         if work.predict or work.lookups or continuations:
+            # a stem's item sits after the last token: its row of the same pass
+            through_end = any(position == doc.n_tokens for _id, position in items)
+            n_alt, seeds = self._alternative_seeds(
+                doc, doc.n_tokens + through_end) if work.predict else (0, None)
+            extra = {"alternatives": n_alt, "alternative_seeds": seeds} if n_alt else {}
             scored = self.model.score_continuations(
                 doc.token_ids, continuations, top_k=row.top_k if work.predict else None,
                 end_set=boundary_mask(self.model) if continuations else None,
                 lookups=[(position, token) for _gid, position, token in work.lookups],
-                # a stem's item sits after the last token: its row of the same pass
-                through_end=any(position == doc.n_tokens for _id, position in items),
+                through_end=through_end, **extra,
             )
             report.passes += 1
         else:  # every word answered here is scored already: no pass needed
@@ -316,7 +343,7 @@ class _Worker:
         if updates:
             session.execute(update(Guess), [{"id": gid, **values} for gid, values in updates.items()])
         if work.predict:
-            self._store_predictions(items, scored.summary)
+            self._store_predictions(items, scored.summary, seeds)
         seconds = time.perf_counter() - started
         if work.predict:
             session.add(ScoredDocument(document_id=doc.id, model_id=row.id, n_tokens=doc.n_tokens,
@@ -326,7 +353,7 @@ class _Worker:
             report.tokens += doc.n_tokens
         return seconds
 
-    def _store_predictions(self, items: list[tuple[int, int]], summary) -> None:
+    def _store_predictions(self, items: list[tuple[int, int]], summary, seeds=None) -> None:
         """A Prediction per (item id, position); a stem's item (after the last token) has no
         true token, so no target log-prob or rank (NULL), never a made-up one. A top-k-only
         backend (openai:) marks what it cannot know as NaN (entropy, log Z, a target log-prob)
@@ -334,6 +361,8 @@ class _Worker:
         and are left out; a position it knows nothing about gets no Prediction."""
         top_ids = summary.top_ids.tolist()
         top_lps = summary.top_logprobs.tolist()
+        alt_ids = None if summary.alt_ids is None else summary.alt_ids.tolist()
+        alt_lps = None if summary.alt_logprobs is None else summary.alt_logprobs.tolist()
         meta = self._texts
         fill = self._token_meta
         rows = []
@@ -359,6 +388,11 @@ class _Worker:
                 "entropy": None if math.isnan(entropy) else entropy,
                 "top_k": top_k,
                 "logz": None if math.isnan(logz[0]) else [round(z, 6) for z in logz],
+                "alternatives": None if alt_ids is None else {
+                    "seed": list(seeds[position]),
+                    "tokens": [[t, lp, (meta.get(t) or fill(t))[0]]
+                               for t, lp in zip(alt_ids[position], alt_lps[position])],
+                },
             })
         if rows:
             self.session.execute(insert(Prediction), rows)

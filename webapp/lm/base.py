@@ -121,6 +121,8 @@ class LanguageModelBackend(Tokenizer, Protocol):
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
         through_end: bool = False,
+        alternatives: int = 0,
+        alternative_seeds: Sequence[Sequence[int]] | None = None,
     ) -> DocumentScores:
         """ONE forward pass over BOS + token_ids (the document), then every continuation c at a
         branch position p (0 <= p <= len(token_ids)) is scored as a replacement of token_ids[p:].
@@ -135,6 +137,9 @@ class LanguageModelBackend(Tokenizer, Protocol):
         the pass itself; so every number about (document, p) comes from the document's own pass
         whatever else is asked in the same call, and the log-softmax of each position is
         computed once for all queries on it.
+        With `alternatives` = a > 0 (only backends whose `draws_alternatives` is true: they
+        know the full distribution), the summary also holds a tokens per row drawn from it at
+        T = 1, row i's with numpy's generator seeded by alternative_seeds[i].
         """
 
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:

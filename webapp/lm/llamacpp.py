@@ -93,6 +93,8 @@ def _install_log_filter() -> None:
 class LlamaCppModel:
     """A llama.cpp model behind the LanguageModelBackend interface."""
 
+    draws_alternatives = True  # it has every logit: pairwise proposals can be drawn
+
     def __init__(
         self, spec: str, *, n_ctx: int = 513, n_threads: int = 0, vocab_only: bool = False
     ) -> None:
@@ -239,6 +241,8 @@ class LlamaCppModel:
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
         through_end: bool = False,
+        alternatives: int = 0,
+        alternative_seeds: Sequence[Sequence[int]] | None = None,
     ) -> DocumentScores:
         ids = list(token_ids)
         n = len(ids)
@@ -262,7 +266,8 @@ class LlamaCppModel:
         summary = None
         if top_k:  # row n (through_end): the distribution after the last token, no target
             n_rows = n + 1 if through_end else n
-            summary = summarize_logits(scores[:n_rows], [*ids, -1][:n_rows], top_k)
+            summary = summarize_logits(scores[:n_rows], [*ids, -1][:n_rows], top_k,
+                                       alternatives=alternatives, seeds=alternative_seeds)
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
         rows = _Rows(self._work)
         for p, token in lookups:

@@ -206,6 +206,8 @@ class NgramTokenizer(TiktokenTokenizer):
 class NgramModel(NgramTokenizer):
     """An n-gram model file behind the LanguageModelBackend interface."""
 
+    draws_alternatives = True  # exact full-vocabulary distributions
+
     def __init__(self, spec: str) -> None:
         super().__init__(spec)
         self.spec = str(ModelSpec.parse(spec))
@@ -292,7 +294,8 @@ class NgramModel(NgramTokenizer):
     def score(self, token_ids: Sequence[int], top_k: int) -> DistributionSummary:
         return self.score_continuations(token_ids, top_k=top_k).summary
 
-    def _summary(self, ids: list[int], top_k: int, through_end: bool) -> DistributionSummary:
+    def _summary(self, ids: list[int], top_k: int, through_end: bool, alternatives: int = 0,
+                 seeds: Sequence[Sequence[int]] | None = None) -> DistributionSummary:
         history = [self.eot, *ids]
         n_rows = len(ids) + 1 if through_end else len(ids)
         targets = [*ids, -1][:n_rows]
@@ -300,11 +303,17 @@ class NgramModel(NgramTokenizer):
         for start in range(0, n_rows, _CHUNK):
             stop = min(start + _CHUNK, n_rows)
             logits = np.stack([self._logits(history[: i + 1]) for i in range(start, stop)])
-            parts.append(summarize_logits(logits, targets[start:stop], top_k))
+            parts.append(summarize_logits(
+                logits, targets[start:stop], top_k, alternatives=alternatives,
+                seeds=None if seeds is None else seeds[start:stop],
+            ))
         if not parts:
             return summarize_logits(np.zeros((0, self.n_vocab)), [], top_k)
-        return DistributionSummary(*(np.concatenate([getattr(p, f) for p in parts])
-                                     for f in DistributionSummary.__dataclass_fields__))
+        return DistributionSummary(*(
+            None if getattr(parts[0], f) is None
+            else np.concatenate([getattr(p, f) for p in parts])
+            for f in DistributionSummary.__dataclass_fields__
+        ))
 
     def logprobs_at(
         self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
@@ -321,6 +330,8 @@ class NgramModel(NgramTokenizer):
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
         through_end: bool = False,
+        alternatives: int = 0,
+        alternative_seeds: Sequence[Sequence[int]] | None = None,
     ) -> DocumentScores:
         ids = [int(t) for t in token_ids]
         n = len(ids)
@@ -332,7 +343,8 @@ class NgramModel(NgramTokenizer):
             if not 0 <= p <= n:
                 raise ValueError(f"branch position {p} is outside the document (0..{n})")
         history = [self.eot, *ids]
-        summary = self._summary(ids, top_k, through_end) if top_k else None
+        summary = self._summary(ids, top_k, through_end, alternatives,
+                                alternative_seeds) if top_k else None
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
         cache: dict[int, np.ndarray] = {}
 

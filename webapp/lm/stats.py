@@ -22,6 +22,7 @@ blocks whose maximum exceeds the target's logit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,9 @@ class DistributionSummary:
     top_ids: np.ndarray  # (n, k) int64, most likely first
     top_logprobs: np.ndarray  # (n, k) float64
     logz: np.ndarray  # (n, len(TEMPERATURES)) float64, logsumexp(logprob / T)
+    # Tokens drawn from the full distribution at T = 1 (pairwise judgements), when asked:
+    alt_ids: np.ndarray | None = None  # (n, a) int64, in the order drawn
+    alt_logprobs: np.ndarray | None = None  # (n, a) float64, their exact log-probs
 
 
 _BLOCK = 512
@@ -74,12 +78,17 @@ _EIGHTH_LOG2E = float(np.log2(np.e)) / 8  # exp(x / 8) = exp2(x * log2(e) / 8)
 
 
 def summarize_logits(
-    logits: np.ndarray, targets: np.ndarray | list[int], top_k: int
+    logits: np.ndarray, targets: np.ndarray | list[int], top_k: int, *,
+    alternatives: int = 0, seeds: Sequence[Sequence[int]] | None = None,
 ) -> DistributionSummary:
     """Summarise rows of raw logits (n x vocab) whose actual next tokens are `targets`.
 
     A target of -1 means the row has no actual next token (the distribution after a stem's
-    last token): its target_logprob is NaN and its target_rank 0; the rest is summarised."""
+    last token): its target_logprob is NaN and its target_rank 0; the rest is summarised.
+    With `alternatives` = a > 0, also a tokens drawn (with replacement) from each row's full
+    distribution at T = 1, row i's draws from numpy's default generator seeded with seeds[i]
+    (inverse CDF over exp(logit - max), whose cumulative sum is exact to float64 rounding), and
+    their exact log-probs: the proposals of the pairwise game (analysis/pairwise.py)."""
     logits = np.asarray(logits, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
     n, vocab = logits.shape
@@ -94,6 +103,11 @@ def summarize_logits(
         top_logprobs=np.empty((n, k)),
         logz=np.empty((n, len(_GRID))),
     )
+    if alternatives:
+        if seeds is None or len(seeds) != n:
+            raise ValueError("drawing alternatives needs one seed per row")
+        out.alt_ids = np.empty((n, alternatives), dtype=np.int64)
+        out.alt_logprobs = np.empty((n, alternatives))
     blocks = _Blocks(vocab, k)
     scaled = np.empty(vocab, dtype=np.float32)  # (logit - max) * log2(e) / 8, all <= 0
     powers = np.empty((4, vocab), dtype=np.float32)  # rows o, q, h, e1 (see _GRID)
@@ -117,6 +131,12 @@ def summarize_logits(
         if np.isnan(weighted):  # -inf logits (masked tokens) give 0 * -inf; they contribute 0
             weighted = float(np.dot(e1, np.nan_to_num(scaled, neginf=0.0)))
         out.entropy[i] = lse - weighted / _EIGHTH_LOG2E / total
+        if alternatives:
+            cdf = np.cumsum(e1, dtype=np.float64)
+            drawn = np.random.default_rng(list(seeds[i])).random(alternatives) * cdf[-1]
+            alt = np.minimum(np.searchsorted(cdf, drawn, side="right"), vocab - 1)
+            out.alt_ids[i] = alt
+            out.alt_logprobs[i] = (row[alt].astype(np.float64) - float(best)) - lse
         # sum(e ** (1/T)) for 1/T <= 1.5: each row of `powers` against e1, h and q (gemv), o . o
         with_e1 = powers[:3] @ e1  # 1/T = 1.125, 1.25, 1.5
         with_h = powers[:2] @ h  # 0.625, 0.75
