@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ..answers import AnswerRefused, Match, Placement, RoomAnswerIn, match_token
@@ -491,15 +491,21 @@ class AnsweringSeat:
     removed: bool
 
 
+# Built once: constructing the statement was a third of the query's cost per answer.
+_ANSWERING_SEAT = (
+    select(Room.id, Room.code, Room.phase, Room.round_index, Room.deadline, Room.model_id,
+           RoomPlayer.id, RoomPlayer.player_id, RoomPlayer.removed)
+    .join(RoomPlayer, RoomPlayer.room_id == Room.id)
+    .where(Room.code == bindparam("code"), RoomPlayer.id == bindparam("seat_id"))
+)
+
+
 def answering_seat(session: Session, code: object, seat_id: int) -> AnsweringSeat:
     """The room `code` and seat `seat_id` as of now (RoomRuleError for an unknown room)."""
     if not isinstance(code, str):
         raise RoomRuleError("missing field 'code'")
     row = session.execute(
-        select(Room.id, Room.code, Room.phase, Room.round_index, Room.deadline, Room.model_id,
-               RoomPlayer.id, RoomPlayer.player_id, RoomPlayer.removed)
-        .join(RoomPlayer, RoomPlayer.room_id == Room.id)
-        .where(Room.code == normalize_join_code(code), RoomPlayer.id == seat_id)
+        _ANSWERING_SEAT, {"code": normalize_join_code(code), "seat_id": seat_id}
     ).one_or_none()
     if row is None:
         get_room(session, code)  # names an unknown room; a known one lacks this seat
