@@ -39,6 +39,11 @@ How numbers are read, and the traps:
 - A token outside the document (a guess) is looked up by one request with the prefix as prompt
   and `logit_bias` {token: +100}, which makes the server generate that token; llama.cpp and
   vLLM report its log-prob from the unbiased logits (checked against the echo).
+- llama-cpp-python's server reuses its cache for the prefix a prompt shares with the previous
+  request and evaluates the rest as a batch of its own; llama.cpp's numbers depend on the batch
+  shape, so a document's numbers can move by up to ~0.08 nats (measured) with what was asked
+  just before it. Numbers from a prompt that shares only the BOS with the previous one, or
+  repeats it, equal the embedded backend's (to 3e-7 nats).
 - A word's end term (the probability that the next token ends the word) needs the full
   distribution, so word log-probs cannot be computed through this backend (None: the answers
   stay unscored and the report counts them).
