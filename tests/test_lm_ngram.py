@@ -175,6 +175,25 @@ def test_trigram_matches_the_textbook_formulas_everywhere(trigram, cl100k):
     assert checked > 1000
 
 
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_other_orders_match_the_textbook_formulas(order, cl100k, tmp_path):
+    path = tmp_path / f"{order}.ngram"
+    train(RICHER, order=order, encoding="cl100k_base", output=path)
+    model = NgramModel(f"ngram:{path}")
+    docs = [cl100k.tokenize(t) for t in RICHER]
+    prob, _discounts = reference_kn(docs, order, cl100k.eot, vocabulary_size(cl100k))
+    seen = sorted({t for d in docs for t in d} | {cl100k.eot})
+    for text in ("the cat sat on the mat and the log", "a mat was red"):
+        ids = cl100k.tokenize(text)
+        history = [cl100k.eot, *ids]
+        for i in range(len(ids) + 1):
+            got = np.exp(model.next_token_logprobs(ids[:i]))
+            h = tuple(history[max(0, i + 2 - order) : i + 1]) if order > 1 else ()
+            for w in seen:
+                assert got[w] == pytest.approx(prob(w, h), rel=1e-9), (order, text, i, w)
+            assert got.sum() == pytest.approx(1.0, abs=1e-12)
+
+
 def test_every_distribution_sums_to_one_over_the_vocabulary(trigram, cl100k):
     ids = cl100k.tokenize("the cat sat on the zebra and a mat. Unseen words: quantum chromodynamics")
     history = [cl100k.eot, *ids]
