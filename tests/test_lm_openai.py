@@ -432,3 +432,36 @@ def test_a_server_that_drops_mid_run_stores_nothing_half_done(app, scripted, mon
         rows = db.session.scalars(select(Prediction)).all()
         assert len(rows) == 4  # position 1 of each; position 0 is absent from this server
         assert all(r.top_k[0][0] == 7 and r.target_rank == 1 and r.entropy is None for r in rows)
+
+
+def test_a_server_without_a_tokenizer_uses_the_tiktoken_encoding_of_the_spec(scripted):
+    """A hosted-style endpoint: no tokenize endpoint, token texts as keys, prompts as ids after
+    <|endoftext|>; the tokenizer is tiktoken's (so corpora imported for an ngram: model of the
+    same encoding are scored without re-tokenizing)."""
+    from webapp.lm.tiktoken_vocab import TiktokenTokenizer
+
+    cl100k = TiktokenTokenizer("cl100k_base")
+    Scripted.script = {
+        "/v1/models": [(200, {"data": [{"id": "davinci-002"}]})],
+        "/v1/completions": [(200, {"choices": [{"text": "", "logprobs": {
+            "tokens": ["<|endoftext|>", "The", " quick", " brown"],
+            "token_logprobs": [None, -3.0, -8.0, -1.0],
+            "top_logprobs": [None, {"The": -3.0, "A": -2.0},
+                             {" quick": -8.0, " first": -1.0, " new": -2.0},
+                             {" brown": -1.0, " fox": -2.0}],
+            "text_offset": [0, 0, 3, 9]}}]})],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#davinci-002;encoding=cl100k_base")
+    assert model.tokenizer_id == cl100k.tokenizer_id and model.settings()["top_k_only"]
+    ids = model.tokenize("The quick")
+    assert ids == cl100k.tokenize("The quick")
+    summary = model.score_continuations(ids, top_k=2, through_end=True).summary
+    body = [s for s in Scripted.seen if s["path"] == "/v1/completions"][-1]["body"]
+    assert body["prompt"] == [cl100k.eot, *ids] and "return_tokens_as_token_ids" not in body
+    one = cl100k.tokenize
+    assert summary.target_logprob.tolist()[:2] == [-3.0, -8.0]
+    assert summary.target_rank.tolist() == [2, -1, 0]
+    assert summary.top_ids.tolist() == [[one("A")[0], one("The")[0]],
+                                        [one(" first")[0], one(" new")[0]],
+                                        [one(" brown")[0], one(" fox")[0]]]
+    assert not any(s["path"].endswith("tokenize") for s in Scripted.seen)
