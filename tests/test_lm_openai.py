@@ -465,3 +465,24 @@ def test_a_server_without_a_tokenizer_uses_the_tiktoken_encoding_of_the_spec(scr
                                         [one(" first")[0], one(" new")[0]],
                                         [one(" brown")[0], one(" fox")[0]]]
     assert not any(s["path"].endswith("tokenize") for s in Scripted.seen)
+
+
+def test_a_lookup_after_a_prefix_the_server_tokenizes_differently_is_absent(scripted):
+    """Text prompts (llama-cpp-python): when the server counts other prompt tokens than the
+    prefix's ids (+ BOS), the guessed token's number is absent, not a number about another
+    context."""
+    forced = {"choices": [{"text": "b", "logprobs": {
+        "tokens": ["b"], "token_logprobs": [-0.7], "top_logprobs": [{"b": -0.7}],
+        "text_offset": [2]}}]}
+    Scripted.script = {
+        "/extras/tokenize": lambda body: (200, {"tokens": {"": [1], "b": [1, 7]}.get(
+            body["input"], [1, 5, 6])}),
+        "/extras/detokenize": [(200, {"text": "ab"})],
+        "/v1/models": [(200, {"data": [{"id": "m"}]})],
+        "/v1/completions": [(200, {**forced, "usage": {"prompt_tokens": 3}})],
+    }
+    model = OpenAIModel(f"openai:{scripted}/v1#m")
+    assert model.logprobs_at([5, 6], [(2, 7)]) == [(-0.7, 1)]
+    Scripted.script["/v1/completions"] = [(200, {**forced, "usage": {"prompt_tokens": 2}})]
+    (logprob, rank), = model.logprobs_at([5, 6], [(2, 7)])
+    assert math.isnan(logprob) and rank == -1

@@ -457,9 +457,10 @@ class OpenAIModel(OpenAITokenizer):
             payload["logit_bias"] = {str(k): v for k, v in logit_bias.items()}
         got = self.client.request("POST", "/completions", payload)
         try:
-            choice = got["choices"][0]
+            choice = dict(got["choices"][0])
         except (KeyError, IndexError, TypeError):
             raise BackendError(f"the server's completion has no choices: {str(got)[:300]}") from None
+        choice["usage"] = got.get("usage") or {}
         logprobs = choice.get("logprobs")
         if not logprobs or logprobs.get("top_logprobs") is None:
             raise BackendError(
@@ -500,6 +501,9 @@ class OpenAIModel(OpenAITokenizer):
             return _Position(None, None)  # llama-cpp-python: no numbers at the first position
         choice = self._complete(prefix, top_k, echo=False, logit_bias={int(token): 100})
         logprobs = choice["logprobs"]
+        counted = choice["usage"].get("prompt_tokens")
+        if not self.prompt_as_ids and counted is not None and counted != len(prefix) + 1:
+            return _Position(None, None)  # the server tokenized the prefix's text differently
         if not logprobs["tokens"]:
             return _Position(None, None)
         text = logprobs["tokens"][0]
