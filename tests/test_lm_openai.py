@@ -173,6 +173,10 @@ def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
             rank = int(local.target_rank[position])
             assert prediction.target_rank == (rank if rank <= K else None)
             assert [t[0] for t in prediction.top_k] == local.top_ids[position].tolist()
+    listed = runner.invoke(args=["models"])
+    assert f"{spec}  (top-k {K})" in listed.output
+    assert "computes: top-k log-probs only: no entropy or log Z" in listed.output
+    assert "corpora scored: tiny (2 documents)" in listed.output
 
 
 # --------------------------------------------------------------------------------- errors
