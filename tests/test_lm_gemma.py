@@ -164,8 +164,10 @@ def test_model_spec_parse():
     for bad in ("gemma", "llamacpp:", ""):
         with pytest.raises(ModelSpecError, match="must look like"):
             ModelSpec.parse(bad)
-    with pytest.raises(ModelSpecError, match="unknown model backend 'openai'"):
-        ModelSpec.parse("openai:gpt-4")
+    with pytest.raises(ModelSpecError, match="unknown model backend 'kenlm'"):
+        ModelSpec.parse("kenlm:/models/5gram.arpa")
+    with pytest.raises(ModelSpecError, match="names the model after '#'"):
+        ModelSpec.parse("openai:gpt-4")  # a known backend now, but this is not its spec
 
 
 def test_model_spec_errors_on_load(tmp_path):
