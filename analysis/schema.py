@@ -102,6 +102,7 @@ ITEMS = Table(
         C("model_entropy", "float", "Entropy of the full next-token distribution.", unit="nats", nullable=True),
         C("model_top_k", "json", "The model's k most likely tokens: list of [token_id, logprob (nats), text, is_control], most likely first.", nullable=True),
         C("model_logz", "json", "log Z(T) = logsumexp(logprob/T) over the full vocabulary for each T in models.temperatures; p_T(token) = exp(logprob/T - logZ(T)).", nullable=True),
+        C("model_alternatives", "json", "Pairwise alternatives, when the corpus asks for them (humanlm corpus import --pairwise-alternatives N): object {seed: [corpus seed, document key, position], tokens: [[token_id, logprob (nats), text], ...]}, tokens drawn with replacement from the model's full distribution at T = 1 in the order drawn. Empty otherwise.", nullable=True),
         C("n_answers", "int", "Exported answers to this item (skips included).", unit="answers"),
         C("answer_counts", "json", "Object {first token id: number of answers}; skips are not counted here.", nullable=False),
     ),

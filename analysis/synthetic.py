@@ -336,6 +336,7 @@ def export_tables(
         "model_top_k": [[[int(t), float(world.logprobs[i, t]), world.vocab[t], bool(world.control[t])]
                          for t in topk[i]] for i in used],
         "model_logz": [logz[i].tolist() for i in used],
+        "model_alternatives": None,  # no pairwise alternatives drawn
         "n_answers": n_ans[used],
         "answer_counts": [count_map.get(int(i), {}) for i in used],
     })

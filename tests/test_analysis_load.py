@@ -91,7 +91,7 @@ def _hand_export(folder, guesses=HAND_GUESSES, version="1"):
     (folder / "items.csv").write_text(
         ",".join(TABLES["items"].column_names) + "\n"
         '7,1,c,3,"Once, upon",5,NA,,1,-0.5,1,5,1.25,"[[5,-0.5,""NA"",false],[9,-1.5,""x"",false]]",'
-        '"[0,0,0,0,0,0,0,0,0,0,0,0,0]",2,"{""9"":1}"\n', encoding="utf-8")
+        '"[0,0,0,0,0,0,0,0,0,0,0,0,0]",,2,"{""9"":1}"\n', encoding="utf-8")
     (folder / "participants.csv").write_text(
         ",".join(TABLES["participants"].column_names) + "\n"
         "NA,game,,,,,,1,false,false,\nnull,game,,,,,,1,false,false,\n", encoding="utf-8")

@@ -4,14 +4,18 @@ the model."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 from sqlalchemy import select
 
+from webapp.export import ExportFilters, write_export
 from webapp.extensions import db
 from webapp.lm import BackendError, display_text
 from webapp.lm.stats import summarize_logits
-from webapp.models import Corpus, Document, Item, Prediction
+from webapp.models import Corpus, Document, Guess, Item, Player, Prediction
 from webapp.predictions import _Worker
 
 
@@ -77,6 +81,21 @@ def test_a_corpus_asking_for_alternatives_gets_them_from_the_real_model(app, gem
         assert np.allclose(stored, [lp for lp, _rank in exact], atol=1e-4)
         # not always the most likely token: drawn, not the argmax
         assert any(t != alts["tokens"][0][0] for _p, alts in rows for t, _lp, _s in alts["tokens"])
+    # the export carries them on the item's row (an item is exported once someone answered it)
+    with app.app_context():
+        item = db.session.scalar(select(Item).where(Item.document_id == doc.id, Item.position == 3))
+        db.session.add(Player(id="pw-player"))
+        db.session.flush()
+        model_id = db.session.scalar(select(Prediction.model_id).where(Prediction.item_id == item.id))
+        db.session.add(Guess(client_key="pairwise-key-1", player_id="pw-player", item_id=item.id,
+                             model_id=model_id, raw_text=" x", match_rule="none", is_correct=False,
+                             server_received_at=datetime.now(UTC)))
+        db.session.commit()
+        write_export(db.session, tmp_path / "out", "jsonl", ExportFilters())
+        stored = db.session.scalar(select(Prediction.alternatives).where(Prediction.item_id == item.id))
+    exported = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
+    assert [json.loads(r["model_alternatives"]) if isinstance(r["model_alternatives"], str)
+            else r["model_alternatives"] for r in exported] == [stored]
     again = runner.invoke(args=["corpus", "import", str(text), "--corpus", "pairs",
                                 "--pairwise-alternatives", "5"])
     assert again.exit_code != 0 and "draws 3 pairwise alternatives" in again.output

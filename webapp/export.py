@@ -514,7 +514,8 @@ def _items_select(session: Session, filters: ExportFilters):
         "model_target_logprob": Prediction.target_logprob,
         "model_target_rank": Prediction.target_rank, "model_top1_id": Prediction.top1_id,
         "model_entropy": Prediction.entropy, "model_top_k": cast(Prediction.top_k, Text),
-        "model_logz": cast(Prediction.logz, Text), "n_answers": per_item.c.n,
+        "model_logz": cast(Prediction.logz, Text),
+        "model_alternatives": cast(Prediction.alternatives, Text), "n_answers": per_item.c.n,
         "answer_counts": per_item.c.counts,
     }
     stmt = (
