@@ -92,3 +92,29 @@ def phone_page(browser):
     finally:
         context.close()
     assert violations == [], violations
+
+
+@pytest.fixture
+def people(browser):
+    """Separate people: each call opens a page in its own browser context (a phone, or a desktop
+    at `viewport`). At the end, fail the test on any JavaScript error or Content-Security-Policy
+    violation in any of them."""
+    contexts, errors = [], []
+
+    def open_page(phone: bool = False, viewport: dict | None = None):
+        if phone:
+            ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+        else:
+            ctx = browser.new_context(viewport=viewport or DESKTOP)
+        contexts.append(ctx)
+        pg = ctx.new_page()
+        pg.set_default_timeout(30_000)
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda msg: errors.append(msg.text)
+              if msg.type == "error" and "Content Security Policy" in msg.text else None)
+        return pg
+
+    yield open_page
+    for ctx in contexts:
+        ctx.close()
+    assert errors == [], errors

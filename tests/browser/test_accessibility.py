@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from research_helpers import PASSWORD, consent, make_researcher, make_study, run_through, study_row
 from support import TEST_MAX_TOKENS
 
@@ -29,8 +29,6 @@ AXE = Path(__file__).resolve().parents[2] / "static" / "node_modules" / "axe-cor
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 BLOCKING = {"critical", "serious"}
 LANDMARK_RULES = {"region", "landmark-one-main", "landmark-no-duplicate-main", "landmark-unique"}
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 
 # A passage long enough that every text box showing it scrolls on a phone and on the projector
@@ -145,31 +143,6 @@ def audit(axe_source):
     yield auditor
     if auditor.findings:  # shown with the failure even when a step after the audits failed
         print("accessibility problems so far:\n" + "\n".join(auditor.findings))
-
-
-@pytest.fixture
-def people(browser: Browser):
-    """Separate people (browser contexts); fail the test on any JavaScript error or
-    Content-Security-Policy violation in any of them."""
-    contexts, errors = [], []
-
-    def open_page(phone: bool = False) -> Page:
-        if phone:
-            ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-        else:
-            ctx = browser.new_context(viewport=DESKTOP)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(30_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        return page
-
-    yield open_page
-    for ctx in contexts:
-        ctx.close()
-    assert errors == [], errors
 
 
 # ------------------------------------------------------------------------------- the player

@@ -15,14 +15,12 @@ import subprocess
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from support import LiveServer
 
 from webapp.rooms import network
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 WRONG_WORD = "purple"  # in neither test passage, so never the true token
 
 
@@ -32,31 +30,6 @@ def _patient_expect():
     expect.set_options(timeout=10_000)
     yield
     expect.set_options(timeout=5_000)
-
-
-@pytest.fixture
-def people(browser: Browser):
-    """Open pages in separate browser contexts (separate people); at the end, fail the test on
-    any JavaScript error or Content-Security-Policy violation in any of them."""
-    contexts, errors = [], []
-
-    def open_page(phone: bool = False, viewport: dict | None = None) -> Page:
-        if phone:
-            ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-        else:
-            ctx = browser.new_context(viewport=viewport or DESKTOP)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        return page
-
-    yield open_page
-    for ctx in contexts:
-        ctx.close()
-    assert errors == [], errors
 
 
 def create_room(host: Page, base: str, rounds: int = 1) -> str:
