@@ -175,6 +175,25 @@ def score_text(model: LanguageModelBackend, text: str) -> TextScore:
     return TextScore(len(ids), n_bytes, total, unknown)
 
 
+def check_branches(n: int, positions: Iterable[int]) -> None:
+    """Every branch or look-up position of score_continuations lies within the document (0..n)."""
+    for p in positions:
+        if not 0 <= p <= n:
+            raise ValueError(f"branch position {p} is outside the document (0..{n})")
+
+
+class LookupsInOnePass:
+    """`logprobs_at` for a backend whose score_continuations answers look-ups in one pass."""
+
+    def logprobs_at(
+        self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
+    ) -> list[tuple[float, int]]:
+        """Exact (logprob, rank) of token q at position p for each (p, q): one forward pass, the
+        log-softmax of each position computed once, each distinct (p, q) looked up once."""
+        found = self.score_continuations(token_ids, lookups=queries).lookups  # type: ignore[attr-defined]
+        return [found[(int(p), int(q))] for p, q in queries]
+
+
 def display_text(piece: bytes) -> str:
     """How a token is shown: its bytes as UTF-8, invalid fragments as <0xNN> escapes."""
     try:

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Continuation, DocumentScores, ModelSpec, ModelSpecError
+from .base import (
+    Continuation,
+    DocumentScores,
+    LookupsInOnePass,
+    ModelSpec,
+    ModelSpecError,
+    check_branches,
+)
 from .stats import DistributionSummary, log_softmax_row, summarize_logits
 
 _MARKER = re.compile(r"</?[a-z]+(?:_[a-z]+)+>|\[[a-z_]+\]|</?s>")
@@ -90,7 +97,7 @@ def _install_log_filter() -> None:
     _log_callback = forward
 
 
-class LlamaCppModel:
+class LlamaCppModel(LookupsInOnePass):
     """A llama.cpp model behind the LanguageModelBackend interface."""
 
     draws_alternatives = True  # it has every logit: pairwise proposals can be drawn
@@ -224,14 +231,6 @@ class LlamaCppModel:
         logits = self._eval(token_ids, keep=False)[: len(token_ids)]
         return summarize_logits(logits, np.asarray(token_ids), top_k)
 
-    def logprobs_at(
-        self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
-    ) -> list[tuple[float, int]]:
-        """Exact (logprob, rank) of token q at position p for each (p, q): one forward pass, the
-        log-softmax of each position computed once, each distinct (p, q) looked up once."""
-        found = self.score_continuations(token_ids, lookups=queries).lookups
-        return [found[(int(p), int(q))] for p, q in queries]
-
     def score_continuations(
         self,
         token_ids: Sequence[int],
@@ -249,9 +248,7 @@ class LlamaCppModel:
         continuations = continuations or {}
         if end_set is not None and end_set.shape != (self.n_vocab,):
             raise ValueError(f"end_set must be a boolean mask of {self.n_vocab} tokens")
-        for p in (*continuations, *(p for p, _ in lookups)):
-            if not 0 <= p <= n:
-                raise ValueError(f"branch position {p} is outside the document (0..{n})")
+        check_branches(n, (*continuations, *(p for p, _ in lookups)))
         direct, deferred = [], []  # read off the document's pass / evaluated after it
         for p, asked in continuations.items():
             for j, cont in enumerate(asked):

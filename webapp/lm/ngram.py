@@ -40,7 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Continuation, DocumentScores, ModelSpec, ModelSpecError
+from .base import (
+    Continuation,
+    DocumentScores,
+    LookupsInOnePass,
+    ModelSpec,
+    ModelSpecError,
+    check_branches,
+)
 from .stats import DistributionSummary, summarize_logits
 from .tiktoken_vocab import TiktokenTokenizer
 
@@ -203,7 +210,7 @@ class NgramTokenizer(TiktokenTokenizer):
         super().__init__(self.header["encoding"])
 
 
-class NgramModel(NgramTokenizer):
+class NgramModel(LookupsInOnePass, NgramTokenizer):
     """An n-gram model file behind the LanguageModelBackend interface."""
 
     draws_alternatives = True  # exact full-vocabulary distributions
@@ -315,12 +322,6 @@ class NgramModel(NgramTokenizer):
             for f in DistributionSummary.__dataclass_fields__
         ))
 
-    def logprobs_at(
-        self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
-    ) -> list[tuple[float, int]]:
-        found = self.score_continuations(token_ids, lookups=queries).lookups
-        return [found[(int(p), int(q))] for p, q in queries]
-
     def score_continuations(
         self,
         token_ids: Sequence[int],
@@ -339,9 +340,7 @@ class NgramModel(NgramTokenizer):
         lookups = list(lookups)
         if end_set is not None and end_set.shape != (self.n_vocab,):
             raise ValueError(f"end_set must be a boolean mask of {self.n_vocab} tokens")
-        for p in (*continuations, *(p for p, _ in lookups)):
-            if not 0 <= p <= n:
-                raise ValueError(f"branch position {p} is outside the document (0..{n})")
+        check_branches(n, (*continuations, *(p for p, _ in lookups)))
         history = [self.eot, *ids]
         summary = self._summary(ids, top_k, through_end, alternatives,
                                 alternative_seeds) if top_k else None

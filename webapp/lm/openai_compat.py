@@ -61,7 +61,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import BackendError, Continuation, DocumentScores, ModelSpec, ModelSpecError
+from .base import (
+    BackendError,
+    Continuation,
+    DocumentScores,
+    LookupsInOnePass,
+    ModelSpec,
+    ModelSpecError,
+    check_branches,
+)
 from .stats import TEMPERATURES, DistributionSummary
 
 _MARKER = re.compile(r"</?[a-z]+(?:_[a-z]+)+>|\[[a-z_]+\]|</?s>|<\|[a-z_]+\|>|<[a-z]+>")
@@ -368,7 +376,7 @@ class _Ahead:
             return self.pending.pop(key, None)
 
 
-class OpenAIModel(OpenAITokenizer):
+class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
     """An OpenAI-compatible server behind the LanguageModelBackend interface (top-k only)."""
 
     def __init__(self, spec: str) -> None:
@@ -580,12 +588,6 @@ class OpenAIModel(OpenAITokenizer):
     def score(self, token_ids: Sequence[int], top_k: int) -> DistributionSummary:
         return self.score_continuations(token_ids, top_k=top_k).summary
 
-    def logprobs_at(
-        self, token_ids: Sequence[int], queries: Sequence[tuple[int, int]]
-    ) -> list[tuple[float, int]]:
-        found = self.score_continuations(token_ids, lookups=queries).lookups
-        return [found[(int(p), int(q))] for p, q in queries]
-
     def score_continuations(
         self,
         token_ids: Sequence[int],
@@ -603,9 +605,7 @@ class OpenAIModel(OpenAITokenizer):
         n = len(ids)
         continuations = continuations or {}
         lookups = [(int(p), int(t)) for p, t in lookups]
-        for p in (*continuations, *(p for p, _ in lookups)):
-            if not 0 <= p <= n:
-                raise ValueError(f"branch position {p} is outside the document (0..{n})")
+        check_branches(n, (*continuations, *(p for p, _ in lookups)))
         k = top_k or _setting("TOP_K")
         need_pass = bool(top_k) or any(p < n and ids[p] == t for p, t in lookups)
         positions, after = self._echo_or_ahead(ids, k) if need_pass and n else ([], None)
