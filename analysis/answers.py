@@ -60,6 +60,11 @@ class Prepared:
         return len(self.answers)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 answer', '1,234 answers': a count with its noun, as every note says it."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _as_float(s: pd.Series) -> np.ndarray:
     return s.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
@@ -121,14 +126,14 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     pilot = g["pilot"].to_numpy(dtype=bool)
     if not include_pilot and (pilot & keep).any():
         n_pilot = int((pilot & keep).sum())
-        notes.append(f"{n_pilot:,} pilot answer{'s' if n_pilot != 1 else ''} left out (keep them with "
+        notes.append(f"{counted(n_pilot, 'pilot answer')} left out (keep them with "
                      "include_pilot=True / --include-pilot)")
         keep &= ~pilot
     excl = g["excluded"].to_numpy(dtype=bool)
     if not include_excluded and (excl & keep).any():
         n_people = g.loc[excl & keep, "participant_id"].nunique()
         notes.append(
-            f"{int((excl & keep).sum()):,} answer{'s' if (excl & keep).sum() != 1 else ''} of "
+            f"{counted(int((excl & keep).sum()), 'answer')} of "
             f"{n_people} participant"
             f"{'s' if n_people != 1 else ''} flagged for exclusion "
             "left out (keep them with include_excluded=True / --include-excluded)"
@@ -138,7 +143,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if checks.any():
         n_checks = int(checks.sum())
         notes.append(
-            f"{n_checks:,} comprehension-check answer{'s' if n_checks != 1 else ''} left out "
+            f"{counted(n_checks, 'comprehension-check answer')} left out "
             "(they test attention, not prediction: match_rule check, or skipped on an item listed "
             "in the study's settings.checks)"
         )
@@ -167,7 +172,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         raise AnalysisError("no answers on items with model predictions (score the corpus first)")
     if (~usable).any():
         n_unscored = int((~usable).sum())
-        notes.append(f"{n_unscored:,} answer{'s' if n_unscored != 1 else ''} without model numbers "
+        notes.append(f"{counted(n_unscored, 'answer')} without model numbers "
                      "left out (their items have no stored model prediction: score the corpus "
                      "with `humanlm score`)")
     g = g.loc[usable]
@@ -256,7 +261,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
     if pooled.any():
         n_pooled = int(pooled.sum())
         notes.append(
-            f"{n_pooled:,} imported answer{'s' if n_pooled != 1 else ''} name no participant "
+            f"{counted(n_pooled, 'imported answer')} name no participant "
             "(imported without a participant column): each is treated as its own participant in "
             "the confidence intervals, so they are clustered by item only, and they are left out "
             "of the learning curve (their order says nothing about experience)"
@@ -267,7 +272,7 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
         stems = ~items["has_target"].to_numpy()
         n_stem, n_stem_answers = int(stems.sum()), int((~a["has_target"]).sum())
         notes.append(
-            f"{n_stem:,} item{'s' if n_stem != 1 else ''} ({n_stem_answers:,} answers) "
+            f"{counted(n_stem, 'item')} ({n_stem_answers:,} answers) "
             f"ha{'ve' if n_stem != 1 else 's'} no true continuation (sentence stems imported "
             "without a target): they lack correctness and a target log-prob, so accuracy (human, "
             "crowd and model), the learning curve and calibration leave them out; the model "

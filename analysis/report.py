@@ -25,7 +25,7 @@ import pandas as pd
 from . import answers as answers_mod
 from . import bootstrap as bootstrap_mod
 from . import metrics, temperature, tokens
-from .answers import prepare
+from .answers import counted, prepare
 from .reader import AnalysisError, ExportData, load
 
 FORMATS = ("html", "json")
@@ -370,7 +370,7 @@ def _left_out(res: dict) -> list[str]:
     a = prep.answers
     n_skip = int(a["skipped"].sum())
     if n_skip:
-        items.append(f"{n_skip:,} skipped answer{'s' if n_skip != 1 else ''} (“I don't know”): "
+        items.append(f"{counted(n_skip, 'skipped answer')} (“I don't know”): "
                      "counted as wrong in accuracy, left out of the log-likelihood, crowd and "
                      "distribution measures")
     return items
@@ -390,9 +390,9 @@ def render_html(res: dict) -> str:
     n_pilot = int(data.guesses.loc[used, "pilot"].sum()) if "pilot" in data.guesses else 0
     caveats = ""
     if n_pilot:
-        caveats += (f" · <b>includes {n_pilot:,} pilot answer{'s' if n_pilot != 1 else ''}</b>")
+        caveats += (f" · <b>includes {counted(n_pilot, 'pilot answer')}</b>")
     if awaiting:
-        caveats += (f" · <b>{awaiting:,} exported answer{'s' if awaiting != 1 else ''} still "
+        caveats += (f" · <b>{counted(awaiting, 'exported answer')} still "
                     f"await{'' if awaiting != 1 else 's'} the model's exact numbers</b> (empty in "
                     "this export; export again once the background jobs have run)")
     other_modes = data.guesses["mode"].value_counts()
