@@ -355,14 +355,13 @@ def test_documents_are_scored_ahead_with_bounded_concurrency(scripted, monkeypat
     Scripted.delay = 0.3
     model = OpenAIModel(f"openai:{scripted}/v1#m")
     documents = [[5, 7], [5, 8], [5, 9], [6, 7], [6, 8], [6, 9], [7, 7], [7, 8]]
-    started = time.monotonic()
     model.score_ahead(documents, 2)
     for ids in documents:
         assert model.score(ids, top_k=2).target_logprob[1] == -0.5
-    elapsed = time.monotonic() - started
     assert Scripted.hits["/v1/completions"] == len(documents)  # each once, none twice
-    assert Scripted.in_flight[1] == 3  # concurrent, and never more than the setting
-    assert elapsed < len(documents) * Scripted.delay * 0.6
+    # Three requests were in flight together (the delay holds each open), never more: the
+    # setting is honoured without timing anything (speed belongs in benchmarks/).
+    assert Scripted.in_flight[1] == 3
 
 
 def test_fill_guesses_through_the_server(app, server_url, gemma, tmp_path):
