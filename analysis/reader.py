@@ -48,10 +48,18 @@ ANALYSIS_COLUMNS: dict[str, list[str]] = {
         "guess_id", "participant_id", "source", "study_id", "room_id", "item_id", "document_id",
         "position", "mode", "target_token_id", "answer_text", "answer_first_token_id",
         "answer_first_token_text", "skipped", "is_correct", "match_rule", "answer_index",
-        "reaction_ms", "reported_probability", "model_id", "model_answer_logprob",
+        "reaction_ms", "judgement", "reported_probability", "model_id", "model_answer_logprob",
         "model_answer_rank", "model_target_logprob", "model_target_rank", "model_top1_id",
         "model_entropy", "pilot", "excluded", "external",
     ],
+}
+
+# Columns added to schema version 1 after its first exports (pairwise and distribution answers):
+# an export written before them lacks the column and reads as if every value were empty, which
+# is what it means (no such answers, no drawn alternatives). Any other missing column is an error.
+ADDED_LATER: dict[str, tuple[str, ...]] = {
+    "guesses": ("judgement",),
+    "items": ("model_alternatives",),
 }
 
 
@@ -208,6 +216,9 @@ def _read_table(
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise ExportFormatError(f"{file.name} cannot be read as {fmt}: {exc}") from None
     columns = [c for c in table.column_names if wanted is None or c in wanted]
+    for name in ADDED_LATER.get(table.name, ()):
+        if name in columns and name not in df.columns:  # an older export: all empty
+            df[name] = pd.Series([None] * len(df), index=df.index, dtype=object)
     df = df[columns]
     if unescape:
         df = _undo_formula_escape(df, table)
@@ -225,7 +236,8 @@ def _undo_formula_escape(df: pd.DataFrame, table: Table) -> pd.DataFrame:
 
 
 def _check_header(names: list[str], file: str, table: Table, warnings: list[str]) -> None:
-    missing = [c for c in table.column_names if c not in names]
+    later = ADDED_LATER.get(table.name, ())
+    missing = [c for c in table.column_names if c not in names and c not in later]
     if missing:
         raise ExportFormatError(
             f"{file} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
@@ -239,7 +251,7 @@ def _check_header(names: list[str], file: str, table: Table, warnings: list[str]
 def _read_csv(file: Path, table: Table, wanted: list[str] | None, warnings: list[str]) -> pd.DataFrame:
     header = pd.read_csv(file, nrows=0, dtype=str, keep_default_na=False).columns.tolist()
     _check_header(header, file.name, table, warnings)
-    cols = [c for c in table.columns if wanted is None or c.name in wanted]
+    cols = [c for c in table.columns if (wanted is None or c.name in wanted) and c.name in header]
     dtypes, na = {}, {}
     for c in cols:
         dtypes[c.name] = {"int": "Int64", "float": "float64"}.get(c.type, "str")
@@ -316,7 +328,8 @@ def _read_parquet(
     except Exception as exc:  # noqa: BLE001 (pyarrow raises several types for damaged files)
         raise ExportFormatError(f"{file.name} is not a readable Parquet file: {exc}") from None
     _check_header(names, file.name, table, warnings)
-    pt = pq.read_table(file, columns=[c for c in table.column_names if wanted is None or c in wanted])
+    pt = pq.read_table(file, columns=[c for c in table.column_names
+                                      if (wanted is None or c in wanted) and c in names])
     return pt.to_pandas()
 
 

@@ -299,6 +299,7 @@ def export_tables(
         "reaction_ms": np.round(rng.uniform(400, 6000, n), 1),
         "server_received_at": _iso(seconds),
         "stored_at": _iso(seconds + 0.004),
+        "judgement": None,  # token-mode answers (add_pairwise / add_distribution add the others)
         "reported_probability": nullable(reported, np.isnan(reported)),
         "model_id": model_id,
         "model_answer_logprob": nullable(lp_out, np.isnan(lp_out)),
