@@ -96,7 +96,8 @@ def serve_scored_demo(
 
 
 def build_scored_test_database(url: str, tokenizer, model) -> None:
-    """Migrate the database at `url`, import SHORT_TEXTS as corpus "tests" and score them."""
+    """Migrate the database at `url`, import SHORT_TEXTS as corpus "tests" and score them (with
+    four pairwise alternatives per position, so every mode of answer can be played on them)."""
     from webapp.cli import upgrade_database
     from webapp.corpus import get_or_create_corpus, import_documents
     from webapp.extensions import db
@@ -105,7 +106,7 @@ def build_scored_test_database(url: str, tokenizer, model) -> None:
     upgrade_database(url)
     session = db.new_session()
     try:
-        corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2)
+        corpus = get_or_create_corpus(session, "tests", min_prefix_tokens=2, pairwise_alternatives=4)
         import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=TEST_MAX_TOKENS)
         session.commit()
         score_corpus(session, model, top_k=64)

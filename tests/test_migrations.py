@@ -80,11 +80,11 @@ def test_one_answer_index_refuses_a_database_with_duplicate_answers(tmp_path):
     from sqlalchemy.orm import Session
 
     from webapp.cli import upgrade_database
-    from webapp.models import Document, Guess, Item, Player
+    from webapp.models import Document, Item, Player
 
     url, _cfg = _upgraded(tmp_path, "0003")
     engine = create_engine(url)
-    with Session(engine) as session:  # the guesses table at 0003 has every column of today's
+    with Session(engine) as session:
         # the corpora table has gained columns since 0003: the corpus row is written by hand
         corpus_id = session.execute(text(
             "INSERT INTO corpora (name, description, min_prefix_tokens, created_at) "
@@ -95,9 +95,12 @@ def test_one_answer_index_refuses_a_database_with_duplicate_answers(tmp_path):
         item = Item(document=doc, position=1, token_id=2, token_text=" b", char_start=1, playable=True)
         session.add_all([doc, item, Player(id="p")])
         session.flush()
-        for key in ("key-one-1", "key-two-2"):
-            session.add(Guess(client_key=key, player_id="p", item_id=item.id, match_rule="none",
-                              server_received_at=datetime.now(UTC)))
+        for key in ("key-one-1", "key-two-2"):  # guesses has gained a column since 0003
+            session.execute(text(
+                "INSERT INTO guesses (client_key, player_id, item_id, raw_text, token_ids, "
+                "multi_token, skipped, is_correct, match_rule, server_received_at, stored_at, source, mode) "
+                "VALUES (:key, 'p', :item, '', '[]', 0, 0, 0, 'none', :now, :now, 'game', 'token')"
+            ), {"key": key, "item": item.id, "now": datetime.now(UTC).isoformat(" ")})
         session.commit()
     with pytest.raises(click.ClickException) as refused:
         upgrade_database(url)

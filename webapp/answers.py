@@ -27,7 +27,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol, get_args
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .judgements import MAX_BETS, TOTAL_POINTS, Pair, pairwise_judgement, stated_judgement
 from .lm import Tokenizer
 from .models import Guess
 from .textcheck import storable_text_problem
@@ -95,8 +96,30 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _fits(value: str, info: ValidationInfo) -> str:
+    limit = (info.context or {}).get("max_chars", DEFAULT_MAX_CHARS)
+    if len(value) > limit:
+        raise ValueError(f"the answer is longer than {limit} characters")
+    return storable(value)
+
+
+class BetIn(Payload):
+    """One candidate of a stated distribution and the points put on it."""
+
+    text: str = Field(description="A continuation as typed (a leading space counts).")
+    points: int = Field(ge=0, le=TOTAL_POINTS)
+
+    @field_validator("text")
+    @classmethod
+    def _text_fits(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("every candidate needs some text")
+        return _fits(value, info)
+
+
 class AnswerIn(Payload):
-    """What every answer carries, in every mode."""
+    """What every answer carries, in every mode. One kind of answer per payload: `text` (token
+    and word modes), `left_probability` (pairwise) or `bets` + `else_points` (distribution)."""
 
     client_key: ClientKey
     text: str = Field(default="", description="The answer exactly as typed (a leading space counts).")
@@ -105,28 +128,61 @@ class AnswerIn(Payload):
         default=None, ge=0, le=MAX_REACTION_MS,
         description="performance.now() from showing the question to sending the answer.",
     )
+    left_probability: int | None = Field(
+        default=None, ge=1, le=99,
+        description="Pairwise: percent chance that the LEFT token is the one that really came next "
+                    "(the scale's stops are 1, 10, 20, ..., 90, 99).",
+    )
+    bets: list[BetIn] | None = Field(
+        default=None, min_length=1, max_length=MAX_BETS,
+        description="Distribution: up to five candidate continuations with their points.",
+    )
+    else_points: int | None = Field(
+        default=None, ge=0, le=TOTAL_POINTS,
+        description="Distribution: points on \"something else\"; with the bets, 100 in all.",
+    )
 
     @field_validator("text")
     @classmethod
     def _text_fits(cls, value: str, info: ValidationInfo) -> str:
-        limit = (info.context or {}).get("max_chars", DEFAULT_MAX_CHARS)
-        if len(value) > limit:
-            raise ValueError(f"the answer is longer than {limit} characters")
-        return storable(value)
+        return _fits(value, info)
 
     @model_validator(mode="after")
-    def _text_or_skip(self) -> AnswerIn:
-        if not self.skipped and not self.text.strip():
-            raise ValueError("type an answer, or choose \"I don't know\"")
+    def _one_kind_or_skip(self) -> AnswerIn:
         if self.skipped:
-            self.text = ""
+            self.text, self.left_probability, self.bets, self.else_points = "", None, None, None
+            return self
+        kinds = [bool(self.text.strip()), self.left_probability is not None,
+                 self.bets is not None or self.else_points is not None]
+        if sum(kinds) > 1:
+            raise ValueError("send one kind of answer: text, left_probability, or bets with else_points")
+        if not any(kinds):
+            raise ValueError("type an answer, or choose \"I don't know\"")
+        if kinds[2]:
+            if self.bets is None or self.else_points is None:
+                raise ValueError("a distribution needs both bets and else_points")
+            total = sum(bet.points for bet in self.bets) + self.else_points
+            if total != TOTAL_POINTS:
+                raise ValueError(f"the points must add up to {TOTAL_POINTS} (they add up to {total})")
         return self
+
+    @property
+    def kind(self) -> str:
+        """skip | text | pairwise | distribution."""
+        if self.skipped:
+            return "skip"
+        if self.left_probability is not None:
+            return "pairwise"
+        return "distribution" if self.bets is not None else "text"
 
 
 class SoloAnswerIn(AnswerIn):
     """POST /api/play/guesses: an answer to one position of the solo game."""
 
     item_id: DbInt
+    mode: Literal["token", "pairwise", "distribution"] = Field(
+        default="token", description="What the question asked for (from /api/play/next's mode).",
+    )
 
 
 class RoomAnswerIn(AnswerIn):
@@ -161,8 +217,25 @@ _KINDS = {
 }
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `list[BetIn] | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
-    info = model.model_fields.get(name)
+    *path, last = [part for part in name.split(".") if not part.isdigit()] or [name]
+    for part in path:  # "bets.0.points": the field `points` of the model inside `bets`
+        info = model.model_fields.get(part)
+        model = _nested_model(info.annotation) if info else None
+        if model is None:
+            return None, None
+    info = model.model_fields.get(last)
     low = high = None
     for meta in info.metadata if info else ():
         low = getattr(meta, "ge", low)
@@ -211,6 +284,8 @@ class Match:
     correct: bool | None  # None: nothing to be correct about (a stem has no true continuation)
     match_rule: str  # first_token | first_token_if_space_toggled | none | skip | word | no_target | ...
     stored_text: str | None = None  # the text as stored, when the mode normalises it
+    mode: str | None = None  # the row's mode when the match decides it (pairwise, distribution)
+    judgement: dict[str, Any] | None = None  # what a pairwise or distribution answer said
 
 
 def match_token(text: str, target_id: int, tokenizer: Tokenizer, skipped: bool) -> Match:
@@ -254,6 +329,40 @@ def match_check(match: Match, text: str, expected: str, skipped: bool) -> Match:
     return replace(match, correct=passed, match_rule="skip" if skipped else "check")
 
 
+ASKS = {
+    "token": "type the next token",
+    "word": "type the next word",
+    "pairwise": "say how likely the left token is the original: send left_probability (1-99)",
+    "distribution": "spread 100 points: send bets (up to five) and else_points",
+}
+
+
+def expect_kind(answer: AnswerIn, mode: str) -> None:
+    """Refuse (400) an answer of another kind than the question asked for; a skip fits any."""
+    wanted = "text" if mode in ("token", "word") else mode
+    if answer.kind not in ("skip", wanted):
+        raise AnswerRefused(f"this question is in {mode} mode: {ASKS[mode]}", 400)
+
+
+def match_pairwise(answer: AnswerIn, pair: Pair | None, true_logprob: float | None) -> Match:
+    """A pairwise judgement of the pair this person was shown (found again by the policy)."""
+    expect_kind(answer, "pairwise")
+    if pair is None:
+        raise AnswerRefused("this position has no pair to judge", 409)
+    return Match([], None, False, None, "skip" if answer.skipped else "pairwise", mode="pairwise",
+                 judgement=pairwise_judgement(pair, answer.left_probability, true_logprob))
+
+
+def match_distribution(answer: AnswerIn, true_id: int | None, tokenizer: Tokenizer, prediction) -> Match:
+    """A stated distribution: each candidate tokenized on its own, the cell of the truth found."""
+    expect_kind(answer, "distribution")
+    if answer.skipped:
+        return Match([], None, False, None, "skip", mode="distribution")
+    judgement = stated_judgement([(b.text, b.points) for b in answer.bets], answer.else_points,
+                                 tokenizer, true_id, prediction)
+    return Match([], None, False, None, "distribution", mode="distribution", judgement=judgement)
+
+
 def model_view_of_token(prediction, token_id: int | None) -> tuple[float | None, int | None]:
     """(log-prob, rank) of a token if it is in the stored top-k of `prediction` (anything with a
     `top_k` list of [id, logprob, text, is_control]; None before scoring)."""
@@ -270,13 +379,15 @@ def build_row(answer: AnswerIn, match: Match, prediction, **fields) -> Guess:
     token are filled when that token is in the stored top-k (`prediction` may be None before
     scoring); `fields` are the rest of the row: ids, times, source, mode ..."""
     logprob, rank = model_view_of_token(prediction, match.first_token_id)
+    if match.mode is not None:
+        fields["mode"] = match.mode
     return Guess(
         raw_text=answer.text if match.stored_text is None else match.stored_text,
         token_ids=match.token_ids, first_token_id=match.first_token_id,
         multi_token=match.multi_token, skipped=answer.skipped, is_correct=match.correct,
         match_rule=match.match_rule, client_key=answer.client_key,
         client_reaction_ms=float(answer.reaction_ms) if answer.reaction_ms is not None else None,
-        model_logprob=logprob, model_rank=rank, **fields,
+        model_logprob=logprob, model_rank=rank, judgement=match.judgement, **fields,
     )
 
 

@@ -177,12 +177,20 @@ def corpus_import(path: Path, name: str, text_field: str, split: str, min_prefix
     _import(name, raw_docs, min_prefix_tokens, pairwise_alternatives)
 
 
-@corpus_group.command("import-demo", help="Import the built-in demo corpus (45 passages).")
+DEMO_PAIRWISE_ALTERNATIVES = 8
+
+
+@corpus_group.command("import-demo", help="Import the built-in demo corpus (45 passages), with "
+                      f"{DEMO_PAIRWISE_ALTERNATIVES} pairwise alternatives per position when new.")
 @with_appcontext
 def corpus_import_demo() -> None:
     from .corpus import demo_documents
+    from .models import Corpus
 
-    _import(current_app.config["DEMO_CORPUS"], demo_documents(), None)
+    name = current_app.config["DEMO_CORPUS"]
+    new = db.session.scalar(select(Corpus.id).where(Corpus.name == name)) is None
+    # A new demo corpus can be played in every mode; an older one keeps how it was scored.
+    _import(name, demo_documents(), None, DEMO_PAIRWISE_ALTERNATIVES if new else None)
 
 
 @corpus_group.command("list", help="List corpora with document, item and scoring counts.")

@@ -371,10 +371,12 @@ def _guesses_select(filters: ExportFilters):
         "skipped": func.coalesce(Guess.skipped, False),
         # A stem's answers are neither correct nor wrong: NULL, never a made-up False.
         "is_correct": case((Item.token_id.is_(None), null()),
+                           (Guess.mode.in_(("pairwise", "distribution")), null()),
                            else_=func.coalesce(Guess.is_correct, False)),
         "match_rule": Guess.match_rule,
         "reaction_ms": Guess.client_reaction_ms, "server_received_at": Guess.server_received_at,
-        "stored_at": Guess.stored_at, "reported_probability": Guess.reported_probability,
+        "stored_at": Guess.stored_at, "judgement": cast(Guess.judgement, Text),
+        "reported_probability": Guess.reported_probability,
         "model_id": Guess.model_id,
         # Word mode: the word's log-prob; no ranks; the target's (word) log-prob added per batch.
         "model_answer_logprob": case((word, Guess.word_logprob), else_=Guess.model_logprob),

@@ -272,10 +272,13 @@ class Guess(Base):
     study_id: Mapped[int | None] = mapped_column(
         ForeignKey("studies.id", ondelete="SET NULL"), nullable=True, index=True
     )
-    # token: scored by the first token; word: the whole next word (see webapp.words)
-    mode: Mapped[str] = mapped_column(String(10), default="token", server_default="token")
+    # token: scored by the first token; word: the whole next word (see webapp.words);
+    # pairwise and distribution: a judgement (see webapp.judgements), described in `judgement`
+    mode: Mapped[str] = mapped_column(String(20), default="token", server_default="token")
     word_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
     reported_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What a pairwise or stated-distribution answer showed and said (webapp.judgements); NULL else.
+    judgement: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
     item: Mapped[Item] = relationship()
 
@@ -306,6 +309,8 @@ class Room(Base):
     # The host's lock: nobody new may join (seats still come back); kept across restarts.
     joins_locked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # token (type the next token) | pairwise (which of two came next?) | distribution (bet 100 points)
+    answer_mode: Mapped[str] = mapped_column(String(20), default="token", server_default="token")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
@@ -422,7 +427,7 @@ class Study(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(64), unique=True)  # the study link: /s/<slug>
-    mode: Mapped[str] = mapped_column(String(10), default="token")  # token | word
+    mode: Mapped[str] = mapped_column(String(20), default="token")  # token | word | pairwise | distribution
     corpus_id: Mapped[int | None] = mapped_column(ForeignKey("corpora.id"), nullable=True)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("language_models.id"), nullable=True)
     items_per_participant: Mapped[int] = mapped_column(Integer, default=20)

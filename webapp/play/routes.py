@@ -124,6 +124,12 @@ class NextIn(Payload):
     new_round: bool = False
     daily: bool = False
     difficulty: Literal["any", "easy", "hard"] = "any"
+    mode: Literal["token", "pairwise", "distribution"] = Field(
+        default="token",
+        description="token: type the next token; pairwise: which of two tokens came next "
+                    "(corpora scored with --pairwise-alternatives); distribution: bet 100 points. "
+                    "Rounds, the daily passage and difficulty are token mode's.",
+    )
 
 
 class NicknameIn(Payload):
@@ -155,20 +161,42 @@ def next_question():
     known = select(Corpus).where(Corpus.name == corpus, Corpus.purpose == CorpusPurpose.GAME)
     if corpus is not None and db.session.scalar(known) is None:
         return _error(f"unknown corpus '{corpus}'", 404)
+    in_round = body.round or body.daily or body.new_round or body.difficulty != "any"
+    if body.mode != "token" and in_round:
+        return _error("rounds, the daily passage and difficulty are played in token mode", 400)
     model = _model_or_503()
     player_id = _player_id(create=True)
-    if body.round or body.daily or body.new_round or body.difficulty != "any":
+    if in_round:
         return _next_in_round(body, model, player_id)
     open_round = rounds.open_round(db.session, player_id)
     if open_round is not None:  # free play outside rounds (an API client): end the open round
         rounds.finish(db.session, open_round)
         db.session.commit()
-    document = solo.choose_document(db.session, player_id, model, corpus, new_passage)
+    pairwise = body.mode == "pairwise"
+    allowed = solo.with_alternatives(model.id) if pairwise else None
+    document = solo.choose_document(db.session, player_id, model, corpus, new_passage, allowed=allowed)
     stats = solo.player_stats(db.session, player_id)
     if document is None:
-        return jsonify(question=None, done=True, stats=stats)
-    item = solo.next_open_item(db.session, player_id, document)
-    return jsonify(question=solo.position_payload(db.session, player_id, document, item), stats=stats)
+        return jsonify(question=None, done=True, stats=stats, mode=body.mode)
+    allowed_here = solo.pairable_items(db.session, document, model.id) if pairwise else None
+    item = solo.next_open_item(db.session, player_id, document, allowed_here)
+    if item is None:  # drawn alternatives left, but each equal to the truth: another passage
+        document = solo.choose_document(db.session, player_id, model, corpus, True, allowed=allowed)
+        allowed_here = solo.pairable_items(db.session, document, model.id) if document else set()
+        item = solo.next_open_item(db.session, player_id, document, allowed_here) if document else None
+        if item is None:
+            return jsonify(question=None, done=True, stats=stats, mode=body.mode)
+    question = solo.position_payload(db.session, player_id, document, item)
+    question["mode"] = body.mode
+    if pairwise:
+        prediction = game.prediction_for(db.session, item.id, model.id)
+        pair = solo.solo_pair(prediction, item, player_id, _pair_secret())
+        question["pair"] = solo.pair_payload(pair, item, _tokenizer())
+    return jsonify(question=question, stats=stats)
+
+
+def _pair_secret() -> bytes:
+    return str(current_app.config["SECRET_KEY"]).encode()
 
 
 def _next_in_round(body: NextIn, model, player_id: str):
@@ -254,7 +282,8 @@ def submit_guess():
     open_round = rounds.open_round(db.session, player_id)
     try:
         result = answers.submit(
-            db.session, solo.SoloPolicy(player_id, model, open_round), answer, player_id=player_id,
+            db.session, solo.SoloPolicy(player_id, model, open_round, _pair_secret()), answer,
+            player_id=player_id,
             tokenizer=tokenizer, received_at=received_at,
         )
     except answers.AnswerRefused as refused:
@@ -271,6 +300,7 @@ def submit_guess():
         extra["round"] = rounds.round_info(link.round)
     return jsonify(
         **solo.reveal_payload(guess, prediction, tokenizer, answer_model.top_k),
+        **solo.judgement_reveal(guess, tokenizer), mode=guess.mode,
         stats=solo.player_stats(db.session, player_id),
         replayed=result.replayed,
         **extra,

@@ -14,8 +14,25 @@ import random
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from ..answers import AnswerRefused, Match, Placement, SoloAnswerIn, match_token
+from ..answers import (
+    AnswerRefused,
+    Match,
+    Placement,
+    SoloAnswerIn,
+    expect_kind,
+    match_distribution,
+    match_pairwise,
+    match_token,
+)
 from ..game import documents_in_open_studies, prediction_for, token_view
+from ..judgements import (
+    PAIRWISE_SCALE,
+    Pair,
+    choose_pair,
+    model_pair_probability,
+    stated_cells_view,
+    usable_alternatives,
+)
 from ..lm import Tokenizer
 from ..models import (
     Corpus,
@@ -38,10 +55,12 @@ class SoloPolicy:
 
     already_answered = "you already answered this position"
 
-    def __init__(self, player_id: str, model: LanguageModel, round: PlayRound | None = None) -> None:
+    def __init__(self, player_id: str, model: LanguageModel, round: PlayRound | None = None,
+                 secret: bytes = b"") -> None:
         self.player_id = player_id
         self.model = model
         self.round = round  # the player's open round: it decides which positions come next
+        self.secret = secret  # keys the pairwise game's choice of pair (webapp.judgements)
 
     def locate(self, session: Session, answer: SoloAnswerIn) -> Placement:
         """A playable, scored item that is the player's current position."""
@@ -55,15 +74,24 @@ class SoloPolicy:
         prediction = prediction_for(session, item.id, self.model.id)
         if prediction is None:
             raise AnswerRefused("this passage has not been scored by the model yet", 409)
-        allowed = rounds.allowed_items(session, self.round, self.model.id)
+        if answer.mode == "pairwise":
+            allowed = pairable_items(session, item.document, self.model.id)
+        else:
+            allowed = rounds.allowed_items(session, self.round, self.model.id)
         expected = next_open_item(session, self.player_id, item.document, allowed)
         if expected is None or expected.id != item.id:
             if item.id in _answered_items(session, self.player_id, item.document_id):
                 raise AnswerRefused(self.already_answered, 409)
             raise AnswerRefused("answer the passage in order: this is not your current position", 409)
-        return Placement(item.id, item.token_id, prediction, {"model_id": self.model.id})
+        pair = solo_pair(prediction, item, self.player_id, self.secret) if answer.mode == "pairwise" else None
+        return Placement(item.id, item.token_id, prediction, {"model_id": self.model.id}, context=pair)
 
     def match(self, answer: SoloAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
+        if answer.mode == "pairwise":
+            return match_pairwise(answer, placement.context, placement.prediction.target_logprob)
+        if answer.mode == "distribution":
+            return match_distribution(answer, placement.token_id, tokenizer, placement.prediction)
+        expect_kind(answer, "token")
         return match_token(answer.text, placement.token_id, tokenizer, answer.skipped)
 
     def owns(self, guess: Guess, answer: SoloAnswerIn) -> bool:
@@ -72,6 +100,31 @@ class SoloPolicy:
     def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
         if self.round is not None:
             rounds.attach(self.round, guess)
+
+
+def solo_pair(prediction: Prediction, item: Item, player_id: str, secret: bytes) -> Pair | None:
+    """The pair this player sees at this position (the same every time it is asked for)."""
+    return choose_pair(prediction.alternatives, item.token_id, f"solo:{player_id}:{item.id}", secret)
+
+
+def pairable_items(session: Session, document: Document, model_id: int) -> set[int]:
+    """Positions of the document that have an alternative to judge: drawn alternatives of which
+    at least one differs from the true token (where the model is sure, every draw may be it)."""
+    rows = session.execute(
+        select(Item.id, Item.token_id, Prediction.alternatives)
+        .join(Prediction, Prediction.item_id == Item.id)
+        .where(Item.document_id == document.id, Prediction.model_id == model_id,
+               Prediction.alternatives.is_not(None))
+    ).all()
+    return {item_id for item_id, token_id, alternatives in rows
+            if usable_alternatives(alternatives, token_id)}
+
+
+def with_alternatives(model_id: int):
+    """Item ids (a SELECT) that have drawn pairwise alternatives under this model."""
+    return select(Prediction.item_id).where(
+        Prediction.model_id == model_id, Prediction.alternatives.is_not(None)
+    )
 
 
 def _answered_items(session: Session, player_id: str, document_id: int) -> set[int]:
@@ -223,6 +276,42 @@ def reveal_payload(guess: Guess, prediction: Prediction, tokenizer: Tokenizer, t
             "entropy_nats": prediction.entropy,
         },
     }
+
+
+def pair_payload(pair: Pair, item: Item, tokenizer: Tokenizer) -> dict:
+    """The two tokens as the player sees them (texts only, the original's side not told)."""
+    true, other = token_view(item.token_id, tokenizer)["text"], token_view(pair.alternative_id, tokenizer)["text"]
+    left, right = (true, other) if pair.true_on_left else (other, true)
+    return {"left": {"text": left}, "right": {"text": right}, "scale": list(PAIRWISE_SCALE)}
+
+
+def judgement_reveal(guess: Guess, tokenizer: Tokenizer) -> dict:
+    """After a pairwise or distribution answer: the person's numbers beside the model's on the
+    same question (the model's pair probability G(t*)/(G(t*)+G(t)); its mass on the same cells)."""
+    j = guess.judgement or {}
+    if guess.mode == "pairwise":
+        alt, true_lp = j["alternative"], j["true_logprob"]
+        model_true = model_pair_probability(true_lp, alt["logprob"])
+        r = j["true_probability"]
+        return {"pairwise": {
+            "true_side": "left" if j["true_on_left"] else "right",
+            "left_probability": j["left_probability"], "true_probability": r,
+            "model_true_probability": model_true,
+            "true": {"text": token_view(guess.item.token_id, tokenizer)["text"],
+                     "prob": math.exp(true_lp) if true_lp is not None else None},
+            "alternative": {"text": token_view(alt["id"], tokenizer)["text"], "prob": math.exp(alt["logprob"])},
+            "log_score": {"person": math.log(r) if r else None,
+                          "model": math.log(model_true) if model_true else None},
+        }}
+    if guess.mode == "distribution" and j:
+        cells = stated_cells_view(j)
+        truth = next((c for c in cells if c["is_true"]), None)
+        return {"distribution": {
+            "cells": cells,
+            "person_true": truth["person"] if truth else None,
+            "model_true": truth["model"] if truth else None,
+        }}
+    return {}
 
 
 def player_stats(session: Session, player_id: str) -> dict:
