@@ -19,6 +19,11 @@ from .reader import AnalysisError, ExportData
 from .tokens import continues_word, token_class
 
 MISSING_POLICIES = ("bound", "exclude")
+# Answers that are not a guess of the next token or word (guesses.mode; the answer is in
+# guesses.judgement, is_correct is empty): analysed apart, never in accuracy or log-likelihoods.
+JUDGEMENT_MODES = ("pairwise", "distribution")
+JUDGEMENT_SECTIONS = {"pairwise": "Human loss and perplexity (pairwise)",
+                      "distribution": "Stated distributions (bet on the next token)"}
 
 
 @dataclass
@@ -91,6 +96,9 @@ def prepare(
     top-k and not filled by `humanlm score --fill-guesses`): "bound" uses the k-th stored
     log-prob, an upper bound (no token outside the top-k is more likely); "exclude" leaves
     them out of log-likelihood metrics. Either way their number is reported.
+    Pairwise judgements and stated distributions (modes pairwise and distribution) are not
+    guesses of the next token: they never enter these measures (the report analyses them in
+    sections of their own), and the default mode is the most common of token and word.
     Comprehension-check answers are always left out (they test attention, not prediction):
     rows with match_rule "check", and skips on an item the study lists in settings.checks.
     Answers on items the model has not scored are left out ("answers without model numbers").
@@ -110,8 +118,14 @@ def prepare(
     return cache[key]
 
 
-def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excluded, missing,
-             n_boot, seed) -> Prepared:
+def select_rows(
+    data: ExportData, *, study_id: int | None = None, source: str | None = None,
+    include_pilot: bool = False, include_excluded: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """Which rows of data.guesses an analysis may use (a boolean mask), and notes saying what
+    was left out: the study and source chosen, pilot answers, participants flagged for
+    exclusion and comprehension checks. Shared by every kind of answer (predictions, pairwise
+    judgements, stated distributions), so all sections of a report analyse the same people."""
     g = data.guesses
     notes: list[str] = []
     total = len(g)
@@ -148,17 +162,38 @@ def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excl
             "in the study's settings.checks)"
         )
         keep &= ~checks
-    g = g.loc[keep]
+    return keep, notes
+
+
+def _prepare(data, mode, model_id, study_id, source, include_pilot, include_excluded, missing,
+             n_boot, seed) -> Prepared:
+    keep, notes = select_rows(data, study_id=study_id, source=source, include_pilot=include_pilot,
+                              include_excluded=include_excluded)
+    g = data.guesses.loc[keep]
     if g.empty:
         raise AnalysisError("no answers to analyse after the filters (" + "; ".join(notes) + ")")
 
     modes = g["mode"].value_counts()
+    if mode in JUDGEMENT_MODES:
+        raise AnalysisError(
+            f"{mode} answers have no right or wrong answer for these measures: the report "
+            f"analyses them in its section {JUDGEMENT_SECTIONS[mode]!r} (analysis.judgements), "
+            "beside the token- or word-mode answers")
+    predictions = modes[~modes.index.isin(JUDGEMENT_MODES)]
     if mode is None:
-        mode = str(modes.index[0])
+        if predictions.empty:
+            raise AnalysisError(
+                "no token- or word-mode answers to analyse, only "
+                + " and ".join(f"{n:,} {m} answers" for m, n in modes.items())
+                + " (see the report's sections on them)")
+        mode = str(predictions.index[0])
     if mode not in modes.index:
         raise AnalysisError(f"no {mode}-mode answers in this export (modes: {', '.join(modes.index)})")
     for other, n in modes.items():
-        if other != mode:
+        if other in JUDGEMENT_MODES:
+            notes.append(f"{counted(int(n), other + ' answer')} not in these measures (they have no "
+                         f"right or wrong answer: section {JUDGEMENT_SECTIONS[other]!r} analyses them)")
+        elif other != mode:
             notes.append(f"{n:,} {other}-mode answers not in this analysis (analyse them with --mode {other} / mode={other!r})")
     g = g.loc[g["mode"] == mode]
 

@@ -222,6 +222,184 @@ def simulate(
                    np.tile(np.arange(1, n + 1), n_players))
 
 
+# ------------------------------------------------------- pairwise and distribution answers
+
+
+@dataclass
+class Judgements:
+    """Synthetic pairwise or distribution answers: participant and item index of each, and
+    what it said (guesses.judgement: a dict, or None for a skipped distribution answer)."""
+
+    mode: str  # "pairwise" or "distribution"
+    participant: np.ndarray
+    item: np.ndarray
+    judgement: list
+    skipped: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+
+def draw_alternatives(world: World, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """items x n_draws token ids drawn with replacement from the model's full distribution at
+    T = 1, as `humanlm corpus import --pairwise-alternatives` stores them (draws equal to the
+    true token included: the game never shows those)."""
+    return sample_tokens(world, np.repeat(np.arange(world.n_items), n_draws), 1.0, rng).reshape(
+        world.n_items, n_draws)
+
+
+def _players(rng: np.random.Generator, n_items: int, per_item: int, n_participants: int,
+             items: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(item, participant) pairs: per_item distinct participants for each item."""
+    chosen = np.arange(n_items) if items is None else np.asarray(items)
+    item = np.repeat(chosen, per_item)
+    participant = np.concatenate([rng.choice(n_participants, per_item, replace=False)
+                                  for _ in chosen]) if len(chosen) else np.zeros(0, dtype=np.int64)
+    return item, participant
+
+
+def pairwise_judgements(
+    world: World, beliefs: np.ndarray, alternatives: np.ndarray, *, per_item: int = 4,
+    n_participants: int = 20, answers: str = "exact", skip_rate: float = 0.0,
+    first_participant: int = 0, items: np.ndarray | None = None, seed: int = 0,
+) -> Judgements:
+    """Model players judging pairs, as the game stores them (webapp.judgements): each of
+    `per_item` distinct participants per item sees the true token and one of the item's stored
+    draws that differs from it (uniform over those; an item whose draws all equal the truth
+    gets no judgement), the original on a random side. A player whose beliefs are `beliefs`
+    (items x vocabulary log-probs) gives the original r = H(t*) / (H(t*) + H(t)): exactly
+    ("exact") or on the 1%..99% answer scale ("rounded", as people answer)."""
+    from .pairwise import round_to_scale
+
+    if answers not in ("exact", "rounded"):
+        raise ValueError("answers must be exact or rounded")
+    rng = np.random.default_rng(seed)
+    item, participant = _players(rng, world.n_items, per_item, n_participants, items)
+    out_item, out_part, out_j, out_skip = [], [], [], []
+    for i, p in zip(item.tolist(), participant.tolist()):
+        t = int(world.targets[i])
+        usable = [k for k, a in enumerate(alternatives[i]) if a != t]
+        if not usable:
+            continue
+        k = usable[int(rng.integers(len(usable)))]
+        alt = int(alternatives[i][k])
+        on_left = bool(rng.random() < 0.5)
+        skipped = bool(rng.random() < skip_rate)
+        r = 1 / (1 + np.exp(beliefs[i, alt] - beliefs[i, t]))
+        r = float(np.clip(r, 1e-12, 1 - 1e-12) if answers == "exact" else round_to_scale(r))
+        left = None if skipped else (r if on_left else round(1 - r, 12))
+        true_probability = None if left is None else left if on_left else round(1 - left, 12)
+        out_j.append({
+            "kind": "pairwise", "left_probability": left, "true_on_left": on_left,
+            "true_probability": true_probability,
+            "alternative": {"index": k, "id": alt, "text": world.vocab[alt],
+                            "logprob": float(world.logprobs[i, alt])},
+            "true_logprob": float(world.logprobs[i, t]),
+        })
+        out_item.append(i)
+        out_part.append(p + first_participant)
+        out_skip.append(skipped)
+    return Judgements("pairwise", np.array(out_item, dtype=np.int64),
+                      np.array(out_part, dtype=np.int64), out_j, np.array(out_skip, dtype=bool))
+
+
+def distribution_answers(
+    world: World, beliefs: np.ndarray, *, n_bets: int = 3, per_item: int = 3,
+    n_participants: int = 20, unfilled: float = 0.0, skip_rate: float = 0.0,
+    first_participant: int = 0, items: np.ndarray | None = None, seed: int = 0,
+) -> Judgements:
+    """Model players stating a distribution: their `n_bets` most likely tokens under `beliefs`
+    with round(100 H(token)) points each and the rest on "something else". The model's log-prob
+    of each candidate is exact, except that a share `unfilled` of the answers has one left
+    empty (outside the stored top-k and not yet filled)."""
+    rng = np.random.default_rng(seed)
+    item, participant = _players(rng, world.n_items, per_item, n_participants, items)
+    order = np.argsort(-beliefs, axis=1, kind="stable")
+    out_j, out_skip = [], []
+    for i in item.tolist():
+        if rng.random() < skip_rate:
+            out_j.append(None)  # a skipped distribution answer stores no judgement
+            out_skip.append(True)
+            continue
+        tokens = order[i, :n_bets]
+        points = np.round(100 * np.exp(beliefs[i, tokens])).astype(int)
+        while points.sum() > 100:
+            points[np.argmax(points)] -= 1
+        missing = rng.random() < unfilled
+        bets = [{"text": world.vocab[t], "token_ids": [int(t)], "first_token_id": int(t),
+                 "points": int(pts), "model_logprob": None if missing and b == n_bets - 1
+                 else float(world.logprobs[i, t])}
+                for b, (t, pts) in enumerate(zip(tokens.tolist(), points.tolist()))]
+        t_true = int(world.targets[i])
+        true_cell = next((b for b, bet in enumerate(bets) if bet["first_token_id"] == t_true), len(bets))
+        out_j.append({"kind": "distribution", "bets": bets, "else_points": int(100 - points.sum()),
+                      "true_cell": true_cell})
+        out_skip.append(False)
+    return Judgements("distribution", item, participant + first_participant, out_j,
+                      np.array(out_skip, dtype=bool))
+
+
+def _with_judgements(guesses, world, judgements, answers, pid, source, study_id, model_id,
+                     pilot, excluded, rng) -> pd.DataFrame:
+    """The token answers' rows followed by one row per judgement, as the exporter writes them:
+    empty answer text and token ids, is_correct empty, match_rule the mode (skip for a skip)."""
+    vocab = np.array(world.vocab, dtype=object)
+    order = world.order()
+    done = np.bincount(answers.participant, minlength=len(pid)).astype(np.int64)
+    frames = [guesses]
+    start = len(guesses)
+    for j in judgements:
+        n = len(j)
+        it, part = j.item, j.participant
+        index = np.empty(n, dtype=np.int64)
+        for r, p in enumerate(part.tolist()):
+            done[p] += 1
+            index[r] = done[p]
+        target = world.targets[it]
+        seconds = (start + np.arange(n)) * 3.0
+        frames.append(pd.DataFrame({
+            "guess_id": start + 1 + np.arange(n),
+            "participant_id": pid[part],
+            "source": source,
+            "study_id": [study_id] * n,
+            "room_id": [None] * n,
+            "item_id": world.item_ids[it],
+            "document_id": world.document[it],
+            "corpus": "synthetic",
+            "position": world.position[it],
+            "mode": j.mode,
+            "prefix_text": np.array(world.prefix, dtype=object)[it],
+            "target_text": vocab[target],
+            "target_token_id": target,
+            "answer_text": "",
+            "answer_token_ids": [[] for _ in range(n)],
+            "answer_first_token_id": [None] * n,
+            "answer_first_token_text": [None] * n,
+            "skipped": j.skipped,
+            "is_correct": [None] * n,
+            "match_rule": np.where(j.skipped, "skip", j.mode),
+            "answer_index": index,
+            "reaction_ms": np.round(rng.uniform(400, 6000, n), 1),
+            "server_received_at": _iso(seconds),
+            "stored_at": _iso(seconds + 0.004),
+            "judgement": list(j.judgement),
+            "reported_probability": [None] * n,
+            "model_id": model_id,
+            "model_answer_logprob": [None] * n,
+            "model_answer_rank": [None] * n,
+            "model_target_logprob": world.logprobs[it, target],
+            "model_target_rank": world.ranks(target, it),
+            "model_top1_id": order[it, 0],
+            "model_top1_text": vocab[order[it, 0]],
+            "model_entropy": world.entropy(1.0)[it],
+            "pilot": np.isin(part, list(pilot)),
+            "excluded": np.isin(part, list(excluded)),
+            "external": False,
+        }))
+        start += n
+    return pd.concat(frames, ignore_index=True)
+
+
 def _iso(seconds: np.ndarray) -> np.ndarray:
     base = np.datetime64(START.replace(tzinfo=None), "us")
     times = base + (seconds * 1e6).astype("timedelta64[us]")
@@ -229,18 +407,25 @@ def _iso(seconds: np.ndarray) -> np.ndarray:
 
 
 def export_tables(
-    world: World, answers: Answers, *, unfilled: float = 0.0, model_id: int = 1,
+    world: World, answers: Answers | None, *, unfilled: float = 0.0, model_id: int = 1,
     pilot: set[int] | None = None, excluded: set[int] | None = None, source: str = "study",
-    seed: int = 0, study_id: int | None = 1,
+    seed: int = 0, study_id: int | None = 1, judgements: tuple[Judgements, ...] | list = (),
+    alternatives: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The five tables with every schema column, as an exporter would fill them.
 
     Values are Python/numpy objects (None = null; json columns as lists/dicts); `write_export`
     formats them. `unfilled`: share of answers outside the top-k whose model log-prob is left
     empty (as before `humanlm score --fill-guesses`). pilot/excluded: participant indices.
+    `judgements`: pairwise and distribution answers (rows after the token answers, which may
+    be None); `alternatives` (items x draws token ids, from `draw_alternatives`) fills
+    items.model_alternatives.
     """
     rng = np.random.default_rng(seed + 7)
     pilot, excluded = pilot or set(), excluded or set()
+    if answers is None:
+        answers = Answers(*(np.zeros(0, dtype=np.int64) for _ in range(4)))
+    everyone = np.concatenate([answers.participant, *(j.participant for j in judgements)])
     n = len(answers)
     it, tok = answers.item, answers.token
     skip = tok < 0
@@ -260,7 +445,7 @@ def export_tables(
     top1 = order[:, 0]
     ent = world.entropy(1.0)
     vocab = np.array(world.vocab, dtype=object)
-    pid = np.array([f"p{p:05d}" for p in range(int(answers.participant.max()) + 1)], dtype=object)
+    pid = np.array([f"p{p:05d}" for p in range(int(everyone.max()) + 1)], dtype=object)
     item_ids = world.item_ids
     correct = (~skip) & (tok == target[it])
     rule = np.where(skip, "skip", np.where(correct, "first_token", "none"))
@@ -313,13 +498,17 @@ def export_tables(
         "excluded": is_excl,
         "external": False,
     })
-    used = np.unique(it)
+    if judgements:
+        guesses = _with_judgements(guesses, world, judgements, answers, pid, source, study_id,
+                                   model_id, pilot, excluded, rng)
+    every_item = np.concatenate([it, *(j.item for j in judgements)])
+    used = np.unique(every_item)
     logz = world.logz()
     counts = pd.DataFrame({"i": it[~skip], "t": tok[~skip]}).groupby(["i", "t"]).size()
     count_map: dict[int, dict[str, int]] = {}
     for (i, t), c in counts.items():
         count_map.setdefault(int(i), {})[str(int(t))] = int(c)
-    n_ans = np.bincount(it, minlength=world.n_items)
+    n_ans = np.bincount(every_item, minlength=world.n_items)
     items = pd.DataFrame({
         "item_id": item_ids[used],
         "document_id": world.document[used],
@@ -337,12 +526,15 @@ def export_tables(
         "model_top_k": [[[int(t), float(world.logprobs[i, t]), world.vocab[t], bool(world.control[t])]
                          for t in topk[i]] for i in used],
         "model_logz": [logz[i].tolist() for i in used],
-        "model_alternatives": None,  # no pairwise alternatives drawn
+        "model_alternatives": None if alternatives is None else [
+            {"seed": ["synthetic", int(world.document[i]), int(world.position[i])],
+             "tokens": [[int(t), float(world.logprobs[i, t]), world.vocab[t]] for t in alternatives[i]]}
+            for i in used],
         "n_answers": n_ans[used],
         "answer_counts": [count_map.get(int(i), {}) for i in used],
     })
-    parts = np.unique(answers.participant)
-    per = np.bincount(answers.participant)
+    parts = np.unique(everyone)
+    per = np.bincount(everyone)
     participants = pd.DataFrame({
         "participant_id": pid[parts],
         "source": source,
@@ -390,7 +582,8 @@ def _csv_frame(df: pd.DataFrame, table) -> pd.DataFrame:
     for c in table.columns:
         s = df[c.name]
         if c.type == "bool":
-            out[c.name] = np.where(s.to_numpy(dtype=bool), "true", "false")
+            out[c.name] = ["" if v is None or v is pd.NA else "true" if v else "false"
+                           for v in s.tolist()]
         elif c.type == "json":
             out[c.name] = [
                 "" if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
@@ -507,9 +700,13 @@ def synthetic_export(path, *, n_items=60, strategies=None, fmt="csv", seed=0, to
 __all__ = [
     "GRID",
     "Answers",
+    "Judgements",
     "World",
+    "distribution_answers",
+    "draw_alternatives",
     "export_tables",
     "make_world",
+    "pairwise_judgements",
     "sample_tokens",
     "simulate",
     "synthetic_export",

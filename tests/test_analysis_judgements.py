@@ -8,20 +8,23 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis import synthetic as syn
-from analysis.reader import load
+from analysis.answers import prepare
+from analysis.metrics import accuracy
+from analysis.reader import AnalysisError, load
 
 
 def _token_tables(n_items=12, players=6, seed=1):
     world = syn.make_world(n_items=n_items, vocab_size=40, top_k=5, seed=seed)
     answers = syn.simulate(world, [("sample", 1.0)] * players, items_per_player=8, seed=seed + 1,
                            skip_rate=0.1)
-    return world, syn.export_tables(world, answers)
+    return world, answers, syn.export_tables(world, answers)
 
 
 def test_an_older_export_without_the_judgement_column_still_loads(tmp_path):
-    _, tables = _token_tables()
+    _, _, tables = _token_tables()
     for fmt in ("csv", "jsonl", "parquet"):
         folder = syn.write_export(tables, tmp_path / fmt, fmt)
         new = load(folder)
@@ -48,3 +51,39 @@ def test_an_older_export_without_the_judgement_column_still_loads(tmp_path):
             assert old.guesses["judgement"].map(lambda v: v is None).all(), fmt
             assert old.items["model_alternatives"].map(lambda v: v is None).all(), fmt
             pd.testing.assert_frame_equal(old.guesses, new.guesses[old.guesses.columns], obj=fmt)
+
+
+def _beliefs(world, noise, seed=0):
+    """A player's beliefs: the model's log-probs with independent noise on every token."""
+    rng = np.random.default_rng(seed)
+    h = world.logprobs + rng.normal(0, noise, world.logprobs.shape)
+    return h - np.log(np.exp(h).sum(axis=1, keepdims=True))
+
+
+def test_token_accuracy_is_the_same_with_pairwise_and_distribution_rows_beside_it(tmp_path):
+    """More judgements than token answers: the default analysis still takes the token answers,
+    and gives exactly the numbers of the token rows alone; the judgements are named in notes."""
+    world, answers, tables = _token_tables(n_items=30)
+    rng = np.random.default_rng(0)
+    alternatives = syn.draw_alternatives(world, 8, rng)
+    h = _beliefs(world, 1.0)
+    pw = syn.pairwise_judgements(world, h, alternatives, per_item=4, n_participants=10,
+                                 answers="rounded", skip_rate=0.1, first_participant=2)
+    di = syn.distribution_answers(world, h, per_item=2, n_participants=10, first_participant=2)
+    assert len(pw) > len(tables["guesses"]) and len(di)
+    mixed = syn.export_tables(world, answers, judgements=[pw, di], alternatives=alternatives)
+    alone = load(syn.write_export(tables, tmp_path / "alone", "csv"))
+    both = load(syn.write_export(mixed, tmp_path / "mixed", "csv"), lean=True)
+    assert set(both.guesses["mode"]) == {"token", "pairwise", "distribution"}
+    assert both.guesses.loc[both.guesses["mode"] != "token", "is_correct"].isna().all()
+    a, b = accuracy(alone, n_boot=200), accuracy(both, n_boot=200)
+    pd.testing.assert_frame_equal(a, b)
+    prep = prepare(both, n_boot=200)
+    assert prep.mode == "token" and len(prep.answers) == len(tables["guesses"])
+    assert any(f"{len(pw):,} pairwise answers not in these measures" in n for n in prep.notes)
+    assert any(f"{len(di):,} distribution answers" in n for n in prep.notes)
+    with pytest.raises(AnalysisError, match="Human loss and perplexity"):
+        prepare(both, mode="pairwise")
+    only = syn.export_tables(world, None, judgements=[pw], alternatives=alternatives)
+    with pytest.raises(AnalysisError, match="no token- or word-mode answers"):
+        prepare(load(syn.write_export(only, tmp_path / "only", "csv")))
