@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .game import token_view
 from .lm import Tokenizer
+from .models import Guess, Item
 
 PAIRWISE_SCALE = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)  # percent, the stops people answer on
 TOTAL_POINTS = 100
@@ -145,3 +147,39 @@ def stated_cells_view(judgement: dict[str, Any]) -> list[dict[str, Any]]:
                  "model": max(0.0, 1 - model_total) if known else None,
                  "is_true": judgement.get("true_cell") == len(judgement["bets"])})
     return rows
+
+
+def pair_payload(pair: Pair, item: Item, tokenizer: Tokenizer) -> dict:
+    """The two tokens as the player sees them (texts only, the original's side not told)."""
+    true, other = token_view(item.token_id, tokenizer)["text"], token_view(pair.alternative_id, tokenizer)["text"]
+    left, right = (true, other) if pair.true_on_left else (other, true)
+    return {"left": {"text": left}, "right": {"text": right}, "scale": list(PAIRWISE_SCALE)}
+
+
+def judgement_reveal(guess: Guess, tokenizer: Tokenizer) -> dict:
+    """After a pairwise or distribution answer: the person's numbers beside the model's on the
+    same question (the model's pair probability G(t*)/(G(t*)+G(t)); its mass on the same cells)."""
+    j = guess.judgement or {}
+    if guess.mode == "pairwise":
+        alt, true_lp = j["alternative"], j["true_logprob"]
+        model_true = model_pair_probability(true_lp, alt["logprob"])
+        r = j["true_probability"]
+        return {"pairwise": {
+            "true_side": "left" if j["true_on_left"] else "right",
+            "left_probability": j["left_probability"], "true_probability": r,
+            "model_true_probability": model_true,
+            "true": {"text": token_view(guess.item.token_id, tokenizer)["text"],
+                     "prob": math.exp(true_lp) if true_lp is not None else None},
+            "alternative": {"text": token_view(alt["id"], tokenizer)["text"], "prob": math.exp(alt["logprob"])},
+            "log_score": {"person": math.log(r) if r else None,
+                          "model": math.log(model_true) if model_true else None},
+        }}
+    if guess.mode == "distribution" and j:
+        cells = stated_cells_view(j)
+        truth = next((c for c in cells if c["is_true"]), None)
+        return {"distribution": {
+            "cells": cells,
+            "person_true": truth["person"] if truth else None,
+            "model_true": truth["model"] if truth else None,
+        }}
+    return {}

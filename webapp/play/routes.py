@@ -11,7 +11,7 @@ from flask import Response, abort, current_app, jsonify, render_template, reques
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
-from .. import answers, game, jobs
+from .. import answers, game, jobs, judgements
 from ..answers import Payload, SafeStr, SoloAnswerIn
 from ..api import accepts, parse_body, parse_query
 from ..api import error as _error
@@ -191,7 +191,7 @@ def next_question():
     if pairwise:
         prediction = game.prediction_for(db.session, item.id, model.id)
         pair = solo.solo_pair(prediction, item, player_id, _pair_secret())
-        question["pair"] = solo.pair_payload(pair, item, _tokenizer())
+        question["pair"] = judgements.pair_payload(pair, item, _tokenizer())
     return jsonify(question=question, stats=stats)
 
 
@@ -300,7 +300,7 @@ def submit_guess():
         extra["round"] = rounds.round_info(link.round)
     return jsonify(
         **solo.reveal_payload(guess, prediction, tokenizer, answer_model.top_k),
-        **solo.judgement_reveal(guess, tokenizer), mode=guess.mode,
+        **judgements.judgement_reveal(guess, tokenizer), mode=guess.mode,
         stats=solo.player_stats(db.session, player_id),
         replayed=result.replayed,
         **extra,

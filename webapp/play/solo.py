@@ -25,14 +25,7 @@ from ..answers import (
     match_token,
 )
 from ..game import documents_in_open_studies, prediction_for, token_view
-from ..judgements import (
-    PAIRWISE_SCALE,
-    Pair,
-    choose_pair,
-    model_pair_probability,
-    stated_cells_view,
-    usable_alternatives,
-)
+from ..judgements import Pair, choose_pair, usable_alternatives
 from ..lm import Tokenizer
 from ..models import (
     Corpus,
@@ -276,42 +269,6 @@ def reveal_payload(guess: Guess, prediction: Prediction, tokenizer: Tokenizer, t
             "entropy_nats": prediction.entropy,
         },
     }
-
-
-def pair_payload(pair: Pair, item: Item, tokenizer: Tokenizer) -> dict:
-    """The two tokens as the player sees them (texts only, the original's side not told)."""
-    true, other = token_view(item.token_id, tokenizer)["text"], token_view(pair.alternative_id, tokenizer)["text"]
-    left, right = (true, other) if pair.true_on_left else (other, true)
-    return {"left": {"text": left}, "right": {"text": right}, "scale": list(PAIRWISE_SCALE)}
-
-
-def judgement_reveal(guess: Guess, tokenizer: Tokenizer) -> dict:
-    """After a pairwise or distribution answer: the person's numbers beside the model's on the
-    same question (the model's pair probability G(t*)/(G(t*)+G(t)); its mass on the same cells)."""
-    j = guess.judgement or {}
-    if guess.mode == "pairwise":
-        alt, true_lp = j["alternative"], j["true_logprob"]
-        model_true = model_pair_probability(true_lp, alt["logprob"])
-        r = j["true_probability"]
-        return {"pairwise": {
-            "true_side": "left" if j["true_on_left"] else "right",
-            "left_probability": j["left_probability"], "true_probability": r,
-            "model_true_probability": model_true,
-            "true": {"text": token_view(guess.item.token_id, tokenizer)["text"],
-                     "prob": math.exp(true_lp) if true_lp is not None else None},
-            "alternative": {"text": token_view(alt["id"], tokenizer)["text"], "prob": math.exp(alt["logprob"])},
-            "log_score": {"person": math.log(r) if r else None,
-                          "model": math.log(model_true) if model_true else None},
-        }}
-    if guess.mode == "distribution" and j:
-        cells = stated_cells_view(j)
-        truth = next((c for c in cells if c["is_true"]), None)
-        return {"distribution": {
-            "cells": cells,
-            "person_true": truth["person"] if truth else None,
-            "model_true": truth["model"] if truth else None,
-        }}
-    return {}
 
 
 def player_stats(session: Session, player_id: str) -> dict:
