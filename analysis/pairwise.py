@@ -12,7 +12,8 @@ Importance sampling: with t_i ~ G, E[p_h(t_i) / G(t_i)] = sum_t p_h(t) = 1, henc
 
 and Delta(c) = ln mean_i w_i estimates ln G(t*) - ln p_h(t*) = L_human(c) - L_G(c), the
 difference of the two log losses at context c. Human loss = the model's loss + mean Delta;
-perplexity = exp(loss). A draw equal to t* needs no judgement: its r is 1/2 exactly, w = 1.
+perplexity = exp(loss). A draw equal to t* needs no judgement: its r is 1/2 exactly, w = 1; the
+game never shows one, and `expected_weight` puts those draws back into each context's mean.
 
 The logarithm of a mean is biased low (Jensen) when a context has few judgements, more so when
 people's judgements are far from the ideal ones; `estimator_bias` measures it by simulation with
@@ -44,9 +45,40 @@ def judgement_weights(g_true_logprob, g_alt_logprob, r_true) -> np.ndarray:
     return np.exp(np.asarray(g_true_logprob, float) - np.asarray(g_alt_logprob, float)) * (1 / r - 1)
 
 
-def _context_log_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def truth_share(draws, true_token: int) -> float:
+    """The share of a context's stored draws (items.model_alternatives tokens) that equal the
+    true token: the f of `expected_weight`."""
+    draws = np.asarray(draws)
+    if draws.size == 0:
+        raise ValueError("a context needs at least one stored draw")
+    return float(np.mean(draws == true_token))
+
+
+def expected_weight(truth_share, judged_mean):
+    """E_G[w] of a context: f x 1 + (1 - f) x (mean of w over its judged pairs).
+
+    Why: the game never shows a pair whose alternative equals the true token t* (its judgement
+    would be 1/2 by definition, so its weight G(t*) (1/r - 1) / G(t*) is exactly 1), so the
+    judged alternatives are draws from G given that they differ from t*, and their mean weight
+    estimates E_G[w | t != t*], not E_G[w]. Leaving the truth draws out would estimate
+    E_G[w | t != t*] = (E_G[w] - G(t*)) / (1 - G(t*)), too high whenever E_G[w] < 1 (people
+    predict better than G) and too low otherwise. The two parts are put back together with
+    f = the share of the context's stored draws that equal t*. Given the stored draws,
+    f x 1 + (1 - f) x (mean w over the draws that differ from t*) is exactly Redwood's mean
+    weight over all the draws (each truth draw counted at its weight 1), and each judged pair
+    is a uniform pick among the draws that differ from t*, so the mean over the judged pairs
+    estimates their mean without bias: the result has expectation E_G[w] = G(t*) / p_h(t*).
+    (With the exact G(t*) in place of f the expectation would be the same; f keeps the
+    estimate Redwood's sample mean of the draws that were actually made.) A context whose
+    draws all equal t* has f = 1 and E_G[w] = 1 with no judgement; one without stored draws
+    cannot be estimated."""
+    f = np.asarray(truth_share, dtype=np.float64)
+    return f + (1 - f) * np.asarray(judged_mean, dtype=np.float64)
+
+
+def _context_log_means(sums: np.ndarray, counts: np.ndarray, share: np.ndarray | float = 0.0) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(sums / counts)
+        return np.log(expected_weight(share, sums / counts))
 
 
 @dataclass
@@ -84,6 +116,7 @@ def human_loss(
     g_alt_logprob: np.ndarray,
     r_true: np.ndarray,
     *,
+    truth_share: np.ndarray | None = None,
     level: float = DEFAULT_LEVEL,
     n_boot: int = DEFAULT_BOOT,
     seed: int = 0,
@@ -92,6 +125,9 @@ def human_loss(
 
     `context` and `participant` are integer labels; g_true_logprob is ln G(t*) of the row's
     context (the same on every row of a context). The model's loss is over the same contexts.
+    `truth_share`: per row, the share f of its context's stored draws that equal the true token
+    (`expected_weight`), when the rows hold only the judged pairs, as the game stores them;
+    None when draws equal to the truth are rows of their own with r = 1/2 (model players).
     """
     context = np.asarray(context)
     participant = np.asarray(participant)
@@ -106,6 +142,11 @@ def human_loss(
     w = judgement_weights(g_true_logprob, g_alt_logprob, r_true)
     g_true = np.zeros(n_c)
     g_true[c_idx] = np.asarray(g_true_logprob, float)
+    share = np.zeros(n_c)
+    if truth_share is not None:
+        if len(truth_share) != len(w):
+            raise ValueError("every column needs one value per judgement")
+        share[c_idx] = np.asarray(truth_share, float)
 
     def estimate(weights: np.ndarray | None, per_context: np.ndarray | None = None) -> np.ndarray:
         """(mean Delta, mean human loss) over contexts, for each row of judgement weights
@@ -117,7 +158,7 @@ def human_loss(
         counts = np.stack([np.bincount(c_idx, weights=row, minlength=n_c) for row in weights])
         present = counts > 0
         m = present.astype(float) if per_context is None else np.where(present, per_context, 0.0)
-        logs = np.where(present, _context_log_means(sums, np.where(present, counts, 1.0)), 0.0)
+        logs = np.where(present, _context_log_means(sums, np.where(present, counts, 1.0), share), 0.0)
         total = m.sum(axis=1)
         delta_mean = (m * logs).sum(axis=1) / total
         return np.stack([delta_mean, delta_mean + (m * -g_true).sum(axis=1) / total], axis=1)

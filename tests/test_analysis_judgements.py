@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import pairwise as pw
 from analysis import synthetic as syn
 from analysis.answers import prepare
 from analysis.metrics import accuracy
@@ -87,3 +88,33 @@ def test_token_accuracy_is_the_same_with_pairwise_and_distribution_rows_beside_i
     only = syn.export_tables(world, None, judgements=[pw], alternatives=alternatives)
     with pytest.raises(AnalysisError, match="no token- or word-mode answers"):
         prepare(load(syn.write_export(only, tmp_path / "only", "csv")))
+
+
+def test_the_truth_draw_term_makes_the_mean_weight_unbiased_with_model_players():
+    """Draws from G (with replacement, some equal to the truth), people judging only the draws
+    that differ from it with a second model H's exact probabilities: f + (1 - f) x mean(w)
+    averages to G(t*)/H(t*); the judged pairs alone average to E[w | t != t*], which differs."""
+    rng = np.random.default_rng(5)
+    g = np.log(np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))
+    h = np.log(np.array([0.2, 0.1, 0.3, 0.2, 0.15, 0.05]))
+    t, n_draws, n_judged, R = 0, 4, 2, 60_000
+    draws = rng.choice(6, size=(R, n_draws), p=np.exp(g))
+    f = (draws == t).mean(axis=1)
+    usable = draws != t
+    # each judgement: a uniform pick among the draws that differ from the truth
+    picks = rng.random((R, n_judged))
+    order = np.argsort(~usable, axis=1, kind="stable")  # usable draws first
+    n_usable = usable.sum(axis=1)
+    chosen = order[np.arange(R)[:, None], np.floor(picks * np.maximum(n_usable, 1)[:, None]).astype(int)]
+    alt = draws[np.arange(R)[:, None], chosen]
+    r = 1 / (1 + np.exp(h[alt] - h[t]))
+    w = pw.judgement_weights(np.full(alt.shape, g[t]), g[alt], r)
+    judged = np.where(n_usable > 0, w.mean(axis=1), 0.0)  # all draws equal t*: nothing judged
+    est = pw.expected_weight(f, judged)
+    target = np.exp(g[t] - h[t])  # = 2
+    se = est.std(ddof=1) / np.sqrt(R)
+    assert abs(est.mean() - target) < 4 * se, (est.mean(), target, se)
+    naive = w[n_usable > 0].mean()
+    conditional = (target - np.exp(g[t])) / (1 - np.exp(g[t]))  # E[w | t != t*] = 2.67
+    assert abs(naive - conditional) < 0.05 and abs(naive - target) > 20 * se
+    assert pw.truth_share([3, 0, 0, 5], 0) == 0.5
