@@ -243,6 +243,56 @@ def model_player_judgements(
     }
 
 
+def _draw(rng: np.random.Generator, logprobs: np.ndarray, n: int) -> np.ndarray:
+    """C x n tokens drawn with replacement from each row's distribution (inverse CDF)."""
+    cum = np.cumsum(np.exp(logprobs), axis=1)
+    cum /= cum[:, -1:]
+    u = rng.random((len(logprobs), n))
+    return np.minimum((cum[:, None, :] < u[:, :, None]).sum(axis=2), logprobs.shape[1] - 1)
+
+
+def _answer(r: np.ndarray, answers: str) -> np.ndarray:
+    if answers == "exact":
+        return np.clip(r, 1e-300, 1 - 1e-16)
+    if answers == "clipped":
+        return np.clip(r, SCALE[0], SCALE[-1])
+    return round_to_scale(r)
+
+
+def stored_draw_deltas(
+    rng: np.random.Generator,
+    g_logprobs: np.ndarray,
+    h_logprobs: np.ndarray,
+    truth: np.ndarray,
+    n_per_context: int,
+    n_draws: int,
+    *,
+    answers: str = "exact",
+) -> np.ndarray:
+    """Delta(c) per context as the game collects judgements: `n_draws` alternatives stored per
+    context (drawn from G with replacement), `n_per_context` people each judging one of the
+    draws that differ from the truth (uniform, so two may judge the same one), combined by
+    `expected_weight` with the share of draws equal to the truth; a context whose draws all
+    equal the truth has Delta = ln 1 = 0."""
+    if answers not in ANSWER_KINDS:
+        raise ValueError(f"answers must be one of {', '.join(ANSWER_KINDS)}")
+    C = len(truth)
+    rows = np.arange(C)[:, None]
+    draws = _draw(rng, g_logprobs, n_draws)
+    usable = draws != truth[:, None]
+    f = 1 - usable.mean(axis=1)
+    n_usable = usable.sum(axis=1)
+    first = np.argsort(~usable, axis=1, kind="stable")  # the usable draws first
+    pick = np.floor(rng.random((C, n_per_context)) * np.maximum(n_usable, 1)[:, None]).astype(int)
+    alt = draws[rows, first[rows, pick]]
+    t = truth[:, None]
+    with np.errstate(over="ignore"):
+        r = _answer(1 / (1 + np.exp(h_logprobs[rows, alt] - h_logprobs[rows, t])), answers)
+    w = np.exp(g_logprobs[rows, t] - g_logprobs[rows, alt]) * (1 / r - 1)
+    judged = np.where(n_usable > 0, w.mean(axis=1), 0.0)
+    return np.log(expected_weight(f, judged))
+
+
 def true_loss(logprobs: np.ndarray, truth: np.ndarray) -> float:
     """The mean log loss of a distribution over the true tokens: what the estimate aims at."""
     return float(-logprobs[np.arange(len(truth)), truth].mean())
@@ -257,16 +307,25 @@ def estimator_bias(
     repeats: int = 20,
     answers: str = "exact",
     seed: int = 0,
+    stored_draws: int | None = None,
 ) -> list[dict]:
     """Mean estimated minus true human loss, by judgements per context (model players whose
     beliefs are `h_logprobs`), over `repeats` simulated studies; the spread says how much one
-    study's estimate varies. Negative = the estimate is too low (people look better)."""
+    study's estimate varies. Negative = the estimate is too low (people look better).
+    `stored_draws`: simulate the game's design (`stored_draw_deltas`: that many draws stored
+    per context, judgements only on those that differ from the truth) instead of one fresh
+    draw per judgement with a draw equal to the truth judged 1/2."""
     rng = np.random.default_rng(seed)
     target = true_loss(h_logprobs, truth)
     rows = []
     for n in judgements_per_context:
         estimates = []
         for _ in range(repeats):
+            if stored_draws is not None:
+                delta = stored_draw_deltas(rng, g_logprobs, h_logprobs, truth, n, stored_draws,
+                                           answers=answers).mean()
+                estimates.append(true_loss(g_logprobs, truth) + delta)
+                continue
             j = model_player_judgements(rng, g_logprobs, h_logprobs, truth, n, answers=answers)
             w = judgement_weights(j["g_true_logprob"], j["g_alt_logprob"], j["r_true"])
             sums = np.bincount(j["context"], weights=w, minlength=len(truth))

@@ -299,8 +299,9 @@ def pairwise_judgements(
         out_item.append(i)
         out_part.append(p + first_participant)
         out_skip.append(skipped)
-    return Judgements("pairwise", np.array(out_item, dtype=np.int64),
-                      np.array(out_part, dtype=np.int64), out_j, np.array(out_skip, dtype=bool))
+    return Judgements("pairwise", participant=np.array(out_part, dtype=np.int64),
+                      item=np.array(out_item, dtype=np.int64), judgement=out_j,
+                      skipped=np.array(out_skip, dtype=bool))
 
 
 def distribution_answers(
@@ -335,8 +336,8 @@ def distribution_answers(
         out_j.append({"kind": "distribution", "bets": bets, "else_points": int(100 - points.sum()),
                       "true_cell": true_cell})
         out_skip.append(False)
-    return Judgements("distribution", item, participant + first_participant, out_j,
-                      np.array(out_skip, dtype=bool))
+    return Judgements("distribution", participant=participant + first_participant, item=item,
+                      judgement=out_j, skipped=np.array(out_skip, dtype=bool))
 
 
 def _with_judgements(guesses, world, judgements, answers, pid, source, study_id, model_id,
