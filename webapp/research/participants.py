@@ -28,15 +28,20 @@ from ..answers import (
     Match,
     Placement,
     StudyAnswerIn,
+    expect_kind,
     match_check,
+    match_distribution,
+    match_pairwise,
     match_token,
     match_word,
 )
 from ..game import prediction_for
+from ..judgements import JUDGEMENT_MODES, Pair, choose_pair, judgement_reveal
 from ..lm import Tokenizer
 from ..models import (
     AnswerSource,
     Guess,
+    Item,
     Participant,
     Player,
     Prediction,
@@ -139,21 +144,42 @@ def progress(session: Session, study: Study, participant: Participant) -> tuple[
     return sequence, len(done), current
 
 
-def study_question_payload(study: Study, study_item: StudyItem, index: int, total: int) -> dict:
-    """What a participant sees before answering: the text before the item, nothing after it."""
+def question_mode(study: Study, study_item: StudyItem) -> str:
+    """How this item is answered: the study's mode, except that a comprehension check in a
+    pairwise or distribution study is one typed word (checked against its expected answer)."""
+    if study_item.kind == "check" and study.mode in JUDGEMENT_MODES:
+        return "word"
+    return study.mode
+
+
+def study_pair(session: Session, study: Study, participant: Participant, item: Item,
+               secret: bytes) -> Pair | None:
+    """The pair this participant judges at this item (the same every time it is asked for)."""
+    prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
+    return choose_pair(prediction.alternatives if prediction else None, item.token_id,
+                       f"study:{study.id}:{participant.player_id}:{item.id}", secret)
+
+
+def study_question_payload(study: Study, study_item: StudyItem, index: int, total: int,
+                           pair: dict | None = None) -> dict:
+    """What a participant sees before answering: the text before the item, nothing after it
+    (in a pairwise study, the two tokens: `pair`, from judgements.pair_payload)."""
     item = study_item.item
     document = item.document
     context = document.text[: item.char_start]
-    return {
+    payload = {
         "study_item_id": study_item.id,
         "index": index,
         "total": total,
         "context": context,
         "prefix_ends_with_space": context[-1:].isspace(),
-        "mode": study.mode,
+        "mode": question_mode(study, study_item),
         "ask_probability": study.ask_probability,
         "allow_skip": allow_skip(study),
     }
+    if pair is not None:
+        payload["pair"] = pair
+    return payload
 
 
 def target_text(study: Study, study_item: StudyItem) -> str:
@@ -166,11 +192,15 @@ def target_text(study: Study, study_item: StudyItem) -> str:
     return item.token_text
 
 
-def _feedback(study: Study, study_item: StudyItem, guess: Guess, prediction: Prediction | None) -> dict | None:
+def _feedback(study: Study, study_item: StudyItem, guess: Guess, prediction: Prediction | None,
+              tokenizer: Tokenizer) -> dict | None:
     """What the participant is told after an answer is stored, if the study shows feedback at all
     (the model's top token only in token mode, where it is comparable with the answer)."""
     if not study.show_feedback:
         return None
+    if study.mode in JUDGEMENT_MODES and study_item.kind == "test":
+        return {"skipped": guess.skipped, "target": target_text(study, study_item),
+                **judgement_reveal(guess, tokenizer)}
     top = None
     if prediction is not None and study_item.kind == "test":
         shown = [entry for entry in prediction.top_k if not entry[3]][:1]
@@ -216,9 +246,10 @@ class StudyPolicy:
 
     already_answered = "this item is already answered; reload to continue"
 
-    def __init__(self, study: Study, participant: Participant) -> None:
+    def __init__(self, study: Study, participant: Participant, secret: bytes = b"") -> None:
         self.study = study
         self.participant = participant
+        self.secret = secret  # keys the choice of pair in a pairwise study
 
     def locate(self, session: Session, answer: StudyAnswerIn) -> Placement:
         study, participant = self.study, self.participant
@@ -239,17 +270,26 @@ class StudyPolicy:
         prediction = prediction_for(session, item.id, study.model_id) if study.model_id else None
         row = {
             "model_id": study.model_id, "source": AnswerSource.STUDY, "study_id": study.id,
-            "mode": study.mode,
+            "mode": question_mode(study, current),
             "reported_probability": None if answer.skipped else answer.reported_probability,
         }
         # answers come in order: the current item is the first open one
         finishes = done + 1 == len(sequence)
-        return Placement(item.id, item.token_id, prediction, row, (current, finishes))
+        pair = None
+        if question_mode(study, current) == "pairwise":
+            pair = study_pair(session, study, participant, item, self.secret)
+        return Placement(item.id, item.token_id, prediction, row, (current, finishes, pair))
 
     def match(self, answer: StudyAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
-        study_item, _ = placement.context
+        study_item, _, pair = placement.context
         item = study_item.item
-        if self.study.mode == "word" and not answer.skipped:
+        mode = question_mode(self.study, study_item)
+        if mode == "pairwise":
+            return match_pairwise(answer, pair, placement.prediction.target_logprob)
+        if mode == "distribution":
+            return match_distribution(answer, item.token_id, tokenizer, placement.prediction)
+        expect_kind(answer, mode)
+        if mode == "word" and not answer.skipped:
             word = answer.text.strip()
             token_ids = word_token_ids(tokenizer, item.document.text[: item.char_start], word)
             match = match_word(word, target_word(item.document, item), token_ids)
@@ -266,7 +306,7 @@ class StudyPolicy:
                    for si in self.study.items)
 
     def stored(self, session: Session, placement: Placement, guess: Guess) -> None:
-        study_item, finishes = placement.context
+        study_item, finishes, _ = placement.context
         if study_item.kind == "check":
             self.participant.checks_total += 1
             self.participant.checks_passed += int(guess.is_correct)
@@ -283,18 +323,19 @@ def submit_answer(
     *,
     received_at: datetime,
     write_lock=contextlib.nullcontext,
+    secret: bytes = b"",
 ) -> AnswerResult:
     """Store (and commit) one answer for the participant's current item through the one answer
     path, or replay it; AnswerRefused for a finished run or an item that is not the current one."""
     result = answers.submit(
-        session, StudyPolicy(study, participant), answer, player_id=participant.player_id,
+        session, StudyPolicy(study, participant, secret), answer, player_id=participant.player_id,
         tokenizer=tokenizer, received_at=received_at, write_lock=write_lock,
     )
     guess = result.guess
     study_item = next(si for si in study.items if si.item_id == guess.item_id)
     prediction = prediction_for(session, guess.item_id, study.model_id) if study.model_id else None
     return AnswerResult(
-        guess, _feedback(study, study_item, guess, prediction),
+        guess, _feedback(study, study_item, guess, prediction, tokenizer),
         participant.finished_at is not None, result.replayed,
     )
 

@@ -37,6 +37,7 @@ from ..answers import AnswerRefused, StudyAnswerIn
 from ..api import accepts, parse_body
 from ..extensions import db, limiter
 from ..game import active_model
+from ..judgements import pair_payload
 from ..lm import load_tokenizer
 from ..models import Corpus, CorpusPurpose, Document, Guess, Participant, ScoredDocument, Study
 from . import auth, bp, csrf, uploads
@@ -46,9 +47,11 @@ from .participants import (
     captured_params,
     external_id_of,
     progress,
+    question_mode,
     redirect_target,
     resumable_run,
     start_participant,
+    study_pair,
     study_question_payload,
     submit_answer,
 )
@@ -746,11 +749,19 @@ def _api_participant(slug: str) -> tuple[Study, Participant]:
     return study, participant
 
 
+def _pair_secret() -> bytes:
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
 def _state(study: Study, participant: Participant) -> dict:
     sequence, done, current = progress(db.session, study, participant)
     state = {"answered": done, "total": len(sequence), "finished": participant.finished_at is not None}
     if current is not None and participant.finished_at is None:
-        state["question"] = study_question_payload(study, current, done + 1, len(sequence))
+        pair = None
+        if question_mode(study, current) == "pairwise":
+            found = study_pair(db.session, study, participant, current.item, _pair_secret())
+            pair = pair_payload(found, current.item, _tokenizer()) if found else None
+        state["question"] = study_question_payload(study, current, done + 1, len(sequence), pair)
     else:
         state["done_url"] = url_for("research.study_done", slug=study.slug)
     return state
@@ -776,7 +787,7 @@ def study_answer(slug: str):
     try:
         result = submit_answer(
             db.session, study, participant, _tokenizer(), answer, received_at=received_at,
-            write_lock=db.write_lock,
+            write_lock=db.write_lock, secret=_pair_secret(),
         )
     except AnswerRefused as refused:
         db.session.rollback()

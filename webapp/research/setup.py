@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
+from ..judgements import JUDGEMENT_MODES, usable_alternatives
 from ..lm import Tokenizer
 from ..models import (
     Corpus,
@@ -40,7 +41,7 @@ from ..version import __version__
 from ..words import is_word_start
 
 CHECKS_CORPUS = "study-checks"
-MODES = ("token", "word")
+MODES = ("token", "word", "pairwise", "distribution")
 ORDERS = ("random", "fixed")
 MAX_ITEMS_PER_PARTICIPANT = 500
 MAX_TARGET_RESPONSES = 10_000
@@ -66,6 +67,16 @@ DEFAULT_INSTRUCTIONS = {
     "word": (
         "You will see the beginning of a text. Type the one word you think comes next, then "
         "press Enter. Answer quickly, with your first idea; there is no time limit."
+    ),
+    "pairwise": (
+        "You will see the beginning of a text and two short pieces of text that could come next. "
+        "One of them really came next in the original; the other was made up. Say how likely "
+        "you think the LEFT one is the original, from 1% to 99%. 50% means you cannot tell."
+    ),
+    "distribution": (
+        "You will see the beginning of a text. Type up to five pieces of text that could come "
+        "next and spread 100 points over them and \"something else\", as you would bet: more "
+        "points on what you think is more likely. Only the beginning of each one is scored."
     ),
 }
 
@@ -197,7 +208,20 @@ def eligible_items(session: Session, corpus: Corpus, model: LanguageModel, mode:
     )
     if mode == "word":
         items = [it for it in items if _is_word_start(it.document, it)]
+    if mode == "pairwise":  # only positions with a drawn alternative other than the truth
+        drawn = dict(session.execute(
+            select(Prediction.item_id, Prediction.alternatives)
+            .join(Item, Item.id == Prediction.item_id)
+            .join(Document, Item.document_id == Document.id)
+            .where(Document.corpus_id == corpus.id, Prediction.model_id == model.id,
+                   Prediction.alternatives.is_not(None))
+        ).all())
+        items = [it for it in items if usable_alternatives(drawn.get(it.id), it.token_id)]
     return items
+
+
+_ELIGIBLE = {"word": "word-start ", "pairwise": "pairwise-ready ("
+             "import the corpus with --pairwise-alternatives N, then score it) "}
 
 
 def _find_item(session: Session, corpus: Corpus | None, ref: Any, where: str, f: _Fields) -> Item | None:
@@ -244,7 +268,7 @@ def _resolve_items(session: Session, f: _Fields, corpus: Corpus | None, model: L
     eligible = eligible_items(session, corpus, model, mode)
     if spec is None or spec == "all":
         if not eligible:
-            f.fail("items", f"corpus '{corpus.name}' has no {'word-start ' if mode == 'word' else ''}"
+            f.fail("items", f"corpus '{corpus.name}' has no {_ELIGIBLE.get(mode, '')}"
                             "positions scored by the model (run `humanlm score`)")
         return eligible
     if isinstance(spec, dict):
@@ -271,7 +295,9 @@ def _resolve_items(session: Session, f: _Fields, corpus: Corpus | None, model: L
         if item.document.corpus_id != corpus.id:
             f.fail(where, f"item {item.id} is not in corpus '{corpus.name}'")
         elif item.id not in ok:
-            why = "not a word start" if mode == "word" and item.playable else "not playable or not scored"
+            why = ("not a word start" if mode == "word" and item.playable else
+                   "without a drawn alternative other than the true token" if mode == "pairwise"
+                   and item.playable else "not playable or not scored")
             f.fail(where, f"item {item.id} (document {item.document_id}, position {item.position}) is {why}")
         elif item.id in seen:
             f.fail(where, f"item {item.id} is listed twice")
@@ -393,6 +419,9 @@ def validate_study(session: Session, spec: dict[str, Any], model: LanguageModel 
     instructions = normalize_paragraphs(f.text("instructions", default=DEFAULT_INSTRUCTIONS[mode]))
     show_feedback = f.boolean("show_feedback", default=False)
     ask_probability = f.boolean("ask_probability", default=False)
+    if ask_probability and mode in JUDGEMENT_MODES:
+        f.fail("ask_probability", f"applies to token and word studies: a {mode} answer is "
+                                  "already a probability")
     allow_skip = f.boolean("allow_skip", default=True)
     pilot = f.boolean("pilot", default=True)
 
