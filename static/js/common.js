@@ -224,6 +224,10 @@ window.humanlm = (() => {
    *   isActive()  may the player answer now (the switch, Alt+S and the split work only then)
    *   onChange()  the answer text changed (typing or the switch)
    *   emptySummary  the summary's text while the box is empty
+   *   shortcut  false: no page-wide Alt+S (several boxes on one page handle it themselves)
+   *   tokenize(text, signal)  how to get the split (default GET /api/tokenize): a promise of
+   *             {text, tokens: [{id, text}], n_tokens, starts_with_space}
+   *   onTokens(data)  the split shown (data as above), or null when the box is emptied
    */
   function guessInput(root, {
     input = root.querySelector('.guess-input'),
@@ -235,6 +239,9 @@ window.humanlm = (() => {
     onChange = () => {},
     emptySummary = 'Your answer will be split into tokens here.',
     delayMs = 120,
+    shortcut = true,
+    tokenize: fetchTokens = (t, signal) => api('GET', `/api/tokenize?text=${encodeURIComponent(t)}`, undefined, { signal }),
+    onTokens = () => {},
   } = {}) {
     const maxChars = Number(limits.max_guess_chars) || Infinity;
     let spaceOn = false;
@@ -265,6 +272,7 @@ window.humanlm = (() => {
       if (chips) chips.textContent = '';
       message(emptySummary, false);
       root.classList.remove('has-tokens');
+      onTokens(null);
     }
 
     function renderTokens(data) {
@@ -273,6 +281,7 @@ window.humanlm = (() => {
       if (!tokens.length) {
         message(emptySummary, false);
         root.classList.remove('has-tokens');
+        onTokens(null);
         return;
       }
       tokens.forEach((t, i) => {
@@ -286,6 +295,7 @@ window.humanlm = (() => {
       if (n > 1) parts.push(`only the first token (${quoteToken(tokens[0].text)}) is scored`);
       message(parts.join(' · '), false);
       root.classList.add('has-tokens');
+      onTokens(data);
     }
 
     async function tokenize(mySeq) {
@@ -293,14 +303,14 @@ window.humanlm = (() => {
       const ctrl = typeof AbortController === 'function' ? new AbortController() : null;
       abort = ctrl;
       try {
-        const data = await api('GET', `/api/tokenize?text=${encodeURIComponent(text())}`, undefined,
-          { signal: ctrl ? ctrl.signal : undefined });
+        const data = await fetchTokens(text(), ctrl ? ctrl.signal : undefined);
         if (mySeq !== seq || !isActive()) return; // stale
         renderTokens(data);
       } catch (err) {
         if ((err && err.name === 'AbortError') || mySeq !== seq) return;
         chips.textContent = '';
         message((err && err.message) || 'Could not split your answer into tokens.', true);
+        onTokens(null);
       }
     }
 
@@ -341,7 +351,7 @@ window.humanlm = (() => {
       });
     }
     // Alt+S with e.code too, for layouts where Alt+S types a character (macOS: ß).
-    document.addEventListener('keydown', (e) => {
+    if (shortcut) document.addEventListener('keydown', (e) => {
       if (e.defaultPrevented || e.isComposing || !toggle) return;
       if (!e.altKey || e.ctrlKey || e.metaKey) return;
       if (e.code !== 'KeyS' && e.key !== 's' && e.key !== 'S') return;
