@@ -214,24 +214,30 @@ def learning_curve(lc: pd.DataFrame) -> str:
         return _svg(fig)
 
 
-def calibration_plot(cal: pd.DataFrame) -> str:
+def calibration_plot(cal: pd.DataFrame, *, labels: dict[str, str] | None = None,
+                     xlabel: str = "Confidence (probability of being right)",
+                     ylabel: str = "Observed accuracy") -> str:
+    """Reliability diagram: one line per `who` of `cal` (columns who, confidence, estimate,
+    ci_low, ci_high), named by `labels` (default: humans' stated probabilities and the model's
+    top-1), with the diagonal of perfect calibration."""
+    labels = labels or {"humans": "Humans (stated probability)",
+                        "model (top-1)": "Model (probability of its top-1)"}
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.6, 4.2))
         ax.plot([0, 1], [0, 1], color="#555", lw=0.9, ls="--", label="perfect calibration")
-        for who, marker in (("humans", "o"), ("model (top-1)", "s")):
+        for (who, name), marker in zip(labels.items(), "osD^"):
             d = cal[cal["who"] == who]
             if not len(d):
                 continue
             err = [np.clip(d["estimate"] - d["ci_low"], 0, None), np.clip(d["ci_high"] - d["estimate"], 0, None)]
-            name = "Humans (stated probability)" if who == "humans" else "Model (probability of its top-1)"
             ax.errorbar(d["confidence"], d["estimate"], yerr=err, fmt=marker + "-", ms=4, lw=1.2,
-                        color=COLORS[who], capsize=2, elinewidth=0.8, label=name)
+                        color=COLORS.get(who, "#009E73"), capsize=2, elinewidth=0.8, label=name)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         _pct(ax, "x")
         _pct(ax, "y")
-        ax.set_xlabel("Confidence (probability of being right)")
-        ax.set_ylabel("Observed accuracy")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.legend(frameon=True, framealpha=0.9, edgecolor="none", loc="upper left", fontsize=8)
         fig.tight_layout()
         return _svg(fig)

@@ -24,8 +24,8 @@ import pandas as pd
 
 from . import answers as answers_mod
 from . import bootstrap as bootstrap_mod
-from . import metrics, temperature, tokens
-from .answers import counted, prepare
+from . import judgements, metrics, pairwise, stated, temperature, tokens
+from .answers import JUDGEMENT_SECTIONS, counted, prepare
 from .reader import AnalysisError, ExportData, load
 
 FORMATS = ("html", "json")
@@ -61,12 +61,30 @@ def run_analysis(data: ExportData | str | Path, **options) -> dict[str, Any]:
         data = load(data, lean=True)
     opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     level, min_answers, min_crowd = opts.pop("level"), opts.pop("min_answers"), opts.pop("min_crowd")
-    prep = prepare(data, **opts)
     errors: dict[str, str] = {}
+    modes = set(data.guesses["mode"].unique().tolist())
+    try:
+        prep = prepare(data, **opts)
+    except AnalysisError as exc:
+        # An export of pairwise judgements or stated distributions only: their sections alone.
+        if not modes & set(JUDGEMENT_SECTIONS) or opts.get("mode") is not None:
+            raise
+        prep = None
+        errors["predictions"] = str(exc)
     out: dict[str, Any] = {"prep": prep, "data": data, "errors": errors,
                            "settings": {**opts, "level": level, "min_answers": min_answers,
-                                        "min_crowd": min_crowd, "mode": prep.mode,
-                                        "model_id": prep.model["model_id"]}}
+                                        "min_crowd": min_crowd,
+                                        "mode": prep.mode if prep else None,
+                                        "model_id": prep.model["model_id"] if prep else opts.get("model_id")}}
+    chosen = {k: opts.get(k) for k in ("model_id", "study_id", "source", "include_pilot",
+                                       "include_excluded")}
+    boot = {"level": level, "n_boot": opts["n_boot"], "seed": opts["seed"]}
+    out["pairwise"] = (judgements.pairwise_loss(data, **boot, **chosen)
+                       if "pairwise" in modes else [])
+    out["stated"] = (judgements.stated_scores(data, **boot, **chosen)
+                     if "distribution" in modes else [])
+    if prep is None:
+        return out
     # None when no item has a true continuation (stems only): the report says so instead
     out["accuracy"] = _safe("accuracy", lambda: metrics.accuracy(prep, min_crowd=min_crowd, level=level), errors)
     out["simulator_fit"] = _safe("simulator_fit", lambda: metrics.simulator_fit(
@@ -203,9 +221,36 @@ METHOD_FUNCTIONS = [
 ]
 
 
-def methods() -> dict[str, str]:
-    """Section title -> docstring, for the methods section (HTML and JSON)."""
-    out = {title: inspect.getdoc(fn) or "" for title, fn in METHOD_FUNCTIONS}
+PAIRWISE_METHODS = [
+    ("Human loss from pairwise judgements", judgements.pairwise_loss),
+    ("Pairwise: Redwood's estimator", pairwise),
+    ("Pairwise: draws equal to the true token", pairwise.expected_weight),
+    ("Pairwise: the estimator's bias, simulated on this export", judgements.bias_table),
+    ("Pairwise: the model players of the simulation", judgements.simulated_players),
+    ("Pairwise: what G is known of", judgements.proposal_from_export),
+    ("Pairwise: verdict", judgements.pairwise_verdict),
+]
+STATED_METHODS = [
+    ("Stated distributions: cells and scores", stated),
+    ("Stated distributions: people against the model", judgements.stated_scores),
+    ("Stated distributions: calibration", stated.calibration),
+]
+
+
+def methods(res: dict | None = None) -> dict[str, str]:
+    """Section title -> docstring, for the methods section (HTML and JSON). With a result of
+    run_analysis: the methods of the sections it has (pairwise judgements and stated
+    distributions only when the export has them; the prediction measures only when it has
+    token- or word-mode answers)."""
+    chosen = list(METHOD_FUNCTIONS)
+    if res is not None:
+        if res.get("prep") is None:
+            chosen = [("Which answers are analysed", answers_mod.select_rows)]
+        if res.get("pairwise"):
+            chosen += PAIRWISE_METHODS
+        if res.get("stated"):
+            chosen += STATED_METHODS
+    out = {title: inspect.getdoc(fn) or "" for title, fn in chosen}
     out["Confidence intervals: two-way cluster bootstrap"] = inspect.getdoc(bootstrap_mod) or ""
     return out
 
@@ -254,7 +299,7 @@ SECTIONS = [("summary", "Summary"), ("headline", "Who predicts text better?"),
 
 def _unit(res: dict) -> str:
     """What a player predicted in the analysed answers: 'word' (word mode) or 'token'."""
-    return "word" if res["prep"].mode == "word" else "token"
+    return "word" if res["prep"] is not None and res["prep"].mode == "word" else "token"
 
 
 def _who_label(who: str, unit: str) -> str:
@@ -277,6 +322,8 @@ def _group_label(label: str, unit: str) -> str:
 def clustering(res: dict) -> str:
     """One sentence: how the intervals treat who answered what (the report's sub-heading)."""
     prep = res["prep"]
+    if prep is None:
+        return "two-way cluster bootstrap over participants and items (contexts)"
     pooled = int(prep.answers["pooled"].sum()) if "pooled" in prep.answers else 0
     text = ("two-way cluster bootstrap over participants and items; accuracies as Wilson score "
             "intervals with the design's effective sample size")
@@ -320,6 +367,51 @@ def _fit_sentence(r, name: str, what: str) -> tuple[str, bool]:
 
 def _sentences(res: dict) -> list[tuple[str, str]]:
     """The summary: (sentence, css class) pairs; class 'withheld' marks a withheld verdict."""
+    out = _prediction_sentences(res) if res["prep"] is not None else []
+    return out + _judgement_sentences(res)
+
+
+def _interval(low: float, high: float, digits: int = 2) -> str:
+    return f"{_num(low, digits)} to {_num(high, digits)}"
+
+
+def _judgement_sentences(res: dict) -> list[tuple[str, str]]:
+    """One summary line per model for pairwise judgements and for stated distributions."""
+    out = []
+    level = round(res["settings"]["level"] * 100)
+    for e in res.get("pairwise") or []:
+        if "error" in e:
+            out.append(((f"Pairwise judgements ({e['model_name']}): {e['error']} "
+                        f"({counted(e['n_skipped'], 'skip')})."), "withheld"))
+            continue
+        out.append((
+            (f"Pairwise judgements: people's loss on the true next tokens is "
+            f"{_num(e['human_loss'])} nats/token ({level}% CI {_interval(e['loss_low'], e['loss_high'])}; "
+            f"perplexity {_num(e['human_perplexity'], 1)}), against {_num(e['model_loss'])} "
+            f"(perplexity {_num(e['model_perplexity'], 1)}) for {e['model_name']} on the same "
+            f"{e['n_contexts']:,} contexts; difference {_num(e['delta'])} "
+            f"({_interval(e['delta_low'], e['delta_high'])}) from "
+            f"{counted(e['n_judgements'], 'judgement')}: {e['verdict']}."),
+            "withheld" if e["verdict_basis"] == "withheld" else ""))
+    for e in res.get("stated") or []:
+        if "error" in e:
+            out.append((f"Stated distributions ({e['model_name']}): {e['error']}"
+                        + (f" ({counted(e['n_missing_model'], 'answer')} still await the model's "
+                           "numbers)." if e["n_missing_model"] else "."), "withheld"))
+            continue
+        c = e["compare"]
+        p, m, d = c["person_log_score"], c["model_log_score"], c["log_score_difference"]
+        out.append((
+            (f"Stated distributions: people's log score {_num(p['estimate'], 3)} nats/answer "
+            f"({level}% CI {_interval(p['ci_low'], p['ci_high'], 3)}), {e['model_name']}'s on the "
+            f"same cells {_num(m['estimate'], 3)} ({_interval(m['ci_low'], m['ci_high'], 3)}); "
+            f"people − model {_num(d['estimate'], 3)} ({_interval(d['ci_low'], d['ci_high'], 3)}) "
+            f"over {counted(c['n_answers'], 'answer')}: {e['verdict']}."),
+            "withheld" if e["verdict_basis"] == "withheld" else ""))
+    return out
+
+
+def _prediction_sentences(res: dict) -> list[tuple[str, str]]:
     unit = _unit(res)
     acc = res["accuracy"]
     out = []
@@ -366,24 +458,64 @@ def _left_out(res: dict) -> list[str]:
     """What is not in the numbers, each named for what it is (from prepare's notes, plus the
     answers a measure cannot use)."""
     prep = res["prep"]
-    items = [html.escape(n) for n in prep.notes]
-    a = prep.answers
-    n_skip = int(a["skipped"].sum())
-    if n_skip:
-        items.append(f"{counted(n_skip, 'skipped answer')} (“I don't know”): "
-                     "counted as wrong in accuracy, left out of the log-likelihood, crowd and "
-                     "distribution measures")
+    items = []
+    if prep is not None:
+        items = [html.escape(n) for n in prep.notes]
+        a = prep.answers
+        n_skip = int(a["skipped"].sum())
+        if n_skip:
+            items.append(f"{counted(n_skip, 'skipped answer')} (“I don't know”): "
+                         "counted as wrong in accuracy, left out of the log-likelihood, crowd and "
+                         "distribution measures")
+    else:
+        entries = (res.get("pairwise") or []) + (res.get("stated") or [])
+        items = [html.escape(n) for n in (entries[0]["notes"] if entries else [])]
+    for key, what in (("pairwise", "pairwise judgements"), ("stated", "stated distributions")):
+        for e in res.get(key) or []:
+            left = ([(e["n_skipped"], "skipped (“I don't know”)")] if e["n_skipped"] else [])
+            left += [(x["n"], x["reason"]) for x in e["left_out"]]
+            for n, why in left:
+                items.append(html.escape(f"{what} ({e['model_name']}): {counted(n, 'answer')} "
+                                         f"{why}: left out"))
     return items
 
 
-def render_html(res: dict) -> str:
-    from . import plots
+def _nav(res: dict) -> str:
+    return ("<nav class=toc aria-label='Contents'><ol>"
+            + "".join(f"<li><a href='#{sid}'>{title}</a></li>" for sid, title in sections(res))
+            + "</ol></nav>")
 
-    data, prep, settings = res["data"], res["prep"], res["settings"]
+
+def sections(res: dict) -> list[tuple[str, str]]:
+    """(id, title) of the report's sections: the prediction measures when the export has
+    token- or word-mode answers, pairwise judgements and stated distributions when it has them."""
+    out = [x for x in SECTIONS if res["prep"] is not None or x[0] in ("summary", "methods", "provenance")]
+    extra = []
+    if res.get("pairwise"):
+        extra.append(("pairwise", JUDGEMENT_SECTIONS["pairwise"]))
+    if res.get("stated"):
+        extra.append(("stated", JUDGEMENT_SECTIONS["distribution"]))
+    at = [sid for sid, _ in out].index("methods")
+    return out[:at] + extra + out[at:]
+
+
+def _header(res: dict, level: int) -> list[str]:
+    """The title, the sub-heading (what was analysed, how many, the interval method) and the
+    table of contents."""
+    data, prep = res["data"], res["prep"]
+    if prep is None:
+        entries = (res.get("pairwise") or []) + (res.get("stated") or [])
+        kinds = data.guesses["mode"].value_counts()
+        what = ", ".join(f"{int(kinds.get(k, 0)):,} {k} answers" for k in JUDGEMENT_SECTIONS
+                         if kinds.get(k, 0))
+        names = ", ".join(sorted({html.escape(e["model_name"]) for e in entries}))
+        return ["<h1>Humans and a language model: pairwise judgements and stated distributions</h1>",
+                (f"<p class=sub>Model{'s' if ',' in names else ''} <b>{names}</b> · {what} · no "
+                "token- or word-mode answers in this export · export "
+                f"{html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% confidence "
+                f"intervals ({html.escape(clustering(res))})</p>"), _nav(res)]
     unit = _unit(res)
-    level = round(settings["level"] * 100)
     model = prep.model
-    parts = []
     n_all = metrics._counts(prep, np.ones(len(prep.answers), dtype=bool))
     awaiting = int(data.manifest.get("answers_awaiting_model_numbers") or 0)
     used = data.guesses["guess_id"].isin(prep.answers["guess_id"])
@@ -397,7 +529,9 @@ def render_html(res: dict) -> str:
                     "this export; export again once the background jobs have run)")
     other_modes = data.guesses["mode"].value_counts()
     other = ", ".join(f"{int(v):,} {k}-mode answers (a separate report: --mode {k})"
-                      for k, v in other_modes.items() if k != prep.mode)
+                      for k, v in other_modes.items()
+                      if k != prep.mode and k not in JUDGEMENT_SECTIONS)
+    judged = ", ".join(f"{int(v):,} {k} answers" for k, v in other_modes.items() if k in JUDGEMENT_SECTIONS)
     people = [f"{n_all['n_participants']:,} participants"] if n_all["n_participants"] else []
     if n_all.get("n_unattributed"):
         people.append(f"{n_all['n_unattributed']:,} imported answers without a participant")
@@ -408,11 +542,165 @@ def render_html(res: dict) -> str:
               f"predicted the next {unit} · {n_all['n_answers']:,} answers, "
               f"{n_all['n_items']:,} items, {people}"
               + (f" · also in this export, not analysed here: {other}" if other else "")
+              + (f" · also {judged}, in sections of their own" if judged else "")
               + f" · export {html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% "
               f"confidence intervals ({html.escape(clustering(res))}){caveats}</p>",
-              "<nav class=toc aria-label='Contents'><ol>"
-              + "".join(f"<li><a href='#{sid}'>{title}</a></li>" for sid, title in SECTIONS)
-              + "</ol></nav>"]
+              _nav(res)]
+    return header
+
+
+def _verdict_box(name: str, e: dict) -> str:
+    withheld = e["verdict_basis"] == "withheld"
+    return (f"<div class='verdict{' withheld' if withheld else ''}'><b>{html.escape(name)}:</b> "
+            f"{html.escape(e['verdict'])}.</div>")
+
+
+def _left_out_list(e: dict, noun: str) -> str:
+    rows = ([(e["n_skipped"], ("skipped (“I don't know”); skipping may not be at random, so "
+              "their absence can move the estimate"))] if e["n_skipped"] else [])
+    rows += [(x["n"], x["reason"]) for x in e["left_out"]]
+    if not rows:
+        return f"<p class=n>No {noun} left out.</p>"
+    return ("<ul class=left-out>" + "".join(
+        f"<li>{html.escape(counted(n, noun))} {html.escape(why)}: left out</li>" for n, why in rows)
+        + "</ul>")
+
+
+def _pairwise_section(res: dict, level: int) -> str:
+    """Human loss and perplexity from pairwise judgements, one block per model."""
+    entries = res["pairwise"]
+    out = [("<section id=pairwise aria-labelledby=h-pairwise><h2 id=h-pairwise>"
+           f"{JUDGEMENT_SECTIONS['pairwise']}</h2>"),
+           ("<p>People saw a text, the token that really came next and one token drawn from the "
+           "model, and said how likely each was the original. From those judgements Redwood's "
+           "estimator gives people's log loss on the true next tokens, the number perplexity is "
+           "made of, on exactly the contexts where the model's own loss is known.</p>")]
+    for e in entries:
+        name = html.escape(e["model_name"])
+        if len(entries) > 1:
+            out.append(f"<h3>Model {e['model_id']}: {name}</h3>")
+        if "error" in e:
+            out.append(f"<p class=note>{html.escape(e['error'])}.</p>"
+                       + _left_out_list(e, "judgement"))
+            continue
+        n = (f"<span class=n>{e['n_judgements']:,} judgements, {e['n_contexts']:,} contexts, "
+             f"{e['n_participants']:,} participants</span>")
+        ctx = f"<span class=n>the same {e['n_contexts']:,} contexts</span>"
+        ppl = (f"{_num(e['human_perplexity'], 1)} <span class=ci>({_num(e['perplexity_low'], 1)} to "
+               f"{_num(e['perplexity_high'], 1)})</span>")
+        ratio = {k: float(np.exp(e[k])) for k in ("delta", "delta_low", "delta_high")}
+        rows = [["People", _ci({"estimate": e["human_loss"], "ci_low": e["loss_low"],
+                                "ci_high": e["loss_high"]}, digits=3), ppl, n],
+                [f"Model ({name}), on the same contexts", _num(e["model_loss"], 3),
+                 _num(e["model_perplexity"], 1), ctx],
+                ["People − model", _ci({"estimate": e["delta"], "ci_low": e["delta_low"],
+                                        "ci_high": e["delta_high"]}, digits=3),
+                 (f"× {_num(ratio['delta'], 3)} <span class=ci>({_num(ratio['delta_low'], 3)} to "
+                 f"{_num(ratio['delta_high'], 3)})</span>"), ctx]]
+        out.append(_table(["Who", f"Loss, nats/token ({level}% CI)", "Perplexity", "n"], rows,
+                          f"Loss on the true next tokens: people (from pairwise judgements) and "
+                          f"{name}"))
+        out.append(_verdict_box("People against the model", e))
+        if e.get("caveat"):
+            out.append(f"<p class=note>{html.escape(e['caveat'])}</p>")
+        out.append(
+            f"<p class=n>{counted(e['n_judgements'], 'judgement')} used; median "
+            f"{e['median_judgements_per_context']:g} per context; on average "
+            f"{_pct(e['mean_truth_share'])} of a context's stored draws are the true token itself "
+            "(never shown; they count with weight 1). The model's loss has no interval: it is "
+            "exact on these contexts; the people's loss and the difference vary with the "
+            "contexts and participants drawn (two-way cluster bootstrap).</p>")
+        out.append(_left_out_list(e, "judgement"))
+        b = e["bias"]
+        at = int(e["bias_at_median"]["judgements_per_context"])
+        rows = []
+        for _, r in b.iterrows():
+            mark = " (this export)" if int(r["judgements_per_context"]) == at else ""
+            rows.append([f"{int(r['judgements_per_context'])}{mark}",
+                         f"{_num(r['bias_exact'], 3)} <span class=ci>(sd {_num(r['sd_exact'], 3)})</span>",
+                         f"{_num(r['bias_rounded'], 3)} <span class=ci>(sd {_num(r['sd_rounded'], 3)})</span>"])
+        out.append(_table(
+            ["Judgements per context", "Bias, exact answers (nats/token)",
+             "Bias, answers on the 1%–99% scale"], rows,
+            "The estimator's bias, simulated with model players on this export's contexts"))
+        out.append(
+            f"<p class=n>Estimated minus true loss of model players whose loss exceeds "
+            f"{name}'s by the estimate above ({_num(e['delta'], 3)} nats/token), on "
+            f"{b.attrs.get('n_contexts', 0):,} of this export's contexts with "
+            f"{b.attrs.get('stored_draws', 0)} stored draws each, {len(b)} × 20 simulated studies; "
+            "sd: how much one study's estimate varies. Negative: the estimate is too low (people "
+            f"look better). This export's answers are {'on the scale' if e['answers'] == 'rounded' else 'exact probabilities'}; "
+            "the verdict allows for the bias of that column.</p>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _stated_section(res: dict, plots, level: int, figure: int) -> str:
+    """People's stated distributions against the model's on the same cells, one block per model."""
+    entries = res["stated"]
+    out = [("<section id=stated aria-labelledby=h-stated><h2 id=h-stated>"
+           f"{JUDGEMENT_SECTIONS['distribution']}</h2>"),
+           ("<p>People named up to five continuations and spread 100 points over them and "
+           "“something else”. Each answer is a distribution over those cells; the model is "
+           "scored on exactly the same cells (its probability of each candidate's first token, "
+           "the rest on “something else”).</p>")]
+    for e in entries:
+        name = html.escape(e["model_name"])
+        if len(entries) > 1:
+            out.append(f"<h3>Model {e['model_id']}: {name}</h3>")
+        if "error" in e:
+            out.append(f"<p class=note>{html.escape(e['error'])}.</p>" + _left_out_list(e, "answer"))
+            continue
+        c = e["compare"]
+        n = (f"<span class=n>{c['n_answers']:,} answers, {c['n_items']:,} items, "
+             f"{c['n_participants']:,} participants</span>")
+        rows = [["People (stated)", _ci(c["person_log_score"], digits=3), _ci(c["person_brier"], digits=3), n],
+                [f"Model ({name}), same cells", _ci(c["model_log_score"], digits=3),
+                 _ci(c["model_brier"], digits=3), n],
+                ["People − model", _ci(c["log_score_difference"], digits=3),
+                 _ci(c["brier_difference"], digits=3), n]]
+        out.append(_table(["Who", f"Log score, nats/answer, higher is better ({level}% CI)",
+                           f"Brier score, lower is better ({level}% CI)", "n"], rows,
+                          f"Stated distributions scored against {name} on the same cells"))
+        out.append(_verdict_box("People against the model", e))
+        floored = (f"; {counted(c['n_floored'], 'answer')} gave the true token's cell 0 points and "
+                   "score as half a point" if c["n_floored"] else "")
+        out.append(f"<p class=n>{counted(c['n_answers'], 'answer')} scored{floored}. Differences "
+                   "are paired on the same answers.</p>")
+        out.append(_left_out_list(e, "answer"))
+        cal = e["calibration"]
+        people = cal[cal["who"] == "humans"]
+        out.append(_figure(
+            plots.calibration_plot(cal, labels={"humans": "People (stated probability of a cell)",
+                                                "model": f"Model ({e['model_name']}), same cells"},
+                                   xlabel="Stated probability of a cell",
+                                   ylabel="How often the cell held the true token"),
+            figure, "Calibration of stated distributions: for every cell of every answer "
+            "(“something else” included), the probability given to it against how often it held "
+            f"the true next token, per tenth of the scale; {level}% Wilson intervals with the "
+            "smallest of the bin's answers, items and participants as the effective size.",
+            f"fig-stated-calibration-{e['model_id']}",
+            "reliability diagram of stated probabilities against observed frequencies, with the "
+            "diagonal of perfect calibration"))
+        figure += 1
+        rows = [[f"{_pct(r['bin_low'], 0)}–{_pct(r['bin_high'], 0)}", _pct(r["mean_stated"]),
+                 _ci(r, _pct), (f"<span class=n>{int(r['n_cells']):,} cells, {int(r['n_answers']):,} "
+                 f"answers</span>")] for _, r in people.iterrows()]
+        out.append(_table(["Stated probability", "Mean stated", f"Observed ({level}% CI)", "n"],
+                          rows, "Calibration of people's stated probabilities"))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def render_html(res: dict) -> str:
+    from . import plots
+
+    data, prep, settings = res["data"], res["prep"], res["settings"]
+    unit = _unit(res)
+    level = round(settings["level"] * 100)
+    model = prep.model if prep is not None else {}
+    parts = []
+    header = _header(res, level)
 
     parts.append("<section id=summary aria-labelledby=h-summary><h2 id=h-summary>Summary</h2><ul class=summary>"
                  + "".join(f"<li{' class=' + cls if cls else ''}>{html.escape(text)}</li>"
@@ -423,208 +711,215 @@ def render_html(res: dict) -> str:
                      + "".join(f"<li>{x}</li>" for x in left) + "</ul>")
     parts.append("</section>")
 
-    # Headline table.
-    acc = res["accuracy"]
-    if acc is None:  # no item with a true continuation (stems only)
-        parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>"
-                     f"<p class=note>{html.escape(res['errors'].get('accuracy', 'not available'))}.</p></section>")
-    else:
-        a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")]
-        rows = []
-        for who in ["humans", "crowd", "model", "humans − model", "crowd − model"]:
-            r = a[a["who"] == who]
-            if not len(r):
-                continue
-            r = r.iloc[0]
-            rows.append([_who_label(who, unit), _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
-        parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>")
-        parts.append(_table(["Who", f"Top-1 accuracy ({level}% CI)", "n"], rows,
-                            f"Top-1 accuracy: how often the true next {unit} was predicted", "headline"))
-        h = a[a["who"] == "humans"].iloc[0]
-        near = (f"; {int(h['n_near_miss']):,} near misses that would be right with the leading space "
-                "toggled, counted wrong" if unit == "token" else "")
-        parts.append(
-            f"<p class=n>Crowd: items with at least {settings['min_crowd']} answers that are not skips. "
-            f"Skipped answers count as wrong ({int(h['n_skipped']):,} skipped{near}). Differences are "
-            f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
-            "design's effective sample size (they stay within 0–100%).</p>")
-        cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
-        parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
-                             f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
-                             f"with {level}% confidence intervals; item counts under each group. Whole "
-                             "words: the token starts a word and is not followed by a word continuation.",
-                             "fig-accuracy",
-                             f"bar chart of top-1 accuracy of humans, the crowd and the model, per "
-                             f"filter and per class of {cls_of}"))
-        rows = []
-        for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
-            s = sub.set_index("who")
-            rows.append([html.escape(_group_label(s["label"].iloc[0], unit)), _ci(s.loc["humans"], _pct),
-                         _ci(s.loc["crowd"], _pct), _ci(s.loc["model"], _pct),
-                         _ci(s.loc["humans − model"], _pct), f"<span class=n>{_n(s.loc['humans'])}</span>"])
-        title = "By filter and token class" if unit == "token" else "By filter and class of the word's first token"
-        parts.append(f"<h3>{title}</h3>")
-        parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
-                            f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
+    if prep is not None:
+        # Headline table.
+        acc = res["accuracy"]
+        if acc is None:  # no item with a true continuation (stems only)
+            parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>"
+                         f"<p class=note>{html.escape(res['errors'].get('accuracy', 'not available'))}.</p></section>")
+        else:
+            a = acc[(acc["group_type"] == "filter") & (acc["group"] == "all")]
+            rows = []
+            for who in ["humans", "crowd", "model", "humans − model", "crowd − model"]:
+                r = a[a["who"] == who]
+                if not len(r):
+                    continue
+                r = r.iloc[0]
+                rows.append([_who_label(who, unit), _ci(r, _pct), f"<span class=n>{_n(r)}</span>"])
+            parts.append("<section id=headline aria-labelledby=h-headline><h2 id=h-headline>Who predicts text better?</h2>")
+            parts.append(_table(["Who", f"Top-1 accuracy ({level}% CI)", "n"], rows,
+                                f"Top-1 accuracy: how often the true next {unit} was predicted", "headline"))
+            h = a[a["who"] == "humans"].iloc[0]
+            near = (f"; {int(h['n_near_miss']):,} near misses that would be right with the leading space "
+                    "toggled, counted wrong" if unit == "token" else "")
+            parts.append(
+                f"<p class=n>Crowd: items with at least {settings['min_crowd']} answers that are not skips. "
+                f"Skipped answers count as wrong ({int(h['n_skipped']):,} skipped{near}). Differences are "
+                f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
+                "design's effective sample size (they stay within 0–100%).</p>")
+            cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
+            parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
+                                 f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
+                                 f"with {level}% confidence intervals; item counts under each group. Whole "
+                                 "words: the token starts a word and is not followed by a word continuation.",
+                                 "fig-accuracy",
+                                 f"bar chart of top-1 accuracy of humans, the crowd and the model, per "
+                                 f"filter and per class of {cls_of}"))
+            rows = []
+            for (kind, group), sub in acc.groupby(["group_type", "group"], sort=False):
+                s = sub.set_index("who")
+                rows.append([html.escape(_group_label(s["label"].iloc[0], unit)), _ci(s.loc["humans"], _pct),
+                             _ci(s.loc["crowd"], _pct), _ci(s.loc["model"], _pct),
+                             _ci(s.loc["humans − model"], _pct), f"<span class=n>{_n(s.loc['humans'])}</span>"])
+            title = "By filter and token class" if unit == "token" else "By filter and class of the word's first token"
+            parts.append(f"<h3>{title}</h3>")
+            parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
+                                f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
+            parts.append("</section>")
+
+        # Simulator fit.
+        parts.append("<section id=fit aria-labelledby=h-fit><h2 id=h-fit>How well does the model predict people?</h2>")
+        sf = res.get("simulator_fit")
+        if sf is not None and len(sf):
+            rows = []
+            for _, r in sf.iterrows():
+                val = _ci(r) if r["metric"] != "perplexity_ratio" else _ci(r, digits=3)
+                bounded = int(r["n_bounded"]) if r.get("n_bounded") else 0
+                if bounded and r["metric"] in BOUND_WORDS:  # the crowd and entropy terms are exact
+                    val = f"{BOUND_WORDS[r['metric']]} {val}"
+                rows.append([html.escape(r["label"]), val,
+                             f"<span class=n>{_n(r)}" + (f"; {bounded:,} at the top-k bound"
+                                                         if bounded else "") + "</span>"])
+            parts.append(_table(["Measure", f"Estimate ({level}% CI)", "n"], rows,
+                                "Log-likelihood of human answers under the model and under the other people"))
+            for metric, name in (("simulator_fit", "Simulator fit"), ("model_sample_test", "Model-sample test")):
+                r = _fit_row(res, metric)
+                if r is not None:
+                    withheld = r.get("verdict_basis") == "withheld"
+                    parts.append(f"<div class='verdict{' withheld' if withheld else ''}'><b>{name}:</b> "
+                                 f"{html.escape(str(r['verdict']))}.</div>")
+            beta = sf["smoothing_beta"].iloc[0]
+            parts.append(f"<p class=n>Skipped answers are left out, and so are answers on items with "
+                         f"fewer than {max(settings['min_crowd'], 2)} answers that are not skips (no "
+                         f"crowd to compare with). Crowd baseline smoothing β = {_num(beta, 3)} (fitted by "
+                         "leave-one-out likelihood), back-off: all-item answer frequencies with add-one "
+                         f"smoothing over the model's {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
+        else:
+            why = res["errors"].get("simulator_fit") or (
+                f"no item has {max(settings['min_crowd'], 2)} or more answers that are not skips: the "
+                "leave-one-out crowd baseline needs them (lower --min-crowd)")
+            parts.append(f"<p class=note>{html.escape(why)}</p>")
         parts.append("</section>")
 
-    # Simulator fit.
-    parts.append("<section id=fit aria-labelledby=h-fit><h2 id=h-fit>How well does the model predict people?</h2>")
-    sf = res.get("simulator_fit")
-    if sf is not None and len(sf):
-        rows = []
-        for _, r in sf.iterrows():
-            val = _ci(r) if r["metric"] != "perplexity_ratio" else _ci(r, digits=3)
-            bounded = int(r["n_bounded"]) if r.get("n_bounded") else 0
-            if bounded and r["metric"] in BOUND_WORDS:  # the crowd and entropy terms are exact
-                val = f"{BOUND_WORDS[r['metric']]} {val}"
-            rows.append([html.escape(r["label"]), val,
-                         f"<span class=n>{_n(r)}" + (f"; {bounded:,} at the top-k bound"
-                                                     if bounded else "") + "</span>"])
-        parts.append(_table(["Measure", f"Estimate ({level}% CI)", "n"], rows,
-                            "Log-likelihood of human answers under the model and under the other people"))
-        for metric, name in (("simulator_fit", "Simulator fit"), ("model_sample_test", "Model-sample test")):
-            r = _fit_row(res, metric)
-            if r is not None:
-                withheld = r.get("verdict_basis") == "withheld"
-                parts.append(f"<div class='verdict{' withheld' if withheld else ''}'><b>{name}:</b> "
-                             f"{html.escape(str(r['verdict']))}.</div>")
-        beta = sf["smoothing_beta"].iloc[0]
-        parts.append(f"<p class=n>Skipped answers are left out, and so are answers on items with "
-                     f"fewer than {max(settings['min_crowd'], 2)} answers that are not skips (no "
-                     f"crowd to compare with). Crowd baseline smoothing β = {_num(beta, 3)} (fitted by "
-                     "leave-one-out likelihood), back-off: all-item answer frequencies with add-one "
-                     f"smoothing over the model's {int(sf.attrs.get('vocab_size', 0)):,}-token vocabulary.</p>")
-    else:
-        why = res["errors"].get("simulator_fit") or (
-            f"no item has {max(settings['min_crowd'], 2)} or more answers that are not skips: the "
-            "leave-one-out crowd baseline needs them (lower --min-crowd)")
-        parts.append(f"<p class=note>{html.escape(why)}</p>")
-    parts.append("</section>")
-
-    # Distributions.
-    parts.append("<section id=distributions aria-labelledby=h-distributions><h2 id=h-distributions>How close are the distributions?</h2>")
-    ds = res.get("distance_summary")
-    if ds is not None and len(ds):
-        dt = res.get("distance_summary_tstar")
-        t_star = res["temperature"]["estimate"].iloc[0] if res.get("temperature") is not None else None
-        rows = []
-        for _, r in ds.iterrows():
-            row = [html.escape(r["label"]), _ci(r, digits=3), _num(r["median"], 3)]
+        # Distributions.
+        parts.append("<section id=distributions aria-labelledby=h-distributions><h2 id=h-distributions>How close are the distributions?</h2>")
+        ds = res.get("distance_summary")
+        if ds is not None and len(ds):
+            dt = res.get("distance_summary_tstar")
+            t_star = res["temperature"]["estimate"].iloc[0] if res.get("temperature") is not None else None
+            rows = []
+            for _, r in ds.iterrows():
+                row = [html.escape(r["label"]), _ci(r, digits=3), _num(r["median"], 3)]
+                if dt is not None:
+                    m = dt[dt["metric"] == r["metric"]]
+                    row.append(_ci(m.iloc[0], digits=3) if len(m) else "–")
+                row.append(f"<span class=n>{int(r['n_items']):,} items, {int(r['n_answers']):,} answers</span>")
+                rows.append(row)
+            headers = ["Per item", f"Mean, T = 1 ({level}% CI)", "Median"]
             if dt is not None:
-                m = dt[dt["metric"] == r["metric"]]
-                row.append(_ci(m.iloc[0], digits=3) if len(m) else "–")
-            row.append(f"<span class=n>{int(r['n_items']):,} items, {int(r['n_answers']):,} answers</span>")
-            rows.append(row)
-        headers = ["Per item", f"Mean, T = 1 ({level}% CI)", "Median"]
-        if dt is not None:
-            headers.append(f"Mean at T* = {t_star:.2f}")
-        parts.append(_table(headers + ["n"], rows, "Distances between the human and the model "
-                            "distributions, averaged over items"))
-        parts.append(f"<p class=n>Items with at least {settings['min_answers']} answers that are "
-                     "not skips. Human answers without a known model log-prob are merged with the "
-                     "model's remaining mass into one category (divergences are then lower bounds).</p>")
-        pairs = res["pairs"]
-        known = np.isfinite(pairs["m"])
-        rho = pairs.loc[known, "m"].rank().corr(pairs.loc[known, "h"].rank())  # Spearman
-        figs = [
-            _figure(plots.probability_scatter(pairs), 2,
-                    f"Each point is one answer given to one item: the share of that item's "
-                    f"participants who gave it against the model's probability of it. "
-                    f"{int(known.sum()):,} (item, answer) pairs from {pairs['i'].nunique():,} items"
-                    + (f" ({min(6000, int(known.sum())):,} drawn at random)" if known.sum() > 6000 else "")
-                    + f"; Spearman ρ = {_num(rho, 2)} over these pairs. Points above the dashed line: people give the "
-                    "token more often than the model predicts.", "fig-scatter",
-                    f"log-log scatter plot of the share of people giving a token against the "
-                    f"model's probability of it; Spearman rho {_num(rho, 2)}"),
-            _figure(plots.kl_histogram(res["distances"]), 3,
-                    "Per-item divergence of the human answer distribution from the model's "
-                    f"(T = 1); {len(res['distances']):,} items. 0 = people answer exactly as the model "
-                    "predicts.", "fig-kl",
-                    f"histogram of the per-item KL divergence over {len(res['distances']):,} items"),
-        ]
-        parts.append("<div class=figs2>" + "".join(figs) + "</div>")
-    else:
-        parts.append(f"<p class=note>{html.escape(res['errors'].get('distances', 'not available'))}</p>")
-    parts.append("</section>")
+                headers.append(f"Mean at T* = {t_star:.2f}")
+            parts.append(_table(headers + ["n"], rows, "Distances between the human and the model "
+                                "distributions, averaged over items"))
+            parts.append(f"<p class=n>Items with at least {settings['min_answers']} answers that are "
+                         "not skips. Human answers without a known model log-prob are merged with the "
+                         "model's remaining mass into one category (divergences are then lower bounds).</p>")
+            pairs = res["pairs"]
+            known = np.isfinite(pairs["m"])
+            rho = pairs.loc[known, "m"].rank().corr(pairs.loc[known, "h"].rank())  # Spearman
+            figs = [
+                _figure(plots.probability_scatter(pairs), 2,
+                        f"Each point is one answer given to one item: the share of that item's "
+                        f"participants who gave it against the model's probability of it. "
+                        f"{int(known.sum()):,} (item, answer) pairs from {pairs['i'].nunique():,} items"
+                        + (f" ({min(6000, int(known.sum())):,} drawn at random)" if known.sum() > 6000 else "")
+                        + f"; Spearman ρ = {_num(rho, 2)} over these pairs. Points above the dashed line: people give the "
+                        "token more often than the model predicts.", "fig-scatter",
+                        f"log-log scatter plot of the share of people giving a token against the "
+                        f"model's probability of it; Spearman rho {_num(rho, 2)}"),
+                _figure(plots.kl_histogram(res["distances"]), 3,
+                        "Per-item divergence of the human answer distribution from the model's "
+                        f"(T = 1); {len(res['distances']):,} items. 0 = people answer exactly as the model "
+                        "predicts.", "fig-kl",
+                        f"histogram of the per-item KL divergence over {len(res['distances']):,} items"),
+            ]
+            parts.append("<div class=figs2>" + "".join(figs) + "</div>")
+        else:
+            parts.append(f"<p class=note>{html.escape(res['errors'].get('distances', 'not available'))}</p>")
+        parts.append("</section>")
 
-    # Temperature.
-    parts.append("<section id=temperature aria-labelledby=h-temperature><h2 id=h-temperature>Temperature</h2>")
-    t, curve = res.get("temperature"), res.get("temperature_curve")
-    if t is not None and curve is not None:
-        r = t.iloc[0]
-        parts.append(_table(
-            ["Measure", f"Estimate ({level}% CI)", "n"],
-            [["Best temperature T*", f"{r['estimate']:.3f} <span class=ci>({r['ci_low']:.3f} to {r['ci_high']:.3f})</span>",
-              f"<span class=n>{_n(r)}; {int(r['n_bounded']):,} at the top-k bound</span>"],
-             ["Mean log-likelihood at T* (nats/answer)", _num(r["loglik_at_T*"], 3), ""],
-             ["Mean log-likelihood at T = 1 (nats/answer)", _num(r["loglik_at_1"], 3), ""],
-             ["Gain of T* over T = 1 (nats/answer)",
-              f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]],
-            "The temperature at which the model best predicts people"))
-        parts.append(_figure(plots.temperature_curve(curve, r), 4,
-                             "Mean log-likelihood of human answers under the model tempered to T. "
-                             "Dots: the stored grid (exact log Z); line: spline interpolation; band: "
-                             f"{level}% CI of T*.", "fig-temperature",
-                             f"line chart of the mean log-likelihood of human answers against the "
-                             f"temperature, highest at T* = {r['estimate']:.2f}"))
-    else:
-        parts.append(f"<p class=note>{html.escape(res['errors'].get('temperature', 'not available'))}</p>")
-    parts.append("</section>")
+        # Temperature.
+        parts.append("<section id=temperature aria-labelledby=h-temperature><h2 id=h-temperature>Temperature</h2>")
+        t, curve = res.get("temperature"), res.get("temperature_curve")
+        if t is not None and curve is not None:
+            r = t.iloc[0]
+            parts.append(_table(
+                ["Measure", f"Estimate ({level}% CI)", "n"],
+                [["Best temperature T*", f"{r['estimate']:.3f} <span class=ci>({r['ci_low']:.3f} to {r['ci_high']:.3f})</span>",
+                  f"<span class=n>{_n(r)}; {int(r['n_bounded']):,} at the top-k bound</span>"],
+                 ["Mean log-likelihood at T* (nats/answer)", _num(r["loglik_at_T*"], 3), ""],
+                 ["Mean log-likelihood at T = 1 (nats/answer)", _num(r["loglik_at_1"], 3), ""],
+                 ["Gain of T* over T = 1 (nats/answer)",
+                  f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]],
+                "The temperature at which the model best predicts people"))
+            parts.append(_figure(plots.temperature_curve(curve, r), 4,
+                                 "Mean log-likelihood of human answers under the model tempered to T. "
+                                 "Dots: the stored grid (exact log Z); line: spline interpolation; band: "
+                                 f"{level}% CI of T*.", "fig-temperature",
+                                 f"line chart of the mean log-likelihood of human answers against the "
+                                 f"temperature, highest at T* = {r['estimate']:.2f}"))
+        else:
+            parts.append(f"<p class=note>{html.escape(res['errors'].get('temperature', 'not available'))}</p>")
+        parts.append("</section>")
 
-    # Learning and calibration.
-    parts.append("<section id=learning aria-labelledby=h-learning><h2 id=h-learning>Learning and calibration</h2><div class=figs2>")
-    lc = res["learning_curve"]
-    no_target = not prep.answers["has_target"].any()  # stems only: nothing is right or wrong
-    if not len(lc):
-        parts.append("<p class=note>No learning curve: " + (
-                     "no item here has a true continuation (sentence stems imported without a "
-                     "target have no correctness).</p>" if no_target else
-                     "no answer here comes from an identified "
-                     "participant (imported answers without a participant have no order of "
-                     "experience).</p>"))
-    else:
-        parts.append(_figure(plots.learning_curve(lc), 5,
-                             "Accuracy by how many answers the participant had given (doubling bins), "
-                             "with the model's accuracy on the same answers' items as a "
-                             f"difficulty control; {level}% Wilson intervals with the design's "
-                             "effective sample size.", "fig-learning",
-                             "line chart of human and model top-1 accuracy against the number of "
-                             "answers given so far"))
-    cal = res["calibration"]
-    cap = ("Reliability: observed accuracy against stated confidence, per tenth of the "
-           "probability scale." if res["has_reported_probability"] else
-           "No participant gave probabilities in this export; the model's own top-1 "
-           "reliability is shown for reference.")
-    if not len(cal):
-        parts.append("<p class=note>No calibration: no item here has a true continuation, so no "
-                     "answer and no top-1 of the model can be right or wrong.</p>")
-    else:
-        parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
-                             "reliability diagram: observed accuracy against confidence, with the "
-                             "diagonal of perfect calibration"))
-    parts.append("</div>")
-    rows = []
-    for _, r in res["learning_trend"].iterrows():
-        if not r.get("n_answers"):
-            continue  # no identified participant: said above
-        pp = {k: 100 * r[k] for k in ("estimate", "ci_low", "ci_high")}
-        rows.append([html.escape(r["label"]), _ci(pp, digits=2), f"<span class=n>{_n(r)}</span>"])
-    if rows:
-        parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows,
-                            "Do people improve with practice?"))
-    cs = res["calibration_summary"]
-    rows = [[html.escape(r["who"]), html.escape(r["label"]), _ci(r, digits=3),
-             f"<span class=n>{_n(r)}</span>"] for _, r in cs.iterrows()]
-    parts.append(_table(["Who", "Calibration", f"Estimate ({level}% CI)", "n"], rows,
-                        "Calibration in numbers"))
-    parts.append("</section>")
+        # Learning and calibration.
+        parts.append("<section id=learning aria-labelledby=h-learning><h2 id=h-learning>Learning and calibration</h2><div class=figs2>")
+        lc = res["learning_curve"]
+        no_target = not prep.answers["has_target"].any()  # stems only: nothing is right or wrong
+        if not len(lc):
+            parts.append("<p class=note>No learning curve: " + (
+                         "no item here has a true continuation (sentence stems imported without a "
+                         "target have no correctness).</p>" if no_target else
+                         "no answer here comes from an identified "
+                         "participant (imported answers without a participant have no order of "
+                         "experience).</p>"))
+        else:
+            parts.append(_figure(plots.learning_curve(lc), 5,
+                                 "Accuracy by how many answers the participant had given (doubling bins), "
+                                 "with the model's accuracy on the same answers' items as a "
+                                 f"difficulty control; {level}% Wilson intervals with the design's "
+                                 "effective sample size.", "fig-learning",
+                                 "line chart of human and model top-1 accuracy against the number of "
+                                 "answers given so far"))
+        cal = res["calibration"]
+        cap = ("Reliability: observed accuracy against stated confidence, per tenth of the "
+               "probability scale." if res["has_reported_probability"] else
+               "No participant gave probabilities in this export; the model's own top-1 "
+               "reliability is shown for reference.")
+        if not len(cal):
+            parts.append("<p class=note>No calibration: no item here has a true continuation, so no "
+                         "answer and no top-1 of the model can be right or wrong.</p>")
+        else:
+            parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
+                                 "reliability diagram: observed accuracy against confidence, with the "
+                                 "diagonal of perfect calibration"))
+        parts.append("</div>")
+        rows = []
+        for _, r in res["learning_trend"].iterrows():
+            if not r.get("n_answers"):
+                continue  # no identified participant: said above
+            pp = {k: 100 * r[k] for k in ("estimate", "ci_low", "ci_high")}
+            rows.append([html.escape(r["label"]), _ci(pp, digits=2), f"<span class=n>{_n(r)}</span>"])
+        if rows:
+            parts.append(_table(["Learning", f"Percentage points per doubling ({level}% CI)", "n"], rows,
+                                "Do people improve with practice?"))
+        cs = res["calibration_summary"]
+        rows = [[html.escape(r["who"]), html.escape(r["label"]), _ci(r, digits=3),
+                 f"<span class=n>{_n(r)}</span>"] for _, r in cs.iterrows()]
+        parts.append(_table(["Who", "Calibration", f"Estimate ({level}% CI)", "n"], rows,
+                            "Calibration in numbers"))
+        parts.append("</section>")
+
+    figure = 7 if prep is not None else 1
+    if res.get("pairwise"):
+        parts.append(_pairwise_section(res, level))
+    if res.get("stated"):
+        parts.append(_stated_section(res, plots, level, figure))
 
     # Methods and provenance.
     parts.append("<section id=methods class=methods aria-labelledby=h-methods><h2 id=h-methods>Methods</h2>")
     parts.append("<p>Generated from the docstrings of the functions that computed the numbers "
                  "above (package <code>analysis</code>).</p>")
-    for title, doc in methods().items():
+    for title, doc in methods(res).items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_doc_html(doc)}")
     parts.append("</section>")
     parts.append("<section id=provenance aria-labelledby=h-provenance><h2 id=h-provenance>Data provenance</h2>")
@@ -640,11 +935,16 @@ def render_html(res: dict) -> str:
                 f"{int(man.get('answers_awaiting_model_numbers') or 0):,} (empty model log-probs, "
                 "computed later by the background jobs)" if man.get("answers_awaiting_model_numbers")
                 else ("none" if "answers_awaiting_model_numbers" in man else "not recorded"))],
-            ["Model", html.escape(f"{model.get('model_id')}: {model.get('name')} · {model.get('spec')} · "
-                                  f"key {model.get('key')}")],
-            ["Tokenizer / vocabulary", html.escape(f"{model.get('tokenizer')} · {model.get('n_vocab'):,} tokens · top-k {model.get('top_k')}")],
-            ["Temperature grid", html.escape(", ".join(f"{t:g}" for t in model.get("temperatures", [])))],
-            ["Model settings", f"<code>{html.escape(json.dumps(model.get('settings'), default=str))}</code>"]]
+            ]
+    shown = [model] if prep is not None else [
+        {**m, "model_id": m["model_id"]} for m in data.models.to_dict(orient="records")]
+    for m in shown:
+        rows += [
+            ["Model", html.escape(f"{m.get('model_id')}: {m.get('name')} · {m.get('spec')} · "
+                                  f"key {m.get('key')}")],
+            ["Tokenizer / vocabulary", html.escape(f"{m.get('tokenizer')} · {m.get('n_vocab'):,} tokens · top-k {m.get('top_k')}")],
+            ["Temperature grid", html.escape(", ".join(f"{t:g}" for t in m.get("temperatures", [])))],
+            ["Model settings", f"<code>{html.escape(json.dumps(m.get('settings'), default=str))}</code>"]]
     for _, s in data.studies.iterrows():
         rows.append([f"Study {s['study_id']}", html.escape(f"{s['name']} ({s['mode']} mode)") +
                      f"<br><code>{html.escape(json.dumps(s['settings'], default=str))}</code>"])
@@ -660,7 +960,8 @@ def render_html(res: dict) -> str:
     footer = (f"<footer><p>Report by humanlm analysis {html.escape(_version())} on "
               f"{datetime.now(UTC).isoformat(timespec='seconds')} from "
               f"{html.escape(str(data.path))}; self-contained: no scripts, no external files.</p></footer>")
-    title = f"humanlm analysis: {html.escape(str(model.get('name')))} ({unit} predictions)"
+    title = (f"humanlm analysis: {html.escape(str(model.get('name')))} ({unit} predictions)"
+             if prep is not None else "humanlm analysis: pairwise judgements and stated distributions")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
             f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{title}</title>"
             f"<style>{CSS}</style></head><body><header>" + "\n".join(header) + "</header>\n<main>"
@@ -695,33 +996,48 @@ def _records(df: pd.DataFrame | None):
     return _clean(df.to_dict(orient="records"))
 
 
+def _judgement_json(entries: list[dict]) -> list[dict]:
+    out = []
+    for e in entries:
+        e = dict(e)
+        for key in ("bias", "calibration"):
+            if isinstance(e.get(key), pd.DataFrame):
+                e[key] = _records(e[key])
+        out.append(e)
+    return out
+
+
 def to_json(res: dict) -> dict:
     data, prep = res["data"], res["prep"]
+    have = prep is not None
+    entries = (res.get("pairwise") or []) + (res.get("stated") or [])
     return _clean({
         "report": {"generator": f"humanlm analysis {_version()}",
                    "generated_at": datetime.now(UTC).isoformat(timespec="seconds")},
         "provenance": {"export": data.path, "manifest": {k: v for k, v in data.manifest.items()
                                                          if k != "models"},
-                       "model": prep.model, "studies": _records(data.studies),
-                       "warnings": data.warnings},
+                       "model": prep.model if have else None, "models": _records(data.models),
+                       "studies": _records(data.studies), "warnings": data.warnings},
         "settings": res["settings"],
-        "notes": prep.notes,
+        "notes": prep.notes if have else (entries[0]["notes"] if entries else []),
         "summary": [text for text, _ in _sentences(res)],
-        "unit": _unit(res),
+        "unit": _unit(res) if have else None,
         "clustering": clustering(res),
-        "accuracy": _records(res["accuracy"]),
+        "accuracy": _records(res.get("accuracy")),
         "simulator_fit": _records(res.get("simulator_fit")),
         "temperature": {"fit": _records(res.get("temperature")),
                         "curve": _records(res.get("temperature_curve"))},
         "distances": {"summary": _records(res.get("distance_summary")),
                       "summary_at_T*": _records(res.get("distance_summary_tstar")),
                       "items": _records(res.get("distances"))},
-        "learning_curve": _records(res["learning_curve"]),
-        "learning_trend": _records(res["learning_trend"]),
-        "calibration": _records(res["calibration"]),
-        "calibration_summary": _records(res["calibration_summary"]),
+        "learning_curve": _records(res.get("learning_curve")),
+        "learning_trend": _records(res.get("learning_trend")),
+        "calibration": _records(res.get("calibration")),
+        "calibration_summary": _records(res.get("calibration_summary")),
+        "pairwise": _judgement_json(res.get("pairwise") or []),
+        "stated_distributions": _judgement_json(res.get("stated") or []),
         "errors": res["errors"],
-        "methods": methods(),
+        "methods": methods(res),
     })
 
 
