@@ -160,3 +160,33 @@ def test_cells_sharing_a_first_token_merge_and_the_models_rest_is_exact_only_whe
     assert cells[-1]["model"] == pytest.approx(0.7)
     judgement["bets"][2]["model_logprob"] = None
     assert stated_cells_view(judgement)[-1]["model"] is None
+
+
+def test_candidates_outside_the_top_k_are_filled_by_the_model_and_the_cells_scored(scored_app, gemma):
+    """A bet on a token outside the stored top-k leaves the model's log score on the cells empty
+    (never estimated); the fill pass computes the candidate's exact log-prob with the real model
+    and then the log score of the cell holding the truth ("something else" here)."""
+    client = scored_app.test_client()
+    question = client.post("/api/play/next", json={"mode": "distribution"}).get_json()["question"]
+    reply = client.post("/api/play/guesses", json={
+        "client_key": _key(8), "item_id": question["item_id"], "mode": "distribution",
+        "bets": [{"text": " zygote", "points": 5}, {"text": "\u00e9t\u00e9", "points": 5}], "else_points": 90,
+    })
+    assert reply.status_code == 200, reply.get_json()
+    assert reply.get_json()["distribution"]["cells"][-1]["model"] is None  # not known yet
+    guess = _stored(scored_app, _key(8))
+    assert guess.model_logprob is None and guess.judgement["true_cell"] == 2
+    assert all(b["model_logprob"] is None for b in guess.judgement["bets"])
+    done = scored_app.test_cli_runner().invoke(args=["score", "--fill-guesses"])
+    assert done.exit_code == 0, done.output
+    filled = _stored(scored_app, _key(8))
+    with scored_app.app_context():
+        item = db.session.get(Item, question["item_id"])
+        ids = item.document.token_ids[: item.position + 1]
+    firsts = [b["first_token_id"] for b in filled.judgement["bets"]]
+    exact = [lp for lp, _rank in gemma.logprobs_at(ids, [(item.position, t) for t in firsts])]
+    got = [b["model_logprob"] for b in filled.judgement["bets"]]
+    assert got == pytest.approx(exact, abs=2e-3)
+    rest = 1 - sum(math.exp(lp) for lp in dict(zip(firsts, got, strict=True)).values())
+    assert filled.model_logprob == pytest.approx(math.log(rest))
+    assert [b["points"] for b in filled.judgement["bets"]] == [5, 5]  # the person's side untouched

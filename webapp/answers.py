@@ -43,7 +43,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .judgements import MAX_BETS, TOTAL_POINTS, Pair, pairwise_judgement, stated_judgement
+from .judgements import (
+    MAX_BETS,
+    TOTAL_POINTS,
+    Pair,
+    model_true_cell_logprob,
+    pairwise_judgement,
+    stated_judgement,
+)
 from .lm import Tokenizer
 from .models import Guess
 from .textcheck import storable_text_problem
@@ -286,6 +293,7 @@ class Match:
     stored_text: str | None = None  # the text as stored, when the mode normalises it
     mode: str | None = None  # the row's mode when the match decides it (pairwise, distribution)
     judgement: dict[str, Any] | None = None  # what a pairwise or distribution answer said
+    model_logprob: float | None = None  # distribution: the model's log score on the same cells
 
 
 def match_token(text: str, target_id: int, tokenizer: Tokenizer, skipped: bool) -> Match:
@@ -360,7 +368,8 @@ def match_distribution(answer: AnswerIn, true_id: int | None, tokenizer: Tokeniz
         return Match([], None, False, None, "skip", mode="distribution")
     judgement = stated_judgement([(b.text, b.points) for b in answer.bets], answer.else_points,
                                  tokenizer, true_id, prediction)
-    return Match([], None, False, None, "distribution", mode="distribution", judgement=judgement)
+    return Match([], None, False, None, "distribution", mode="distribution", judgement=judgement,
+                 model_logprob=model_true_cell_logprob(judgement))
 
 
 def model_view_of_token(prediction, token_id: int | None) -> tuple[float | None, int | None]:
@@ -379,6 +388,8 @@ def build_row(answer: AnswerIn, match: Match, prediction, **fields) -> Guess:
     token are filled when that token is in the stored top-k (`prediction` may be None before
     scoring); `fields` are the rest of the row: ids, times, source, mode ..."""
     logprob, rank = model_view_of_token(prediction, match.first_token_id)
+    if match.model_logprob is not None:
+        logprob = match.model_logprob
     if match.mode is not None:
         fields["mode"] = match.mode
     return Guess(

@@ -72,11 +72,13 @@ ACTIVE_STATES = ("queued", "waiting", "running")
 
 def lacks_model_numbers() -> ColumnElement[bool]:
     """Answers without their exact model numbers: a first token with no log-prob (outside the
-    stored top-k, or imported unscored), or a word-mode answer with no word log-prob. Skips have
+    stored top-k, or imported unscored), a word-mode answer with no word log-prob, or a stated
+    distribution with a candidate outside the top-k (no log score on its cells yet). Skips have
     nothing to score."""
     return or_(
         and_(Guess.first_token_id.is_not(None), Guess.model_logprob.is_(None)),
         and_(Guess.mode == "word", Guess.skipped.is_(False), Guess.word_logprob.is_(None)),
+        and_(Guess.mode == "distribution", Guess.skipped.is_(False), Guess.model_logprob.is_(None)),
     )
 
 
@@ -129,6 +131,8 @@ def needs_model_numbers(guess: Guess) -> bool:
     """Whether a just stored answer waits for a fill job (see lacks_model_numbers)."""
     if guess.first_token_id is not None and guess.model_logprob is None:
         return True
+    if guess.mode == "distribution" and not guess.skipped and guess.model_logprob is None:
+        return True  # a candidate outside the stored top-k
     return guess.mode == "word" and not guess.skipped and guess.word_logprob is None
 
 

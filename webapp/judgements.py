@@ -120,6 +120,26 @@ def stated_judgement(bets: list[tuple[str, int]], else_points: int, tokenizer: T
     return {"kind": "distribution", "bets": cells, "else_points": else_points, "true_cell": true_cell}
 
 
+def model_true_cell_logprob(judgement: dict[str, Any]) -> float | None:
+    """ln m(cell holding the true token) on the person's partition: the model's log score there
+    (stored as the answer's model_logprob). Candidates sharing a first token count once; the
+    "something else" cell gets 1 - the candidates' mass. None until every candidate's log-prob
+    is known (a fill job completes them) or when there is no true token (a stem)."""
+    if judgement.get("true_cell") is None:
+        return None
+    masses: dict[int, float] = {}
+    for bet in judgement["bets"]:
+        if bet["model_logprob"] is None:
+            return None
+        masses[bet["first_token_id"]] = bet["model_logprob"]
+    bets = judgement["bets"]
+    if judgement["true_cell"] < len(bets):
+        return masses[bets[judgement["true_cell"]]["first_token_id"]]
+    total = sum(math.exp(lp) for lp in masses.values())
+    # float rounding must not turn a tiny rest into log(0): the rest is at least 1e-12
+    return math.log(max(1.0 - total, 1e-12))
+
+
 def stated_cells_view(judgement: dict[str, Any]) -> list[dict[str, Any]]:
     """The person's and the model's probability per cell for a reveal, candidates sharing a first
     token merged; the model's "something else" is exact only when every candidate's log-prob is

@@ -23,6 +23,7 @@ from typing import Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from .judgements import model_true_cell_logprob
 from .lm import TEMPERATURES, BackendError, DocumentScores, LanguageModelBackend, display_text
 from .models import (
     Corpus,
@@ -158,6 +159,7 @@ class _DocumentWork:
     tokens: int = 0  # the document's length, when it is to be scored (for the progress bar)
     lookups: list[tuple[int, int, int]] = field(default_factory=list)  # guess id, position, token
     words: list[tuple[int, int, str]] = field(default_factory=list)  # guess id, item id, answer
+    bets: list[tuple[int, int, dict]] = field(default_factory=list)  # guess id, position, judgement
 
 
 def run_model_work(
@@ -238,6 +240,13 @@ def _plan(session: Session, row: LanguageModel, corpus: str | None, predictions:
             .where(Guess.model_logprob.is_(None), Guess.first_token_id.is_not(None), owned)
         ):
             plan[doc_id].lookups.append((guess_id, position, token))
+        for guess_id, doc_id, position, judgement in session.execute(
+            select(Guess.id, Item.document_id, Item.position, Guess.judgement)
+            .join(Item, Guess.item_id == Item.id)
+            .where(Guess.mode == "distribution", Guess.skipped.is_(False),
+                   Guess.model_logprob.is_(None), Guess.judgement.is_not(None), owned)
+        ):
+            plan[doc_id].bets.append((guess_id, position, judgement))
     if words:
         for guess_id, item_id, text, doc_id in session.execute(
             select(Guess.id, Guess.item_id, Guess.raw_text, Item.document_id)
@@ -246,6 +255,21 @@ def _plan(session: Session, row: LanguageModel, corpus: str | None, predictions:
         ):
             plan[doc_id].words.append((guess_id, item_id, text))
     return dict(plan), already
+
+
+def fill_bets(judgement: dict, position: int, found: dict) -> dict | None:
+    """A stated distribution with every candidate's exact log-prob from a pass's look-ups
+    (`found[(position, token)] = (logprob, rank)`); None when the model had no number for one
+    (a top-k-only server): left as it is, never estimated."""
+    bets = []
+    for bet in judgement["bets"]:
+        if bet["model_logprob"] is None:
+            logprob, _rank = found[(position, bet["first_token_id"])]
+            if math.isnan(logprob):
+                return None
+            bet = {**bet, "model_logprob": logprob}
+        bets.append(bet)
+    return {**judgement, "bets": bets}
 
 
 class _Worker:
@@ -299,7 +323,10 @@ class _Worker:
         items = session.execute(
             select(Item.id, Item.position).where(Item.document_id == doc.id)
         ).all() if work.predict else []
-        if work.predict or work.lookups or continuations:
+        bet_lookups = [(position, bet["first_token_id"]) for _gid, position, judgement in work.bets
+                       for bet in judgement["bets"] if bet["model_logprob"] is None]
+        lookups = [(position, token) for _gid, position, token in work.lookups] + bet_lookups
+        if work.predict or lookups or continuations:
             # a stem's item sits after the last token: its row of the same pass
             through_end = any(position == doc.n_tokens for _id, position in items)
             n_alt, seeds = self._alternative_seeds(
@@ -308,7 +335,7 @@ class _Worker:
             scored = self.model.score_continuations(
                 doc.token_ids, continuations, top_k=row.top_k if work.predict else None,
                 end_set=boundary_mask(self.model) if continuations else None,
-                lookups=[(position, token) for _gid, position, token in work.lookups],
+                lookups=lookups,
                 through_end=through_end, **extra,
             )
             report.passes += 1
@@ -324,6 +351,12 @@ class _Worker:
             updates[guess_id].update(model_logprob=logprob, model_rank=rank if rank > 0 else None,
                                      model_id=row.id)
             filled += 1
+        for guess_id, position, judgement in work.bets:
+            completed = fill_bets(judgement, position, scored.lookups)
+            if completed is not None:
+                updates[guess_id].update(judgement=completed, model_id=row.id,
+                                         model_logprob=model_true_cell_logprob(completed))
+                filled += 1
         report.guesses += filled
         if word_plan is not None:
             new_scores = word_plan.collect(scored.continuations)
