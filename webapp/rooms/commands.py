@@ -22,8 +22,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from ..answers import AnswerRefused, Match, Placement, RoomAnswerIn, match_token
+from ..answers import (
+    AnswerRefused,
+    Match,
+    Placement,
+    RoomAnswerIn,
+    expect_kind,
+    match_distribution,
+    match_pairwise,
+    match_token,
+)
 from ..game import documents_in_open_studies
+from ..judgements import Pair, choose_pair, usable_alternatives
 from ..lm import Tokenizer
 from ..models import (
     AnswerSource,
@@ -53,6 +63,9 @@ from .state import (
 )
 
 MAX_ROUNDS = 30
+# What the class answers each round: type the next token, judge which of two tokens came next,
+# or spread 100 points over candidates (webapp.judgements).
+ANSWER_MODES = ("token", "pairwise", "distribution")
 MAX_PLAYERS = 400
 TIMER_RANGE = (5, 600)
 # Positions with this much context and no more read well on a projector.
@@ -87,23 +100,42 @@ def _new_code(session: Session, rng: random.Random) -> str:
 
 
 def pick_corpus_items(
-    session: Session, model: LanguageModel, corpus: str, rounds: int, rng: random.Random
+    session: Session, model: LanguageModel, corpus: str, rounds: int, rng: random.Random,
+    pairwise: bool = False,
 ) -> list[Item]:
     """`rounds` scored, playable positions of the corpus, from as many passages as possible.
 
     Positions with 6-60 tokens of context are preferred (readable on a projector); passages are
-    visited in random order, one position each, before any passage gives a second one.
+    visited in random order, one position each, before any passage gives a second one. With
+    `pairwise`, only positions with a drawn alternative that differs from the true token (there
+    is a pair to judge: webapp.judgements.usable_alternatives).
     """
     corpus_row = session.scalar(select(Corpus).where(Corpus.name == corpus))
     if corpus_row is None or corpus_row.purpose != CorpusPurpose.GAME:
         raise RoomRuleError(f"unknown corpus {corpus!r}")
     scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
-    rows = session.execute(
+    query = (
         select(Item.id, Item.document_id, Item.position)
         .join(Document, Item.document_id == Document.id)
         .where(Document.corpus_id == corpus_row.id, Item.playable, Document.id.in_(scored))
         .where(Document.id.not_in(documents_in_open_studies()))  # a study's answers stay hidden
-    ).all()
+    )
+    if pairwise:
+        query = (
+            query.add_columns(Item.token_id, Prediction.alternatives)
+            .join(Prediction, (Prediction.item_id == Item.id) & (Prediction.model_id == model.id))
+            .where(Prediction.alternatives.is_not(None))
+        )
+        found = session.execute(query).all()
+        rows = [row[:3] for row in found if usable_alternatives(row[4], row[3])]
+        if not rows:
+            raise RoomRuleError(
+                f"corpus {corpus!r} has no positions with a pair to judge: pairwise rounds need "
+                "alternatives drawn when the corpus is scored (import it with "
+                "--pairwise-alternatives N, then run `humanlm score`), or choose another mode"
+            )
+    else:
+        rows = session.execute(query).all()
     if not rows:
         raise RoomRuleError(f"corpus {corpus!r} has no scored passages yet: run `humanlm score`")
     by_doc: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -124,9 +156,8 @@ def pick_corpus_items(
             if pool and len(chosen) < rounds:
                 chosen.append(pool.pop(0)[0])
     if len(chosen) < rounds:
-        raise RoomRuleError(
-            f"corpus {corpus!r} has only {len(chosen)} playable positions; choose fewer rounds"
-        )
+        kind = "positions with a pair to judge" if pairwise else "playable positions"
+        raise RoomRuleError(f"corpus {corpus!r} has only {len(chosen)} {kind}; choose fewer rounds")
     items = {it.id: it for it in session.scalars(select(Item).where(Item.id.in_(chosen)))}
     return [items[i] for i in chosen]
 
@@ -143,17 +174,20 @@ def create_room(
     show_leaderboard: bool,
     status: str = RoomStatus.READY,
     rng: random.Random | None = None,
+    answer_mode: str = "token",
 ) -> tuple[Room, str]:
     """A new room in the lobby with one planned round per item; returns (room, host token)."""
     rng = rng or random.SystemRandom()
     if not 1 <= len(items) <= MAX_ROUNDS:
         raise RoomRuleError(f"a room has 1 to {MAX_ROUNDS} rounds")
+    if answer_mode not in ANSWER_MODES:
+        raise RoomRuleError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}")
     host_token = secrets.token_urlsafe(24)
     room = Room(
         code=_new_code(session, rng), host_token_hash=hash_token(host_token), model_id=model_id,
         source=source, corpus_name=corpus_name, status=status, phase=Phase.LOBBY.value,
         round_index=-1, show_histogram=show_histogram, show_leaderboard=show_leaderboard,
-        timer_seconds=timer_seconds,
+        timer_seconds=timer_seconds, answer_mode=answer_mode,
     )
     room.rounds = [RoomRound(index=i, item_id=item.id) for i, item in enumerate(items)]
     session.add(room)
@@ -176,12 +210,15 @@ def mark_failed(session: Session, room_id: int, message: str) -> None:
 # ----------------------------------------------------------------------------- finding things
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RoundItemFacts:
-    """What answering needs of an item and its prediction; both never change once scored."""
+    """What answering needs of an item and its prediction; both never change once scored.
+    Duck-types the Prediction that the answer path reads (top_k, target_logprob)."""
 
     token_id: int
     top_k: tuple
+    target_logprob: float | None = None
+    alternatives: dict | None = None  # the pairwise game's drawn tokens (Prediction.alternatives)
 
 
 class _FactCache:
@@ -219,12 +256,12 @@ def round_item_id(session: Session, room_id: int, index: int) -> int:
 
 def item_facts(session: Session, item_id: int, model_id: int) -> RoundItemFacts:
     def load() -> RoundItemFacts:
-        token_id, top_k = session.execute(
-            select(Item.token_id, Prediction.top_k)
+        token_id, top_k, target_logprob, alternatives = session.execute(
+            select(Item.token_id, Prediction.top_k, Prediction.target_logprob, Prediction.alternatives)
             .join(Prediction, Prediction.item_id == Item.id)
             .where(Item.id == item_id, Prediction.model_id == model_id)
         ).one()
-        return RoundItemFacts(token_id, tuple(tuple(e) for e in top_k))
+        return RoundItemFacts(token_id, tuple(tuple(e) for e in top_k), target_logprob, alternatives)
 
     return _item_facts.get((_database(session), item_id, model_id), load)
 
@@ -232,6 +269,14 @@ def item_facts(session: Session, item_id: int, model_id: int) -> RoundItemFacts:
 def _database(session: Session) -> str:
     """Part of every cache key: ids are only unique within one database (tests use many)."""
     return str(session.get_bind().url)
+
+
+def room_pair(room_id: int, item_id: int, facts: RoundItemFacts, secret: bytes) -> Pair | None:
+    """The pair the whole class judges in a pairwise round: the same for every seat (one key per
+    room and item), chosen under the server's secret so the original's side cannot be worked out
+    from the scheme; None when the position has no usable alternative."""
+    return choose_pair(facts.alternatives, facts.token_id, f"room:{room_id}:{item_id}", secret)
+
 
 def get_room(session: Session, code: object) -> Room:
     if not isinstance(code, str):
@@ -486,6 +531,7 @@ class AnsweringSeat:
     round_index: int
     deadline: datetime | None
     model_id: int
+    answer_mode: str  # token | pairwise | distribution (Room.answer_mode)
     seat_id: int
     player_id: str
     removed: bool
@@ -494,7 +540,7 @@ class AnsweringSeat:
 # Built once: constructing the statement was a third of the query's cost per answer.
 _ANSWERING_SEAT = (
     select(Room.id, Room.code, Room.phase, Room.round_index, Room.deadline, Room.model_id,
-           RoomPlayer.id, RoomPlayer.player_id, RoomPlayer.removed)
+           Room.answer_mode, RoomPlayer.id, RoomPlayer.player_id, RoomPlayer.removed)
     .join(RoomPlayer, RoomPlayer.room_id == Room.id)
     .where(Room.code == bindparam("code"), RoomPlayer.id == bindparam("seat_id"))
 )
@@ -514,16 +560,19 @@ def answering_seat(session: Session, code: object, seat_id: int) -> AnsweringSea
 
 
 class RoomPolicy:
-    """Answers in a room: only to the open round, while it is open, from a seat in the room.
+    """Answers in a room: only to the open round, while it is open, from a seat in the room, of
+    the kind the room asks for (its answer_mode: a typed token, a pairwise judgement of the pair
+    the whole class sees, or a stated distribution).
 
     Stored before anything about the true token is shown (reveal needs LOCKED, and answers are
     accepted only while ANSWERING)."""
 
     already_answered = "you already answered this round"
 
-    def __init__(self, seat: AnsweringSeat, received_at: datetime) -> None:
+    def __init__(self, seat: AnsweringSeat, received_at: datetime, secret: bytes = b"") -> None:
         self.seat = seat
         self.received_at = received_at
+        self.secret = secret  # keys the class's pair in pairwise rooms (room_pair)
 
     def locate(self, session: Session, answer: RoomAnswerIn) -> Placement:
         room = self.seat
@@ -540,9 +589,18 @@ class RoomPolicy:
         # An earlier answer this round is found by the unique index when this one is stored.
         facts = item_facts(session, item_id, room.model_id)
         row = {"model_id": room.model_id, "room_id": room.room_id, "source": AnswerSource.ROOM}
-        return Placement(item_id, facts.token_id, facts, row)
+        pair = None
+        if room.answer_mode == "pairwise":
+            pair = room_pair(room.room_id, item_id, facts, self.secret)
+        return Placement(item_id, facts.token_id, facts, row, context=pair)
 
     def match(self, answer: RoomAnswerIn, placement: Placement, tokenizer: Tokenizer) -> Match:
+        mode = self.seat.answer_mode
+        if mode == "pairwise":
+            return match_pairwise(answer, placement.context, placement.prediction.target_logprob)
+        if mode == "distribution":
+            return match_distribution(answer, placement.token_id, tokenizer, placement.prediction)
+        expect_kind(answer, "token")
         return match_token(answer.text, placement.token_id, tokenizer, answer.skipped)
 
     def owns(self, guess: Guess, answer: RoomAnswerIn) -> bool:

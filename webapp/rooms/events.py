@@ -57,6 +57,12 @@ def _tokenizer():
     return load_tokenizer(current_app.config["MODEL"])
 
 
+def pair_secret() -> bytes:
+    """The server's secret, which keys the pair a pairwise room's class judges (as in the solo
+    game: nobody can tell the original's side from the scheme without it)."""
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
 def grace_seconds() -> int:
     return current_app.config["ROOM_GRACE_SECONDS"]
 
@@ -72,7 +78,7 @@ def _limit(event: str) -> None:
 
 def host_view(room: Room, scored=None) -> dict:
     """The projector's HostState."""
-    return views.host_state(db.session, room, _tokenizer(), room.join_url, scored)
+    return views.host_state(db.session, room, _tokenizer(), room.join_url, scored, secret=pair_secret())
 
 
 # ------------------------------------------------------------------------------ broadcasting
@@ -80,15 +86,16 @@ def host_view(room: Room, scored=None) -> dict:
 
 def broadcast_state(room: Room, *, students: bool = True, with_feedback: bool = False) -> None:
     """Send the host its full state and (optionally) every student the public state."""
-    session, tokenizer = db.session, _tokenizer()
+    session, tokenizer, secret = db.session, _tokenizer(), pair_secret()
     scored = views.shown_answers(session, room)  # once for all three views
     socketio.emit("host_state", host_view(room, scored), to=f"host:{room.code}")
     if students:
         socketio.emit(
-            "room_state", views.public_state(session, room, scored), to=f"room:{room.code}"
+            "room_state", views.public_state(session, room, tokenizer, scored, secret=secret),
+            to=f"room:{room.code}",
         )
     if with_feedback:
-        for seat_id, payload in views.feedback(session, room, tokenizer, scored).items():
+        for seat_id, payload in views.feedback(session, room, tokenizer, scored, secret=secret).items():
             socketio.emit("feedback", payload, to=f"player:{seat_id}")
 
 
@@ -320,7 +327,7 @@ def _seat_joined(room: Room, seat: RoomPlayer) -> dict:
     join_room(f"player:{seat.id}")
     _remember(Connection(room.id, room.code, "student", seat.id, seat.nickname, seat.last_seen_at))
     broadcast_state(room, students=False)  # the host's player list
-    return views.student_state(db.session, room, seat, _tokenizer())
+    return views.student_state(db.session, room, seat, _tokenizer(), secret=pair_secret())
 
 
 def _held_here() -> Connection | None:
@@ -378,7 +385,7 @@ def guess(data: RoomAnswerIn) -> dict:
     seat = commands.answering_seat(db.session, data.code, conn.seat_id)
     tokenizer = _tokenizer()
     result = answers.submit(
-        db.session, commands.RoomPolicy(seat, received_at), data,
+        db.session, commands.RoomPolicy(seat, received_at, pair_secret()), data,
         player_id=seat.player_id, tokenizer=tokenizer, received_at=received_at,
         write_lock=db.write_lock,
     )
@@ -389,7 +396,7 @@ def guess(data: RoomAnswerIn) -> dict:
     return {
         "duplicate": result.replayed,
         "answer": {
-            "text": stored.raw_text, "skipped": stored.skipped,
+            **views.my_answer_view(stored),
             "tokens": [game.token_view(t, tokenizer) for t in stored.token_ids],
         },
     }

@@ -9,6 +9,10 @@ apply them. Only rooms award points; "scoring" elsewhere means the model pass
 
 Conventions (as in the rest of humanlm): log-probabilities are natural logs over the model's full
 vocabulary; a guess is represented by its FIRST token id, and a skip ("I don't know") by None.
+
+Rooms in pairwise or distribution mode (Room.answer_mode) score a judgement, not a typed token:
+`judgement_points` below, a bounded log score of the probability the answer gave to what really
+came next (a proper scoring rule: stating one's true belief earns the most points on average).
 """
 
 from __future__ import annotations
@@ -17,8 +21,15 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from ..judgements import TOTAL_POINTS
+
 CORRECT_POINTS = 100
 BONUS_MAX = 50
+JUDGEMENT_POINTS = 100
+# The smallest probability a judgement can state: 1% is both the pairwise scale's lowest stop and
+# one point of the 100 a distribution spreads. Below it (a distribution that put 0 points where
+# the truth was), the score is taken at 1%, so points stay in 0..100.
+JUDGEMENT_FLOOR = 0.01
 
 
 def aggregate_first_tokens(token_ids: Iterable[int | None]) -> dict[int, int]:
@@ -141,3 +152,99 @@ def accuracy(correct: Sequence[bool]) -> float:
     if not correct:
         return 0.0
     return sum(1 for c in correct if c) / len(correct)
+
+
+# ------------------------------------------------------------------ pairwise and distribution
+
+
+def probability_of_truth(judgement: dict | None) -> float | None:
+    """The probability a stored judgement (webapp.judgements) gave to what really came next.
+
+    pairwise: `true_probability` (the left percent, or 1 - it when the original was on the right);
+    distribution: the points on every candidate whose first token is the true token, or on
+    "something else" when none is, divided by 100. None for a skip, and for a distribution at a
+    position without a true token (a stem)."""
+    if not judgement:
+        return None
+    if judgement.get("kind") == "pairwise":
+        return judgement.get("true_probability")
+    if judgement.get("kind") == "distribution":
+        bets, true_cell = judgement.get("bets") or [], judgement.get("true_cell")
+        if true_cell is None:
+            return None
+        if true_cell >= len(bets):
+            return judgement["else_points"] / TOTAL_POINTS
+        first = bets[true_cell]["first_token_id"]
+        return sum(b["points"] for b in bets if b["first_token_id"] == first) / TOTAL_POINTS
+    return None
+
+
+def judgement_log_score(probability: float | None) -> float | None:
+    """ln of the probability given to what came next, floored at JUDGEMENT_FLOOR (ln 0.01 =
+    -4.605); None for a skip (no judgement: left out of a mean, never counted as a score)."""
+    if probability is None:
+        return None
+    if math.isnan(probability) or not 0 <= probability <= 1:
+        raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+    return math.log(max(probability, JUDGEMENT_FLOOR))
+
+
+def judgement_points(probability: float | None) -> int:
+    """Points for one pairwise or distribution answer: the log score, mapped onto 0..100.
+
+        points = round(100 * (1 + ln(max(p, 0.01)) / ln(100)))      (half up; a skip gets 0)
+
+    p is `probability_of_truth`: what the answer gave to the token that really came next. The
+    map is increasing and affine in ln p, so it keeps the log score's propriety: whoever states
+    the probability they believe earns the most points on average, and hedging or bluffing
+    costs. Certainty that turns out right earns 100, 50/50 earns 85, 10% earns 50, and 1% (the
+    floor) or nothing earns 0. Worked examples: p = 0.9 -> 98, 0.7 -> 92, 0.5 -> 85, 0.3 -> 74,
+    0.1 -> 50, 0.01 -> 0, 0 -> 0.
+    """
+    score = judgement_log_score(probability)
+    if score is None:
+        return 0
+    fraction = 1 + score / -math.log(JUDGEMENT_FLOOR)
+    return math.floor(JUDGEMENT_POINTS * fraction + 0.5)
+
+
+def judgement_hit(judgement: dict | None) -> bool:
+    """The "right" column of a judgement room: a pairwise answer that gave the original more than
+    50%; a distribution that named the true token among its candidates. False for a skip."""
+    if not judgement:
+        return False
+    if judgement.get("kind") == "pairwise":
+        p = judgement.get("true_probability")
+        return p is not None and p > 0.5
+    true_cell = judgement.get("true_cell")
+    return true_cell is not None and true_cell < len(judgement.get("bets") or [])
+
+
+def pairwise_stops(percents: Iterable[int | None], scale: Sequence[int]) -> list[dict]:
+    """How many answers chose each stop of the pairwise scale (a skip, None, on none of them);
+    a percent between stops (never sent by the pages) counts on the nearest one."""
+    counts = Counter(min(scale, key=lambda s: abs(s - p)) for p in percents if p is not None)
+    return [{"percent": s, "count": counts.get(s, 0)} for s in scale]
+
+
+def pool_stated(judgements: Iterable[dict]) -> tuple[dict[int, float], float, int]:
+    """The class's stated distributions pooled by first token: for every first token any answer
+    named, the average over the answers of the share of points on it (an answer that did not name
+    it counts 0), and the average share on "something else". Candidates of one answer sharing a
+    first token add up. Returns ({first token id: average share}, else share, number of answers);
+    skips (None) are left out. The shares sum to 1 whenever there is an answer."""
+    stated = [j for j in judgements if j]
+    n = len(stated)
+    if not n:
+        return {}, 0.0, 0
+    cells: dict[int, float] = {}
+    rest = 0.0
+    for j in stated:
+        for bet in j["bets"]:
+            key = bet["first_token_id"]
+            if key is None:  # a candidate without tokens (cannot be typed): counted as the rest
+                rest += bet["points"] / TOTAL_POINTS / n
+                continue
+            cells[key] = cells.get(key, 0.0) + bet["points"] / TOTAL_POINTS / n
+        rest += j["else_points"] / TOTAL_POINTS / n
+    return cells, rest, n

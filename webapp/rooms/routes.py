@@ -127,6 +127,12 @@ class RoomCreateIn(Payload):
     timer_seconds: DbInt | None = Field(default=None, description="seconds per round; 0 or null: off")
     show_histogram: bool = True
     show_leaderboard: bool = True
+    answer_mode: Literal["token", "pairwise", "distribution"] = Field(
+        default="token",
+        description="token: type the next token; pairwise: say which of two tokens came next "
+                    "(corpus rooms only: the alternatives are drawn when a corpus is scored); "
+                    "distribution: spread 100 points over up to five candidates.",
+    )
 
 
 class QueueFull(Exception):
@@ -184,11 +190,14 @@ def _room_from_corpus(body: RoomCreateIn, timer):
     model = game.active_model(db.session, current_app.config["MODEL"])
     if model is None:
         abort(503, description="no passages are scored yet: run `humanlm score` (or `make run`)")
-    items = commands.pick_corpus_items(db.session, model, body.corpus, body.rounds, random.SystemRandom())
+    items = commands.pick_corpus_items(
+        db.session, model, body.corpus, body.rounds, random.SystemRandom(),
+        pairwise=body.answer_mode == "pairwise",
+    )
     room, token = commands.create_room(
         db.session, items=items, source="corpus", corpus_name=body.corpus, model_id=model.id,
         timer_seconds=timer, show_histogram=body.show_histogram,
-        show_leaderboard=body.show_leaderboard,
+        show_leaderboard=body.show_leaderboard, answer_mode=body.answer_mode,
     )
     _set_join_url(room)
     return room, token
@@ -197,6 +206,11 @@ def _room_from_corpus(body: RoomCreateIn, timer):
 def _room_from_prompts(body: RoomCreateIn, timer):
     if body.prompts is None:
         raise RoomRuleError("missing field 'prompts'")
+    if body.answer_mode == "pairwise":
+        raise RoomRuleError(
+            "pairwise rounds need alternatives the model draws when a corpus is scored, and your "
+            "own prompts have none: pick passages from a corpus, or another kind of answer"
+        )
     parsed = parse_prompts(body.prompts)
     capacity = guards.setting(current_app.config, "ROOM_PROMPT_QUEUE")
     if not guards.prompt_queue.reserve(len(parsed), capacity):
@@ -211,6 +225,7 @@ def _room_from_prompts(body: RoomCreateIn, timer):
             db.session, items=items, source="prompts", corpus_name="", model_id=None,
             timer_seconds=timer, show_histogram=body.show_histogram,
             show_leaderboard=body.show_leaderboard, status=RoomStatus.PREPARING,
+            answer_mode=body.answer_mode,
         )
         _set_join_url(room)
     except BaseException:
