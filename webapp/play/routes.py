@@ -11,7 +11,7 @@ from flask import Response, abort, current_app, jsonify, render_template, reques
 from pydantic import Field, ValidationInfo, field_validator
 from sqlalchemy import func, select
 
-from .. import answers, game, jobs, judgements
+from .. import answers, game, jobs, judgements, tokenizer_views
 from ..answers import Payload, SafeStr, SoloAnswerIn
 from ..api import accepts, parse_body, parse_query
 from ..api import error as _error
@@ -268,6 +268,16 @@ def tokenize():
         starts_with_space=text[:1].isspace(),
         n_tokens=len(ids),
     )
+
+
+@bp.get("/api/tokenizers")
+@accepts(query=TokenizeQuery)
+def tokenizers():
+    """How the game's model, the other scored models and GPT-4's cl100k_base cut a text."""
+    text = parse_query(TokenizeQuery).text
+    shown, left_out = tokenizer_views.comparison_tokenizers(
+        db.session, _model_display_name(), _tokenizer())
+    return jsonify(text=text, tokenizers=tokenizer_views.cuts(text, shown), left_out=left_out)
 
 
 @bp.post("/api/play/guesses")
