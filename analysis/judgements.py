@@ -180,30 +180,61 @@ def simulated_players(g: np.ndarray, truth: np.ndarray, delta: float, *, seed: i
     return _logsoftmax(g + noise * z + shift * onehot)
 
 
-def bias_table(items: pd.DataFrame, delta: float, *, counts=BIAS_COUNTS, repeats: int = 20,
+def matched_gap(g: np.ndarray, truth: np.ndarray, estimate: float, per_context: int,
+                n_draws: int, answers: str, *, repeats: int = 8, seed: int = 0) -> float:
+    """The loss gap of model players (`simulated_players`) whose pairwise estimate, collected
+    as in this export (`per_context` judgements and `n_draws` stored draws per context, answers
+    "exact" or "rounded"), comes out at the export's `estimate` on average: the gap the
+    estimate points to once its own bias is allowed for. Calibrating the players to the raw
+    estimate instead would understate the bias exactly when it is large (few judgements per
+    context make the estimate low, and players close to the model have little bias)."""
+    def simulated(gap: float) -> float:
+        h = simulated_players(g, truth, gap, seed=seed)
+        rng = np.random.default_rng([seed, 7])  # the same draws for every gap tried
+        return float(np.mean([pw.stored_draw_deltas(rng, g, h, truth, per_context, n_draws,
+                                                     answers=answers).mean()
+                              for _ in range(repeats)]))
+
+    lo, hi = estimate - 1.5, estimate + 1.5  # the simulated estimate grows with the gap
+    if simulated(lo) >= estimate:
+        return lo
+    if simulated(hi) <= estimate:
+        return hi
+    while hi - lo > 0.01:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if simulated(mid) < estimate else (lo, mid)
+    return (lo + hi) / 2
+
+
+def bias_table(items: pd.DataFrame, estimate: float, *, per_context: float = 1,
+               answers: str = "rounded", counts=BIAS_COUNTS, repeats: int = 20,
                seed: int = 0) -> pd.DataFrame:
     """The estimator's bias by judgements per context on this export's own contexts and model
-    (`proposal_from_export`, at most MAX_SIMULATED_CONTEXTS of them), for model players whose
-    loss exceeds the model's by `delta` (`simulated_players`), judging as the game asks them to
+    (`proposal_from_export`, at most MAX_SIMULATED_CONTEXTS of them), judged as the game asks
     (`estimator_bias` with stored_draws = the export's median number of drawn alternatives per
-    item): with exact answers (the bias of the log of a mean, Jensen) and with answers rounded
-    to the 1%..99% scale as people give them (rounding caps how sure a judgement can be). One
-    row per count: mean estimated minus true loss (nats per token) and the spread of single
-    estimates."""
+    item) by model players (`simulated_players`) whose loss gap to the model is the one that
+    `estimate` points to (`matched_gap`, at the export's median `per_context` judgements and
+    kind of `answers`; the report passes the upper end of the difference's interval, the
+    largest gap the data allow, since the bias grows with the gap): with exact answers (the bias of the log of a mean, Jensen) and with
+    answers rounded to the 1%..99% scale as people give them (rounding caps how sure a
+    judgement can be). One row per count: mean estimated minus true loss (nats per token) over
+    `repeats` simulated studies, and the spread of single estimates."""
     rng = np.random.default_rng(seed)
     if len(items) > MAX_SIMULATED_CONTEXTS:
         items = items.iloc[np.sort(rng.choice(len(items), MAX_SIMULATED_CONTEXTS, replace=False))]
     g, truth = proposal_from_export(items)
-    h = simulated_players(g, truth, delta, seed=seed)
-    n_draws = int(np.median([len((a or {}).get("tokens") or []) for a in items["model_alternatives"]]))
+    n_draws = max(1, int(np.median([len((a or {}).get("tokens") or [])
+                                    for a in items["model_alternatives"]])))
+    gap = matched_gap(g, truth, estimate, max(1, round(per_context)), n_draws, answers, seed=seed)
+    h = simulated_players(g, truth, gap, seed=seed)
     out = {n: {"judgements_per_context": n} for n in counts}
-    for answers in ("exact", "rounded"):
-        for r in pw.estimator_bias(g, h, truth, tuple(counts), repeats=repeats, answers=answers,
-                                   seed=seed, stored_draws=max(n_draws, 1)):
-            out[r["judgements_per_context"]].update({f"bias_{answers}": r["bias"],
-                                                     f"sd_{answers}": r["sd_of_estimate"]})
+    for kind in ("exact", "rounded"):
+        for r in pw.estimator_bias(g, h, truth, tuple(counts), repeats=repeats, answers=kind,
+                                   seed=seed, stored_draws=n_draws):
+            out[r["judgements_per_context"]].update({f"bias_{kind}": r["bias"],
+                                                     f"sd_{kind}": r["sd_of_estimate"]})
     df = pd.DataFrame(list(out.values()))
-    df.attrs.update(n_contexts=len(truth), delta=delta, stored_draws=max(n_draws, 1))
+    df.attrs.update(n_contexts=len(truth), gap=gap, estimate=estimate, stored_draws=n_draws)
     return df
 
 
@@ -248,7 +279,9 @@ def pairwise_loss(
     participants). Skipped judgements are counted, not used (skipping may not be at random: a
     pair a person found hard is more likely skipped). The estimator is biased low with few
     judgements per context and biased by the answer scale's rounding: `bias_table` measures
-    both on this export's contexts, and the verdict allows for them (`pairwise_verdict`).
+    both on this export's contexts, for model players at the largest loss gap the interval
+    allows, and the verdict allows for them (`pairwise_verdict`); a caveat says so when the
+    bias at the median number of judgements per context reaches BIAS_TOLERANCE (0.05 nats).
     """
     rows, notes, left = pairwise_rows(data, **selection)
     items = data.items.set_index("item_id", drop=False)
@@ -275,12 +308,16 @@ def pairwise_loss(
                             level=level, n_boot=n_boot, seed=seed)
         per_context = r.groupby("item_id").size()
         median = float(per_context.median())
-        table = bias_table(items.loc[per_context.index], res.delta, repeats=bias_repeats, seed=seed)
-        at = _bias_at(table, median)
         # Answers on the 1%..99% scale (as the game takes them) carry the rounded players' bias;
         # any other answers (e.g. imported exact probabilities) the exact players'.
         r_true = r["r_true"].to_numpy()
         kind = "rounded" if np.isclose(r_true[:, None], pw.SCALE).any(axis=1).all() else "exact"
+        # Players at the largest gap the interval allows: the estimator's bias grows with the
+        # gap, and with few judgements per context the estimate hardly tells gaps apart.
+        top = res.delta_high if np.isfinite(res.delta_high) else res.delta
+        table = bias_table(items.loc[per_context.index], top, per_context=median,
+                           answers=kind, repeats=bias_repeats, seed=seed)
+        at = _bias_at(table, median)
         bias = float(at[f"bias_{kind}"])
         verdict, basis = pairwise_verdict(res.delta_low, res.delta_high, (bias,))
         biased = abs(bias) >= BIAS_TOLERANCE
@@ -291,7 +328,7 @@ def pairwise_loss(
             "human_perplexity": res.human_perplexity, "perplexity_low": float(np.exp(res.loss_low)),
             "perplexity_high": float(np.exp(res.loss_high)),
             "delta": res.delta, "delta_low": res.delta_low, "delta_high": res.delta_high,
-            "median_judgements_per_context": median,
+            "median_judgements_per_context": median, "simulated_gap": table.attrs["gap"],
             "mean_truth_share": float(r.groupby("item_id")["truth_share"].first().mean()),
             "bias": table, "bias_at_median": {k: float(at[k]) for k in table.columns},
             "answers": kind, "in_biased_range": bool(biased), "verdict": verdict,

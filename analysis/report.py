@@ -625,7 +625,9 @@ def _pairwise_section(res: dict, level: int) -> str:
             "The estimator's bias, simulated with model players on this export's contexts"))
         out.append(
             f"<p class=n>Estimated minus true loss of model players whose loss exceeds "
-            f"{name}'s by the estimate above ({_num(e['delta'], 3)} nats/token), on "
+            f"{name}'s by {_num(e['simulated_gap'], 3)} nats/token, the largest gap the interval "
+            f"allows (their estimate, collected as here, averages the interval's upper end "
+            f"{_num(e['delta_high'], 3)}; the bias grows with the gap), on "
             f"{b.attrs.get('n_contexts', 0):,} of this export's contexts with "
             f"{b.attrs.get('stored_draws', 0)} stored draws each, {len(b)} × 20 simulated studies; "
             "sd: how much one study's estimate varies. Negative: the estimate is too low (people "
