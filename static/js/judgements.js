@@ -437,10 +437,10 @@
       split.append(chips, summary);
       split.prepend(toggle);
       const head = el('div', 'bet-row__head');
-      head.append(num, input, remove);
+      head.append(num, input);
       const points = el('div', 'bet-row__pointsbox');
       points.append(minus, range, plus, out, pts);
-      li.append(head, points, split);
+      li.append(head, points, split, remove); // remove last for Tab, drawn top right (app.css)
       list.append(li);
       const summaryId = uid('bet-sum');
       summary.id = summaryId;

@@ -40,6 +40,14 @@
     roundText: $('round-text'),
     difficulty: $('difficulty'),
     roundCard: $('round-card'),
+    judge: $('judge'),
+    judgeLabel: $('judge-label'),
+    judgeLead: $('judge-lead'),
+    judgeWidget: $('judge-widget'),
+    judgeResult: $('judge-result'),
+    judgeSentence: $('judge-sentence'),
+    judgeDetail: $('judge-detail'),
+    modeRadios: Array.from(document.querySelectorAll('input[name="answer-mode"]')),
   };
 
   const corpus = root.dataset.corpus || null;
@@ -62,7 +70,91 @@
       difficulty: root.dataset.difficulty || 'any',
     },
     finishedRound: null,
+    // How the player answers: token (type it), pairwise (which came next?) or distribution (bets).
+    answerMode: 'token',
+    widget: null, // the judgement widget of the open question (static/js/judgements.js)
   };
+
+  // ---------------------------------------------------------------- how to play (answer modes)
+
+  const ANSWER_MODES = ['token', 'pairwise', 'distribution'];
+  const MODE_KEY = 'humanlm.playMode';
+  const MODE_WORDS = {
+    token: { title: 'What is the next token?', short: 'Type the next token' },
+    pairwise: {
+      title: 'Which came next?',
+      short: 'Which came next?',
+      lead: 'One of these two tokens really came next; the other is one the model might have written instead.',
+    },
+    distribution: {
+      title: 'Bet on the next token',
+      short: 'Bet on it',
+      lead: 'Where do you think the text goes? Put your points where you believe them.',
+    },
+  };
+  const judging = () => state.answerMode !== 'token';
+
+  function storedMode() {
+    try { return window.localStorage.getItem(MODE_KEY); } catch (_) { return null; }
+  }
+
+  /** The mode to start in: ?mode= in the address, else token for the daily passage or a chosen
+   *  difficulty (rounds are token mode's), else the mode the player chose last time. */
+  function initialMode() {
+    const params = new URLSearchParams(window.location.search);
+    const asked = params.get('mode');
+    if (ANSWER_MODES.includes(asked)) return asked;
+    if (state.mode.daily || state.mode.difficulty !== 'any') return 'token';
+    const remembered = storedMode();
+    return ANSWER_MODES.includes(remembered) ? remembered : 'token';
+  }
+
+  function applyMode(mode) {
+    state.answerMode = mode;
+    root.dataset.answerMode = mode;
+    els.modeRadios.forEach((r) => { r.checked = r.value === mode; });
+    if (mode !== 'token') state.mode = { daily: false, difficulty: 'any' };
+  }
+
+  /** The address says the mode (so a link can open it); the daily and difficulty choices are
+   *  token mode's and leave the address when another mode is chosen. */
+  function rememberMode(mode) {
+    try { window.localStorage.setItem(MODE_KEY, mode); } catch (_) { /* private mode: not remembered */ }
+    const url = new URL(window.location.href);
+    if (mode === 'token') {
+      url.searchParams.delete('mode');
+    } else {
+      url.searchParams.set('mode', mode);
+      url.searchParams.delete('daily');
+      url.searchParams.delete('difficulty');
+    }
+    window.history.replaceState(null, '', url.pathname + url.search + url.hash);
+  }
+
+  // A running tally of the judgement modes in this tab (the server's scores count tokens):
+  // answers, skips, and the probability each side put on what really came next.
+  function tallyKey(mode) { return `humanlm.tally.${mode}`; }
+  function readTally(mode) {
+    const empty = { n: 0, skipped: 0, you: 0, model: 0, modelN: 0 };
+    try {
+      const t = JSON.parse(window.sessionStorage.getItem(tallyKey(mode)) || 'null');
+      return t && typeof t === 'object' ? { ...empty, ...t } : empty;
+    } catch (_) {
+      return empty;
+    }
+  }
+  function addToTally(mode, you, model, skipped) {
+    const t = readTally(mode);
+    if (skipped) {
+      t.skipped += 1;
+    } else {
+      t.n += 1;
+      t.you += Number(you) || 0;
+      if (model !== null && model !== undefined) { t.model += Number(model); t.modelN += 1; }
+    }
+    try { window.sessionStorage.setItem(tallyKey(mode), JSON.stringify(t)); } catch (_) { /* not kept */ }
+    return t;
+  }
 
   // ---------------------------------------------------------------- helpers
 
@@ -79,7 +171,7 @@
 
   // The answer box: typed text, leading-space switch (Alt+S) and the live token split.
   const answerBox = window.humanlm.guessInput(els.ask, {
-    isActive: () => state.phase === 'question',
+    isActive: () => state.phase === 'question' && !judging(),
     onChange: () => updateSlotPreview(),
     emptySummary: 'Your guess will be split into tokens here.',
   });
@@ -123,7 +215,37 @@
     return s;
   }
 
+  /** The judgement modes' tally in words: "3 answered · on what came next: you 62%, the model 71%". */
+  function tallyText(t) {
+    if (!t.n && !t.skipped) return 'No answers yet in this mode: you vs the model starts now.';
+    const parts = [`${t.n} answered`];
+    if (t.n) {
+      parts.push(`on average on what came next: you ${wholePct(t.you / t.n)}, the model ${t.modelN ? wholePct(t.model / t.modelN) : 'not known yet'}`);
+    }
+    if (t.skipped) parts.push(`${t.skipped} skipped`);
+    return parts.join(' · ');
+  }
+
+  function renderTallyInto(node, t) {
+    node.textContent = '';
+    if (!t.n) {
+      node.textContent = tallyText(t);
+      return;
+    }
+    const you = el('span', 'score score--you');
+    you.append(el('span', 'score__who', 'You'), ' ', el('strong', null, wholePct(t.you / t.n)));
+    const model = el('span', 'score score--model');
+    model.append(el('span', 'score__who', 'Model'), ' ', el('strong', null, t.modelN ? wholePct(t.model / t.modelN) : '–'));
+    node.append(you, el('span', 'sep', ' · '), model,
+      el('span', 'score__note', ` on what came next, on average over ${t.n} answer${t.n === 1 ? '' : 's'}`));
+    if (t.skipped) node.append(el('span', 'score__note', ` · ${t.skipped} skipped`));
+  }
+
   function renderScoreInto(node, stats) {
+    if (judging()) {
+      renderTallyInto(node, readTally(state.answerMode));
+      return;
+    }
     node.textContent = '';
     if (!stats || !stats.answered) {
       node.textContent = scoreText(stats);
@@ -141,6 +263,16 @@
   function renderMiniScore(stats) {
     const node = els.scoreMini;
     node.textContent = '';
+    if (judging()) {
+      const t = readTally(state.answerMode);
+      if (!t.n) return;
+      node.append(
+        el('span', 'pill pill--you', `You ${wholePct(t.you / t.n)}`),
+        el('span', 'pill pill--model', `Model ${t.modelN ? wholePct(t.model / t.modelN) : '–'}`),
+      );
+      node.setAttribute('aria-label', tallyText(t));
+      return;
+    }
     if (!stats || !stats.answered) return;
     const n = stats.answered;
     node.append(
@@ -272,7 +404,8 @@
     els.roundCard.hidden = true;
     showPlayArea(true);
     els.reveal.hidden = true;
-    els.ask.hidden = false;
+    els.ask.hidden = judging();
+    els.judge.hidden = !judging();
     els.top.hidden = false;
     els.passage.closest('.passage-card').hidden = false;
     els.docTitle.closest('.doc-head').hidden = false;
@@ -283,10 +416,41 @@
     renderPassage(question);
 
     setPhase('question');
-    setFormEnabled(true);
-    answerBox.reset(Array.isArray(question.context) ? question.context.join('') : '');
-    focusInput();
+    const prefix = Array.isArray(question.context) ? question.context.join('') : '';
+    if (judging()) {
+      showJudgement(question, prefix);
+    } else {
+      state.widget = null;
+      setFormEnabled(true);
+      answerBox.reset(prefix);
+      focusInput();
+    }
     state.shownAt = performance.now();
+  }
+
+  /** A question of a judgement mode: the pair to judge, or the bets to place. */
+  function showJudgement(question, prefix) {
+    const mode = state.answerMode;
+    const words = MODE_WORDS[mode];
+    els.judgeLabel.textContent = words.title;
+    els.judgeLead.textContent = words.lead || '';
+    els.judgeLead.hidden = !words.lead;
+    const common = {
+      onAnswer: (payload) => submitJudgement(payload, false),
+      onSkip: () => submitJudgement(null, true),
+    };
+    if (mode === 'pairwise') {
+      const pair = question.pair || {};
+      state.widget = window.humanlm.pairwiseInput(els.judgeWidget, {
+        left: pair.left, right: pair.right, scale: pair.scale, ...common,
+      });
+    } else {
+      state.widget = window.humanlm.betInput(els.judgeWidget, { maxBets: 5, prefix, ...common });
+    }
+    setFormEnabled(true);
+    state.widget.focus();
+    const r = els.judge.getBoundingClientRect();
+    if (r.bottom > window.innerHeight || r.top < 0) els.judge.scrollIntoView({ block: 'nearest' });
   }
 
   function focusInput() {
@@ -303,6 +467,8 @@
   }
 
   function setFormEnabled(on) {
+    if (state.widget) state.widget.setEnabled(on);
+    els.judge.classList.toggle('is-busy', !on);
     answerBox.setEnabled(on);
     els.guessBtn.disabled = !on;
     els.skipBtn.disabled = !on;
@@ -324,16 +490,22 @@
       els.reveal.hidden = true;
     }
     try {
-      const data = await api('POST', '/api/play/next', {
-        corpus, new_passage: !!newPassage, round: true,
-        daily: state.mode.daily, difficulty: state.mode.difficulty,
-      });
+      const data = await api('POST', '/api/play/next', judging()
+        ? { corpus, new_passage: !!newPassage, mode: state.answerMode }
+        : {
+          corpus, new_passage: !!newPassage, round: true,
+          daily: state.mode.daily, difficulty: state.mode.difficulty,
+        });
       if (seq !== state.nextSeq) return;
       if (!data.question) {
         if (data.finished_round) {
           showRoundCard(data.finished_round, !!data.daily_done);
         } else if (data.daily_done) {
           showDone(data.stats, 'You have answered every position of today\u2019s passage already. Come back tomorrow for a new one.');
+        } else if (judging()) {
+          showDone(data.stats, state.answerMode === 'pairwise'
+            ? 'No passage has a pair left for you to judge. Choose another way to play above.'
+            : 'You have bet on every position we have. Choose another way to play above.');
         } else {
           showDone(data.stats, state.mode.difficulty !== 'any'
             ? `No ${state.mode.difficulty} positions are left for you. Choose another difficulty:`
@@ -354,6 +526,7 @@
         els.top.hidden = true;
         els.passage.closest('.passage-card').hidden = true;
         els.ask.hidden = true;
+        els.judge.hidden = true;
         els.reveal.hidden = true;
       }
       els.alertRetry.focus();
@@ -380,6 +553,7 @@
     state.question = null;
     hideAlert();
     els.ask.hidden = true;
+    els.judge.hidden = true;
     els.reveal.hidden = true;
     els.top.hidden = true;
     els.passage.closest('.passage-card').hidden = true;
@@ -397,6 +571,10 @@
 
   async function submitGuess(skip) {
     if (state.phase !== 'question' || !state.question) return;
+    if (judging()) {
+      if (skip) submitJudgement(null, true);
+      return;
+    }
     const typed = els.input.value;
     if (!skip && typed.length === 0) {
       answerBox.message('Type a guess first, or choose “I don\u2019t know”.', true);
@@ -437,6 +615,40 @@
     }
   }
 
+  /** Send a judgement (the widget's payload) or a skip, then show the reveal. */
+  async function submitJudgement(payload, skip) {
+    if (state.phase !== 'question' || !state.question || !judging()) return;
+    const reactionMs = Math.max(0, performance.now() - state.shownAt);
+    const body = {
+      item_id: state.question.item_id,
+      client_key: state.clientKey,
+      mode: state.answerMode,
+      reaction_ms: Math.round(reactionMs * 10) / 10,
+      ...(skip ? { skipped: true } : payload),
+    };
+    setPhase('submitting');
+    setFormEnabled(false);
+    els.newPassage.disabled = true;
+    hideAlert();
+    const widget = state.widget;
+    const busy = els.judge.querySelector(skip ? '.judge-skip' : '.judge-submit');
+    if (busy) busy.classList.add('is-loading');
+    try {
+      const data = await postGuessWithRetry(body);
+      showReveal(data);
+    } catch (err) {
+      setPhase('question');
+      setFormEnabled(true);
+      if (widget) {
+        widget.message(err.message || String(err), true);
+        widget.focus();
+      }
+    } finally {
+      if (busy) busy.classList.remove('is-loading');
+      els.newPassage.disabled = false;
+    }
+  }
+
   async function postGuessWithRetry(body) {
     let lastErr = null;
     for (let attempt = 0; attempt <= GUESS_RETRY_DELAYS_MS.length; attempt++) {
@@ -447,7 +659,8 @@
         // Only a network failure is retried, with the SAME client_key, so the
         // server stores the guess exactly once.
         if (!(err instanceof ApiError) || !err.network || attempt === GUESS_RETRY_DELAYS_MS.length) throw err;
-        answerBox.message('Connection trouble, retrying…', true);
+        if (judging() && state.widget) state.widget.message('Connection trouble, retrying…', true);
+        else answerBox.message('Connection trouble, retrying…', true);
         await sleep(GUESS_RETRY_DELAYS_MS[attempt]);
       }
     }
@@ -461,29 +674,41 @@
     const target = data.target || { text: '' };
     const model = data.model || {};
     const skipped = !!guess.skipped;
-    const correct = !!guess.correct && !skipped;
+    let correct = !!guess.correct && !skipped;
+    const judged = data.pairwise ? 'pairwise' : data.distribution ? 'distribution' : null;
 
     setPhase('reveal');
     state.revealedAt = performance.now();
     els.ask.hidden = true;
-
-    // Verdict
-    els.reveal.classList.remove('is-ok', 'is-bad', 'is-skip');
-    els.reveal.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
-    // A skip is no wrong answer: its own mark, colour and words.
-    els.verdictMark.textContent = correct ? '✓' : skipped ? '?' : '✗';
-    els.verdictTitle.textContent = correct
-      ? pickPraise(model)
-      : skipped ? 'Skipped: no answer this time'
-        : (guess.match_rule === 'first_token_if_space_toggled' ? 'So close!' : 'Not quite');
+    els.judge.hidden = true;
+    state.widget = null;
     const tc = chip(target.text, 'chip--target chip--lg');
     tc.id = 'target-chip';
     els.targetChip.replaceWith(tc);
     els.targetChip = tc;
+    els.yourGuess.hidden = !!judged;
+    els.judgeResult.hidden = !judged;
+
+    let tone = correct ? 'ok' : skipped ? 'skip' : 'bad';
+    if (judged) {
+      tone = renderJudgementReveal(data, judged, skipped);
+      correct = tone === 'ok';
+    } else {
+      // A skip is no wrong answer: its own mark, colour and words.
+      els.verdictMark.textContent = correct ? '✓' : skipped ? '?' : '✗';
+      els.verdictTitle.textContent = correct
+        ? pickPraise(model)
+        : skipped ? 'Skipped: no answer this time'
+          : (guess.match_rule === 'first_token_if_space_toggled' ? 'So close!' : 'Not quite');
+    }
+    els.reveal.classList.remove('is-ok', 'is-bad', 'is-skip');
+    els.reveal.classList.add(`is-${tone}`);
 
     // The player's guess
     els.yourGuess.textContent = '';
-    if (skipped) {
+    if (judged) {
+      // shown by renderJudgementReveal
+    } else if (skipped) {
       els.yourGuess.append('You chose “I don\u2019t know”.');
     } else {
       els.yourGuess.append('You guessed ');
@@ -503,17 +728,17 @@
     }
 
     // Hint for near misses
-    const hint = hintFor(guess, target);
+    const hint = judged ? '' : hintFor(guess, target);
     els.hint.hidden = !hint;
     els.hint.textContent = hint || '';
     els.hint.classList.toggle('reveal-hint--info', !!hint && guess.match_rule !== 'first_token_if_space_toggled');
 
-    renderBars(model, guess, target);
-    els.modelLine.textContent = modelLine(model, guess);
+    renderBars(model, judged ? { skipped: true } : guess, target);
+    els.modelLine.textContent = judged ? judgedModelLine(model) : modelLine(model, guess);
 
     renderScoreInto(els.scoreline, data.stats);
     renderMiniScore(data.stats);
-    fillSlotWithTarget(target.text, correct, skipped);
+    fillSlotWithTarget(target.text, tone === 'ok', tone === 'skip');
 
     // Progress: this token now counts as answered.
     if (state.question) {
@@ -525,7 +750,8 @@
 
     renderRound(data.round, true);
     state.finishedRound = data.round && data.round.finished ? data.round.id : null;
-    els.nextBtn.firstChild.textContent = state.finishedRound ? 'See your result ' : 'Next token ';
+    els.nextBtn.firstChild.textContent = state.finishedRound ? 'See your result '
+      : judged === 'pairwise' ? 'Next pair ' : judged ? 'Next bet ' : 'Next token ';
 
     els.reveal.hidden = false;
     els.nextBtn.disabled = false;
@@ -538,6 +764,117 @@
     if (r.top < 0 || r.top > window.innerHeight * 0.55) {
       els.reveal.scrollIntoView({ block: 'start', behavior: prefersReducedMotion() ? 'auto' : 'smooth' });
     }
+  }
+
+  // ---------------------------------------------------------------- reveal: the judgement modes
+
+  /** "You ▇▇▇▇▇ 80%": one side's probability as a bar (or "not known yet"). */
+  function vsRow(who, p, className) {
+    const row = el('div', `vs-row ${className}`);
+    row.append(el('span', 'vs-row__who', who));
+    const track = el('span', 'vs-row__track');
+    track.setAttribute('aria-hidden', 'true');
+    const known = p !== null && p !== undefined;
+    if (known) {
+      const fill = el('span', 'vs-row__fill');
+      fill.style.width = `${Math.max(0, Math.min(100, Number(p) * 100)).toFixed(1)}%`;
+      track.append(fill);
+    }
+    row.append(track, el('span', `vs-row__pct${known ? '' : ' vs-row__pct--unknown'}`,
+      known ? pct(p) : 'not known yet'));
+    return row;
+  }
+
+  /** Verdict, sentence and chart of a pairwise or distribution answer; returns the tone
+   *  (ok: leaned towards / bet on what came next, bad: away from it, skip: no lean). */
+  function renderJudgementReveal(data, judged, skipped) {
+    const sentence = els.judgeSentence;
+    const detail = els.judgeDetail;
+    sentence.textContent = '';
+    detail.textContent = '';
+    let tone = 'skip';
+    let title = 'Skipped: no answer this time';
+    if (judged === 'pairwise') {
+      const pw = data.pairwise;
+      const r = pw.true_probability;
+      const m = pw.model_true_probability;
+      const side = pw.true_side === 'left' ? 'LEFT' : 'RIGHT';
+      if (!skipped && r !== null && r !== undefined) {
+        tone = r > 0.5 ? 'ok' : r < 0.5 ? 'bad' : 'skip';
+        title = r > 0.5 ? 'Good call!' : r < 0.5 ? 'Fooled this time' : 'A fair 50/50';
+        sentence.append(`It was the ${side} one. You gave the original ${wholePct(r)}; the model, asked about the same pair, gives it ${pct(m)}.`);
+      } else {
+        sentence.append(`It was the ${side} one. Asked about the same pair, the model gives the original ${pct(m)}.`);
+      }
+      const pair = el('div', 'pwr__pair');
+      const sideBox = (which) => {
+        const isTrue = pw.true_side === which;
+        const token = isTrue ? pw.true : pw.alternative;
+        const box = el('div', `pwr__side${isTrue ? ' is-true' : ''}`);
+        box.append(el('span', 'pw__tag', which === 'left' ? 'Left' : 'Right'),
+          chip(token.text, isTrue ? 'chip--target chip--lg' : 'chip--lg'),
+          el('span', `tag ${isTrue ? 'tag--target' : 'tag--alt'}`, isTrue ? 'came next' : 'the other one'),
+          el('span', 'pwr__prob', `model: ${pct(token.prob)}`));
+        return box;
+      };
+      pair.append(sideBox('left'), sideBox('right'));
+      const vs = el('div', 'vs-rows');
+      vs.append(el('p', 'vs-rows__title', 'Chance given to the original'));
+      if (!skipped) vs.append(vsRow('You', r, 'vs-row--you'));
+      vs.append(vsRow('Model', m, 'vs-row--model'));
+      detail.append(pair, vs);
+      const ls = pw.log_score || {};
+      if (!skipped && ls.person !== null && ls.person !== undefined && ls.model !== null && ls.model !== undefined) {
+        detail.append(el('p', 'judge-note', `Log score, the number that adds up fairly over many answers (nearer 0 is better): you ${ls.person.toFixed(2)}, the model ${ls.model.toFixed(2)}.`));
+      }
+      if (!data.replayed) addToTally('pairwise', r, m, skipped || r === null || r === undefined);
+    } else {
+      const dist = data.distribution;
+      if (skipped || !dist) {
+        const tp = data.model ? data.model.target_prob : null;
+        sentence.append(`You skipped this one. The model gave what came next ${pct(tp)}.`);
+        if (!data.replayed) addToTally('distribution', null, null, true);
+      } else {
+        const cells = Array.isArray(dist.cells) ? dist.cells : [];
+        const trueCell = cells.find((c) => c.is_true);
+        const onElse = !trueCell || trueCell.else;
+        tone = onElse ? 'bad' : 'ok';
+        title = onElse ? 'Something else came next' : 'Your bets covered it';
+        const modelPart = dist.model_true === null || dist.model_true === undefined
+          ? 'the model’s share of the same cell is not known yet.'
+          : `the model put ${pct(dist.model_true)} on the same cell.`;
+        sentence.append(`You put ${wholePct(dist.person_true)} on what came next; ${modelPart}`);
+        const list = el('ul', 'dist');
+        list.setAttribute('aria-label', 'Your points and the model’s probability for each of your guesses');
+        cells.forEach((c) => {
+          const li = el('li', `dist__cell${c.is_true ? ' is-true' : ''}${c.else ? ' dist__cell--else' : ''}`);
+          const label = el('div', 'dist__label');
+          if (c.else) label.append(el('span', 'dist__else', 'Something else'));
+          else (c.texts || []).forEach((t) => label.append(chip(t, c.is_true ? 'chip--target' : '')));
+          if (c.texts && c.texts.length > 1) label.append(el('span', 'dist__merged', 'same first token: one bet'));
+          if (c.is_true) label.append(el('span', 'tag tag--target', 'came next'));
+          li.append(label, vsRow('You', c.person, 'vs-row--you'), vsRow('Model', c.model, 'vs-row--model'));
+          list.append(li);
+        });
+        detail.append(list);
+        if (cells.some((c) => c.model === null || c.model === undefined)) {
+          detail.append(el('p', 'judge-note', 'The model’s probability is known here only for tokens among its top candidates; the rest is filled in later.'));
+        }
+        if (!data.replayed) addToTally('distribution', dist.person_true, dist.model_true, false);
+      }
+    }
+    els.verdictMark.textContent = tone === 'ok' ? '✓' : tone === 'bad' ? '✗' : skipped ? '?' : '=';
+    els.verdictTitle.textContent = title;
+    return tone;
+  }
+
+  /** Below the model's chart in the judgement modes: the true token's probability and its top pick. */
+  function judgedModelLine(model) {
+    const parts = [`The model gave what came next ${probPhrase(model.target_prob, model.target_rank, model)}.`];
+    const top1 = Array.isArray(model.top) && model.top.length ? model.top[0] : null;
+    if (model.top1_correct === true) parts.push('Its top pick was right.');
+    else if (model.top1_correct === false && top1) parts.push(`Its top pick was ${quoteToken(top1.text)}.`);
+    return parts.join(' ');
   }
 
   function prefersReducedMotion() {
@@ -673,7 +1010,10 @@
   function renderRound(round, revealing = false) {
     $('daily-link').hidden = state.mode.daily;
     if (!round) {
-      els.roundText.textContent = '';
+      const t = judging() ? readTally(state.answerMode) : null;
+      els.roundText.textContent = t
+        ? `${MODE_WORDS[state.answerMode].short} · ${t.n + t.skipped} answered in this tab`
+        : '';
       return;
     }
     if (revealing && !round.finished) {
@@ -848,6 +1188,24 @@
     loadNext(true);
   });
 
+  els.modeRadios.forEach((radio) => radio.addEventListener('change', () => {
+    if (!radio.checked || radio.value === state.answerMode) return;
+    if (state.phase === 'submitting' || state.phase === 'loading') {
+      applyMode(state.answerMode); // not while an answer is on its way: the choice snaps back
+      return;
+    }
+    applyMode(radio.value);
+    rememberMode(radio.value);
+    if (radio.value === 'token') {
+      state.mode = { daily: false, difficulty: els.difficulty.value };
+    }
+    els.roundCard.hidden = true;
+    els.done.hidden = true;
+    showPlayArea(true);
+    setPhase('idle');
+    loadNext(false);
+  }));
+
   els.difficulty.addEventListener('change', () => {
     if (state.phase === 'submitting' || state.phase === 'loading') return;
     state.mode = { daily: false, difficulty: els.difficulty.value };
@@ -909,6 +1267,17 @@
         submitGuess(true);
         return;
       }
+      if (judging()) {
+        // The widget handles its own keys; 1-9 pick a stop of the pair from anywhere on the page.
+        const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement
+          || e.target instanceof HTMLSelectElement;
+        if (state.answerMode === 'pairwise' && state.widget && !typing && /^[1-9]$/.test(key)
+            && !e.ctrlKey && !e.metaKey && !e.altKey) {
+          e.preventDefault();
+          state.widget.choose(Number(key) * 10);
+        }
+        return;
+      }
       // Typing anywhere on the page goes into the guess box.
       if (!inField && key.length === 1 && !e.ctrlKey && !e.metaKey && !e.altKey
           && !(e.target instanceof HTMLInputElement) && !(e.target instanceof HTMLTextAreaElement)
@@ -929,6 +1298,7 @@
 
   // ---------------------------------------------------------------- go
 
+  applyMode(initialMode());
   setPhase('idle');
   loadNext(false);
 })();
