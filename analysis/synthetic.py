@@ -340,6 +340,20 @@ def distribution_answers(
                       judgement=out_j, skipped=np.array(out_skip, dtype=bool))
 
 
+def _true_cell_logprob(judgement: dict | None) -> float | None:
+    """guesses.model_answer_logprob of a distribution answer: ln of the model's mass on the cell
+    holding the true token (None for a pairwise answer, a skip, or a candidate not yet filled)."""
+    if not judgement or judgement.get("kind") != "distribution":
+        return None
+    bets = judgement["bets"]
+    if any(b["model_logprob"] is None for b in bets):
+        return None
+    mass = {b["first_token_id"]: b["model_logprob"] for b in bets}
+    if judgement["true_cell"] < len(bets):
+        return float(mass[bets[judgement["true_cell"]]["first_token_id"]])
+    return float(np.log(max(1.0 - float(np.exp(list(mass.values())).sum()), 1e-12)))
+
+
 def _with_judgements(guesses, world, judgements, answers, pid, source, study_id, model_id,
                      pilot, excluded, rng) -> pd.DataFrame:
     """The token answers' rows followed by one row per judgement, as the exporter writes them:
@@ -386,7 +400,7 @@ def _with_judgements(guesses, world, judgements, answers, pid, source, study_id,
             "judgement": list(j.judgement),
             "reported_probability": [None] * n,
             "model_id": model_id,
-            "model_answer_logprob": [None] * n,
+            "model_answer_logprob": [_true_cell_logprob(x) for x in j.judgement],
             "model_answer_rank": [None] * n,
             "model_target_logprob": world.logprobs[it, target],
             "model_target_rank": world.ranks(target, it),

@@ -304,3 +304,74 @@ def test_the_sections_appear_only_with_such_answers_and_a_judgements_only_export
     assert token["accuracy"] == mixed["accuracy"] and token["summary"][0] == mixed["summary"][0]
     assert mixed["pairwise"] == pages["judgements"][0]["pairwise"]
     assert "no token- or word-mode answers" in pages["judgements"][1]
+
+
+# ------------------------------------------------- through the real game and exporter
+
+
+@pytest.mark.model
+def test_judgements_played_in_the_game_and_exported_are_read_and_scored(scored_app, tmp_path):
+    """The contract end to end: pairwise and distribution answers posted to the solo game,
+    exported by webapp.export, loaded and analysed; the numbers agree with the stored rows and
+    with the game's own model log score of each stated distribution."""
+    from sqlalchemy import select
+
+    from webapp.export import ExportFilters, write_export
+    from webapp.extensions import db
+    from webapp.models import Guess, Item
+
+    rng = np.random.default_rng(0)
+    scale = [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
+    key = 0
+    for player in range(6):
+        client = scored_app.test_client()
+        for n in range(7):
+            q = client.post("/api/play/next", json={"mode": "pairwise"}).get_json()["question"]
+            key += 1
+            answer = {"skipped": True} if n == 6 else {"left_probability": int(rng.choice(scale))}
+            reply = client.post("/api/play/guesses", json={
+                "client_key": f"e2e-{key:04d}", "item_id": q["item_id"], "mode": "pairwise", **answer})
+            assert reply.status_code == 200, reply.get_json()
+        for n in range(3):
+            q = client.post("/api/play/next", json={"mode": "distribution"}).get_json()["question"]
+            with scored_app.app_context():
+                truth = db.session.get(Item, q["item_id"]).token_text
+            bets = [{"text": truth if n else " the", "points": 50}, {"text": " zebra" if n == 2 else ",",
+                                                                     "points": 30}]
+            key += 1
+            reply = client.post("/api/play/guesses", json={
+                "client_key": f"e2e-{key:04d}", "item_id": q["item_id"], "mode": "distribution",
+                "bets": bets, "else_points": 20})
+            assert reply.status_code == 200, reply.get_json()
+    out = tmp_path / "export"
+    with scored_app.app_context():
+        write_export(db.session, out, "csv", ExportFilters())
+        stored = db.session.scalars(select(Guess).where(Guess.client_key.like("e2e-%"))).all()
+        pairs = [g for g in stored if g.mode == "pairwise"]
+        stated_rows = [g for g in stored if g.mode == "distribution"]
+    data = load(out, lean=True)
+    assert isinstance(data.guesses.loc[data.guesses["mode"] == "pairwise", "judgement"].iloc[0], dict)
+    res = run_analysis(data, n_boot=200)
+    assert res["prep"] is None and "no token- or word-mode answers" in res["errors"]["predictions"]
+    (e,) = res["pairwise"]
+    answered = [g for g in pairs if not g.skipped]
+    assert (e["n_judgements"], e["n_skipped"], e["n_participants"]) == (len(answered), 6, 6)
+    items = data.items.set_index("item_id")
+    ctx = sorted({g.item_id for g in answered})
+    assert e["model_loss"] == pytest.approx(-np.mean([items.loc[i, "model_target_logprob"] for i in ctx]))
+    deltas = []
+    for i in ctx:
+        mine = [g.judgement for g in answered if g.item_id == i]
+        draws = [t[0] for t in items.loc[i, "model_alternatives"]["tokens"]]
+        f = np.mean(np.array(draws) == items.loc[i, "target_token_id"])
+        w = [np.exp(j["true_logprob"] - j["alternative"]["logprob"]) * (1 / j["true_probability"] - 1)
+             for j in mine]
+        deltas.append(np.log(f + (1 - f) * np.mean(w)))
+    assert e["delta"] == pytest.approx(np.mean(deltas), rel=1e-9)
+    (s,) = res["stated"]
+    assert s["n_answers"] + s["n_missing_model"] == len(stated_rows) == 18
+    game = [g.model_logprob for g in stated_rows if g.model_logprob is not None]
+    assert s["n_answers"] == len(game) > 0 and s["n_missing_model"] > 0  # " zebra": not in the top-k
+    assert s["compare"]["model_log_score"]["estimate"] == pytest.approx(np.mean(game), rel=1e-9)
+    page = render_html(res)
+    assert "<section id=pairwise" in page and "<section id=stated" in page
