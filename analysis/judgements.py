@@ -152,7 +152,7 @@ def proposal_from_export(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def simulated_players(g: np.ndarray, truth: np.ndarray, delta: float, *, seed: int = 0) -> np.ndarray:
     """Beliefs H of model players for the bias simulation, whose loss exceeds G's by `delta` on
-    these contexts (the data's estimate): G with independent Gaussian noise on every token's
+    these contexts (`matched_gap` chooses it): G with independent Gaussian noise on every token's
     log-prob, its size chosen to give that gap when the gap is positive (0.5 nats otherwise),
     and the true token's log-prob then shifted by one constant to give it exactly."""
     rng = np.random.default_rng(seed)

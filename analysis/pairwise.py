@@ -61,8 +61,8 @@ def expected_weight(truth_share, judged_mean):
     would be 1/2 by definition, so its weight G(t*) (1/r - 1) / G(t*) is exactly 1), so the
     judged alternatives are draws from G given that they differ from t*, and their mean weight
     estimates E_G[w | t != t*], not E_G[w]. Leaving the truth draws out would estimate
-    E_G[w | t != t*] = (E_G[w] - G(t*)) / (1 - G(t*)), too high whenever E_G[w] < 1 (people
-    predict better than G) and too low otherwise. The two parts are put back together with
+    E_G[w | t != t*] = (E_G[w] - G(t*)) / (1 - G(t*)), too low whenever E_G[w] < 1 (people
+    give the true token more than G does) and too high whenever E_G[w] > 1. The two parts are put back together with
     f = the share of the context's stored draws that equal t*. Given the stored draws,
     f x 1 + (1 - f) x (mean w over the draws that differ from t*) is exactly Redwood's mean
     weight over all the draws (each truth draw counted at its weight 1), and each judged pair
