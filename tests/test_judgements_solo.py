@@ -190,3 +190,33 @@ def test_candidates_outside_the_top_k_are_filled_by_the_model_and_the_cells_scor
     rest = 1 - sum(math.exp(lp) for lp in dict(zip(firsts, got, strict=True)).values())
     assert filled.model_logprob == pytest.approx(math.log(rest))
     assert [b["points"] for b in filled.judgement["bets"]] == [5, 5]  # the person's side untouched
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_judgements_round_trip_through_the_export_and_the_analysis_reader(scored_app, tmp_path, fmt):
+    import pandas as pd
+
+    from analysis.reader import load
+    from webapp.export import ExportFilters, write_export
+
+    client = scored_app.test_client()
+    q = client.post("/api/play/next", json={"mode": "pairwise"}).get_json()["question"]
+    assert client.post("/api/play/guesses", json={
+        "client_key": _key(20), "item_id": q["item_id"], "mode": "pairwise", "left_probability": 30,
+    }).status_code == 200
+    other = scored_app.test_client()  # another player: a distribution with a formula-like text
+    q2 = other.post("/api/play/next", json={"mode": "distribution"}).get_json()["question"]
+    assert other.post("/api/play/guesses", json={
+        "client_key": _key(21), "item_id": q2["item_id"], "mode": "distribution",
+        "bets": [{"text": "=1+1", "points": 40}, {"text": " the", "points": 35}], "else_points": 25,
+    }).status_code == 200
+    with scored_app.app_context():
+        write_export(db.session, tmp_path / "out", fmt, ExportFilters())
+        stored = {g.client_key: g.judgement for g in db.session.scalars(select(Guess))}
+    data = load(tmp_path / "out")
+    rows = data.guesses.set_index("mode")
+    pairwise, distribution = rows.loc["pairwise"], rows.loc["distribution"]
+    assert pairwise["judgement"] == stored[_key(20)]
+    assert distribution["judgement"] == stored[_key(21)]  # "=1+1" back exactly, also from CSV
+    assert distribution["judgement"]["bets"][0]["text"] == "=1+1"
+    assert pd.isna(pairwise["is_correct"]) and pd.isna(distribution["is_correct"])  # empty, not False
