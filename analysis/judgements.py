@@ -315,12 +315,19 @@ def pairwise_loss(
         # Players at the largest gap the interval allows: the estimator's bias grows with the
         # gap, and with few judgements per context the estimate hardly tells gaps apart.
         top = res.delta_high if np.isfinite(res.delta_high) else res.delta
-        table = bias_table(items.loc[per_context.index], top, per_context=median,
-                           answers=kind, repeats=bias_repeats, seed=seed)
+        known = items.loc[per_context.index]
+        known = known[known["model_target_logprob"].notna() & known["target_token_id"].notna()]
+        if len(known):
+            table = bias_table(known, top, per_context=median, answers=kind,
+                               repeats=bias_repeats, seed=seed)
+        else:  # no context with the model's own numbers for a simulation: no bias measured
+            table = pd.DataFrame({"judgements_per_context": list(BIAS_COUNTS),
+                                  **{f"{x}_{k}": np.nan for x in ("bias", "sd") for k in ("exact", "rounded")}})
+            table.attrs.update(n_contexts=0, gap=np.nan, estimate=top, stored_draws=0)
         at = _bias_at(table, median)
         bias = float(at[f"bias_{kind}"])
         verdict, basis = pairwise_verdict(res.delta_low, res.delta_high, (bias,))
-        biased = abs(bias) >= BIAS_TOLERANCE
+        biased = bool(np.isfinite(bias) and abs(bias) >= BIAS_TOLERANCE)
         entry.update({
             "n_contexts": res.n_contexts, "n_participants": res.n_participants,
             "model_loss": res.model_loss, "model_perplexity": res.model_perplexity,
