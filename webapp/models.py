@@ -550,3 +550,61 @@ class PlayerNickname(Base):
     player_id: Mapped[str] = mapped_column(ForeignKey("players.id"), primary_key=True)
     nickname: Mapped[str] = mapped_column(String(40))
     set_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AnswerModelScore(Base):
+    """One answer's probability under one model, comparable across tokenizers.
+
+    logprob = ln p_M(answer text | prefix text) by the chain rule over M's OWN tokens: the
+    document text before the item tokenized by M on its own, then the answer as typed tokenized
+    by M (word mode: the word with its leading space, webapp.words, plus end_logprob, the
+    word-end term). first_token_logprob/rank only where M's tokenizer is the one the corpus was
+    played with (same_tokenizer): the exact numbers of the answer's first token, as the guesses
+    columns are. NULL wherever the backend cannot know the number (never estimated). Method and
+    approximation: webapp.predictions.fill_model_scores.
+    """
+
+    __tablename__ = "answer_model_scores"
+    __table_args__ = (UniqueConstraint("guess_id", "model_id", name="uq_answer_model_score"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    guess_id: Mapped[int] = mapped_column(ForeignKey("guesses.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("language_models.id", ondelete="CASCADE"), index=True
+    )
+    logprob: Mapped[float | None] = mapped_column(Float, nullable=True)  # word mode: + end term
+    n_tokens: Mapped[int] = mapped_column(Integer)  # the answer's tokens under M (0: none)
+    end_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)  # word mode only
+    first_token_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    first_token_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    same_tokenizer: Mapped[bool] = mapped_column(Boolean)
+
+
+class ItemModelScore(Base):
+    """One model's view of one item (an answered position), comparable across tokenizers.
+
+    target_logprob = ln p_M(the true next token's text | prefix text) and target_word_logprob
+    = ln p_M(the true next word | prefix text) + its word-end term, both by the chain rule over
+    M's own tokens; entropy of M's next-token distribution at the end of the prefix (its own
+    tokens; NULL when M gives only a top-k); top1_text, M's most likely next token, and
+    top1_starts_word: that text without leading whitespace is non-empty and begins the true next
+    word (the accuracy comparable across tokenizers). NULL at a stem (no true continuation) and
+    wherever the backend cannot know the number. See webapp.predictions.fill_model_scores.
+    """
+
+    __tablename__ = "item_model_scores"
+    __table_args__ = (UniqueConstraint("item_id", "model_id", name="uq_item_model_score"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("language_models.id", ondelete="CASCADE"), index=True
+    )
+    target_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target_n_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_word_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)  # + end term
+    target_word_end_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    entropy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top1_text: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    top1_starts_word: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    same_tokenizer: Mapped[bool] = mapped_column(Boolean)
