@@ -103,7 +103,10 @@
   function initialMode() {
     const params = new URLSearchParams(window.location.search);
     const asked = params.get('mode');
-    if (ANSWER_MODES.includes(asked)) return asked;
+    if (ANSWER_MODES.includes(asked)) {
+      try { window.localStorage.setItem(MODE_KEY, asked); } catch (_) { /* not remembered */ }
+      return asked;
+    }
     if (state.mode.daily || state.mode.difficulty !== 'any') return 'token';
     const remembered = storedMode();
     return ANSWER_MODES.includes(remembered) ? remembered : 'token';
@@ -675,7 +678,9 @@
     const model = data.model || {};
     const skipped = !!guess.skipped;
     let correct = !!guess.correct && !skipped;
-    const judged = data.pairwise ? 'pairwise' : data.distribution ? 'distribution' : null;
+    // A judgement's reply says its mode (a skipped bet carries no `distribution` part).
+    const judged = data.pairwise ? 'pairwise'
+      : (data.distribution || data.mode === 'distribution') ? 'distribution' : null;
 
     setPhase('reveal');
     state.revealedAt = performance.now();
