@@ -266,6 +266,7 @@
   function renderMiniScore(stats) {
     const node = els.scoreMini;
     node.textContent = '';
+    node.removeAttribute('aria-label'); // an empty line has nothing to name
     if (judging()) {
       const t = readTally(state.answerMode);
       if (!t.n) return;

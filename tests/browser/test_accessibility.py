@@ -212,9 +212,41 @@ def test_player_pages(people, live_server, audit, long_passages):
     audit(phone, "play on a phone: long passage")
     _guess(phone, " the")
     audit(phone, "play on a phone: reveal")
+
+    # the judgement modes (issue 14): a new player, on positions of the test corpus with pairs
+    judge = people()
+    judge.goto(base + "/play?mode=pairwise")
+    expect(judge.locator(".pw__scale")).to_be_visible()
+    judge.locator("#mode-help summary").click()  # the players' explanation of the modes, open
+    judge.keyboard.press("7")
+    audit(judge, "play: which came next? (70% chosen, help open)")
+    with judge.expect_response(lambda r: r.url.endswith("/api/play/guesses") and r.request.method == "POST"):
+        judge.keyboard.press("Enter")
+    expect(judge.locator(".pwr__pair")).to_be_visible()
+    audit(judge, "play: which came next? reveal")
+    judge.locator("input[name=answer-mode][value=distribution]").check()
+    expect(judge.locator(".bet-row__input")).to_be_focused()
+    judge.keyboard.type(" the")
+    judge.keyboard.press("Tab")
+    judge.keyboard.press("ArrowRight")
+    judge.get_by_role("button", name="+ Add a guess").click()
+    judge.keyboard.type(" the end")
+    expect(judge.locator(".bets__note")).to_be_visible()  # two guesses, one first token
+    audit(judge, "play: bet on it (two guesses, a note)")
+    phone_judge = people(phone=True)
+    phone_judge.goto(base + "/play?mode=distribution")
+    expect(phone_judge.locator(".bet-row__input")).to_be_visible()
+    phone_judge.locator(".bet-row__input").fill(" and")
+    phone_judge.locator(".bet-row").first.get_by_role("button", name=re.compile("points more")).click()
+    with phone_judge.expect_response(lambda r: r.url.endswith("/api/play/guesses") and r.request.method == "POST"):
+        phone_judge.get_by_role("button", name="Place my bets").click()
+    expect(phone_judge.locator(".dist__cell").first).to_be_visible()
+    audit(phone_judge, "play on a phone: bet on it, reveal")
     audit.check(["home", "play: daily board", "play: question", "play: reveal (wrong)", "play: reveal (skip)",
                  "play: round result card", "error 404", "error: unknown room",
-                 "join: unknown room", "play on a phone: long passage", "play on a phone: reveal"])
+                 "join: unknown room", "play on a phone: long passage", "play on a phone: reveal",
+                 "play: which came next? (70% chosen, help open)", "play: which came next? reveal",
+                 "play: bet on it (two guesses, a note)", "play on a phone: bet on it, reveal"])
 
 
 # ------------------------------------------------------------------------------ the teacher
