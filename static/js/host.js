@@ -46,7 +46,24 @@
     answeredTotal: $('answered-total'),
     countdown: $('countdown'),
     histo: $('histo'),
+    histoTitle: $('histo-title'),
     histogram: $('histogram'),
+    stops: $('stops'),
+    stopsBars: $('stops-bars'),
+    pairBig: $('pair-big'),
+    pairLeft: $('pair-left'),
+    pairRight: $('pair-right'),
+    pwReveal: $('pw-reveal'),
+    pwRevealPair: $('pw-reveal-pair'),
+    pwClass: $('pw-class'),
+    pwClassNote: $('pw-class-note'),
+    pwModel: $('pw-model'),
+    pwModelNote: $('pw-model-note'),
+    pwStops: $('pw-stops'),
+    judgeFacts: $('judge-facts'),
+    judgeFactsText: $('judge-facts-text'),
+    compareTitle: $('compare-title'),
+    roundsTitle: $('rounds-title'),
     histogramEmpty: $('histogram-empty'),
     histoHidden: $('histo-hidden'),
     revealPrefix: $('reveal-prefix'),
@@ -100,6 +117,27 @@
     el, chip, tokenText, pct, wholePct, showScreen, emitWithAck, createToast, createCountdown,
   } = window.humanlm;
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+  /** What the room's students answer: token (type it), pairwise (which came next?) or
+   * distribution (bet 100 points). */
+  const modeOf = (st) => (st && (st.mode || (st.round && st.round.mode))) || 'token';
+  const ASK = {
+    token: 'What comes next?',
+    pairwise: 'Which one came next?',
+    distribution: 'Bet on what comes next',
+  };
+  const LIVE_TITLE = {
+    token: 'Class answers so far',
+    pairwise: 'How likely is LEFT the original?',
+    distribution: 'The class’s bets so far',
+  };
+  // What counts as a hit: the leaderboard's column (short) and the summary's tile.
+  const HIT_LABEL = { token: 'Correct', pairwise: 'Hits', distribution: 'Hits' };
+  const HIT_TITLE = {
+    token: 'Answers with the true token',
+    pairwise: 'Answers that gave the original more than 50%',
+    distribution: 'Answers that named the true token among their guesses',
+  };
+  const HIT_TILE = { pairwise: 'Leaned right', distribution: 'Named it' };
   const call = (event, payload) => emitWithAck(socket, event, payload, ACK_TIMEOUT_MS,
     'The server did not answer in time. Check the connection.');
   const toast = createToast(els.toast, els.toastMessage, els.toastClose, 8000);
@@ -230,6 +268,15 @@
     requestAnimationFrame(() => { box.scrollTop = box.scrollHeight; });
   }
 
+  /** A pairwise round: the two tokens, big, without saying which one is the original. */
+  function renderPair(pair, mode) {
+    const show = mode === 'pairwise' && !!pair;
+    els.pairBig.hidden = !show;
+    if (!show) return;
+    els.pairLeft.replaceChildren(chip(tokenText(pair.left), 'chip--pair'));
+    els.pairRight.replaceChildren(chip(tokenText(pair.right), 'chip--pair'));
+  }
+
   // ---------------------------------------------------------------- histogram (live answers)
 
   function currentAnswers() {
@@ -251,7 +298,77 @@
     els.histoHidden.hidden = show;
     els.round.classList.toggle('round--no-histo', !show);
     if (!show) return;
-    renderHistogram(Array.isArray(a.histogram) ? a.histogram : []);
+    const mode = modeOf(st);
+    els.histoTitle.textContent = LIVE_TITLE[mode] || LIVE_TITLE.token;
+    els.stops.hidden = mode !== 'pairwise';
+    els.histogram.hidden = mode === 'pairwise';
+    const live = a.live && a.live.kind === mode ? a.live : null;
+    if (mode === 'pairwise') {
+      const stops = live ? live.stops : [];
+      els.histogramEmpty.hidden = !!(live && live.judged);
+      // Left to right as on the phones: 99% (surely LEFT) first, 1% (surely RIGHT) last.
+      renderStops(els.stopsBars, [...(stops || [])].sort((x, y) => y.percent - x.percent), null);
+    } else if (mode === 'distribution') {
+      renderPooled(live);
+    } else {
+      renderHistogram(Array.isArray(a.histogram) ? a.histogram : []);
+    }
+  }
+
+  /** Columns, one per stop of the pairwise scale, as tall as its count; `model`, a percent,
+   * marks the stop nearest the model's own answer. */
+  function renderStops(list, stops, model) {
+    list.textContent = '';
+    const max = Math.max(1, ...stops.map((x) => Number(x.count) || 0));
+    const nearest = model === null || model === undefined ? null
+      : stops.reduce((best, x) => (Math.abs(x.percent - model) < Math.abs(best.percent - model) ? x : best), stops[0]);
+    for (const x of stops) {
+      const n = Number(x.count) || 0;
+      const li = el('li', `stop${x === nearest ? ' is-model' : ''}${x.percent === 50 ? ' stop--even' : ''}`);
+      li.dataset.percent = String(x.percent);
+      li.dataset.count = String(n);
+      const col = el('span', 'stop__col');
+      col.append(el('span', 'stop__n', n ? String(n) : ''));
+      const fill = el('span', 'stop__fill');
+      fill.style.height = `calc((100% - 1.9rem) * ${(n / max).toFixed(4)})`;
+      col.append(fill);
+      li.append(col, el('span', 'stop__pct', `${x.percent}%`));
+      if (x === nearest) li.append(el('span', 'stop__model', 'model'));
+      li.setAttribute('aria-label', `${x.percent}%: ${plural(n, 'answer', 'answers')}${x === nearest ? ' (nearest the model)' : ''}`);
+      list.appendChild(li);
+    }
+  }
+
+  /** A distribution round, live: the class's candidates by first token, the average share of
+   * points on each (the answers that did not name it count 0), then "something else". */
+  function renderPooled(live) {
+    const list = els.histogram;
+    list.textContent = '';
+    const cells = live && Array.isArray(live.cells) ? live.cells : [];
+    els.histogramEmpty.hidden = !!(live && live.judged);
+    if (!live || !live.judged) return;
+    const others = live.others && live.others.count ? live.others : null;
+    const shares = [...cells.map((c) => Number(c.share) || 0), Number(live.else_share) || 0,
+      others ? Number(others.share) || 0 : 0];
+    const max = Math.max(0.01, ...shares);
+    const row = (label, share, cls) => {
+      const li = el('li', `hbar${cls ? ` ${cls}` : ''}`);
+      li.appendChild(label);
+      const track = el('span', 'hbar__track');
+      const fill = el('span', 'hbar__fill');
+      fill.style.width = `${((share / max) * 100).toFixed(1)}%`;
+      track.appendChild(fill);
+      li.append(track, el('span', 'hbar__count hbar__share', wholePct(share)));
+      li.dataset.share = String(share);
+      return li;
+    };
+    for (const c of cells) {
+      const li = row(chip(c.text, 'chip--hbar'), Number(c.share) || 0, '');
+      li.dataset.text = String(c.text ?? '');
+      list.appendChild(li);
+    }
+    if (others) list.appendChild(row(el('span', 'hbar__other', plural(others.count, 'other', 'others')), Number(others.share) || 0, 'hbar--other'));
+    list.appendChild(row(el('span', 'hbar__else', 'something else'), Number(live.else_share) || 0, 'hbar--else'));
   }
 
   function renderHistogram(rows) {
@@ -307,10 +424,29 @@
   function renderReveal(st) {
     const r = st.reveal || {};
     const round = st.round || {};
+    const mode = r.mode || modeOf(st);
+    root.dataset.mode = mode;
     renderPrefix(els.revealPrefix, round.context, r.target || { text: '' });
 
     els.targetBig.textContent = '';
     els.targetBig.appendChild(chip(tokenText(r.target), 'chip--target chip--huge'));
+    const judged = mode === 'pairwise' || mode === 'distribution';
+    els.pwReveal.hidden = mode !== 'pairwise';
+    els.comparePanel.hidden = mode === 'pairwise';
+    els.guessesPanel.hidden = judged;
+    els.judgeFacts.hidden = !judged;
+    setLeaderboardHeads(mode);
+    if (judged) {
+      renderJudgedStats(r, mode);
+      if (mode === 'pairwise') renderPairwiseReveal(r.pairwise || {});
+      else renderPooledReveal(r.distribution || {}, r);
+      els.judgeFactsText.textContent = 'Points come from the chance you gave what really came next: '
+        + '100 if you were sure and right, 85 for 50/50, 50 for 10%, 0 for 1% or less. '
+        + 'Saying what you really think scores best.';
+      renderLeaderboard(els.leaderboardBody, els.leaderHidden, els.leaderboard, st, MAX_LEADER_ROWS_REVEAL);
+      return;
+    }
+    els.compareTitle.textContent = 'The class vs the model';
 
     // "2 of 3 correct (67%)", "1 skipped", "Model's top pick ␣teacher ✓": one short line each.
     els.revealStats.textContent = '';
@@ -328,6 +464,113 @@
     renderCompare(r);
     renderGuesses(r);
     renderLeaderboard(els.leaderboardBody, els.leaderHidden, els.leaderboard, st, MAX_LEADER_ROWS_REVEAL);
+  }
+
+  /** The leaderboard's "correct" column says what counts as right in this room. */
+  function setLeaderboardHeads(mode) {
+    document.querySelectorAll('.leaderboard .lb-correct').forEach((th) => {
+      th.textContent = HIT_LABEL[mode] || HIT_LABEL.token;
+      th.title = HIT_TITLE[mode] || HIT_TITLE.token;
+    });
+    document.querySelectorAll('.leaderboard .lb-log').forEach((th) => {
+      th.title = mode === 'token'
+        ? 'Mean ln p of the model for the answers (closer to 0 = answers the model found likely)'
+        : 'Mean ln of the chance each gave to what came next (closer to 0 = better)';
+    });
+  }
+
+  function renderJudgedStats(r, mode) {
+    els.revealStats.textContent = '';
+    const answered = Number(r.answered) || 0;
+    const skips = Number(r.skips) || 0;
+    const judged = answered - skips;
+    const hits = Number(r.correct) || 0;
+    const line1 = el('span', 'stat-line');
+    line1.append(el('strong', null, `${hits} of ${judged}`),
+      mode === 'pairwise' ? ' leaned to the original' : ' named it');
+    els.revealStats.append(line1);
+    if (skips) els.revealStats.append(el('span', 'stat-line muted', `${skips} skipped`));
+    const part = (mode === 'pairwise' ? r.pairwise : r.distribution) || {};
+    const line2 = el('span', 'stat-line stat-line--model');
+    line2.append(`Class ${wholePct(part.class_true_probability)} · model ${pct(part.model_true_probability)}`);
+    els.revealStats.append(line2);
+  }
+
+  /** Pairwise reveal: the two tokens with the original marked, the class's mean chance for it
+   * beside the model's own answer G(orig)/(G(orig)+G(other)), and the class's answers. */
+  function renderPairwiseReveal(pw) {
+    els.pwRevealPair.textContent = '';
+    const pair = pw.pair || {};
+    for (const side of ['left', 'right']) {
+      const original = pw.true_side === side;
+      const box = el('div', `pw-reveal__side${original ? ' is-true' : ''}`);
+      box.dataset.side = side;
+      box.append(el('span', 'pair-big__tag', side === 'left' ? 'Left' : 'Right'),
+        chip(tokenText(pair[side]), `chip--pair${original ? ' chip--target' : ''}`),
+        el('span', 'pw-reveal__what', original ? '✓ the original' : 'the other'));
+      const prob = original ? (pw.true || {}).prob : (pw.alternative || {}).prob;
+      if (prob !== null && prob !== undefined) box.append(el('span', 'pw-reveal__g', `model ${pct(prob)}`));
+      els.pwRevealPair.append(box);
+      if (side === 'left') els.pwRevealPair.append(el('span', 'pair-big__or', 'or'));
+    }
+    const judged = Number(pw.judged) || 0;
+    els.pwClass.textContent = wholePct(pw.class_true_probability);
+    els.pwClassNote.textContent = judged
+      ? `average chance for the original · ${pw.leaned_true ?? 0} of ${judged} gave it more than 50%`
+      : 'nobody answered';
+    els.pwModel.textContent = pct(pw.model_true_probability);
+    els.pwModelNote.textContent = 'its own answer: G(original) ÷ (G(original) + G(other))';
+    const modelPct = pw.model_true_probability === null || pw.model_true_probability === undefined
+      ? null : Number(pw.model_true_probability) * 100;
+    renderStops(els.pwStops, [...(pw.stops || [])].sort((x, y) => x.percent - y.percent), modelPct);
+  }
+
+  /** Distribution reveal: the class's bets pooled by first token beside the model's
+   * probability of the same cells ("not known" outside its top list), then something else. */
+  function renderPooledReveal(d, r) {
+    els.compareTitle.textContent = 'The class’s bets vs the model';
+    const list = els.compare;
+    list.textContent = '';
+    const rows = (Array.isArray(d.cells) ? d.cells : []).map((c) => ({ ...c, label: chip(c.text, 'chip--cbar') }));
+    const others = d.others && d.others.count ? d.others : null;
+    if (others) rows.push({ class: others.class, model: others.model, label: el('span', 'cbar__other', plural(others.count, 'other', 'others')), keep: true });
+    const rest = d.else || {};
+    rows.push({ class: rest.class, model: rest.model, is_true: !!rest.is_true, label: el('span', 'cbar__else', 'something else'), keep: true });
+    const known = (v) => v !== null && v !== undefined;
+    const max = Math.max(0.05, ...rows.map((x) => Math.max(Number(x.class) || 0, known(x.model) ? Number(x.model) : 0)));
+    for (const row of rows) {
+      const li = el('li', `cbar${row.is_true ? ' cbar--target' : ''}${row.keep ? ' cbar--keep' : ''}`);
+      if (row.text !== undefined) li.dataset.text = String(row.text ?? '');
+      const label = el('span', 'cbar__label');
+      label.appendChild(row.label);
+      if (row.is_true) {
+        const mark = el('span', 'cbar__true', '✓');
+        mark.title = 'what came next';
+        label.appendChild(mark);
+      }
+      li.appendChild(label);
+      const bars = el('span', 'cbar__bars');
+      const share = Math.max(0, Math.min(1, Number(row.class) || 0));
+      const classLine = el('span', 'cbar__line cbar__line--class');
+      const cf = el('span', 'cbar__fill');
+      cf.style.width = barWidth(share / max);
+      classLine.append(cf, el('span', 'cbar__val', wholePct(share)));
+      classLine.setAttribute('aria-label', `class ${wholePct(share)}`);
+      const modelLine = el('span', 'cbar__line cbar__line--model');
+      const isKnown = known(row.model);
+      const p = isKnown ? Math.max(0, Math.min(1, Number(row.model))) : 0;
+      const mf = el('span', `cbar__fill${isKnown ? '' : ' cbar__fill--unknown'}`);
+      mf.style.width = barWidth(p / max);
+      modelLine.append(mf, el('span', `cbar__val${isKnown ? '' : ' cbar__val--unknown'}`, isKnown ? pct(p) : 'not known'));
+      modelLine.setAttribute('aria-label', `model ${isKnown ? pct(p) : 'not known'}`);
+      bars.append(classLine, modelLine);
+      li.appendChild(bars);
+      list.appendChild(li);
+    }
+    const k = r && r.top_k ? ` ${r.top_k}` : '';
+    els.compareNote.textContent = d.judged
+      ? `Class = average of the points bet (of 100) · Model = probability from ${modelName}; “not known” = outside its top${k} list`
+      : 'Nobody placed a bet this round.';
   }
 
   function renderCompare(r) {
@@ -454,7 +697,7 @@
    */
   function fitReveal() {
     if (stacked() || root.dataset.screen !== 'reveal') return;
-    const chartRows = () => [...els.compare.querySelectorAll('.cbar:not(.cbar--target)')];
+    const chartRows = () => [...els.compare.querySelectorAll('.cbar:not(.cbar--target):not(.cbar--keep)')];
     while (overflows(els.comparePanel) && els.compare.children.length > MIN_CHART_ROWS) {
       const rows = chartRows();
       if (!rows.length) break;
@@ -513,6 +756,8 @@
 
   function renderSummary(st) {
     const s = st.summary || {};
+    const mode = s.mode || modeOf(st);
+    setLeaderboardHeads(mode);
     els.summaryTiles.textContent = '';
     const tile = (label, value, note, cls) => {
       const d = el('div', `tile${cls ? ` ${cls}` : ''}`);
@@ -520,6 +765,11 @@
       if (note) d.appendChild(el('span', 'tile__note', note));
       return d;
     };
+    if (mode === 'pairwise' || mode === 'distribution') {
+      renderJudgedSummary(st, s, mode, tile);
+      return;
+    }
+    els.roundsTitle.textContent = 'Accuracy per round';
     els.summaryTiles.append(
       tile('Class accuracy', wholePct(s.class_accuracy), 'answers with the true token', 'tile--class'),
       tile('Most common answer', wholePct(s.plurality_accuracy), 'rounds the plurality got right', 'tile--class'),
@@ -546,6 +796,45 @@
       mf.style.width = r.model_correct ? '100%' : '0%';
       modelLine.append(mf, el('span', 'cbar__val', r.model_correct ? '✓ right' : '✗ wrong'));
       bars.append(classLine, modelLine);
+      li.appendChild(bars);
+      els.summaryRounds.appendChild(li);
+    }
+    if (!rounds.length) els.summaryRounds.appendChild(el('li', 'muted', 'No round was played.'));
+    renderLeaderboard(els.finalLeaderBody, els.finalLeaderHidden, els.finalLeaderBody.closest('table'), st, MAX_LEADER_ROWS_FINAL);
+  }
+
+  /** The summary of a pairwise or distribution room: the chance the class and the model gave
+   * to what came next, on average and per round. */
+  function renderJudgedSummary(st, s, mode, tile) {
+    els.summaryTiles.append(
+      tile('Class', wholePct(s.class_true_probability), 'average chance given to what came next', 'tile--class'),
+      tile(HIT_TILE[mode], wholePct(s.class_accuracy), mode === 'pairwise'
+        ? 'answers that leaned to the original' : 'answers that named the true token', 'tile--class'),
+      tile('Model', wholePct(s.model_true_probability), `${modelName}, the same question`, 'tile--model'),
+      tile('Players', String(s.n_players ?? 0)),
+      tile('Answers', String(s.n_answers ?? 0)),
+    );
+    els.roundsTitle.textContent = 'Chance given to what came next, per round';
+    els.summaryRounds.textContent = '';
+    const rounds = Array.isArray(s.rounds) ? s.rounds : [];
+    const line = (cls, value, text) => {
+      const span = el('span', `cbar__line cbar__line--${cls}`);
+      const fill = el('span', 'cbar__fill');
+      const known = value !== null && value !== undefined;
+      fill.style.width = `${((known ? Math.max(0, Math.min(1, Number(value))) : 0) * 100).toFixed(1)}%`;
+      span.append(fill, el('span', 'cbar__val', text));
+      return span;
+    };
+    for (const r of rounds) {
+      const li = el('li', 'rbar');
+      const label = el('span', 'rbar__label');
+      label.append(el('span', 'rbar__num', `${r.number}`), chip(tokenText(r.target), 'chip--rbar'));
+      li.appendChild(label);
+      const bars = el('span', 'cbar__bars');
+      bars.append(
+        line('class', r.class_true_probability, r.answered ? wholePct(r.class_true_probability) : 'no answers'),
+        line('model', r.model_true_probability, pct(r.model_true_probability)),
+      );
       li.appendChild(bars);
       els.summaryRounds.appendChild(li);
     }
@@ -710,8 +999,12 @@
       case 'answering':
       case 'locked': {
         const answering = st.phase === 'answering';
-        els.roundAsk.textContent = answering ? 'What comes next?' : 'Answers are closed';
+        const mode = modeOf(st);
+        root.dataset.mode = mode;
+        els.roundAsk.textContent = answering ? (ASK[mode] || ASK.token) : 'Answers are closed';
         els.round.classList.toggle('round--locked', !answering);
+        els.round.classList.toggle('round--pairwise', mode === 'pairwise');
+        renderPair(round && round.pair, mode);
         if (newRound || !els.prefix.firstChild || prev.phase !== st.phase) renderPrefix(els.prefix, round && round.context);
         renderAnswers();
         if (answering) {

@@ -15,6 +15,8 @@
     promptsCount: $('prompts-count'),
     showHistogram: $('show-histogram'),
     showLeaderboard: $('show-leaderboard'),
+    modePairwise: $('mode-pairwise'),
+    modeNote: $('mode-note'),
     error: $('form-error'),
     errorMessage: $('form-error-message'),
     create: $('create-btn'),
@@ -29,6 +31,35 @@
     const s = source();
     els.panelCorpus.hidden = s !== 'corpus';
     els.panelPrompts.hidden = s !== 'prompts';
+    showModes();
+  }
+
+  const answerMode = () => {
+    const checked = form.querySelector('input[name="answer_mode"]:checked');
+    return checked ? checked.value : 'token';
+  };
+
+  /** Why pairwise rounds cannot be played from here, or '' when they can: the pairs are drawn
+   * from the model when a corpus is scored, so the teacher's own prompts (and a corpus scored
+   * without alternatives) have none. */
+  function pairwiseProblem() {
+    if (source() === 'prompts') return 'Which came next? needs passages from a corpus: your own prompts have no tokens drawn from the model to compare with.';
+    const option = els.corpus && els.corpus.selectedOptions ? els.corpus.selectedOptions[0] : null;
+    if (option && option.dataset.pairwise === 'false') {
+      return `Which came next? needs a corpus scored with drawn alternatives; ${option.value} has none.`;
+    }
+    return '';
+  }
+
+  function showModes() {
+    const problem = pairwiseProblem();
+    const radio = els.modePairwise.querySelector('input');
+    radio.disabled = !!problem;
+    if (problem && radio.checked) {
+      radio.checked = false;
+      form.querySelector('input[name="answer_mode"][value="token"]').checked = true;
+    }
+    els.modeNote.textContent = problem;
   }
 
   function promptLines() {
@@ -70,6 +101,7 @@
       timer_seconds: timerSeconds(),
       show_histogram: els.showHistogram.checked,
       show_leaderboard: els.showLeaderboard.checked,
+      answer_mode: answerMode(),
     };
     if (body.source === 'corpus') {
       if (!els.corpus || !els.corpus.value) {
@@ -157,6 +189,7 @@
       showSource();
       clearError();
     }
+    if (e.target === els.corpus) showModes();
   });
   form.addEventListener('input', (e) => {
     if (e.target && e.target.getAttribute('aria-invalid')) e.target.removeAttribute('aria-invalid');

@@ -40,6 +40,12 @@
     guessBtn: $('guess-btn'),
     skipBtn: $('skip-btn'),
     guessError: $('guess-error'),
+    judgeBox: $('judge-box'),
+    fbJudge: $('fb-judge'),
+    fbFacts: $('fb-facts'),
+    endCorrectLabel: $('end-correct-label'),
+    endClassDetail: $('end-class-detail'),
+    endModelDetail: $('end-model-detail'),
     sent: $('s-sent'),
     sentTitle: $('s-sent-title'),
     sentAnswer: $('s-sent-answer'),
@@ -91,6 +97,7 @@
     shownAt: 0,
     sending: false,
     joining: false,
+    widget: null,       // the judgement widget of the round on screen (static/js/judgements.js)
   };
 
   // ---------------------------------------------------------------- helpers
@@ -318,10 +325,14 @@
   // ---------------------------------------------------------------- a round
 
   const canAnswer = () => !!(S.state && S.state.phase === 'answering' && !S.answered && !S.sending);
+  /** What this room's students answer: token (type it), pairwise (which came next?) or
+   * distribution (bet 100 points). */
+  const modeOf = (st) => (st && ((st.round && st.round.mode) || st.mode)) || 'token';
+  const judging = (st) => modeOf(st) === 'pairwise' || modeOf(st) === 'distribution';
 
   // The answer box of the solo game: leading-space switch (Alt+S) and the live token split.
   const answerBox = window.humanlm.guessInput(els.ask, {
-    isActive: canAnswer,
+    isActive: () => canAnswer() && !judging(S.state),
     onChange: () => {
       els.guessError.hidden = true;
       updateSlot();
@@ -366,13 +377,17 @@
     const round = st.round || {};
     els.roundLabel.textContent = round.total ? `Round ${round.number} of ${round.total}` : `Round ${round.number || ''}`;
     const fresh = S.shownRound !== round.index;
+    const judged = judging(st);
     if (fresh) {
       S.shownRound = round.index;
       renderPrefix(round.context);
       answerBox.reset(Array.isArray(round.context) ? round.context.join('') : '');
       els.guessError.hidden = true;
       S.shownAt = performance.now();
+      makeWidget(round, judged);
     }
+    els.form.hidden = judged;
+    els.judgeBox.hidden = !judged;
     const answering = st.phase === 'answering';
     const canAnswer = answering && !S.answered;
     els.ask.hidden = !canAnswer;
@@ -388,11 +403,57 @@
     else stopCountdown();
   }
 
+  /** A pairwise or distribution round: the shared widget, made afresh for each round. */
+  function makeWidget(round, judged) {
+    if (S.widget) S.widget.destroy();
+    S.widget = null;
+    els.judgeBox.textContent = '';
+    if (!judged) return;
+    const common = { onAnswer: (value) => sendAnswer(value), onSkip: () => sendAnswer(null) };
+    if (round.mode === 'pairwise' && round.pair) {
+      S.widget = window.humanlm.pairwiseInput(els.judgeBox, {
+        left: round.pair.left, right: round.pair.right, scale: round.pair.scale, ...common,
+      });
+    } else if (round.mode === 'distribution') {
+      const prefix = Array.isArray(round.context) ? round.context.join('') : '';
+      S.widget = window.humanlm.betInput(els.judgeBox, {
+        maxBets: (round.bets && round.bets.max_bets) || 5, prefix, ...common,
+      });
+    } else {
+      els.judgeBox.append(el('p', 'form-error-inline', 'This round has nothing to judge. Wait for the next one.'));
+    }
+  }
+
+  /** My judgement in words: "70% for the left one, “␣cat”" / "60 on ␣cat, 40 on something else". */
+  function describeJudgement(answer, round) {
+    const out = [];
+    if (answer.left_probability !== undefined && answer.left_probability !== null) {
+      const v = Math.round(Number(answer.left_probability) * 100);
+      const pair = (round && round.pair) || {};
+      out.push(`${v}% for the left one`);
+      if (pair.left) out.push(', ', chip(tokenText(pair.left), 'chip--guess'));
+      return out;
+    }
+    const bets = Array.isArray(answer.bets) ? answer.bets : [];
+    bets.forEach((b, i) => {
+      const item = el('span', 's-sent__bet');
+      item.append(el('strong', null, String(b.points)), ' on ', chip(b.text, 'chip--guess'));
+      out.push(item);
+      if (i < bets.length) out.push(' ');
+    });
+    const rest = el('span', 's-sent__bet');
+    rest.append(el('strong', null, String(answer.else_points ?? 0)), ' on something else');
+    out.push(rest);
+    return out;
+  }
+
   function renderSent(st) {
     els.sentAnswer.textContent = '';
     if (S.answered && S.myAnswer) {
       if (S.myAnswer.skipped) {
         els.sentAnswer.append('You chose “I don\u2019t know”.');
+      } else if (judging(st)) {
+        els.sentAnswer.append('You said ', ...describeJudgement(S.myAnswer, st.round));
       } else {
         els.sentAnswer.append('Your answer: ');
         const c = chip(S.myAnswer.text, 'chip--guess chip--lg');
@@ -418,19 +479,31 @@
     answerBox.setEnabled(on);
     els.guessBtn.disabled = !on;
     els.skipBtn.disabled = !on;
+    if (S.widget) S.widget.setEnabled(on);
   }
 
   function focusInput() {
     // Focus only on devices with a real keyboard: on a phone, popping the keyboard over the text hides it.
     if (window.matchMedia && window.matchMedia('(hover: none)').matches) return;
+    if (S.widget) {
+      S.widget.focus();
+      return;
+    }
     try { els.input.focus({ preventScroll: true }); } catch (_) { els.input.focus(); }
   }
 
-  async function sendGuess(skip) {
+  /** Send a pairwise or distribution answer (null: "I don't know") through the same path as a
+   * typed one: one client key per round, resent on a lost connection. */
+  function sendAnswer(value) {
+    return sendGuess(value === null, value || {});
+  }
+
+  async function sendGuess(skip, judgement) {
     const st = S.state;
     if (!st || st.phase !== 'answering' || S.answered || S.sending || !st.round) return;
     const typed = els.input.value;
-    if (!skip && !typed.trim()) {
+    const judged = judging(st);
+    if (!skip && !judged && !typed.trim()) {
       els.guessError.textContent = 'Type a guess first, or tap “I don\u2019t know”.';
       els.guessError.hidden = false;
       els.input.focus();
@@ -440,17 +513,22 @@
     const payload = {
       code: S.code,
       round: roundIndex,
-      text: skip ? '' : answerBox.text(),
       skipped: !!skip,
       client_key: clientKeyFor(roundIndex),
       reaction_ms: Math.round(Math.max(0, performance.now() - S.shownAt) * 10) / 10,
     };
+    if (judged) {
+      if (!skip) Object.assign(payload, judgement);
+    } else {
+      payload.text = skip ? '' : answerBox.text();
+    }
     S.sending = true;
     answerBox.stop();
     els.guessError.hidden = true;
+    if (S.widget) S.widget.message('');
     setFormEnabled(false);
-    const busyBtn = skip ? els.skipBtn : els.guessBtn;
-    busyBtn.classList.add('is-loading');
+    const busyBtn = judged ? null : skip ? els.skipBtn : els.guessBtn;
+    if (busyBtn) busyBtn.classList.add('is-loading');
     let resp = null;
     for (let attempt = 0; attempt <= GUESS_RETRIES; attempt++) {
       resp = await call('guess', payload);
@@ -459,17 +537,22 @@
       await sleep(500 * (attempt + 1));
     }
     S.sending = false;
-    busyBtn.classList.remove('is-loading');
+    if (busyBtn) busyBtn.classList.remove('is-loading');
     if (resp.ok) {
       S.answered = true;
       const ans = resp.answer || {};
-      S.myAnswer = { text: ans.text ?? payload.text, skipped: ans.skipped ?? payload.skipped };
+      S.myAnswer = { ...ans, text: ans.text ?? payload.text ?? '', skipped: ans.skipped ?? payload.skipped };
       S.sentTokens = Array.isArray(ans.tokens) ? ans.tokens : null;
       if (S.state && S.state.round && S.state.round.index === roundIndex) render();
       return;
     }
-    els.guessError.textContent = capital(resp.error || 'The answer was not sent.');
-    els.guessError.hidden = false;
+    const message = capital(resp.error || 'The answer was not sent.');
+    if (judged && S.widget) {
+      S.widget.message(message, true);
+    } else {
+      els.guessError.textContent = message;
+      els.guessError.hidden = false;
+    }
     setFormEnabled(S.state && S.state.phase === 'answering' && !S.answered);
   }
 
@@ -496,6 +579,13 @@
       els.fbNoneText.textContent = S.answered
         ? 'Your result is on its way…'
         : 'You did not answer this round. The answer is on the big screen.';
+      return;
+    }
+    const judged = fb.mode === 'pairwise' || fb.mode === 'distribution';
+    els.fbJudge.hidden = !judged;
+    els.fbFacts.hidden = judged;
+    if (judged) {
+      renderJudgedFeedback(fb, round);
       return;
     }
     const noAnswer = fb.answered === false;
@@ -554,6 +644,92 @@
       : `${wholePct(share)} of the class found the true token.`;
   }
 
+  /** After a pairwise or distribution round: the chance I gave what came next beside the
+   * model's (and the class's), my bets beside the model's mass on the same cells, my points. */
+  function renderJudgedFeedback(fb, round) {
+    const j = fb.judgement || {};
+    const noAnswer = fb.answered === false;
+    const skipped = !!fb.skipped || noAnswer;
+    const hit = !!fb.correct && !skipped;
+    const card = els.feedback;
+    card.classList.remove('is-ok', 'is-bad', 'is-skip');
+    card.classList.add(hit ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
+    els.fbMark.textContent = hit ? '✓' : skipped ? '–' : '✗';
+    const pairwise = fb.mode === 'pairwise';
+    els.fbTitle.textContent = noAnswer ? 'No answer' : skipped ? 'Skipped'
+      : pairwise ? (hit ? 'Right side!' : 'The other one') : (hit ? 'You named it!' : 'Not among your bets');
+    els.fbRound.textContent = round.total ? `Round ${round.number} of ${round.total}` : '';
+
+    const box = els.fbJudge;
+    box.textContent = '';
+    if (pairwise) {
+      const pair = el('div', 'fb-pair');
+      for (const side of ['left', 'right']) {
+        const original = j.true_side === side;
+        const s = el('div', `fb-pair__side${original ? ' is-true' : ''}`);
+        s.dataset.side = side;
+        s.append(el('span', 'fb-pair__tag', side === 'left' ? 'Left' : 'Right'),
+          chip(tokenText(j[side]), `chip--lg${original ? ' chip--target' : ''}`),
+          el('span', 'fb-pair__what', original ? '✓ original' : 'the other'));
+        pair.append(s);
+      }
+      box.append(pair);
+    } else {
+      const target = el('p', 'fb-judge__target');
+      const tc = chip(tokenText(fb.target), 'chip--target chip--lg');
+      tc.id = 'fb-target-chip';
+      target.append('What came next: ', tc);
+      box.append(target);
+      if (Array.isArray(j.cells) && j.cells.length) box.append(cellsTable(j.cells));
+    }
+    const facts = el('dl', 'fb-facts fb-facts--judge');
+    const fact = (label, value, cls) => {
+      const d = el('div', `fb-fact${cls ? ` ${cls}` : ''}`);
+      d.append(el('dt', null, label), el('dd', null, value));
+      facts.append(d);
+      return d;
+    };
+    const what = pairwise ? 'the original' : 'what came next';
+    fact(`You gave ${what}`, skipped ? (noAnswer ? 'no answer' : 'I don\u2019t know') : wholePct(j.your_true_probability), 'fb-fact--you').id = 'fb-you';
+    fact(`The model gave ${what}`, pct(j.model_true_probability), 'fb-fact--model').id = 'fb-model-judge';
+    if (j.class_true_probability !== null && j.class_true_probability !== undefined) {
+      fact('The class on average', wholePct(j.class_true_probability));
+    }
+    box.append(facts);
+
+    els.fbPoints.textContent = `+${Number(fb.points) || 0}`;
+    els.fbTotal.textContent = String(fb.total_points ?? 0);
+    els.fbRank.textContent = fb.rank ? String(fb.rank) : '–';
+    els.fbRankLabel.textContent = fb.n_players ? `rank of ${fb.n_players}` : 'rank';
+    els.fbWhy.hidden = skipped;
+    els.fbWhy.dataset.verdict = hit ? 'likely' : 'unlikely';
+    els.fbWhy.textContent = skipped ? '' : `${Number(fb.points) || 0} points for giving ${what} `
+      + `${wholePct(j.your_true_probability)}: sure and right earns 100, 50/50 earns 85, 10% earns 50, 1% or less 0.`;
+    els.fbClass.textContent = '';
+  }
+
+  /** My bets, merged by first token, beside the model's probability of the same cells. */
+  function cellsTable(cells) {
+    const table = el('table', 'fb-cells');
+    const head = el('tr');
+    head.append(el('th', null, 'Your bet'), el('th', 'num', 'You'), el('th', 'num', 'Model'));
+    const thead = el('thead');
+    thead.append(head);
+    const body = el('tbody');
+    for (const c of cells) {
+      const tr = el('tr', c.is_true ? 'is-true' : '');
+      const name = el('td');
+      if (c.else) name.append(el('span', 'muted', 'something else'));
+      else name.append(chip(c.text ?? '', c.is_true ? 'chip--target' : 'chip--guess'));
+      if (c.is_true) name.append(el('span', 'fb-ok', ' ✓'));
+      const known = c.model !== null && c.model !== undefined;
+      tr.append(name, el('td', 'num', wholePct(c.person)), el('td', `num${known ? '' : ' muted'}`, known ? pct(c.model) : 'not known'));
+      body.append(tr);
+    }
+    table.append(thead, body);
+    return table;
+  }
+
   /** "4.0% (rank 3)", or for a token outside the stored top list "below 0.26% (not in its top
    * 64)": two pieces that each stay on one line. */
   function probText(p, rank, fb) {
@@ -610,6 +786,19 @@
     els.endRankLabel.textContent = n ? `rank of ${n}` : 'rank';
     els.endCorrect.textContent = row ? `${row.correct}/${row.answered}` : '–';
     const s = st.summary || {};
+    const mode = s.mode || modeOf(st);
+    if (mode === 'pairwise' || mode === 'distribution') {
+      els.endCorrectLabel.textContent = mode === 'pairwise' ? 'right side' : 'named it';
+      els.endClass.textContent = wholePct(s.class_true_probability);
+      els.endModel.textContent = wholePct(s.model_true_probability);
+      els.endClassDetail.textContent = 'average chance given to what came next';
+      els.endModelDetail.textContent = 'the same, for the model';
+      const n = Array.isArray(s.rounds) ? s.rounds.length : 0;
+      els.endNote.textContent = n
+        ? `Over ${n} round${n === 1 ? '' : 's'} and ${s.n_answers ?? 0} answers from ${s.n_players ?? 0} players. Model: ${modelName}.`
+        : '';
+      return;
+    }
     els.endClass.textContent = wholePct(s.class_accuracy);
     els.endModel.textContent = wholePct(s.model_accuracy);
     const rounds = Array.isArray(s.rounds) ? s.rounds.length : 0;

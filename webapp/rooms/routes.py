@@ -56,13 +56,15 @@ def new_room_page():
     if model is not None:
         scored = select(ScoredDocument.document_id).where(ScoredDocument.model_id == model.id)
         rows = db.session.execute(
-            select(Corpus.name, func.count(Document.id))
+            select(Corpus.name, func.count(Document.id), Corpus.pairwise_alternatives)
             .join(Document, Document.corpus_id == Corpus.id)
             .where(Corpus.purpose == CorpusPurpose.GAME, Document.id.in_(scored))
-            .group_by(Corpus.name)
+            .group_by(Corpus.name, Corpus.pairwise_alternatives)
             .order_by(Corpus.name)
         ).all()
-        corpora = [{"name": name, "n_scored_documents": n} for name, n in rows]
+        # pairwise rounds need alternatives drawn at scoring time (the corpus asks for them)
+        corpora = [{"name": name, "n_scored_documents": n, "pairwise": bool(alternatives)}
+                   for name, n, alternatives in rows]
     return render_template(
         "rooms/new.html", corpora=corpora, model_name=model_display_name(),
         default_rounds=DEFAULT_ROUNDS, join=_join_base(),

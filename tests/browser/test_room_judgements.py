@@ -1,0 +1,305 @@
+"""Rooms that play pairwise and distribution rounds, through real browsers: a projector and three
+phones, each in its own browser context, play one room of each kind to the reveal. The host page
+shows the pair (never which side is the original), the class's answers live, and the reveal
+beside the model; the phones answer with the shared widgets of static/js/judgements.js.
+
+The server is the real app on a copy of the scored test database (four pairwise alternatives
+drawn per position). With HUMANLM_SCREENSHOTS=<dir>, the host at 1280x720 and a phone at
+390x844 are saved there (docs/room-*.png are made so).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from sqlalchemy import select
+from test_classroom_day import LAYOUT_PROBLEMS
+
+from webapp import game
+from webapp.extensions import db
+from webapp.models import Guess, Room, RoomPlayer
+from webapp.rooms import commands, points
+
+SECRET = b"test"  # the test apps' SECRET_KEY (tests/conftest.py)
+PROJECTORS = [(1024, 768), (1280, 720), (1920, 1080)]
+SHOTS = os.environ.get("HUMANLM_SCREENSHOTS")
+# No bar still growing (a blinking caret runs for ever and does not count).
+SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'running'
+    && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
+
+
+@pytest.fixture(autouse=True)
+def _patient_expect():
+    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
+    expect.set_options(timeout=10_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
+def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.wait_for_function(SETTLED)
+        page.screenshot(path=str(Path(SHOTS) / name))
+
+
+def create_room(host: Page, base: str, mode: str) -> str:
+    """Create a one-round room from corpus "tests" in `mode` on the set-up page."""
+    host.goto(base + "/rooms/new")
+    host.select_option("#corpus", "tests")
+    host.fill("#rounds", "1")
+    host.check(f"input[name=answer_mode][value={mode}]")
+    host.click("#create-btn")
+    host.wait_for_url(re.compile(r"/rooms/[A-Z0-9]+/host$"))
+    expect(host.locator("#host")).to_have_attribute("data-screen", "lobby")
+    return host.url.rsplit("/", 2)[-2]
+
+
+def join(phone: Page, url: str, nickname: str) -> None:
+    phone.goto(url)
+    phone.fill("#join-name", nickname)
+    phone.click("#join-btn")
+    expect(phone.locator("#wait-title")).to_have_text(f"You're in, {nickname}!")
+
+
+def open_round(code: str):
+    """The open round's item, prediction and (pairwise rooms) the class's pair, as the server
+    chose it."""
+    session = db.new_session()
+    try:
+        room = session.scalar(select(Room).where(Room.code == code))
+        rnd = next(r for r in room.rounds if r.index == room.round_index)
+        facts = commands.item_facts(session, rnd.item_id, room.model_id)
+        prediction = game.prediction_for(session, rnd.item_id, room.model_id)
+        pair = commands.room_pair(room.id, rnd.item_id, facts, SECRET)
+        return rnd.item.token_id, rnd.item.token_text, prediction, pair
+    finally:
+        session.close()
+
+
+def judgements(code: str) -> dict[str, Guess]:
+    session = db.new_session()
+    try:
+        rows = session.execute(
+            select(RoomPlayer.nickname, Guess)
+            .join(Room, Room.id == RoomPlayer.room_id)
+            .join(Guess, (Guess.player_id == RoomPlayer.player_id) & (Guess.room_id == Room.id))
+            .where(Room.code == code)
+        ).all()
+        return {nickname: guess for nickname, guess in rows}
+    finally:
+        session.close()
+
+
+def fits(host: Page, keys: dict[str, str]) -> None:
+    """At each projector size nothing scrolls or is cut off of what the class reads."""
+    for width, height in PROJECTORS:
+        host.set_viewport_size({"width": width, "height": height})
+        host.wait_for_timeout(300)
+        host.wait_for_function(SETTLED)
+        problems = host.evaluate(LAYOUT_PROBLEMS, [keys, [], 0])
+        assert problems == [], f"{width}x{height}: {problems}"
+    host.set_viewport_size({"width": 1280, "height": 720})
+    host.wait_for_timeout(300)
+
+
+def advance(host: Page, phase: str) -> None:
+    host.click("#primary-btn")
+    expect(host.locator("#host")).to_have_attribute("data-phase", phase)
+
+
+# -------------------------------------------------------------------------------------- pairwise
+
+
+def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer):
+    base = live_server.url
+    host = people(viewport={"width": 1280, "height": 720})
+    code = create_room(host, base, "pairwise")
+    phones = {name: people(phone=True) for name in ("Ana", "Ben", "Caro")}
+    for name, phone in phones.items():
+        join(phone, f"{base}/join/{code}", name)
+    advance(host, "answering")
+
+    # The projector and every phone show the same two tokens; nothing says which is the original.
+    truth_id, _truth, prediction, pair = open_round(code)
+    assert pair is not None
+    true_text = game.token_view(truth_id, tokenizer)["text"]
+    other_text = game.token_view(pair.alternative_id, tokenizer)["text"]
+    left, right = (true_text, other_text) if pair.true_on_left else (other_text, true_text)
+    expect(host.locator("#round-ask")).to_have_text("Which one came next?")
+    expect(host.locator("#pair-big")).to_be_visible()
+    expect(host.locator("#pair-left .chip")).to_have_attribute("data-text", left)
+    expect(host.locator("#pair-right .chip")).to_have_attribute("data-text", right)
+    expect(host.locator("#pair-big")).not_to_contain_text("original")
+    for phone in phones.values():
+        expect(phone.locator("#guess-form")).to_be_hidden()
+        expect(phone.locator(".pw__side--left .chip")).to_have_attribute("data-text", left)
+        expect(phone.locator(".pw__side--right .chip")).to_have_attribute("data-text", right)
+    shot(phones["Ana"], "room-pairwise-phone.png")
+
+    phones["Ana"].click(".pw__stop[data-value='90']")
+    phones["Ana"].click(".judge-submit")
+    phones["Ben"].click(".pw__stop[data-value='70']")
+    phones["Ben"].keyboard.press("Enter")
+    phones["Caro"].click(".judge-skip")
+    expect(phones["Ana"].locator("#s-sent-answer")).to_contain_text("You said 90% for the left one")
+    expect(phones["Caro"].locator("#s-sent-title")).to_have_text("Skipped")
+
+    # Live: one answer at 90%, one at 70%, on the columns from surely LEFT to surely RIGHT.
+    expect(host.locator("#answered-n")).to_have_text("3")
+    expect(host.locator("#histo-title")).to_have_text("How likely is LEFT the original?")
+    columns = host.locator("#stops-bars .stop")
+    expect(columns).to_have_count(11)
+    assert columns.evaluate_all("cs => cs.map((c) => c.dataset.percent)") == \
+        ["99", "90", "80", "70", "60", "50", "40", "30", "20", "10", "1"]
+    expect(host.locator("#stops-bars .stop[data-percent='90']")).to_have_attribute("data-count", "1")
+    expect(host.locator("#stops-bars .stop[data-percent='70']")).to_have_attribute("data-count", "1")
+    shot(host, "room-pairwise-host-live.png")
+
+    stored = judgements(code)
+    assert stored["Ana"].judgement["left_probability"] == 0.9 and stored["Caro"].skipped
+    assert stored["Ana"].judgement["alternative"]["id"] == pair.alternative_id
+
+    advance(host, "locked")
+    advance(host, "reveal")
+    said = [0.9, 0.7] if pair.true_on_left else [0.1, 0.3]
+    model = 1 / (1 + math.exp(pair.alternative_logprob - prediction.target_logprob))
+    true_side = "left" if pair.true_on_left else "right"
+    expect(host.locator("#pw-reveal")).to_be_visible()
+    expect(host.locator("#compare-panel")).to_be_hidden()
+    expect(host.locator(f"#pw-reveal-pair .pw-reveal__side[data-side='{true_side}']")).to_have_class(re.compile("is-true"))
+    expect(host.locator("#pw-reveal-pair .is-true .chip")).to_have_attribute("data-text", true_text)
+    expect(host.locator("#pw-class")).to_have_text(f"{round(sum(said) / 2 * 100)}%")
+    expect(host.locator("#pw-class-note")).to_contain_text(f"{sum(p > 0.5 for p in said)} of 2 gave it more than 50%")
+    expect(host.locator("#pw-model")).to_have_text(host.evaluate("(p) => window.humanlm.pct(p)", model))
+    expect(host.locator("#pw-stops .stop.is-model")).to_have_count(1)
+    expect(host.locator("#leaderboard th.lb-correct")).to_have_text("Hits")
+    expect(host.locator("#leaderboard-body tr")).to_have_count(3)
+    expect(host.locator("#guesses-panel")).to_be_hidden()
+    expect(host.locator("#judge-facts")).to_contain_text("85 for 50/50")
+
+    fb = phones["Ana"]
+    expect(fb.locator("#fb-judge")).to_be_visible()
+    expect(fb.locator(f".fb-pair__side[data-side='{true_side}']")).to_have_class(re.compile("is-true"))
+    expect(fb.locator("#fb-points")).to_have_text(f"+{points.judgement_points(said[0])}")
+    expect(fb.locator("#fb-you dd")).to_have_text(f"{round(said[0] * 100)}%")
+    expect(phones["Caro"].locator("#fb-title")).to_have_text("Skipped")
+    shot(fb, "room-pairwise-phone-feedback.png")
+
+    fits(host, {
+        "pair": "#pw-reveal-pair .chip", "class": "#pw-class", "model": "#pw-model",
+        "notes": ".pw-num__note", "stops": "#pw-stops .stop__pct", "true token": "#target-big .chip",
+        "stats": "#reveal-stats .stat-line", "leaderboard": "#leaderboard td", "points": "#judge-facts-text",
+        "next": "#primary-btn", "join code": "#join-code",
+    })
+    shot(host, "room-pairwise-host.png")
+
+
+# ---------------------------------------------------------------------------------- distribution
+
+
+def bet(phone: Page, row: int, text: str, points_: int) -> None:
+    """Fill guess `row` (0-based) of the bet widget with `text` (a leading space counts)."""
+    rows = phone.locator(".bet-row")
+    if rows.count() <= row:
+        phone.click(".bets__add")
+    box = rows.nth(row)
+    toggle = box.locator(".bet-row__space")
+    if (toggle.get_attribute("aria-pressed") == "true") != text.startswith(" "):
+        toggle.click()
+    box.locator(".bet-row__input").fill(text.lstrip(" "))
+    box.locator(".bet-row__range").fill(str(points_))
+    expect(box.locator(".bet-row__points")).to_have_text(str(points_))
+
+
+def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer):
+    base = live_server.url
+    host = people(viewport={"width": 1280, "height": 720})
+    code = create_room(host, base, "distribution")
+    phones = {name: people(phone=True) for name in ("Ana", "Ben", "Caro")}
+    for name, phone in phones.items():
+        join(phone, f"{base}/join/{code}", name)
+    advance(host, "answering")
+    expect(host.locator("#round-ask")).to_have_text("Bet on what comes next")
+    expect(host.locator("#pair-big")).to_be_hidden()
+
+    truth_id, truth, prediction, _pair = open_round(code)
+    top = {e[0] for e in prediction.top_k}
+    known = next(e for e in prediction.top_k if e[0] != truth_id and not e[3]
+                 and re.fullmatch(r" ?[A-Za-z]+", e[2]))
+    unknown = next(w for w in (" zebra", " quasar", " kumquat")
+                   if tokenizer.tokenize(w)[0] not in top | {truth_id})
+
+    bet(phones["Ana"], 0, truth, 60)
+    bet(phones["Ana"], 1, known[2], 10)
+    expect(phones["Ana"].locator(".bet-else__points")).to_have_text("30 pts")
+    shot(phones["Ana"], "room-distribution-phone.png")
+    phones["Ana"].click(".judge-submit")
+    bet(phones["Ben"], 0, truth, 20)
+    bet(phones["Ben"], 1, unknown, 50)
+    phones["Ben"].click(".judge-submit")
+    phones["Caro"].click(".judge-skip")
+    expect(phones["Ana"].locator("#s-sent-answer")).to_contain_text("30 on something else")
+
+    # Live: the candidates by first token, the average share of points on each.
+    expect(host.locator("#answered-n")).to_have_text("3")
+    expect(host.locator("#histo-title")).to_have_text("The class’s bets so far")
+    first = host.locator("#histogram .hbar").first
+    expect(first).to_have_attribute("data-text", truth)
+    expect(first.locator(".hbar__share")).to_have_text("40%")
+    expect(host.locator("#histogram .hbar--else .hbar__share")).to_have_text("30%")
+    shot(host, "room-distribution-host-live.png")
+
+    stored = judgements(code)
+    assert stored["Ana"].judgement["true_cell"] == 0 and stored["Ana"].mode == "distribution"
+
+    advance(host, "locked")
+    advance(host, "reveal")
+    expect(host.locator("#compare-title")).to_have_text("The class’s bets vs the model")
+    target = host.locator("#compare .cbar--target")
+    expect(target).to_have_attribute("data-text", truth)
+    expect(target.locator(".cbar__line--class .cbar__val")).to_have_text("40%")
+    model_truth = host.evaluate("(p) => window.humanlm.pct(p)", math.exp(prediction.target_logprob))
+    expect(target.locator(".cbar__line--model .cbar__val")).to_have_text(model_truth)
+    unknown_text = game.token_view(tokenizer.tokenize(unknown)[0], tokenizer)["text"]
+    unknown_row = host.locator("#compare .cbar", has=host.locator(f".chip[data-text='{unknown_text}']"))
+    expect(unknown_row.locator(".cbar__line--model .cbar__val")).to_have_text("not known")
+    rest = host.locator("#compare .cbar", has=host.locator(".cbar__else"))
+    expect(rest.locator(".cbar__line--class .cbar__val")).to_have_text("30%")
+    expect(rest.locator(".cbar__line--model .cbar__val")).to_have_text("not known")  # a cell is unknown
+    expect(host.locator("#reveal-stats")).to_contain_text("2 of 2 named it")
+    expect(host.locator("#leaderboard th.lb-correct")).to_have_text("Hits")
+
+    ana = phones["Ana"]
+    expect(ana.locator("#fb-title")).to_have_text("You named it!")
+    expect(ana.locator("#fb-points")).to_have_text(f"+{points.judgement_points(0.6)}")
+    expect(ana.locator(".fb-cells tr.is-true td").nth(1)).to_have_text("60%")
+    expect(phones["Ben"].locator(".fb-cells")).to_contain_text("not known")
+    shot(ana, "room-distribution-phone-feedback.png")
+
+    fits(host, {
+        "chart row": "#compare .cbar", "chart value": "#compare .cbar__val", "note": "#compare-note",
+        "true token": "#target-big .chip", "stats": "#reveal-stats .stat-line",
+        "leaderboard": "#leaderboard td", "points": "#judge-facts-text", "next": "#primary-btn",
+    })
+    shot(host, "room-distribution-host.png")
+
+
+def test_the_set_up_page_offers_pairwise_only_where_there_are_pairs(people, live_server):
+    page = people()
+    page.goto(live_server.url + "/rooms/new")
+    pairwise = page.locator("input[name=answer_mode][value=pairwise]")
+    expect(pairwise).to_be_enabled()
+    page.check("input[name=answer_mode][value=pairwise]")
+    page.check("input[name=source][value=prompts]")
+    expect(pairwise).to_be_disabled()
+    expect(page.locator("input[name=answer_mode][value=token]")).to_be_checked()
+    expect(page.locator("#mode-note")).to_contain_text("needs passages from a corpus")
+    page.check("input[name=source][value=corpus]")
+    expect(pairwise).to_be_enabled()
+    expect(page.locator("#mode-note")).to_be_hidden()
