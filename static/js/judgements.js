@@ -46,6 +46,22 @@
   let counter = 0;
   const uid = (name) => `hlm-${name}-${(counter += 1)}`;
 
+  // Look-alike punctuation gets its name, so ’ and ' (or - and –) can be told apart.
+  const MARK_NAMES = {
+    "'": 'straight apostrophe', '’': 'curly apostrophe', '‘': 'opening curly quote', '"': 'straight quote',
+    '“': 'opening curly quote', '”': 'closing curly quote', '-': 'hyphen', '–': 'en dash', '—': 'em dash',
+    '.': 'full stop', ',': 'comma', '…': 'ellipsis', '`': 'backtick', '´': 'acute accent',
+  };
+
+  /** describeToken, plus the names (or code points) of a short run of marks: "’ curly apostrophe". */
+  function describePairToken(text) {
+    const core = String(text ?? '').trim();
+    if (!core || core.length > 3 || /[\p{L}\p{N}]/u.test(core)) return describeToken(text);
+    const names = [...core].map((c) => MARK_NAMES[c] || `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}`);
+    const lead = /^\s/.test(String(text)) ? 'space + ' : '';
+    return `${lead}${names.join(' + ')}`;
+  }
+
   function button(className, text, type = 'button') {
     const b = el('button', className, text);
     b.type = type;
@@ -85,8 +101,8 @@
     const side = (which, text) => {
       const s = el('div', `pw__side pw__side--${which}`);
       s.append(el('span', 'pw__tag', which === 'left' ? 'Left' : 'Right'));
-      const c = chip(text, 'chip--lg pw__chip', describeToken);
-      s.append(c, el('span', 'pw__desc', describeToken(text)));
+      const c = chip(text, 'chip--lg pw__chip', describePairToken);
+      s.append(c, el('span', 'pw__desc', describePairToken(text)));
       return s;
     };
     const pair = el('div', 'pw__pair');
@@ -140,10 +156,10 @@
 
     function describeChoice(v) {
       if (v === null) return 'Tap a percentage, or drag along them.';
-      if (v === 50) return `${v}%: you can’t tell which came next.`;
+      if (v === 50) return 'You say 50%: you can’t tell which came next.';
       const favoured = v > 50 ? 'left' : 'right';
       const text = v > 50 ? leftText : rightText;
-      return `${v}% for the left one: you lean to the ${favoured} one, ${quoteToken(text)}.`;
+      return `You say ${v}%: the ${favoured} one, ${quoteToken(text)}, is more likely the original.`;
     }
 
     function choose(v, focus) {

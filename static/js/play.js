@@ -89,7 +89,6 @@
     distribution: {
       title: 'Bet on the next token',
       short: 'Bet on it',
-      lead: 'Where do you think the text goes? Put your points where you believe them.',
     },
   };
   const judging = () => state.answerMode !== 'token';
@@ -238,7 +237,8 @@
     const you = el('span', 'score score--you');
     you.append(el('span', 'score__who', 'You'), ' ', el('strong', null, wholePct(t.you / t.n)));
     const model = el('span', 'score score--model');
-    model.append(el('span', 'score__who', 'Model'), ' ', el('strong', null, t.modelN ? wholePct(t.model / t.modelN) : '–'));
+    model.append(el('span', 'score__who', 'Model'), ' ', t.modelN ? el('strong', null, wholePct(t.model / t.modelN))
+      : el('span', 'score__note', 'not known yet'));
     node.append(you, el('span', 'sep', ' · '), model,
       el('span', 'score__note', ` on what came next, on average over ${t.n} answer${t.n === 1 ? '' : 's'}`));
     if (t.skipped) node.append(el('span', 'score__note', ` · ${t.skipped} skipped`));

@@ -154,7 +154,7 @@ def test_pairwise_with_the_keyboard_only_on_a_desktop(people, live_server):
     checked = page.locator('.pw__stop[aria-checked="true"]')
     expect(checked).to_have_attribute("data-value", "70")
     expect(checked).to_be_focused()
-    expect(page.locator(".pw__readout")).to_contain_text("70% for the left one")
+    expect(page.locator(".pw__readout")).to_contain_text("You say 70%: the left one")
     with page.expect_response(_is_guess_post) as info:
         page.keyboard.press("Enter")
     body, reply = _sent(info)
