@@ -123,6 +123,7 @@ class LanguageModelBackend(Tokenizer, Protocol):
         through_end: bool = False,
         alternatives: int = 0,
         alternative_seeds: Sequence[Sequence[int]] | None = None,
+        summary_rows: Sequence[int] | None = None,
     ) -> DocumentScores:
         """ONE forward pass over BOS + token_ids (the document), then every continuation c at a
         branch position p (0 <= p <= len(token_ids)) is scored as a replacement of token_ids[p:].
@@ -140,6 +141,10 @@ class LanguageModelBackend(Tokenizer, Protocol):
         With `alternatives` = a > 0 (only backends whose `draws_alternatives` is true: they
         know the full distribution), the summary also holds a tokens per row drawn from it at
         T = 1, row i's with numpy's generator seeded by alternative_seeds[i].
+        With `summary_rows` (positions 0..len(token_ids), with `top_k`), the summary holds only
+        those positions, row i describing position summary_rows[i] (position len(token_ids):
+        the distribution after the last token, no target), instead of every position: the
+        summaries cost about as much as the pass, and a caller may need a few.
         """
 
     def next_token_logprobs(self, prefix_ids: Sequence[int]) -> np.ndarray:

@@ -242,13 +242,14 @@ class LlamaCppModel(LookupsInOnePass):
         through_end: bool = False,
         alternatives: int = 0,
         alternative_seeds: Sequence[Sequence[int]] | None = None,
+        summary_rows: Sequence[int] | None = None,
     ) -> DocumentScores:
         ids = list(token_ids)
         n = len(ids)
         continuations = continuations or {}
         if end_set is not None and end_set.shape != (self.n_vocab,):
             raise ValueError(f"end_set must be a boolean mask of {self.n_vocab} tokens")
-        check_branches(n, (*continuations, *(p for p, _ in lookups)))
+        check_branches(n, (*continuations, *(p for p, _ in lookups), *(summary_rows or ())))
         direct, deferred = [], []  # read off the document's pass / evaluated after it
         for p, asked in continuations.items():
             for j, cont in enumerate(asked):
@@ -261,7 +262,12 @@ class LlamaCppModel(LookupsInOnePass):
                 )
         scores = self._eval(ids, keep=bool(deferred))  # row i predicts ids[i]
         summary = None
-        if top_k:  # row n (through_end): the distribution after the last token, no target
+        if top_k and summary_rows is not None:  # only these positions (row n: after the end)
+            chosen = [int(r) for r in summary_rows]
+            padded = [*ids, -1]
+            summary = summarize_logits(scores[chosen], [padded[r] for r in chosen], top_k,
+                                       alternatives=alternatives, seeds=alternative_seeds)
+        elif top_k:  # row n (through_end): the distribution after the last token, no target
             n_rows = n + 1 if through_end else n
             summary = summarize_logits(scores[:n_rows], [*ids, -1][:n_rows], top_k,
                                        alternatives=alternatives, seeds=alternative_seeds)

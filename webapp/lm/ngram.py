@@ -302,14 +302,19 @@ class NgramModel(LookupsInOnePass, NgramTokenizer):
         return self.score_continuations(token_ids, top_k=top_k).summary
 
     def _summary(self, ids: list[int], top_k: int, through_end: bool, alternatives: int = 0,
-                 seeds: Sequence[Sequence[int]] | None = None) -> DistributionSummary:
+                 seeds: Sequence[Sequence[int]] | None = None,
+                 rows: Sequence[int] | None = None) -> DistributionSummary:
         history = [self.eot, *ids]
-        n_rows = len(ids) + 1 if through_end else len(ids)
-        targets = [*ids, -1][:n_rows]
+        if rows is None:
+            rows = range(len(ids) + 1 if through_end else len(ids))
+        rows = [int(r) for r in rows]
+        n_rows = len(rows)
+        padded = [*ids, -1]
+        targets = [padded[r] for r in rows]
         parts = []
         for start in range(0, n_rows, _CHUNK):
             stop = min(start + _CHUNK, n_rows)
-            logits = np.stack([self._logits(history[: i + 1]) for i in range(start, stop)])
+            logits = np.stack([self._logits(history[: rows[i] + 1]) for i in range(start, stop)])
             parts.append(summarize_logits(
                 logits, targets[start:stop], top_k, alternatives=alternatives,
                 seeds=None if seeds is None else seeds[start:stop],
@@ -333,6 +338,7 @@ class NgramModel(LookupsInOnePass, NgramTokenizer):
         through_end: bool = False,
         alternatives: int = 0,
         alternative_seeds: Sequence[Sequence[int]] | None = None,
+        summary_rows: Sequence[int] | None = None,
     ) -> DocumentScores:
         ids = [int(t) for t in token_ids]
         n = len(ids)
@@ -340,10 +346,10 @@ class NgramModel(LookupsInOnePass, NgramTokenizer):
         lookups = list(lookups)
         if end_set is not None and end_set.shape != (self.n_vocab,):
             raise ValueError(f"end_set must be a boolean mask of {self.n_vocab} tokens")
-        check_branches(n, (*continuations, *(p for p, _ in lookups)))
+        check_branches(n, (*continuations, *(p for p, _ in lookups), *(summary_rows or ())))
         history = [self.eot, *ids]
         summary = self._summary(ids, top_k, through_end, alternatives,
-                                alternative_seeds) if top_k else None
+                                alternative_seeds, summary_rows) if top_k else None
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
         cache: dict[int, np.ndarray] = {}
 

@@ -597,6 +597,7 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         end_set: np.ndarray | None = None,
         lookups: Iterable[tuple[int, int]] = (),
         through_end: bool = False,
+        summary_rows: Sequence[int] | None = None,
     ) -> DocumentScores:
         """Numbers a top-k-only server can give exactly (module docstring). Lookups are
         (logprob, rank) with logprob NaN when absent and rank -1 beyond the top-k; a
@@ -605,12 +606,17 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         n = len(ids)
         continuations = continuations or {}
         lookups = [(int(p), int(t)) for p, t in lookups]
-        check_branches(n, (*continuations, *(p for p, _ in lookups)))
+        check_branches(n, (*continuations, *(p for p, _ in lookups), *(summary_rows or ())))
         k = top_k or _setting("TOP_K")
         need_pass = bool(top_k) or any(p < n and ids[p] == t for p, t in lookups)
         positions, after = self._echo_or_ahead(ids, k) if need_pass and n else ([], None)
         summary = None
-        if top_k:
+        if top_k and summary_rows is not None:  # only these positions (n: after the end)
+            every = positions + [after or _Position(None, None)]  # n + 1 rows
+            chosen = [int(r) for r in summary_rows]
+            padded = [*ids, -1]
+            summary = self._summary([every[r] for r in chosen], [padded[r] for r in chosen], top_k)
+        elif top_k:
             rows = positions + ([after or _Position(None, None)] if through_end else [])
             summary = self._summary(rows, [*ids, -1][: len(rows)], top_k)
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
