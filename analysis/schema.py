@@ -160,11 +160,46 @@ MODELS = Table(
     ),
 )
 
+ANSWER_MODELS = Table(
+    "answer_models",
+    "One row per (answer, model): the answer's log-probability under every model that scored it, by the chain rule over that model's OWN tokens, so models with different tokenizers are compared on the same answers (long format: pivot on model_id to put models side by side). Token and word answers that are not skips; only the exported answers.",
+    (
+        C("guess_id", "int", "The answer (guesses.guess_id)."),
+        C("model_id", "int", "The model (models.model_id)."),
+        C("answer_logprob", "float", "ln p_model(answer text | prefix text) = the sum of the log-probs of the answer's tokens, the prefix (the document text before the item) and the answer as typed each tokenized by this model on its own (word mode: the word with one leading space unless the prefix ends in whitespace, PLUS end_logprob). Approximation: the two tokenizations are concatenated, which need not be how the model would tokenize the whole string (a non-canonical split at the boundary), and other tokenizations of the same text are not counted (a slight underestimate). Empty when the model cannot give it: an answer with no tokens, no room left in the model's context, or a top-k-only server (any word end term, a token beyond its top-k).", unit="nats", nullable=True),
+        C("answer_n_tokens", "int", "How many of this model's tokens the answer is (0: none).", unit="tokens"),
+        C("end_logprob", "float", "Word mode: ln P(the token after the word starts a new word), the word-end term included in answer_logprob (see the word method in README.md). Empty in token mode.", unit="nats", nullable=True),
+        C("first_token_logprob", "float", "ln p_model(the answer's first token) at the item, exactly as guesses.model_answer_logprob in token mode (answer_first_token_id). Only where same_tokenizer: the token ids of another tokenizer mean nothing to this model.", unit="nats", nullable=True),
+        C("first_token_rank", "int", "Rank of that first token (1 = the model's top choice). Only where same_tokenizer; empty beyond a top-k-only server's k.", nullable=True),
+        C("same_tokenizer", "bool", "The model's tokenizer is the one the corpus was played with (its token positions are the items): then first_token_* are given and the per-position numbers of guesses and items apply to it."),
+    ),
+)
+
+ITEM_MODELS = Table(
+    "item_models",
+    "One row per (item, model): each model's view of an item with exported answers, under its OWN tokens (comparable across tokenizers; long format: pivot on model_id).",
+    (
+        C("item_id", "int", "The item (items.item_id)."),
+        C("model_id", "int", "The model (models.model_id)."),
+        C("target_logprob", "float", "ln p_model(the true next token's text | prefix text): the text from the item to the next item of the document, tokenized by this model on its own after the prefix tokenized on its own (chain rule, as answer_models.answer_logprob). For a same-tokenizer model it equals items.model_target_logprob. Empty for a stem (no true continuation) or when the model cannot give it.", unit="nats", nullable=True),
+        C("target_word_logprob", "float", "ln p_model(the true next word | prefix text) plus its word-end term, as word-mode answers are scored (the true word: target_text of word-mode answers). Only at items that begin a word; empty elsewhere, for a stem, and for a top-k-only server.", unit="nats", nullable=True),
+        C("entropy", "float", "Entropy of the model's full next-token distribution after the prefix in its own tokens. Empty for a top-k-only server.", unit="nats", nullable=True),
+        C("top1_text", "str", "Text of the model's most likely next token after the prefix (its own vocabulary).", nullable=True),
+        C("top1_starts_word", "bool", "top1_text without leading whitespace is non-empty and begins the true next word (a control token never does): top-1 accuracy comparable across tokenizers. Empty for a stem.", nullable=True),
+        C("same_tokenizer", "bool", "The model's tokenizer is the one the corpus was played with."),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (GUESSES, ITEMS, PARTICIPANTS, STUDIES, MODELS)}
+# Added to schema version 1 after its first exports: every model's numbers on the same answers
+# and items, in long tables. An export written before them has no such files, which means no
+# model's per-answer numbers (read them as empty tables). TABLES are in every export.
+MODEL_TABLES: dict[str, Table] = {t.name: t for t in (ANSWER_MODELS, ITEM_MODELS)}
+EXPORT_TABLES: dict[str, Table] = {**TABLES, **MODEL_TABLES}  # what webapp.export writes
 
 
 def codebook_rows() -> list[dict[str, str]]:
-    """One row per column of every table: the content of codebook.csv."""
+    """One row per column of every exported table: the content of codebook.csv."""
     return [
         {
             "table": table.name,
@@ -174,6 +209,6 @@ def codebook_rows() -> list[dict[str, str]]:
             "nullable": "yes" if col.nullable else "no",
             "description": col.description,
         }
-        for table in TABLES.values()
+        for table in EXPORT_TABLES.values()
         for col in table.columns
     ]

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from test_export import add_study_participant, play_room, play_solo
 
 import analysis
-from analysis.schema import TABLES
+from analysis.schema import EXPORT_TABLES
 from webapp import export
 from webapp.app import create_app
 from webapp.export import ExportFilters, stream_zip, write_export
@@ -25,7 +25,7 @@ from webapp.extensions import db
 from webapp.models import Guess, Participant, Study
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "+1+1", "@SUM(A1)", "-2", "'quoted", "\tTab"]
-TABLE_FILES = [f"{name}.{{fmt}}" for name in TABLES] + ["codebook.csv"]
+TABLE_FILES = [f"{name}.{{fmt}}" for name in EXPORT_TABLES] + ["codebook.csv"]
 
 
 def fill(app, client, solo=(" the", " dog", " over")) -> None:
@@ -151,7 +151,7 @@ def test_download_zip_streams_while_it_is_written(scored_app, client, monkeypatc
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert zf.testzip() is None
         assert sorted(zf.namelist()) == sorted(
-            [f"{n}.csv" for n in TABLES] + ["manifest.json", "codebook.csv", "README.md"])
+            [f"{n}.csv" for n in EXPORT_TABLES] + ["manifest.json", "codebook.csv", "README.md"])
 
 
 def test_study_download_is_a_streamed_response(scored_app, client, tmp_path):

@@ -8,7 +8,8 @@ Parquet writers, so memory depends on the batch size and the number of participa
 not on the number of answers. Parquet gets one row group per batch.
 
 Output: a folder (or a zip of it, which can also be streamed to a browser as it is made) with
-one file per table (guesses, items, participants, studies, models) in one format (csv, jsonl,
+one file per table (guesses, items, participants, studies, models, and every model's numbers
+on the same answers and items: answer_models, item_models) in one format (csv, jsonl,
 parquet), plus manifest.json (versions, filters, row counts, model settings), codebook.csv and
 README.md generated from the same schema.
 """
@@ -61,14 +62,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from tqdm import tqdm
 
-from analysis.schema import FORMATS, SCHEMA_VERSION, TABLES, Table, codebook_rows
+from analysis.schema import (
+    EXPORT_TABLES,
+    FORMATS,
+    MODEL_TABLES,
+    SCHEMA_VERSION,
+    TABLES,
+    Table,
+    codebook_rows,
+)
 
 from .config import DEFAULT_MODEL
 from .models import (
+    AnswerModelScore,
     Corpus,
     Document,
     Guess,
     Item,
+    ItemModelScore,
     LanguageModel,
     Participant,
     Prediction,
@@ -232,8 +243,8 @@ _SENTINELS = {"int": "-1", "float": "0.0", "str": "''", "bool": "0", "json": "''
 
 
 def _sql_batches(session: Session, stmt, kinds: list[str],
-                 batch_rows: int = BATCH_ROWS) -> Iterator[list[pa.Array]]:
-    """Run a SELECT (ordered by its first column, an id) and yield its rows as lists of Arrow
+                 batch_rows: int = BATCH_ROWS, order: int = 1) -> Iterator[list[pa.Array]]:
+    """Run a SELECT (ordered by its first `order` columns, ids) and yield its rows as lists of Arrow
     columns of the schema's types; datetime columns come as the database gives them (text on
     SQLite, timestamps on PostgreSQL) and are formatted by the writers (_iso_text).
 
@@ -248,7 +259,7 @@ def _sql_batches(session: Session, stmt, kinds: list[str],
         # below) fixes every column's type.
         first = select(*[literal_column(_SENTINELS[k]) for k in kinds])
         stmt = union_all(first, stmt)
-    sql = str(stmt.order_by(literal_column("1")).compile(
+    sql = str(stmt.order_by(*[literal_column(str(i)) for i in range(1, order + 1)]).compile(
         dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     if adbc is None:
         result = connection.exec_driver_sql(sql, execution_options={"stream_results": True})
@@ -586,6 +597,58 @@ def _chunks_of(rows: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+# --------------------------------------------------------------- every model on the same answers
+
+
+def _model_table_select(name: str, filters: ExportFilters):
+    """answer_models or item_models: the rows of the exported answers and their items, every
+    model that has them, in (id, model) order."""
+    exported = _guess_query(filters).order_by(None)
+    if name == "answer_models":
+        s = AnswerModelScore
+        columns = {
+            "guess_id": s.guess_id, "model_id": s.model_id, "answer_logprob": s.logprob,
+            "answer_n_tokens": s.n_tokens, "end_logprob": s.end_logprob,
+            "first_token_logprob": s.first_token_logprob, "first_token_rank": s.first_token_rank,
+            "same_tokenizer": s.same_tokenizer,
+        }
+        where = s.guess_id.in_(exported.with_only_columns(Guess.id))
+    else:
+        s = ItemModelScore
+        columns = {
+            "item_id": s.item_id, "model_id": s.model_id, "target_logprob": s.target_logprob,
+            "target_word_logprob": s.target_word_logprob, "entropy": s.entropy,
+            "top1_text": s.top1_text, "top1_starts_word": s.top1_starts_word,
+            "same_tokenizer": s.same_tokenizer,
+        }
+        where = s.item_id.in_(exported.with_only_columns(Guess.item_id).distinct())
+    return select(*[columns[n].label(n) for n in MODEL_TABLES[name].column_names]).where(where)
+
+
+def model_table_batches(session: Session, filters: ExportFilters,
+                        name: str) -> Iterator[pa.RecordBatch]:
+    """answer_models or item_models as Arrow record batches, columns in schema order."""
+    table = MODEL_TABLES[name]
+    kinds = [c.type for c in table.columns]
+    for arrays in _sql_batches(session, _model_table_select(name, filters), kinds, order=2):
+        yield pa.RecordBatch.from_arrays(arrays, names=table.column_names)
+
+
+def model_table_rows(session: Session, filters: ExportFilters, name: str) -> Iterator[tuple]:
+    """The same rows one tuple at a time (schema order)."""
+    for batch in model_table_batches(session, filters, name):
+        yield from zip(*(column.to_pylist() for column in batch.columns))
+
+
+def _compared_model_ids(session: Session, filters: ExportFilters) -> set[int]:
+    """Models with rows in answer_models or item_models (the models table lists them too)."""
+    ids: set[int] = set()
+    for name in MODEL_TABLES:
+        query = _model_table_select(name, filters).subquery()
+        ids |= set(session.scalars(select(query.c.model_id).distinct()))
+    return ids
+
+
 # ------------------------------------------------------------------------- other tables' rows
 
 
@@ -887,7 +950,7 @@ def readme_text(manifest: dict) -> str:
         "Tables (every column is defined in codebook.csv):",
         "",
     ]
-    for name, table in TABLES.items():
+    for name, table in EXPORT_TABLES.items():
         rows = manifest["tables"][name]["rows"]
         lines.append(f"- `{manifest['tables'][name]['file']}` ({rows} rows): {table.description}")
     lines += [
@@ -911,6 +974,11 @@ def readme_text(manifest: dict) -> str:
         "- Comprehension checks are rows of guesses too: an answered check has match_rule",
         "  `check` (is_correct = passed); a skipped check is a `skip` whose item_id is listed in",
         "  studies.settings.checks. They are not test items: leave them out of accuracy.",
+        "- answer_models and item_models hold every model's numbers on the same answers and",
+        "  items, each under the model's OWN tokens (chain rule), so models with different",
+        "  tokenizers compare: one row per (answer, model) and (item, model); pivot on",
+        "  model_id to put models side by side. The guesses and items columns model_* are the",
+        "  numbers of one model (model_id), per position of the corpus's own tokens.",
         "- participants keeps every URL parameter of the study link (url_prolific_pid,",
         "  url_study_id, url_session_id, url_participant); duplicate_of names the first run",
         "  started with the same platform id that a later run could not resume.",
@@ -954,6 +1022,7 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
     model_ids = set(session.scalars(
         _guess_query(filters).with_only_columns(Guess.model_id).order_by(None).distinct()
     )) - {None}
+    model_ids |= _compared_model_ids(session, filters)
     models = list(model_rows(session, model_ids))
     awaiting = awaiting_model_numbers(session, filters)
     stems = items_without_target(session, filters)
@@ -963,13 +1032,14 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         "participants": _small_table(TABLES["participants"], participant_rows(session, filters)),
         "studies": _small_table(TABLES["studies"], study_rows(session, filters)),
         "models": _small_table(TABLES["models"], models),
+        **{name: model_table_batches(session, filters, name) for name in MODEL_TABLES},
     }
     # The bar follows the answers (nearly all of the work); the other tables take moments.
     with tqdm(total=total, disable=not progress, unit=" answers", unit_scale=True,
               desc="guesses", file=sys.stderr, dynamic_ncols=True) as bar:
         for table, batches in tables.items():
             with open_member(f"{table}.{fmt}") as sink:
-                for count in _write_table(sink, fmt, TABLES[table], batches,
+                for count in _write_table(sink, fmt, EXPORT_TABLES[table], batches,
                                           bar if table == "guesses" else None):
                     rows[table] = count
                     yield
@@ -980,7 +1050,7 @@ def _export_members(session: Session, fmt: str, filters: ExportFilters, token_te
         "exported_at": datetime.now(UTC).isoformat(),
         "format": fmt,
         "filters": shown,
-        "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},
+        "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in EXPORT_TABLES},
         "models": models,
         # Answers whose exact model numbers the background jobs have not computed yet (or
         # could not): their model_answer_logprob is empty. Counted when the export started.
@@ -1064,7 +1134,7 @@ def write_export(
         shutil.rmtree(work, ignore_errors=True)
         tmp_zip.unlink(missing_ok=True)
         raise
-    return ExportSummary(out, fmt, {name: rows[name] for name in TABLES})
+    return ExportSummary(out, fmt, {name: rows[name] for name in EXPORT_TABLES})
 
 
 class _Pipe(io.RawIOBase):
