@@ -33,13 +33,22 @@
  * Call the function again for each question (it starts empty). onSkip(): the player chose
  * "I don't know"; without onSkip there is no such button. The widgets never send anything
  * themselves: the page posts the payload (plus client_key, item ids, mode, reaction_ms).
+ *
+ *   humanlm.judgementResult(root, {mode, pairwise, distribution, skipped, targetProb})
+ *     After the answer: fills root with one sentence ("You put 60% on what came next; the model
+ *     put 35% on the same cell.") and the chart: the pair again with both tokens' model
+ *     probabilities and you vs the model on the original, or one row per cell (you vs the
+ *     model, "not known yet" for null, the true cell marked). pairwise / distribution: the
+ *     reply's parts of that name; targetProb: the true token's model probability (for a skip).
+ *     Returns {tone: 'ok' | 'bad' | 'skip', title, mark, you, model}: you and model are the
+ *     probabilities each put on what came next (null when skipped or unknown).
  */
 'use strict';
 
 (() => {
   const base = window.humanlm;
   if (!base) throw new Error('judgements.js needs common.js first');
-  const { el, chip, describeToken, quoteToken, tokenText } = base;
+  const { el, chip, describeToken, quoteToken, tokenText, pct, wholePct } = base;
 
   const DEFAULT_SCALE = [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99];
   const TOTAL = 100;
@@ -580,5 +589,105 @@
     };
   }
 
-  window.humanlm = Object.freeze({ ...base, pairwiseInput, betInput });
+  // ------------------------------------------------------------------ after the answer
+
+  /** "You ▇▇▇▇▇ 80%": one side's probability as a bar (or "not known yet"). */
+  function vsRow(who, p, className) {
+    const row = el('div', `vs-row ${className}`);
+    row.append(el('span', 'vs-row__who', who));
+    const track = el('span', 'vs-row__track');
+    track.setAttribute('aria-hidden', 'true');
+    const known = p !== null && p !== undefined;
+    if (known) {
+      const fill = el('span', 'vs-row__fill');
+      fill.style.width = `${Math.max(0, Math.min(100, Number(p) * 100)).toFixed(1)}%`;
+      track.append(fill);
+    }
+    row.append(track, el('span', `vs-row__pct${known ? '' : ' vs-row__pct--unknown'}`,
+      known ? pct(p) : 'not known yet'));
+    return row;
+  }
+
+  function judgementResult(root, {
+    mode, pairwise = null, distribution = null, skipped = false, targetProb = null,
+  } = {}) {
+    const sentence = el('p', 'judge-sentence');
+    const detail = el('div', 'judge-detail');
+    root.replaceChildren(sentence, detail);
+    let tone = 'skip';
+    let title = 'Skipped: no answer this time';
+    let you = null;
+    let model = null;
+    if (mode === 'pairwise' && pairwise) {
+      const pw = pairwise;
+      const r = skipped ? null : pw.true_probability;
+      const m = pw.model_true_probability;
+      const side = pw.true_side === 'left' ? 'LEFT' : 'RIGHT';
+      model = m;
+      if (r !== null && r !== undefined) {
+        you = r;
+        tone = r > 0.5 ? 'ok' : r < 0.5 ? 'bad' : 'skip';
+        title = r > 0.5 ? 'Good call!' : r < 0.5 ? 'Fooled this time' : 'A fair 50/50';
+        sentence.append(`It was the ${side} one. You gave the original ${wholePct(r)}; the model, asked about the same pair, gives it ${pct(m)}.`);
+      } else {
+        sentence.append(`It was the ${side} one. Asked about the same pair, the model gives the original ${pct(m)}.`);
+      }
+      const pair = el('div', 'pwr__pair');
+      ['left', 'right'].forEach((which) => {
+        const isTrue = pw.true_side === which;
+        const token = (isTrue ? pw.true : pw.alternative) || {};
+        const box = el('div', `pwr__side${isTrue ? ' is-true' : ''}`);
+        box.append(el('span', 'pw__tag', which === 'left' ? 'Left' : 'Right'),
+          chip(token.text, isTrue ? 'chip--target chip--lg' : 'chip--lg', describePairToken),
+          el('span', `tag ${isTrue ? 'tag--target' : 'tag--alt'}`, isTrue ? 'came next' : 'the other one'),
+          el('span', 'pwr__prob', `model: ${pct(token.prob)}`));
+        pair.append(box);
+      });
+      const vs = el('div', 'vs-rows');
+      vs.append(el('p', 'vs-rows__title', 'Chance given to the original'));
+      if (you !== null) vs.append(vsRow('You', r, 'vs-row--you'));
+      vs.append(vsRow('Model', m, 'vs-row--model'));
+      detail.append(pair, vs);
+      const ls = pw.log_score || {};
+      if (you !== null && typeof ls.person === 'number' && typeof ls.model === 'number') {
+        detail.append(el('p', 'judge-note', `Log score, the number that adds up fairly over many answers (nearer 0 is better): you ${ls.person.toFixed(2)}, the model ${ls.model.toFixed(2)}.`));
+      }
+    } else if (mode === 'distribution' && distribution && !skipped) {
+      const dist = distribution;
+      const cells = Array.isArray(dist.cells) ? dist.cells : [];
+      const trueCell = cells.find((c) => c.is_true);
+      const onElse = !trueCell || trueCell.else;
+      you = dist.person_true;
+      model = dist.model_true;
+      tone = onElse ? 'bad' : 'ok';
+      title = onElse ? 'Something else came next' : 'Your bets covered it';
+      const modelPart = model === null || model === undefined
+        ? 'the model’s share of the same cell is not known yet.'
+        : `the model put ${pct(model)} on the same cell.`;
+      sentence.append(`You put ${wholePct(you)} on what came next; ${modelPart}`);
+      const list = el('ul', 'dist');
+      list.setAttribute('aria-label', 'Your points and the model’s probability for each of your guesses');
+      cells.forEach((c) => {
+        const li = el('li', `dist__cell${c.is_true ? ' is-true' : ''}${c.else ? ' dist__cell--else' : ''}`);
+        const label = el('div', 'dist__label');
+        if (c.else) label.append(el('span', 'dist__else', 'Something else'));
+        else (c.texts || []).forEach((t) => label.append(chip(t, c.is_true ? 'chip--target' : '', describeToken)));
+        if (c.texts && c.texts.length > 1) label.append(el('span', 'dist__merged', 'same first token: one bet'));
+        if (c.is_true) label.append(el('span', 'tag tag--target', 'came next'));
+        li.append(label, vsRow('You', c.person, 'vs-row--you'), vsRow('Model', c.model, 'vs-row--model'));
+        list.append(li);
+      });
+      detail.append(list);
+      if (cells.some((c) => c.model === null || c.model === undefined)) {
+        detail.append(el('p', 'judge-note', 'The model’s probability is known here only for tokens among its top candidates; the rest is filled in later.'));
+      }
+    } else if (mode === 'distribution') {
+      sentence.append(`You skipped this one.${targetProb === null || targetProb === undefined ? ''
+        : ` The model gave what came next ${pct(targetProb)}.`}`);
+    }
+    const mark = tone === 'ok' ? '✓' : tone === 'bad' ? '✗' : skipped ? '?' : '=';
+    return { tone, title, mark, you, model };
+  }
+
+  window.humanlm = Object.freeze({ ...base, pairwiseInput, betInput, judgementResult });
 })();

@@ -45,8 +45,6 @@
     judgeLead: $('judge-lead'),
     judgeWidget: $('judge-widget'),
     judgeResult: $('judge-result'),
-    judgeSentence: $('judge-sentence'),
-    judgeDetail: $('judge-detail'),
     modeRadios: Array.from(document.querySelectorAll('input[name="answer-mode"]')),
   };
 
@@ -774,104 +772,17 @@
 
   // ---------------------------------------------------------------- reveal: the judgement modes
 
-  /** "You ▇▇▇▇▇ 80%": one side's probability as a bar (or "not known yet"). */
-  function vsRow(who, p, className) {
-    const row = el('div', `vs-row ${className}`);
-    row.append(el('span', 'vs-row__who', who));
-    const track = el('span', 'vs-row__track');
-    track.setAttribute('aria-hidden', 'true');
-    const known = p !== null && p !== undefined;
-    if (known) {
-      const fill = el('span', 'vs-row__fill');
-      fill.style.width = `${Math.max(0, Math.min(100, Number(p) * 100)).toFixed(1)}%`;
-      track.append(fill);
-    }
-    row.append(track, el('span', `vs-row__pct${known ? '' : ' vs-row__pct--unknown'}`,
-      known ? pct(p) : 'not known yet'));
-    return row;
-  }
-
-  /** Verdict, sentence and chart of a pairwise or distribution answer; returns the tone
-   *  (ok: leaned towards / bet on what came next, bad: away from it, skip: no lean). */
+  /** Verdict, sentence and chart of a pairwise or distribution answer (humanlm.judgementResult);
+   *  returns the tone (ok: leaned towards / bet on what came next, bad: away from it, skip). */
   function renderJudgementReveal(data, judged, skipped) {
-    const sentence = els.judgeSentence;
-    const detail = els.judgeDetail;
-    sentence.textContent = '';
-    detail.textContent = '';
-    let tone = 'skip';
-    let title = 'Skipped: no answer this time';
-    if (judged === 'pairwise') {
-      const pw = data.pairwise;
-      const r = pw.true_probability;
-      const m = pw.model_true_probability;
-      const side = pw.true_side === 'left' ? 'LEFT' : 'RIGHT';
-      if (!skipped && r !== null && r !== undefined) {
-        tone = r > 0.5 ? 'ok' : r < 0.5 ? 'bad' : 'skip';
-        title = r > 0.5 ? 'Good call!' : r < 0.5 ? 'Fooled this time' : 'A fair 50/50';
-        sentence.append(`It was the ${side} one. You gave the original ${wholePct(r)}; the model, asked about the same pair, gives it ${pct(m)}.`);
-      } else {
-        sentence.append(`It was the ${side} one. Asked about the same pair, the model gives the original ${pct(m)}.`);
-      }
-      const pair = el('div', 'pwr__pair');
-      const sideBox = (which) => {
-        const isTrue = pw.true_side === which;
-        const token = isTrue ? pw.true : pw.alternative;
-        const box = el('div', `pwr__side${isTrue ? ' is-true' : ''}`);
-        box.append(el('span', 'pw__tag', which === 'left' ? 'Left' : 'Right'),
-          chip(token.text, isTrue ? 'chip--target chip--lg' : 'chip--lg'),
-          el('span', `tag ${isTrue ? 'tag--target' : 'tag--alt'}`, isTrue ? 'came next' : 'the other one'),
-          el('span', 'pwr__prob', `model: ${pct(token.prob)}`));
-        return box;
-      };
-      pair.append(sideBox('left'), sideBox('right'));
-      const vs = el('div', 'vs-rows');
-      vs.append(el('p', 'vs-rows__title', 'Chance given to the original'));
-      if (!skipped) vs.append(vsRow('You', r, 'vs-row--you'));
-      vs.append(vsRow('Model', m, 'vs-row--model'));
-      detail.append(pair, vs);
-      const ls = pw.log_score || {};
-      if (!skipped && ls.person !== null && ls.person !== undefined && ls.model !== null && ls.model !== undefined) {
-        detail.append(el('p', 'judge-note', `Log score, the number that adds up fairly over many answers (nearer 0 is better): you ${ls.person.toFixed(2)}, the model ${ls.model.toFixed(2)}.`));
-      }
-      if (!data.replayed) addToTally('pairwise', r, m, skipped || r === null || r === undefined);
-    } else {
-      const dist = data.distribution;
-      if (skipped || !dist) {
-        const tp = data.model ? data.model.target_prob : null;
-        sentence.append(`You skipped this one. The model gave what came next ${pct(tp)}.`);
-        if (!data.replayed) addToTally('distribution', null, null, true);
-      } else {
-        const cells = Array.isArray(dist.cells) ? dist.cells : [];
-        const trueCell = cells.find((c) => c.is_true);
-        const onElse = !trueCell || trueCell.else;
-        tone = onElse ? 'bad' : 'ok';
-        title = onElse ? 'Something else came next' : 'Your bets covered it';
-        const modelPart = dist.model_true === null || dist.model_true === undefined
-          ? 'the model’s share of the same cell is not known yet.'
-          : `the model put ${pct(dist.model_true)} on the same cell.`;
-        sentence.append(`You put ${wholePct(dist.person_true)} on what came next; ${modelPart}`);
-        const list = el('ul', 'dist');
-        list.setAttribute('aria-label', 'Your points and the model’s probability for each of your guesses');
-        cells.forEach((c) => {
-          const li = el('li', `dist__cell${c.is_true ? ' is-true' : ''}${c.else ? ' dist__cell--else' : ''}`);
-          const label = el('div', 'dist__label');
-          if (c.else) label.append(el('span', 'dist__else', 'Something else'));
-          else (c.texts || []).forEach((t) => label.append(chip(t, c.is_true ? 'chip--target' : '')));
-          if (c.texts && c.texts.length > 1) label.append(el('span', 'dist__merged', 'same first token: one bet'));
-          if (c.is_true) label.append(el('span', 'tag tag--target', 'came next'));
-          li.append(label, vsRow('You', c.person, 'vs-row--you'), vsRow('Model', c.model, 'vs-row--model'));
-          list.append(li);
-        });
-        detail.append(list);
-        if (cells.some((c) => c.model === null || c.model === undefined)) {
-          detail.append(el('p', 'judge-note', 'The model’s probability is known here only for tokens among its top candidates; the rest is filled in later.'));
-        }
-        if (!data.replayed) addToTally('distribution', dist.person_true, dist.model_true, false);
-      }
-    }
-    els.verdictMark.textContent = tone === 'ok' ? '✓' : tone === 'bad' ? '✗' : skipped ? '?' : '=';
-    els.verdictTitle.textContent = title;
-    return tone;
+    const result = window.humanlm.judgementResult(els.judgeResult, {
+      mode: judged, pairwise: data.pairwise, distribution: data.distribution, skipped,
+      targetProb: data.model ? data.model.target_prob : null,
+    });
+    if (!data.replayed) addToTally(judged, result.you, result.model, skipped || result.you === null);
+    els.verdictMark.textContent = result.mark;
+    els.verdictTitle.textContent = result.title;
+    return result.tone;
   }
 
   /** Below the model's chart in the judgement modes: the true token's probability and its top pick. */

@@ -113,7 +113,7 @@ def _check_pairwise_reveal(page: Page, reply: dict) -> None:
     _shown_as(true_side.locator(".pwr__prob").inner_text(), pw["true"]["prob"])
     _shown_as(other_side.locator(".pwr__prob").inner_text(), pw["alternative"]["prob"])
     _shown_as(page.locator(".vs-row--model .vs-row__pct").inner_text(), pw["model_true_probability"])
-    sentence = page.locator("#judge-sentence")
+    sentence = page.locator("#judge-result .judge-sentence")
     expect(sentence).to_contain_text(f"It was the {pw['true_side'].upper()} one.")
     if pw["true_probability"] is not None:
         _shown_as(page.locator(".vs-row--you .vs-row__pct").inner_text(), pw["true_probability"])
@@ -310,7 +310,7 @@ def test_bets_with_the_keyboard_only_on_a_desktop(people, live_server):
         else:
             _shown_as(shown.inner_text(), cell["model"])
     expect(cells.last).to_contain_text("Something else")
-    expect(page.locator("#judge-sentence")).to_contain_text(
+    expect(page.locator("#judge-result .judge-sentence")).to_contain_text(
         re.compile(r"You put 60% on what came next; the model put [\d.<>]+% on the same cell\."))
     expect(page.locator("#next-btn")).to_be_focused()
 
@@ -338,7 +338,7 @@ def test_bets_with_the_keyboard_only_on_a_desktop(people, live_server):
     body, reply = _sent(info)
     assert body["skipped"] is True and body["mode"] == "distribution" and "bets" not in body
     assert _stored(app, body["client_key"]).skipped
-    expect(page.locator("#judge-sentence")).to_contain_text("You skipped this one.")
+    expect(page.locator("#judge-result .judge-sentence")).to_contain_text("You skipped this one.")
     expect(page.locator("#scoreline")).to_contain_text("1 skipped")
 
 
