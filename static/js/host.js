@@ -516,10 +516,11 @@
     const judged = Number(pw.judged) || 0;
     els.pwClass.textContent = wholePct(pw.class_true_probability);
     els.pwClassNote.textContent = judged
-      ? `average chance for the original · ${pw.leaned_true ?? 0} of ${judged} gave it more than 50%`
+      ? `average for the original · ${pw.leaned_true ?? 0} of ${judged} gave it more than 50%`
       : 'nobody answered';
     els.pwModel.textContent = pct(pw.model_true_probability);
-    els.pwModelNote.textContent = 'its own answer: G(original) ÷ (G(original) + G(other))';
+    els.pwModelNote.textContent = 'G(original) ÷ (G(original) + G(other))';
+    els.pwModelNote.title = 'The model’s own answer to the same question, from its probabilities of the two tokens';
     const modelPct = pw.model_true_probability === null || pw.model_true_probability === undefined
       ? null : Number(pw.model_true_probability) * 100;
     renderStops(els.pwStops, [...(pw.stops || [])].sort((x, y) => x.percent - y.percent), modelPct);

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
+from test_accessibility import AXE, Auditor
 from test_classroom_day import LAYOUT_PROBLEMS
 
 from webapp import game
@@ -39,6 +40,14 @@ def _patient_expect():
     expect.set_options(timeout=10_000)
     yield
     expect.set_options(timeout=5_000)
+
+
+@pytest.fixture
+def audit():
+    """axe-core's WCAG checks of the judgement screens (test_accessibility's Auditor)."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: run `make assets` (npm ci in static/) first")
+    return Auditor(AXE.read_text(encoding="utf-8"))
 
 
 def shot(page: Page, name: str) -> None:
@@ -96,7 +105,7 @@ def judgements(code: str) -> dict[str, Guess]:
         session.close()
 
 
-def fits(host: Page, keys: dict[str, str]) -> None:
+def fits(host: Page, keys: dict[str, str], name: str) -> None:
     """At each projector size nothing scrolls or is cut off of what the class reads."""
     for width, height in PROJECTORS:
         host.set_viewport_size({"width": width, "height": height})
@@ -104,6 +113,7 @@ def fits(host: Page, keys: dict[str, str]) -> None:
         host.wait_for_function(SETTLED)
         problems = host.evaluate(LAYOUT_PROBLEMS, [keys, [], 0])
         assert problems == [], f"{width}x{height}: {problems}"
+        shot(host, f"{name}-{width}x{height}.png")
     host.set_viewport_size({"width": 1280, "height": 720})
     host.wait_for_timeout(300)
 
@@ -116,7 +126,7 @@ def advance(host: Page, phase: str) -> None:
 # -------------------------------------------------------------------------------------- pairwise
 
 
-def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer):
+def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer, audit):
     base = live_server.url
     host = people(viewport={"width": 1280, "height": 720})
     code = create_room(host, base, "pairwise")
@@ -141,6 +151,7 @@ def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer)
         expect(phone.locator(".pw__side--left .chip")).to_have_attribute("data-text", left)
         expect(phone.locator(".pw__side--right .chip")).to_have_attribute("data-text", right)
     shot(phones["Ana"], "room-pairwise-phone.png")
+    audit(phones["Ana"], "phone: pairwise question")
 
     phones["Ana"].click(".pw__stop[data-value='90']")
     phones["Ana"].click(".judge-submit")
@@ -159,8 +170,10 @@ def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer)
         ["99", "90", "80", "70", "60", "50", "40", "30", "20", "10", "1"]
     expect(host.locator("#stops-bars .stop[data-percent='90']")).to_have_attribute("data-count", "1")
     expect(host.locator("#stops-bars .stop[data-percent='70']")).to_have_attribute("data-count", "1")
-    shot(host, "room-pairwise-host-live.png")
+    fits(host, {"pair": "#pair-big .chip", "stops": "#stops-bars .stop__pct", "count": "#answered-n",
+                "ends": "#stops .stops__ends", "close": "#primary-btn"}, "room-pairwise-host-live")
 
+    audit(host, "host: pairwise answers live")
     stored = judgements(code)
     assert stored["Ana"].judgement["left_probability"] == 0.9 and stored["Caro"].skipped
     assert stored["Ana"].judgement["alternative"]["id"] == pair.alternative_id
@@ -190,14 +203,28 @@ def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer)
     expect(fb.locator("#fb-you dd")).to_have_text(f"{round(said[0] * 100)}%")
     expect(phones["Caro"].locator("#fb-title")).to_have_text("Skipped")
     shot(fb, "room-pairwise-phone-feedback.png")
+    audit(fb, "phone: pairwise reveal")
 
     fits(host, {
         "pair": "#pw-reveal-pair .chip", "class": "#pw-class", "model": "#pw-model",
         "notes": ".pw-num__note", "stops": "#pw-stops .stop__pct", "true token": "#target-big .chip",
         "stats": "#reveal-stats .stat-line", "leaderboard": "#leaderboard td", "points": "#judge-facts-text",
         "next": "#primary-btn", "join code": "#join-code",
-    })
+    }, "room-pairwise-host")
     shot(host, "room-pairwise-host.png")
+    audit(host, "host: pairwise reveal")
+
+    # The summary: the chance the class and the model gave the original, on average.
+    advance(host, "finished")
+    expect(host.locator("#summary-tiles .tile").first).to_contain_text(f"{round(sum(said) / 2 * 100)}%")
+    expect(host.locator("#summary-tiles")).to_contain_text("Leaned right")
+    expect(host.locator("#rounds-title")).to_have_text("Chance given to what came next, per round")
+    expect(fb.locator("#end-class")).to_have_text(f"{round(sum(said) / 2 * 100)}%")
+    expect(fb.locator("#end-correct-label")).to_have_text("right side")
+    shot(host, "room-pairwise-host-summary.png")
+    shot(fb, "room-pairwise-phone-end.png")
+    audit.check(["phone: pairwise question", "host: pairwise answers live", "phone: pairwise reveal",
+                 "host: pairwise reveal"])
 
 
 # ---------------------------------------------------------------------------------- distribution
@@ -217,7 +244,7 @@ def bet(phone: Page, row: int, text: str, points_: int) -> None:
     expect(box.locator(".bet-row__points")).to_have_text(str(points_))
 
 
-def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer):
+def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer, audit):
     base = live_server.url
     host = people(viewport={"width": 1280, "height": 720})
     code = create_room(host, base, "distribution")
@@ -239,6 +266,7 @@ def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer)
     bet(phones["Ana"], 1, known[2], 10)
     expect(phones["Ana"].locator(".bet-else__points")).to_have_text("30 pts")
     shot(phones["Ana"], "room-distribution-phone.png")
+    audit(phones["Ana"], "phone: bets")
     phones["Ana"].click(".judge-submit")
     bet(phones["Ben"], 0, truth, 20)
     bet(phones["Ben"], 1, unknown, 50)
@@ -253,8 +281,10 @@ def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer)
     expect(first).to_have_attribute("data-text", truth)
     expect(first.locator(".hbar__share")).to_have_text("40%")
     expect(host.locator("#histogram .hbar--else .hbar__share")).to_have_text("30%")
-    shot(host, "room-distribution-host-live.png")
+    fits(host, {"bets": "#histogram .chip", "shares": "#histogram .hbar__share", "count": "#answered-n",
+                "close": "#primary-btn"}, "room-distribution-host-live")
 
+    audit(host, "host: bets live")
     stored = judgements(code)
     assert stored["Ana"].judgement["true_cell"] == 0 and stored["Ana"].mode == "distribution"
 
@@ -281,13 +311,16 @@ def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer)
     expect(ana.locator(".fb-cells tr.is-true td").nth(1)).to_have_text("60%")
     expect(phones["Ben"].locator(".fb-cells")).to_contain_text("not known")
     shot(ana, "room-distribution-phone-feedback.png")
+    audit(ana, "phone: bets reveal")
 
     fits(host, {
         "chart row": "#compare .cbar", "chart value": "#compare .cbar__val", "note": "#compare-note",
         "true token": "#target-big .chip", "stats": "#reveal-stats .stat-line",
         "leaderboard": "#leaderboard td", "points": "#judge-facts-text", "next": "#primary-btn",
-    })
+    }, "room-distribution-host")
     shot(host, "room-distribution-host.png")
+    audit(host, "host: bets reveal")
+    audit.check(["phone: bets", "host: bets live", "phone: bets reveal", "host: bets reveal"])
 
 
 def test_the_set_up_page_offers_pairwise_only_where_there_are_pairs(people, live_server):

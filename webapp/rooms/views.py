@@ -277,6 +277,7 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
         view = {
             "mode": room.answer_mode,
             "target": {"id": item.token_id, "text": item.token_text},
+            "top_k": len(item_facts(session, item.id, room.model_id).top_k),
             "answered": len(guesses),
             "skips": sum(1 for g in guesses if g.skipped),
             "correct": sum(1 for g in guesses if points.judgement_hit(g.judgement)),
