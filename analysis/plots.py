@@ -241,3 +241,34 @@ def calibration_plot(cal: pd.DataFrame, *, labels: dict[str, str] | None = None,
         ax.legend(frameon=True, framealpha=0.9, edgecolor="none", loc="upper left", fontsize=8)
         fig.tight_layout()
         return _svg(fig)
+
+
+def model_ranking(models: pd.DataFrame, unit: str = "answer") -> str:
+    """Models ordered by how well they predict people, best on top, one dot per model. Left:
+    the mean log-likelihood of human answers (nats per answer) with its interval. Right: the
+    paired difference to the best model on the same answers with its interval (narrower: the
+    difficulty of the items, shared by every model, cancels). `models` has the columns label,
+    loglik, loglik_low, loglik_high, diff_to_best, diff_low, diff_high; models without a
+    number are not drawn (the report's table says why)."""
+    d = models[np.isfinite(models["loglik"].to_numpy(dtype=float))]
+    d = d.sort_values("loglik", ascending=True)  # the best ends up on top
+    with plt.rc_context(STYLE):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.4, 1.0 + 0.42 * max(len(d), 1)), sharey=True,
+                                     gridspec_kw={"width_ratios": [1.25, 1]})
+        y = np.arange(len(d))
+        colors = [COLORS["humans"] if j == len(d) - 1 else COLORS["model"] for j in range(len(d))]
+        for axis, (est_col, lo_col, hi_col) in ((ax, ("loglik", "loglik_low", "loglik_high")),
+                                                (bx, ("diff_to_best", "diff_low", "diff_high"))):
+            est = d[est_col].to_numpy(dtype=float)
+            lo = np.nan_to_num(np.clip(est - d[lo_col].to_numpy(dtype=float), 0, None))
+            hi = np.nan_to_num(np.clip(d[hi_col].to_numpy(dtype=float) - est, 0, None))
+            axis.errorbar(est, y, xerr=[lo, hi], fmt="none", ecolor="#555", elinewidth=1.0, capsize=3)
+            axis.scatter(est, y, s=36, color=colors, zorder=3)
+            axis.grid(axis="y", visible=False)
+        bx.axvline(0, color="#777", lw=0.9, ls=":")
+        ax.set_yticks(y, [str(v) for v in d["label"]])
+        ax.set_ylim(-0.6, len(d) - 0.4)
+        ax.set_xlabel(f"Mean log-likelihood of human answers\n(nats/{unit}; higher = predicts people better)")
+        bx.set_xlabel(f"Model − best model, paired on the\nsame answers (nats/{unit})")
+        fig.tight_layout()
+        return _svg(fig)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .schema import FORMATS, SCHEMA_VERSION, TABLES, Table
+from .schema import FORMATS, SCHEMA_VERSION, TABLES, Column, Table
 
 
 class AnalysisError(ValueError):
@@ -62,6 +62,46 @@ ADDED_LATER: dict[str, tuple[str, ...]] = {
     "items": ("model_alternatives",),
 }
 
+# Whole tables added to schema version 1 later (several models on the same human answers: one
+# row per (answer, model) and per (item, model)). An export written before them has no such
+# file, and it reads as the empty table it means: no model's per-answer numbers.
+LATER_TABLES: tuple[str, ...] = ("answer_models", "item_models")
+
+_C = Column
+# The shape of the two tables as announced (issue 13), used only until analysis/schema.py
+# defines them; the schema's definition wins as soon as it has one.
+_ANNOUNCED = {
+    "answer_models": Table("answer_models", "One row per (answer, model).", (
+        _C("guess_id", "int", "Answer (guesses.guess_id)."),
+        _C("model_id", "int", "Model (models.model_id)."),
+        _C("answer_logprob", "float", "ln p_M(answer text | prefix text), chain rule over M's own tokens; word mode: + word-end term.", unit="nats", nullable=True),
+        _C("answer_n_tokens", "int", "The answer's tokens under M.", nullable=True),
+        _C("end_logprob", "float", "Word-end term (word mode).", unit="nats", nullable=True),
+        _C("first_token_logprob", "float", "ln p_M(first token); only with the game's tokenizer.", unit="nats", nullable=True),
+        _C("first_token_rank", "int", "Rank of the first token; only with the game's tokenizer.", nullable=True),
+        _C("same_tokenizer", "bool", "M's tokenizer is the one the game was played with."),
+    )),
+    "item_models": Table("item_models", "One row per (item, model).", (
+        _C("item_id", "int", "Item (items.item_id)."),
+        _C("model_id", "int", "Model (models.model_id)."),
+        _C("target_logprob", "float", "ln p_M(true next token's text | prefix), chain rule under M's tokens.", unit="nats", nullable=True),
+        _C("target_word_logprob", "float", "ln p_M(true next word | prefix) + word-end term.", unit="nats", nullable=True),
+        _C("entropy", "float", "M's next-token entropy at the prefix end, its own tokens.", unit="nats", nullable=True),
+        _C("top1_text", "str", "M's most likely next token.", nullable=True),
+        _C("top1_starts_word", "bool", "top1_text without leading whitespace is a non-empty prefix of the true next word.", nullable=True),
+        _C("same_tokenizer", "bool", "M's tokenizer is the one the game was played with."),
+    )),
+}
+# Every table the reader knows: the schema's, then the later tables the schema lacks so far.
+ALL_TABLES: dict[str, Table] = {**TABLES, **{n: t for n, t in _ANNOUNCED.items() if n not in TABLES}}
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """The table `name` with no rows, every column in the type the reader gives it."""
+    table = ALL_TABLES[name]
+    return _convert(pd.DataFrame({c: pd.Series([], dtype=object) for c in table.column_names}),
+                    f"{name} (empty)", table)
+
 
 @dataclass
 class ExportData:
@@ -78,22 +118,25 @@ class ExportData:
     manifest: dict[str, Any]
     path: str = ""
     warnings: list[str] = field(default_factory=list)
+    # Added later (LATER_TABLES): empty when the export has none.
+    answer_models: pd.DataFrame = field(default_factory=lambda: empty_table("answer_models"))
+    item_models: pd.DataFrame = field(default_factory=lambda: empty_table("item_models"))
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in TABLES:
-            raise KeyError(f"no table {name!r}; tables: {', '.join(TABLES)}")
+        if name not in ALL_TABLES:
+            raise KeyError(f"no table {name!r}; tables: {', '.join(ALL_TABLES)}")
         return getattr(self, name)
 
     def keys(self):
-        return TABLES.keys()
+        return ALL_TABLES.keys()
 
     @property
     def tables(self) -> dict[str, pd.DataFrame]:
-        return {name: getattr(self, name) for name in TABLES}
+        return {name: getattr(self, name) for name in ALL_TABLES}
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{n}={len(getattr(self, n))}" for n in TABLES)
+        sizes = ", ".join(f"{n}={len(getattr(self, n))}" for n in ALL_TABLES)
         return f"ExportData({self.path!r}: {sizes})"
 
 
@@ -171,10 +214,13 @@ def _load_folder(root: Path, shown: str, lean: bool) -> ExportData:
     fmt = manifest["format"]
     warnings: list[str] = []
     frames: dict[str, pd.DataFrame] = {}
-    for name, table in TABLES.items():
+    for name, table in ALL_TABLES.items():
         entry = manifest.get("tables", {}).get(name) or {}
         filename = entry.get("file") or f"{name}.{fmt}"
         file = root / filename
+        if not file.is_file() and name in LATER_TABLES and not entry:
+            frames[name] = empty_table(name)  # an export from before the table existed
+            continue
         if not file.is_file():
             raise ExportFormatError(
                 f"{filename} is missing from {shown} (the export must contain the tables "
@@ -464,6 +510,24 @@ def _check_references(data: ExportData) -> None:
     used = set(items["model_id"].dropna().astype(int).tolist())
     if "model_id" in g:
         used |= set(g["model_id"].dropna().astype(int).tolist())
+    for name, key, parent, parent_name in (("answer_models", "guess_id", g, "guesses"),
+                                           ("item_models", "item_id", items, "items")):
+        long = data[name]
+        if not len(long):
+            continue
+        used |= set(long["model_id"].astype(int).tolist())
+        dup = long.duplicated([key, "model_id"])
+        if dup.any():
+            r = long.loc[dup].iloc[0]
+            raise ExportFormatError(
+                f"{name} lists {key} {r[key]} with model {r['model_id']} more than once")
+        if key in parent:
+            unknown = ~long[key].isin(pd.Index(parent[key]))
+            if unknown.any():
+                ids = long.loc[unknown, key].unique()[:5].tolist()
+                raise ExportFormatError(
+                    f"{int(unknown.sum())} rows of {name} refer to {parent_name} not in the "
+                    f"{parent_name} table (e.g. {key} {', '.join(map(str, ids))}); was a file edited?")
     unknown = sorted(used - model_ids)
     if unknown:
         data.warnings.append(

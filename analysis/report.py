@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import itertools
 import json
 import math
 import re
@@ -24,7 +25,7 @@ import pandas as pd
 
 from . import answers as answers_mod
 from . import bootstrap as bootstrap_mod
-from . import judgements, metrics, pairwise, stated, temperature, tokens
+from . import judgements, metrics, models_compare, pairwise, stated, temperature, tokens
 from .answers import JUDGEMENT_SECTIONS, counted, prepare
 from .reader import AnalysisError, ExportData, load
 
@@ -91,6 +92,10 @@ def run_analysis(data: ExportData | str | Path, **options) -> dict[str, Any]:
         prep, min_crowd=min_crowd, level=level), errors)
     out["temperature"] = _safe("temperature", lambda: temperature.fit_temperature(prep, level=level), errors)
     out["temperature_curve"] = _safe("temperature", lambda: temperature.temperature_curve(prep), errors)
+    # Several models on the same answers (answer_models, item_models); None without them.
+    out["models_comparison"] = _safe("models_comparison", lambda: models_compare.compare_models(
+        data, prep, level=level, min_crowd=min_crowd, min_answers=min_answers,
+        temperature=out["temperature"]), errors)
     out["distances"] = _safe("distances", lambda: metrics.item_distances(prep, min_answers=min_answers), errors)
     if out["distances"] is not None and len(out["distances"]):
         out["distance_summary"] = metrics.distance_summary(prep, distances=out["distances"], level=level)
@@ -221,6 +226,15 @@ METHOD_FUNCTIONS = [
 ]
 
 
+MODELS_METHODS = [
+    ("Several models: the answers and numbers compared", models_compare.model_answers),
+    ("Several models: mean log-likelihood of human answers and the ranking", models_compare.mean_loglik),
+    ("Several models: word-level accuracy across tokenizers", models_compare.word_accuracy),
+    ("Several models: simulator fit against the crowd", models_compare.crowd_fit),
+    ("Several models: KL(crowd ‖ model) and entropy (mode collapse)", models_compare.crowd_kl),
+    ("Several models: T* per model", models_compare.model_temperatures),
+    ("Several models: what the section shows", models_compare.compare_models),
+]
 PAIRWISE_METHODS = [
     ("Human loss from pairwise judgements", judgements.pairwise_loss),
     ("Pairwise: Redwood's estimator", pairwise),
@@ -246,6 +260,8 @@ def methods(res: dict | None = None) -> dict[str, str]:
     if res is not None:
         if res.get("prep") is None:
             chosen = [("Which answers are analysed", answers_mod.select_rows)]
+        if res.get("models_comparison"):
+            chosen += MODELS_METHODS
         if res.get("pairwise"):
             chosen += PAIRWISE_METHODS
         if res.get("stated"):
@@ -291,6 +307,7 @@ footer{margin:34px 0 10px;border-top:1px solid #ddd;padding-top:8px;font-size:13
 """
 
 SECTIONS = [("summary", "Summary"), ("headline", "Who predicts text better?"),
+            ("models", "Which models predict people best"),
             ("fit", "How well does the model predict people?"),
             ("distributions", "How close are the distributions?"), ("temperature", "Temperature"),
             ("learning", "Learning and calibration"), ("methods", "Methods"),
@@ -415,6 +432,10 @@ def _prediction_sentences(res: dict) -> list[tuple[str, str]]:
     unit = _unit(res)
     acc = res["accuracy"]
     out = []
+    mc = res.get("models_comparison")
+    if mc:
+        h = mc["headline"]
+        out.append((h["text"], "withheld" if h["verdict_basis"] == "withheld" else ""))
     if acc is None:  # no item with a true continuation (stems only)
         out.append((res["errors"].get("accuracy", "no accuracy") + ".", ""))  # escaped where shown
     else:
@@ -490,6 +511,8 @@ def sections(res: dict) -> list[tuple[str, str]]:
     """(id, title) of the report's sections: the prediction measures when the export has
     token- or word-mode answers, pairwise judgements and stated distributions when it has them."""
     out = [x for x in SECTIONS if res["prep"] is not None or x[0] in ("summary", "methods", "provenance")]
+    if not res.get("models_comparison"):
+        out = [x for x in out if x[0] != "models"]
     extra = []
     if res.get("pairwise"):
         extra.append(("pairwise", JUDGEMENT_SECTIONS["pairwise"]))
@@ -694,6 +717,170 @@ def _stated_section(res: dict, plots, level: int, figure: int) -> str:
     return "\n".join(out)
 
 
+def _text(v) -> str:
+    """A text cell of a records table: "" for None or NaN."""
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _model_cell(r) -> str:
+    """The model's name with what sets it apart (the game's model, another tokenizer, top-k
+    only, tuned)."""
+    tags = []
+    if r.get("game_model"):
+        tags.append("the game's model")
+    if not r.get("same_tokenizer"):
+        tags.append(f"own tokenizer {r.get('tokenizer')}")
+    if r.get("top_k_only"):
+        tags.append("top-k only")
+    if r.get("tuned"):
+        tags.append("tuned")
+    return (html.escape(str(r["label"]))
+            + (f"<br><span class=n>{html.escape(', '.join(tags))}</span>" if tags else ""))
+
+
+def _value(r, key: str, digits: int = 3, fmt=None) -> str:
+    """A measure of one model with its interval, or why it has none."""
+    if _text(r.get(f"{key}_reason")) and not np.isfinite(r.get(key, np.nan)):
+        return f"<span class=n>{html.escape(_text(r[f'{key}_reason']))}</span>"
+    row = {"estimate": r[key], "ci_low": r[f"{key}_low"], "ci_high": r[f"{key}_high"]}
+    if fmt is not None:
+        return _ci(row, fmt)
+    return _ci(row, digits=digits)
+
+
+def _models_section(res: dict, plots, level: int, number: int) -> str:
+    """Several models on the same human answers: the ranking, its figure, every other measure,
+    and entropy against KL (mode collapse)."""
+    mc = res["models_comparison"]
+    t = mc["models"]
+    unit = "word" if mc["mode"] == "word" else "answer"
+    h = mc["headline"]
+    out = [("<section id=models aria-labelledby=h-models><h2 id=h-models>Which models predict "
+           "people best</h2>"),
+           ("<p>Every model scored the same human answers: the probability of each answer's text "
+            "after the prefix, by the chain rule over the model's own tokens"
+            + (" (with the term for the word ending there)" if mc["mode"] == "word" else "")
+            + ". The event is the same string for every model, so models with different "
+            "tokenizers are compared on the same answers.</p>"),
+           (f"<div class='verdict{' withheld' if h['verdict_basis'] == 'withheld' else ''}'>"
+           f"{html.escape(h['text'])}</div>")]
+    order = t.assign(_k=np.where(np.isfinite(t["loglik"]), -t["loglik"].fillna(0), np.inf))
+    order = order.sort_values(["_k", "model_id"])
+    rows = []
+    for rank, (_, r) in enumerate(order.iterrows(), 1):
+        if np.isfinite(r["loglik"]):
+            best = r["diff_to_best"] == 0 and r["model_id"] == h.get("best", r["model_id"])
+            diff = ("best" if best else
+                    _ci({"estimate": r["diff_to_best"], "ci_low": r["diff_low"],
+                         "ci_high": r["diff_high"]}, digits=3))
+            n = f"<span class=n>{_n(r)}</span>"
+            rows.append([f"{rank}. {_model_cell(r)}", _value(r, "loglik"), diff, n,
+                         f"<span class=n>{html.escape(_text(r['missing']) or 'none')}</span>"])
+        else:
+            rows.append([f"– {_model_cell(r)}",
+                         f"<span class=n>{html.escape(_text(r['loglik_reason']))}</span>",
+                         "–", "–", f"<span class=n>{html.escape(_text(r['missing']) or 'none')}</span>"])
+    out.append(_table(["Model", f"Mean log-likelihood, nats/{unit} ({level}% CI)",
+                       f"Model − best, paired ({level}% CI)", "n", "Missing numbers"], rows,
+                      "Models ordered by how well they predict people: mean log-likelihood of "
+                      "human answers"))
+    left = mc["n_left_out"]
+    out.append(f"<p class=n>{counted(mc['n_answers'], 'answer')} that are not skips; the "
+               f"comparison uses the {mc['n_common']:,} that every compared model has a number "
+               "for"
+               + (f" ({left:,} left out: a model's number is missing, see the last column)"
+                  if left else "")
+               + ". Differences are paired on the same answers (two-way cluster bootstrap over "
+               "participants and items, the same resamples for every model).</p>")
+    ranked = t[np.isfinite(t["loglik"])]
+    if len(ranked):
+        out.append(_figure(
+            plots.model_ranking(ranked, unit), number,
+            f"Models ordered by the mean log-likelihood of the human answers under each (nats per "
+            f"{unit}; higher: the model predicts people better), with {level}% intervals (left), "
+            "and each model's difference to the best on the same answers (right; its interval is "
+            "narrower because how hard the items are is shared by every model and cancels); "
+            f"{mc['n_common']:,} answers, the same for every model"
+            + (f"; not drawn: {', '.join(html.escape(x) for x in t.loc[~np.isfinite(t['loglik']), 'label'])} "
+               "(no numbers, see the table)" if len(ranked) < len(t) else "") + ".",
+            "fig-models",
+            "dot plot of the mean log-likelihood of human answers per model, best on top: "
+            + ", ".join(f"{r['label']} {r['loglik']:.2f}" for _, r in
+                        ranked.sort_values("loglik", ascending=False).iterrows())))
+    rows = []
+    for _, r in order.iterrows():
+        rows.append([_model_cell(r), _value(r, "accuracy", fmt=_pct), _value(r, "simulator_fit"),
+                     _value(r, "kl"), _t_star_cell(r)])
+    out.append(_table(
+        ["Model", f"Word-level accuracy: top-1 starts the word ({level}% CI)",
+         f"Simulator fit: model − leave-one-out crowd, nats/{unit} ({level}% CI)",
+         f"KL(crowd ‖ model) per item, nats ({level}% CI)", "Best temperature T*"],
+        rows, "Accuracy, simulator fit, distance to the crowd and best temperature per model"))
+    notes = []
+    acc_n = next((r["accuracy_n"] for _, r in t.iterrows() if r["accuracy_n"]), None)
+    if acc_n:
+        notes.append(f"Accuracy: {_n(acc_n)}, skips included (the item was shown).")
+    fit_n = next((r["simulator_fit_n"] for _, r in t.iterrows() if r["simulator_fit_n"]), None)
+    if fit_n:
+        crowd = t["crowd_loglik"].iloc[0] if "crowd_loglik" in t else np.nan
+        notes.append(f"Simulator fit: {_n(fit_n)} on items with at least "
+                     f"{max(mc['min_crowd'], 2)} answers; the crowd's categories are the "
+                     f"answers' texts (mean leave-one-out log-likelihood {_num(crowd, 3)}, "
+                     f"smoothing β = {_num(mc['beta'], 3)}), the same for every model.")
+    kl_n = next((r["kl_n"] for _, r in t.iterrows() if r["kl_n"]), None)
+    if kl_n:
+        notes.append(f"KL: {kl_n['n_items']:,} items with at least {mc['min_answers']} answers "
+                     "that are not skips, each counted once (Miller–Madow corrected).")
+    if notes:
+        out.append("<p class=n>" + " ".join(notes) + "</p>")
+
+    # Mode collapse: entropy and KL side by side.
+    out.append("<h3>Entropy and distance to the crowd (mode collapse)</h3>")
+    rows = []
+    pairs = mc["mode_collapse"]["pairs"]
+    for _, r in order.iterrows():
+        bases = [pr["tuned_label"] for pr in pairs if pr["base"] == r["model_id"]]
+        role = ("tuned" if r["tuned"] else
+                html.escape("base of " + ", ".join(bases)) if bases else "–")
+        rows.append([_model_cell(r), role, _value(r, "entropy"), _value(r, "kl"),
+                     f"<span class=n>{_n(r['entropy_n']) if r['entropy_n'] else '–'}</span>"])
+    out.append(_table(["Model", "Role (from its name)",
+                       f"Mean entropy, nats per own token ({level}% CI)",
+                       f"KL(crowd ‖ model), nats ({level}% CI)", "n (entropy)"], rows,
+                      "Each model's entropy and its distance to the crowd, side by side"))
+    out.append(f"<p>{html.escape(mc['mode_collapse']['sentence'])}</p>")
+    for pr in mc["mode_collapse"]["pairs"]:
+        parts = []
+        for key, what in (("entropy_diff", "entropy"), ("kl_diff", "KL(crowd ‖ model)")):
+            if np.isfinite(pr.get(key, np.nan)):
+                parts.append(f"{what} {_num(pr[key], 3)} <span class=ci>({_num(pr[key + '_low'], 3)} "
+                             f"to {_num(pr[key + '_high'], 3)})</span>")
+            else:
+                parts.append(f"{what}: not computable for both")
+        tok = "" if pr["same_tokenizer"] else (" The two tokenizers differ, so their entropies "
+                                               "are per different tokens.")
+        out.append(f"<p class=n>{html.escape(pr['tuned_label'])} − {html.escape(pr['base_label'])}, "
+                   f"paired on the same items ({level}% CI): " + "; ".join(parts) + "." + tok + "</p>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _t_star_cell(r) -> str:
+    if np.isfinite(r["t_star"]):
+        val = (f"{r['t_star']:.2f} <span class=ci>({r['t_star_low']:.2f} to "
+               f"{r['t_star_high']:.2f})</span>")
+        why = _text(r["t_star_reason"])
+        return val + (f"<br><span class=n>{html.escape(why)}</span>" if why else "")
+    return f"<span class=n>{html.escape(_text(r['t_star_reason']))}</span>"
+
+
+def _models_json(mc: dict | None):
+    if not mc:
+        return None
+    return {**{k: v for k, v in mc.items() if k not in ("models",)},
+            "models": _records(mc["models"])}
+
+
 def render_html(res: dict) -> str:
     from . import plots
 
@@ -703,6 +890,7 @@ def render_html(res: dict) -> str:
     model = prep.model if prep is not None else {}
     parts = []
     header = _header(res, level)
+    number = itertools.count(1)  # figures numbered in the order shown
 
     parts.append("<section id=summary aria-labelledby=h-summary><h2 id=h-summary>Summary</h2><ul class=summary>"
                  + "".join(f"<li{' class=' + cls if cls else ''}>{html.escape(text)}</li>"
@@ -740,7 +928,7 @@ def render_html(res: dict) -> str:
                 f"paired on the same answers. Accuracy intervals are Wilson score intervals with the "
                 "design's effective sample size (they stay within 0–100%).</p>")
             cls_of = "the true next token" if unit == "token" else "the first token of the true next word"
-            parts.append(_figure(plots.accuracy_bars(acc, unit=unit), 1,
+            parts.append(_figure(plots.accuracy_bars(acc, unit=unit), next(number),
                                  f"Top-1 accuracy by filter (left) and by class of {cls_of} (right), "
                                  f"with {level}% confidence intervals; item counts under each group. Whole "
                                  "words: the token starts a word and is not followed by a word continuation.",
@@ -758,6 +946,9 @@ def render_html(res: dict) -> str:
             parts.append(_table(["Answers", "Humans", "Crowd", "Model", "Humans − model", "n"], rows,
                                 f"Top-1 accuracy ({level}% CI) {title[0].lower() + title[1:]}"))
             parts.append("</section>")
+
+        if res.get("models_comparison"):
+            parts.append(_models_section(res, plots, level, next(number)))
 
         # Simulator fit.
         parts.append("<section id=fit aria-labelledby=h-fit><h2 id=h-fit>How well does the model predict people?</h2>")
@@ -819,7 +1010,7 @@ def render_html(res: dict) -> str:
             known = np.isfinite(pairs["m"])
             rho = pairs.loc[known, "m"].rank().corr(pairs.loc[known, "h"].rank())  # Spearman
             figs = [
-                _figure(plots.probability_scatter(pairs), 2,
+                _figure(plots.probability_scatter(pairs), next(number),
                         f"Each point is one answer given to one item: the share of that item's "
                         f"participants who gave it against the model's probability of it. "
                         f"{int(known.sum()):,} (item, answer) pairs from {pairs['i'].nunique():,} items"
@@ -828,7 +1019,7 @@ def render_html(res: dict) -> str:
                         "token more often than the model predicts.", "fig-scatter",
                         f"log-log scatter plot of the share of people giving a token against the "
                         f"model's probability of it; Spearman rho {_num(rho, 2)}"),
-                _figure(plots.kl_histogram(res["distances"]), 3,
+                _figure(plots.kl_histogram(res["distances"]), next(number),
                         "Per-item divergence of the human answer distribution from the model's "
                         f"(T = 1); {len(res['distances']):,} items. 0 = people answer exactly as the model "
                         "predicts.", "fig-kl",
@@ -853,7 +1044,7 @@ def render_html(res: dict) -> str:
                  ["Gain of T* over T = 1 (nats/answer)",
                   f"{_num(r['gain_vs_T1'], 3)} <span class=ci>({_num(r['gain_ci_low'], 3)} to {_num(r['gain_ci_high'], 3)})</span>", ""]],
                 "The temperature at which the model best predicts people"))
-            parts.append(_figure(plots.temperature_curve(curve, r), 4,
+            parts.append(_figure(plots.temperature_curve(curve, r), next(number),
                                  "Mean log-likelihood of human answers under the model tempered to T. "
                                  "Dots: the stored grid (exact log Z); line: spline interpolation; band: "
                                  f"{level}% CI of T*.", "fig-temperature",
@@ -875,7 +1066,7 @@ def render_html(res: dict) -> str:
                          "participant (imported answers without a participant have no order of "
                          "experience).</p>"))
         else:
-            parts.append(_figure(plots.learning_curve(lc), 5,
+            parts.append(_figure(plots.learning_curve(lc), next(number),
                                  "Accuracy by how many answers the participant had given (doubling bins), "
                                  "with the model's accuracy on the same answers' items as a "
                                  f"difficulty control; {level}% Wilson intervals with the design's "
@@ -891,7 +1082,7 @@ def render_html(res: dict) -> str:
             parts.append("<p class=note>No calibration: no item here has a true continuation, so no "
                          "answer and no top-1 of the model can be right or wrong.</p>")
         else:
-            parts.append(_figure(plots.calibration_plot(cal), 6, cap, "fig-calibration",
+            parts.append(_figure(plots.calibration_plot(cal), next(number), cap, "fig-calibration",
                                  "reliability diagram: observed accuracy against confidence, with the "
                                  "diagonal of perfect calibration"))
         parts.append("</div>")
@@ -911,7 +1102,7 @@ def render_html(res: dict) -> str:
                             "Calibration in numbers"))
         parts.append("</section>")
 
-    figure = 7 if prep is not None else 1
+    figure = next(number)
     if res.get("pairwise"):
         parts.append(_pairwise_section(res, level))
     if res.get("stated"):
@@ -1036,6 +1227,7 @@ def to_json(res: dict) -> dict:
         "learning_trend": _records(res.get("learning_trend")),
         "calibration": _records(res.get("calibration")),
         "calibration_summary": _records(res.get("calibration_summary")),
+        "models_comparison": _models_json(res.get("models_comparison")),
         "pairwise": _judgement_json(res.get("pairwise") or []),
         "stated_distributions": _judgement_json(res.get("stated") or []),
         "errors": res["errors"],

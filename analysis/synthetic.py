@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import SCHEMA_VERSION, TABLES, codebook_rows
+from .schema import SCHEMA_VERSION, codebook_rows
 
 GRID = (0.25, 0.33, 0.4, 0.5, 0.67, 0.8, 0.89, 1.0, 1.33, 1.6, 2.0, 2.67, 4.0)
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -589,6 +589,123 @@ def export_tables(
             "studies": studies, "models": models}
 
 
+# ------------------------------------------------------------ several models, same answers
+
+
+@dataclass
+class ModelView:
+    """One more model scoring the same items and answers (answer_models, item_models).
+
+    logprobs: (items x vocabulary) ln p over the world's token TEXTS (a full distribution).
+    same_tokenizer=False: the model cuts every text of two or more characters in two tokens
+    (first half, rest), so answers score as two tokens by the chain rule (the sum is still
+    ln p(text)), its first-token numbers are empty, and its entropy and top-1 are over its own
+    first pieces. top_k_only: a server model without a full vocabulary (entropy empty).
+    no_row: share of answers without a row (not scored yet); null: share of rows whose
+    answer_logprob is empty (the backend could not compute it)."""
+
+    model_id: int
+    name: str
+    logprobs: np.ndarray
+    same_tokenizer: bool = True
+    top_k_only: bool = False
+    no_row: float = 0.0
+    null: float = 0.0
+    spec: str = ""
+
+
+def variant_logprobs(world: World, *, noise: float = 0.8, temperature: float = 1.0,
+                     seed: int = 0) -> np.ndarray:
+    """A related model: the world's logits at `temperature` plus Gaussian noise of sd
+    `noise`, renormalised (the control token stays very unlikely)."""
+    rng = np.random.default_rng([seed, 77])
+    z = world.logprobs / temperature + noise * rng.normal(size=world.logprobs.shape)
+    z[:, 0] = z.min(axis=1) - 8.0
+    return z - _logsumexp(z)[:, None]
+
+
+def _pieces(text: str) -> tuple[str, ...]:
+    if len(text) < 2:
+        return (text,)
+    cut = (len(text) + 1) // 2
+    return (text[:cut], text[cut:])
+
+
+def add_models(tables: dict[str, pd.DataFrame], world: World, answers: Answers,
+               views: list[ModelView], *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The tables with answer_models and item_models for `views` (and their rows in models,
+    unless the model is there already), as the exporter writes them. The true next word of an
+    item is its target token's text without spaces (synthetic words are one token)."""
+    rng = np.random.default_rng([seed, 78])
+    g = tables["guesses"]
+    n = len(answers)
+    it, tok = answers.item, answers.token
+    answered = tok >= 0
+    item_rows = np.searchsorted(world.item_ids, tables["items"]["item_id"].to_numpy())
+    words = [world.vocab[t].strip() for t in world.targets]
+    mode = str(g["mode"].iloc[0]) if len(g) else "token"
+    a_frames, i_frames, m_rows = [], [], []
+    for v in views:
+        lp = v.logprobs
+        p = np.exp(lp)
+        rank = np.empty(lp.shape, dtype=np.int64)
+        np.put_along_axis(rank, np.argsort(-lp, axis=1, kind="stable"),
+                          np.arange(1, lp.shape[1] + 1)[None, :].repeat(lp.shape[0], 0), axis=1)
+        if v.same_tokenizer:
+            n_tok = np.ones(len(world.vocab), dtype=np.int64)
+            firsts = list(world.vocab)
+        else:
+            n_tok = np.array([len(_pieces(t)) for t in world.vocab], dtype=np.int64)
+            firsts = [_pieces(t)[0] for t in world.vocab]
+        # the model's distribution over its own first tokens: texts merged by first piece
+        codes, uniq = pd.factorize(pd.Series(firsts))
+        first_p = np.zeros((world.n_items, len(uniq)))
+        np.add.at(first_p.T, codes, p.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.sum(np.where(first_p > 0, first_p * np.log(first_p), 0.0), axis=1)
+        top1 = np.asarray(uniq, dtype=object)[np.argmax(first_p, axis=1)]
+        starts = np.array([bool(t.lstrip()) and w.startswith(t.lstrip()) for t, w in zip(top1, words)])
+        rows = np.flatnonzero(answered & (rng.random(n) >= v.no_row))
+        safe = tok[rows]
+        alp = lp[it[rows], safe]
+        null = rng.random(len(rows)) < v.null
+        a_frames.append(pd.DataFrame({
+            "guess_id": g["guess_id"].to_numpy()[rows],
+            "model_id": v.model_id,
+            "answer_logprob": [None if z else float(x) for x, z in zip(alp, null)],
+            "answer_n_tokens": n_tok[safe],
+            "end_logprob": 0.0 if mode == "word" else None,
+            "first_token_logprob": alp if v.same_tokenizer else None,
+            "first_token_rank": rank[it[rows], safe] if v.same_tokenizer else None,
+            "same_tokenizer": v.same_tokenizer,
+        }))
+        tgt = world.targets[item_rows]
+        i_frames.append(pd.DataFrame({
+            "item_id": world.item_ids[item_rows],
+            "model_id": v.model_id,
+            "target_logprob": lp[item_rows, tgt],
+            "target_word_logprob": lp[item_rows, tgt],
+            "entropy": None if v.top_k_only else ent[item_rows],
+            "top1_text": top1[item_rows],
+            "top1_starts_word": starts[item_rows],
+            "same_tokenizer": v.same_tokenizer,
+        }))
+        if v.model_id not in set(tables["models"]["model_id"].tolist()):
+            m_rows.append({
+                "model_id": v.model_id, "key": f"synthetic:{v.name}", "spec": v.spec or f"synthetic:{v.name}",
+                "name": v.name, "tokenizer": "synthetic" if v.same_tokenizer else "synthetic-2piece",
+                "n_vocab": len(world.vocab) if v.same_tokenizer else len(uniq),
+                "top_k": world.top_k, "temperatures": list(world.temperatures),
+                "settings": {"seed": seed, **({"top_k_only": True} if v.top_k_only else {})},
+            })
+    out = dict(tables)
+    out["answer_models"] = pd.concat(a_frames, ignore_index=True)
+    out["item_models"] = pd.concat(i_frames, ignore_index=True)
+    if m_rows:
+        out["models"] = pd.concat([tables["models"], pd.DataFrame(m_rows)], ignore_index=True)
+    return out
+
+
 # --------------------------------------------------------------------------------- writing
 
 
@@ -661,14 +778,19 @@ def write_export(
     tables: dict[str, pd.DataFrame], path: str | Path, fmt: str = "csv", *, as_zip: bool = False,
     manifest: dict | None = None,
 ) -> Path:
-    """Write tables in the export layout: <table>.<fmt> x 5, manifest.json, codebook.csv,
-    README.md; into the folder `path`, or the zip file `path` when as_zip."""
+    """Write tables in the export layout: <table>.<fmt> per table, manifest.json, codebook.csv,
+    README.md; into the folder `path`, or the zip file `path` when as_zip. Tables added to
+    the schema later (answer_models, item_models) are written only when `tables` has them:
+    without them the files look like an export from before those tables."""
     path = Path(path)
     folder = path.with_name(path.name + ".d") if as_zip else path
     folder.mkdir(parents=True, exist_ok=False)
     rows = {}
-    for name, table in TABLES.items():
-        df = tables[name]
+    from .reader import ALL_TABLES, LATER_TABLES  # the schema's tables and the later ones
+
+    written = [n for n in ALL_TABLES if n in tables or n not in LATER_TABLES]
+    for name in written:
+        table, df = ALL_TABLES[name], tables[name]
         file = folder / f"{name}.{fmt}"
         if fmt == "csv":
             _csv_frame(df, table).to_csv(file, index=False, lineterminator="\n")
@@ -685,7 +807,7 @@ def write_export(
         "exported_at": START.isoformat(),
         "format": fmt,
         "filters": {"include_pilot": True, "include_excluded": True},
-        "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in TABLES},
+        "tables": {name: {"file": f"{name}.{fmt}", "rows": rows[name]} for name in written},
         "models": tables["models"].to_dict(orient="records"),
     }
     doc.update(manifest or {})
@@ -716,7 +838,9 @@ __all__ = [
     "GRID",
     "Answers",
     "Judgements",
+    "ModelView",
     "World",
+    "add_models",
     "distribution_answers",
     "draw_alternatives",
     "export_tables",
@@ -725,5 +849,6 @@ __all__ = [
     "sample_tokens",
     "simulate",
     "synthetic_export",
+    "variant_logprobs",
     "write_export",
 ]
