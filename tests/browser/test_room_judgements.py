@@ -57,9 +57,11 @@ def shot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(SHOTS) / name))
 
 
-def create_room(host: Page, base: str, mode: str) -> str:
+def create_room(host: Page, server, mode: str) -> str:
     """Create a one-round room from corpus "tests" in `mode` on the set-up page."""
-    host.goto(base + "/rooms/new")
+    if SHOTS:  # the screenshots show a room phones can join (network.py's example address)
+        server.app.config["PUBLIC_URL"] = "http://192.168.1.20:5000"
+    host.goto(server.url + "/rooms/new")
     host.select_option("#corpus", "tests")
     host.fill("#rounds", "1")
     host.check(f"input[name=answer_mode][value={mode}]")
@@ -129,7 +131,7 @@ def advance(host: Page, phase: str) -> None:
 def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer, audit):
     base = live_server.url
     host = people(viewport={"width": 1280, "height": 720})
-    code = create_room(host, base, "pairwise")
+    code = create_room(host, live_server, "pairwise")
     phones = {name: people(phone=True) for name in ("Ana", "Ben", "Caro")}
     for name, phone in phones.items():
         join(phone, f"{base}/join/{code}", name)
@@ -247,7 +249,7 @@ def bet(phone: Page, row: int, text: str, points_: int) -> None:
 def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer, audit):
     base = live_server.url
     host = people(viewport={"width": 1280, "height": 720})
-    code = create_room(host, base, "distribution")
+    code = create_room(host, live_server, "distribution")
     phones = {name: people(phone=True) for name in ("Ana", "Ben", "Caro")}
     for name, phone in phones.items():
         join(phone, f"{base}/join/{code}", name)
@@ -328,6 +330,8 @@ def test_the_set_up_page_offers_pairwise_only_where_there_are_pairs(people, live
     page.goto(live_server.url + "/rooms/new")
     pairwise = page.locator("input[name=answer_mode][value=pairwise]")
     expect(pairwise).to_be_enabled()
+    page.locator(".mode-options").scroll_into_view_if_needed()
+    shot(page, "room-new-modes.png")
     page.check("input[name=answer_mode][value=pairwise]")
     page.check("input[name=source][value=prompts]")
     expect(pairwise).to_be_disabled()
