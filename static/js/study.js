@@ -74,6 +74,7 @@
     confidenceOut: $('confidence-out'), formError: $('form-error'),
     feedback: $('feedback'), feedbackTitle: $('feedback-title'), feedbackLine: $('feedback-line'),
     feedbackModel: $('feedback-model'), continueBtn: $('continue-btn'),
+    judge: $('judge'), judgeWidget: $('judge-widget'), feedbackJudge: $('feedback-judge'),
   };
   const mode = root.dataset.mode;
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || '';
@@ -86,7 +87,11 @@
     clientKey: null,
     shownAt: 0,
     touched: false,
+    widget: null, // pairwise and distribution questions: the widget of judgements.js
   };
+
+  /** A question answered with a judgement widget (a check in such a study is a typed word). */
+  const judging = (q) => !!q && (q.mode === 'pairwise' || q.mode === 'distribution') && !!els.judge;
 
   const { sleep, clientKey, pct, chip } = window.humanlm;
   const api = (method, url, body) => window.humanlm.api(method, url, body, {
@@ -139,6 +144,12 @@
     els.passage.append(text, slot);
     els.passage.scrollTop = els.passage.scrollHeight;
 
+    if (judging(q)) {
+      showJudgement(q);
+      return;
+    }
+    state.widget = null;
+    if (els.judge) els.judge.hidden = true;
     els.input.value = '';
     els.formError.hidden = true;
     if (els.confidence) {
@@ -154,6 +165,27 @@
     setPhase('question');
     if (answerBox) answerBox.reset(q.context);
     els.input.focus({ preventScroll: true });
+    state.shownAt = performance.now();
+  }
+
+  /** A pairwise or distribution question: the shared widget in place of the text box. */
+  function showJudgement(q) {
+    els.feedback.hidden = true;
+    els.ask.hidden = true;
+    els.judge.hidden = false;
+    const options = {
+      onAnswer: (payload) => sendJudgement(payload, false),
+      onSkip: q.allow_skip ? () => sendJudgement(null, true) : null,
+    };
+    state.widget = q.mode === 'pairwise'
+      ? window.humanlm.pairwiseInput(els.judgeWidget, { ...(q.pair || {}), ...options })
+      : window.humanlm.betInput(els.judgeWidget, { maxBets: 5, prefix: q.context, ...options });
+    if (q.mode === 'pairwise' && !q.pair) {
+      state.widget.setEnabled(false);
+      state.widget.message('This question has no pair to show. Reload the page; if it stays, tell the researcher.', true);
+    }
+    setPhase('question');
+    state.widget.focus();
     state.shownAt = performance.now();
   }
 
@@ -187,10 +219,11 @@
   }
 
   async function send(skipped) {
-    if (state.phase !== 'question') return;
+    if (state.phase !== 'question' || judging(state.question)) return;
     const typed = els.input.value;
+    const qmode = (state.question && state.question.mode) || mode;
     if (!skipped && !typed.trim()) {
-      formError(mode === 'word' ? 'Type a word first (or choose “I don\'t know”).' : 'Type your answer first.');
+      formError(qmode === 'word' ? 'Type a word first (or choose “I don\'t know”).' : 'Type your answer first.');
       els.input.focus();
       return;
     }
@@ -205,7 +238,7 @@
     }
     let text = typed;
     if (answerBox) text = answerBox.text();
-    if (mode === 'word') text = typed.trim();
+    if (qmode === 'word') text = typed.trim();
     const body = {
       study_item_id: state.question.study_item_id,
       client_key: state.clientKey,
@@ -223,17 +256,7 @@
     if (els.skip) els.skip.disabled = true;
     els.button.classList.add('is-loading');
     try {
-      let reply = null;
-      for (let attempt = 0; ; attempt += 1) {
-        try {
-          reply = await api('POST', root.dataset.answerUrl, body);
-          break;
-        } catch (err) {
-          // Network trouble: send the same answer again (same client key, stored once).
-          if (err.status === 0 && attempt < RETRY_MS.length) { await sleep(RETRY_MS[attempt]); continue; }
-          throw err;
-        }
-      }
+      const reply = await post(body);
       els.button.classList.remove('is-loading');
       if (reply.feedback) {
         showFeedback(reply.feedback, reply);
@@ -251,14 +274,65 @@
     }
   }
 
+  /** POST an answer; network trouble sends the same answer again (same client key, stored once). */
+  async function post(body) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await api('POST', root.dataset.answerUrl, body);
+      } catch (err) {
+        if (err.status === 0 && attempt < RETRY_MS.length) { await sleep(RETRY_MS[attempt]); continue; }
+        throw err;
+      }
+    }
+  }
+
+  /** Send the widget's payload ({left_probability} or {bets, else_points}) or a skip. */
+  async function sendJudgement(payload, skipped) {
+    if (state.phase !== 'question' || !judging(state.question) || !state.widget) return;
+    const widget = state.widget;
+    const body = {
+      study_item_id: state.question.study_item_id,
+      client_key: state.clientKey,
+      reaction_ms: Math.round(performance.now() - state.shownAt),
+      ...(skipped ? { skipped: true } : payload),
+    };
+    setPhase('sending');
+    widget.setEnabled(false);
+    widget.message('');
+    try {
+      const reply = await post(body);
+      if (reply.feedback) showFeedback(reply.feedback, reply);
+      else renderState(reply);
+    } catch (err) {
+      if (err.status === 409) return load(); // answered elsewhere or already finished: resync
+      setPhase('question');
+      widget.setEnabled(true);
+      widget.message(err.message, true);
+      widget.focus();
+    }
+  }
+
   function showFeedback(fb, reply) {
     state.next = reply;
     renderProgress(reply.answered, reply.total, reply.answered);
     els.ask.hidden = true;
+    if (els.judge) els.judge.hidden = true;
     els.feedback.hidden = false;
     els.feedback.classList.remove('is-ok', 'is-bad', 'is-skip');
-    els.feedback.classList.add(fb.skipped ? 'is-skip' : fb.correct ? 'is-ok' : 'is-bad');
-    els.feedbackTitle.textContent = fb.skipped ? 'Skipped' : fb.correct ? 'Right!' : 'Not this time';
+    let tone = fb.skipped ? 'skip' : fb.correct ? 'ok' : 'bad';
+    let title = fb.skipped ? 'Skipped' : fb.correct ? 'Right!' : 'Not this time';
+    const judged = fb.pairwise ? 'pairwise' : fb.distribution || judging(state.question) ? state.question.mode : null;
+    if (els.feedbackJudge) els.feedbackJudge.hidden = !judged;
+    if (judged) {
+      // the participant's numbers beside the model's on the same question
+      const result = window.humanlm.judgementResult(els.feedbackJudge, {
+        mode: judged, pairwise: fb.pairwise, distribution: fb.distribution, skipped: !!fb.skipped,
+      });
+      tone = result.tone;
+      title = fb.skipped ? 'Skipped' : result.title;
+    }
+    els.feedback.classList.add(`is-${tone}`);
+    els.feedbackTitle.textContent = title;
     els.feedbackLine.textContent = '';
     els.feedbackLine.append('The text continued with ');
     els.feedbackLine.append(chip(fb.target, 'chip--target'));
@@ -300,7 +374,10 @@
   els.input.addEventListener('input', () => { els.formError.hidden = true; });
 
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && state.phase === 'question' && els.skip) {
+    if (e.defaultPrevented) return; // a widget handled it
+    if (e.key === 'Escape' && state.phase === 'question' && judging(state.question)) {
+      if (state.question.allow_skip) { e.preventDefault(); sendJudgement(null, true); }
+    } else if (e.key === 'Escape' && state.phase === 'question' && els.skip) {
       e.preventDefault();
       send(true);
     } else if (e.key === 'Enter' && state.phase === 'feedback' && document.activeElement !== els.continueBtn) {

@@ -393,7 +393,34 @@ def test_researcher_and_participant_pages(people, live_server, audit, long_passa
     phone.goto(f"{base}/s/{slug}?PROLIFIC_PID=axe-1")
     expect(phone.get_by_role("heading", name="You have already completed this study")).to_be_visible()
     audit(phone, "participant: already completed")
+
+    # pairwise and distribution studies (issue 14), on positions of the test corpus with pairs
+    make_study(app, name="Pairs", slug="pairs-axe", mode="pairwise", show_feedback=True, items_per_participant=1)
+    make_study(app, name="Bets", slug="bets-axe", mode="distribution", items_per_participant=1)
+    judge = people(phone=True)
+    judge.goto(f"{base}/s/pairs-axe?PROLIFIC_PID=axe-2")
+    judge.get_by_role("button", name="I agree, start the study").click()
+    expect(judge.get_by_role("heading", name="What to do")).to_be_visible()
+    audit(judge, "participant: pairwise instructions")
+    judge.get_by_role("link", name="Start").click()
+    expect(judge.locator(".pw__scale")).to_be_visible()
+    judge.locator('.pw__stop[data-value="70"]').click()
+    audit(judge, "participant: which came next? (70% chosen)")
+    judge.get_by_role("button", name="Answer").click()
+    expect(judge.locator("#feedback-judge .pwr__pair")).to_be_visible()
+    audit(judge, "participant: which came next? feedback")
+    bets = people()
+    bets.goto(f"{base}/s/bets-axe?PROLIFIC_PID=axe-3")
+    bets.get_by_role("button", name="I agree, start the study").click()
+    bets.get_by_role("link", name="Start").click()
+    expect(bets.locator(".bet-row__input")).to_be_focused()
+    bets.keyboard.type(" the")
+    bets.keyboard.press("Tab")
+    bets.keyboard.press("ArrowRight")
+    audit(bets, "participant: bet on it")
     audit.check(["login", "dashboard", "study page", "new study", "new study: errors", "passages upload",
                  "passages upload: errors", "analysis report", "participant: consent",
                  "participant: instructions", "participant: question", "participant: end page",
-                 "participant: already completed"])
+                 "participant: already completed", "participant: pairwise instructions",
+                 "participant: which came next? (70% chosen)", "participant: which came next? feedback",
+                 "participant: bet on it"])

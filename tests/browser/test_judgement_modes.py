@@ -377,3 +377,134 @@ def test_bets_with_a_thumb_on_a_phone(people, live_server):
     expect(page.locator(".dist__cell")).to_have_count(len(reply["distribution"]["cells"]))
     _fits(page)
     expect(page.locator("#next-btn")).to_be_in_viewport()
+
+
+# ------------------------------------------------------------------------------- studies
+
+
+def _is_answer_post(resp: Response) -> bool:
+    return "/api/s/" in resp.url and resp.url.endswith("/answers") and resp.request.method == "POST"
+
+
+def _study_guesses(app, study_id: int) -> list[Guess]:
+    with app.app_context():
+        session = db.new_session()
+        try:
+            rows = list(session.scalars(select(Guess).where(Guess.study_id == study_id).order_by(Guess.id)))
+            for row in rows:
+                session.expunge(row)
+            return rows
+        finally:
+            session.close()
+
+
+def _start_study(page: Page, base: str, slug: str, pid: str) -> None:
+    page.goto(f"{base}/s/{slug}?PROLIFIC_PID={pid}")
+    expect(page.get_by_role("heading", name="Information and consent")).to_be_visible()
+    page.get_by_role("button", name="I agree, start the study").click()
+    expect(page.get_by_role("heading", name="What to do")).to_be_visible()
+    page.get_by_role("link", name="Start").click()
+    expect(page.locator("#study")).to_have_attribute("data-state", "question")
+
+
+def test_a_pairwise_study_with_the_keyboard_from_consent_to_completion_code(people, live_server):
+    from research_helpers import make_study, study_row
+
+    app = live_server.app
+    study_id = make_study(app, name="Pairs", slug="pairs-browser", mode="pairwise", show_feedback=True,
+                          items_per_participant=3, completion_code="PAIRS-DONE",
+                          checks=["To show you are reading, type the word blue: | blue"])
+    assert study_row(app, study_id).mode == "pairwise"
+    page = people()
+    _start_study(page, live_server.url, "pairs-browser", "pp-pairs")
+    sent, checks = [], 0
+    for n in range(1, 5):
+        expect(page.locator("#progress-text")).to_have_text(f"Question {n} of 4")
+        judge = page.locator("#judge")
+        ask = page.locator("#ask")
+        expect(page.locator("#judge:visible, #ask:visible")).to_have_count(1)
+        if ask.is_visible():  # the comprehension check: one typed word, as in every study
+            checks += 1
+            expect(judge).to_be_hidden()
+            box = page.get_by_label("What is the next word?")
+            expect(box).to_be_focused()
+            page.keyboard.type("blue")
+            with page.expect_response(_is_answer_post) as info:
+                page.keyboard.press("Enter")
+            body, reply = _sent(info)
+            assert body["text"] == "blue" and "left_probability" not in body
+        else:
+            expect(page.locator(".pw__side .chip")).to_have_count(2)
+            assert "pw__stop" in _focused_class(page)
+            page.keyboard.press("8")
+            with page.expect_response(_is_answer_post) as info:
+                page.keyboard.press("Enter")
+            body, reply = _sent(info)
+            assert body["left_probability"] == 80 and "text" not in body
+            sent.append(body)
+            # feedback: the participant's 80% beside the model's answer to the same pair
+            fb = reply["feedback"]["pairwise"]
+            expect(page.locator("#feedback")).to_be_visible()
+            expect(page.locator("#feedback-line .chip--target")).to_have_attribute("data-text", reply["feedback"]["target"])
+            result = page.locator("#feedback-judge")
+            expect(result.locator(".judge-sentence")).to_contain_text(f"It was the {fb['true_side'].upper()} one.")
+            _shown_as(result.locator(".vs-row--you .vs-row__pct").inner_text(), fb["true_probability"])
+            _shown_as(result.locator(".vs-row--model .vs-row__pct").inner_text(), fb["model_true_probability"])
+            expect(result.locator(".pwr__side.is-true .chip")).to_have_attribute("data-text", fb["true"]["text"])
+        if reply.get("feedback"):  # shown after the last answer too; Continue goes to the end
+            expect(page.locator("#continue-btn")).to_be_focused()
+            page.keyboard.press("Enter")
+        if reply["finished"]:
+            break
+    expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
+    expect(page.locator("#completion-code")).to_have_text("PAIRS-DONE")
+    assert checks == 1 and len(sent) == 3
+
+    rows = _study_guesses(app, study_id)
+    judged = [g for g in rows if g.mode == "pairwise"]
+    assert [g.client_key for g in judged] == [b["client_key"] for b in sent]
+    assert all(g.judgement["left_probability"] == 0.8 and g.match_rule == "pairwise" for g in judged)
+    [check] = [g for g in rows if g.match_rule == "check"]
+    assert check.is_correct is True and check.raw_text == "blue" and check.mode == "word"
+
+
+def test_a_distribution_study_on_a_phone_from_consent_to_completion_code(people, live_server):
+    from research_helpers import make_study
+
+    app = live_server.app
+    study_id = make_study(app, name="Bets", slug="bets-browser", mode="distribution", show_feedback=True,
+                          items_per_participant=2, completion_code="BETS-DONE")
+    page = people(phone=True)
+    _start_study(page, live_server.url, "bets-browser", "pp-bets")
+    sent = []
+    for n in (1, 2):
+        expect(page.locator("#progress-text")).to_have_text(f"Question {n} of 2")
+        expect(page.locator(".bet-row")).to_have_count(1)
+        _fits(page)
+        page.locator(".bet-row__input").tap()
+        page.keyboard.type(" the")
+        plus = page.locator(".bet-row").first.get_by_role("button", name=re.compile("points more"))
+        for _ in range(n * 2):
+            plus.tap()
+        with page.expect_response(_is_answer_post) as info:
+            page.get_by_role("button", name="Place my bets").tap()
+        body, reply = _sent(info)
+        assert body["bets"] == [{"text": " the", "points": 10 * n}] and body["else_points"] == 100 - 10 * n
+        sent.append(body)
+        dist = reply["feedback"]["distribution"]
+        result = page.locator("#feedback-judge")
+        expect(result).to_be_visible()
+        expect(result.locator(".dist__cell")).to_have_count(len(dist["cells"]))
+        expect(result.locator(".dist__cell.is-true")).to_have_count(1)
+        expect(result.locator(".judge-sentence")).to_contain_text(f"You put {round(dist['person_true'] * 100)}% on what came next")
+        _fits(page)
+        page.get_by_role("button", name="Continue").tap()
+        if reply["finished"]:
+            break
+    expect(page.get_by_role("heading", name="Thank you!")).to_be_visible()
+    expect(page.locator("#completion-code")).to_have_text("BETS-DONE")
+    rows = _study_guesses(app, study_id)
+    assert [g.client_key for g in rows] == [b["client_key"] for b in sent]
+    assert [g.judgement["bets"][0]["points"] for g in rows] == [10, 20]
+    assert all(g.mode == "distribution" and g.judgement["else_points"] == 100 - g.judgement["bets"][0]["points"]
+               for g in rows)
