@@ -1,0 +1,257 @@
+"""Several models on the same human answers: the model people's answers were drawn from is
+found to predict them best, across tokenizers, with its true advantage inside the interval; a
+model without numbers is reported as missing (never as zero); an export from before the
+per-model tables loads and its report has no such section."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import synthetic as syn
+from analysis.reader import ALL_TABLES, ExportFormatError, load
+from analysis.report import run_analysis, to_json, write_report
+
+N_BOOT = 200
+
+
+def world_and_models(seed: int = 7):
+    """A game model (1), model A (2), a sharper tuned version of the game model (3), a model
+    that cuts every answer in two tokens (4) and a top-k-only server model that could score
+    nothing (5), over one shared vocabulary of texts."""
+    world = syn.make_world(n_items=60, vocab_size=80, top_k=12, seed=seed)
+    views = [
+        syn.ModelView(1, "synthetic model", world.logprobs),
+        syn.ModelView(2, "model A", syn.variant_logprobs(world, noise=0.7, seed=1)),
+        syn.ModelView(3, "synthetic model-instruct",
+                      syn.variant_logprobs(world, noise=0.3, temperature=0.5, seed=2)),
+        syn.ModelView(4, "two-piece", syn.variant_logprobs(world, noise=0.7, seed=3),
+                      same_tokenizer=False),
+        syn.ModelView(5, "server", syn.variant_logprobs(world, noise=0.7, seed=4),
+                      top_k_only=True, null=1.0),
+    ]
+    return world, views
+
+
+def export_sampled_from(tmp_path, source: int, *, fmt: str = "csv", views_edit=None):
+    """30 players who sample every answer from model `source`'s distribution, 40 items each;
+    every model scores their answers. Returns the loaded export, the world, the views and the
+    answers."""
+    world, views = world_and_models()
+    by_id = {v.model_id: v for v in views}
+    drawn_from = dataclasses.replace(world, logprobs=by_id[source].logprobs)
+    answers = syn.simulate(drawn_from, [("sample", 1.0)] * 30, items_per_player=40, seed=8,
+                           skip_rate=0.05)
+    if views_edit:
+        views = views_edit(views)
+    tables = syn.add_models(syn.export_tables(world, answers), world, answers, views)
+    path = syn.write_export(tables, tmp_path / f"from{source}-{fmt}", fmt)
+    return load(path), world, views, answers
+
+
+def true_differences(views, answers, source: int) -> dict[int, float]:
+    """What LL_M - LL_source is on average for answers drawn from `source` on these items:
+    minus the mean over the answers' items of KL(source_i || M_i), exact from the full
+    distributions."""
+    items = answers.item[answers.token >= 0]
+    src = next(v for v in views if v.model_id == source).logprobs
+    out = {}
+    for v in views:
+        kl = np.sum(np.exp(src) * (src - v.logprobs), axis=1)
+        out[v.model_id] = float(-kl[items].mean())
+    return out
+
+
+@pytest.fixture(scope="module")
+def from_a(tmp_path_factory):
+    return export_sampled_from(tmp_path_factory.mktemp("models"), 2)
+
+
+@pytest.mark.parametrize("source", [2, 4], ids=["model A", "other tokenizer"])
+def test_players_who_sample_from_a_model_are_best_predicted_by_it(tmp_path, from_a, source):
+    data, _, views, answers = from_a if source == 2 else export_sampled_from(tmp_path, source)
+    res = run_analysis(data, n_boot=N_BOOT)
+    mc = res["models_comparison"]
+    t = mc["models"].set_index("model_id")
+    head = mc["headline"]
+    assert head["best"] == source and head["verdict"] and head["verdict_basis"] == "exact"
+    assert head["margin_low"] > 0
+    truth = true_differences([v for v in views if v.model_id != 5], answers, source)
+    for m, want in truth.items():
+        r = t.loc[m]
+        if m == source:
+            assert r["diff_to_best"] == 0
+            continue
+        # the best model's true advantage over every other model lies inside the interval
+        assert r["diff_low"] <= want <= r["diff_high"], (m, want, r["diff_low"], r["diff_high"])
+        assert r["diff_high"] < 0
+    print(f"\nplayers sample from model {source}: " + ", ".join(
+        f"model {m}: LL {t.loc[m, 'loglik']:.3f} ({t.loc[m, 'loglik_low']:.3f} to "
+        f"{t.loc[m, 'loglik_high']:.3f}), − best {t.loc[m, 'diff_to_best']:.3f} "
+        f"({t.loc[m, 'diff_low']:.3f} to {t.loc[m, 'diff_high']:.3f}), true {truth[m]:.3f}"
+        for m in truth))
+    # Every model is scored on the same answers; the game model alone has T*.
+    assert t.loc[list(truth), "n_answers"].nunique() == 1
+    assert t.loc[list(truth), "n_answers"].iloc[0] == int((answers.token >= 0).sum())
+    assert np.isfinite(t.loc[1, "t_star"])
+    assert t.loc[1, "t_star"] == pytest.approx(res["temperature"]["estimate"].iloc[0])
+    assert "another tokenizer" in t.loc[4, "t_star_reason"]
+    assert "not in the export" in t.loc[2, "t_star_reason"]
+    # The headline is the summary's first line.
+    assert to_json(res)["summary"][0] == head["text"]
+    assert head["text"].startswith(t.loc[source, "label"] + " predicts people best")
+
+
+def test_a_model_without_numbers_is_missing_not_zero(from_a, tmp_path):
+    data = from_a[0]
+    res = run_analysis(data, n_boot=N_BOOT)
+    t = res["models_comparison"]["models"].set_index("model_id")
+    server = t.loc[5]
+    assert np.isnan(server["loglik"]) and np.isnan(server["kl"]) and np.isnan(server["entropy"])
+    assert "answer_logprob empty" in server["loglik_reason"]
+    assert "top-k only" in server["entropy_reason"] and "top-k only" in server["t_star_reason"]
+    assert server["n_missing_null"] == int(t.loc[2, "n_answers"])
+    # Its item numbers exist: its word-level accuracy is computed, from item_models alone.
+    assert 0 <= server["accuracy"] <= 1
+    doc = json.loads(json.dumps(to_json(res), allow_nan=False))
+    row = next(r for r in doc["models_comparison"]["models"] if r["model_id"] == 5)
+    assert row["loglik"] is None and row["kl"] is None and row["entropy"] is None
+    assert "server (model 5), its backend could not compute" in doc["summary"][0]
+    page = write_report(data, tmp_path / "r.html", n_boot=N_BOOT).read_text()
+    section = page[page.index("<section id=models"):]
+    section = section[:section.index("</section>")]
+    cells = re.findall(r"<tr><th scope=row>– server \(model 5\).*?</tr>", section)
+    assert cells and "not computable" in cells[0] and re.search(r">0\.000<|>−?0\.00 ", cells[0]) is None
+    assert "server (model 5)" not in re.search(r"aria-label=\"Figure \d+: ([^\"]*)\"",
+                                               section).group(1)
+
+
+def test_answers_awaiting_a_model_withhold_the_verdict(tmp_path):
+    """Model A lacks rows for a tenth of the answers (not scored yet): they are left out for
+    every model, counted, and the verdict waits."""
+
+    def partly(views):
+        return [dataclasses.replace(v, no_row=0.1) if v.model_id == 2 else v for v in views]
+
+    data, *_ = export_sampled_from(tmp_path, 2, views_edit=partly)
+    mc = run_analysis(data, n_boot=N_BOOT)["models_comparison"]
+    t = mc["models"].set_index("model_id")
+    missing = int(t.loc[2, "n_missing_no_row"])
+    assert 0 < missing == mc["n_left_out"] and mc["n_common"] == mc["n_answers"] - missing
+    assert mc["headline"]["verdict_basis"] == "withheld" and not mc["headline"]["verdict"]
+    assert "no verdict yet" in mc["headline"]["text"]
+    assert "not scored by this model yet" in t.loc[2, "missing"]
+    assert t.loc[1, "n_left_out_other_models"] == missing
+
+
+def test_mode_collapse_side_by_side(from_a, tmp_path):
+    data = from_a[0]
+    res = run_analysis(data, n_boot=N_BOOT)
+    mc = res["models_comparison"]
+    pair = mc["mode_collapse"]["pairs"]
+    assert [(p["base"], p["tuned"]) for p in pair] == [(1, 3)]
+    assert pair[0]["entropy_diff_high"] < 0 and pair[0]["kl_diff_low"] > 0
+    page = write_report(data, tmp_path / "r.html", n_boot=N_BOOT).read_text()
+    assert "the pattern called mode collapse" in page
+    assert "Entropy and distance to the crowd (mode collapse)" in page
+    assert re.search(r"<figure id='fig-models'><svg", page)
+    assert page.count("<svg") == 7  # the report's six figures and this one
+    for title in ("Several models: mean log-likelihood of human answers and the ranking",
+                  "Several models: KL(crowd ‖ model) and entropy (mode collapse)"):
+        assert html_escape(title) in page
+    assert "<li><a href='#models'>Which models predict people best</a></li>" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def test_an_export_without_the_model_tables_loads_and_has_no_section(tmp_path):
+    world = syn.make_world(n_items=20, vocab_size=40, top_k=6, seed=2)
+    answers = syn.simulate(world, [("sample", 1.0)] * 12, seed=1)
+    tables = syn.export_tables(world, answers)
+    path = syn.write_export(tables, tmp_path / "old", "csv")
+    assert not (path / "answer_models.csv").exists()
+    data = load(path)
+    for name in ("answer_models", "item_models"):
+        assert len(data[name]) == 0 and list(data[name].columns) == ALL_TABLES[name].column_names
+    res = run_analysis(data, n_boot=100)
+    assert res["models_comparison"] is None and "models_comparison" not in res["errors"]
+    page = write_report(data, tmp_path / "r.html", n_boot=100).read_text()
+    assert "<section id=models" not in page and "#models" not in page
+    assert to_json(res)["models_comparison"] is None
+    # A manifest that lists the table while its file is gone is an incomplete export.
+    with_models = syn.add_models(tables, world, answers,
+                                 [syn.ModelView(1, "synthetic model", world.logprobs)])
+    broken = syn.write_export(with_models, tmp_path / "broken", "csv")
+    (broken / "item_models.csv").unlink()
+    with pytest.raises(ExportFormatError, match="item_models.csv is missing"):
+        load(broken)
+
+
+def test_the_model_tables_read_the_same_in_every_format(tmp_path):
+    world, views = world_and_models(3)
+    answers = syn.simulate(world, [("sample", 1.0)] * 5, items_per_player=10, seed=1,
+                           skip_rate=0.1)
+    tables = syn.add_models(syn.export_tables(world, answers), world, answers, views)
+    ref = None
+    for fmt in ("csv", "jsonl", "parquet"):
+        data = load(syn.write_export(tables, tmp_path / fmt, fmt))
+        assert data.warnings == []
+        if ref is None:
+            ref = data
+            am, im = data.answer_models, data.item_models
+            assert am["answer_logprob"].isna().sum() == int((am["model_id"] == 5).sum())
+            assert am.loc[am["model_id"] == 4, "first_token_logprob"].isna().all()
+            assert (am.loc[am["model_id"] == 4, "answer_n_tokens"] >= 1).all()
+            assert im.loc[im["model_id"] == 5, "entropy"].isna().all()
+            assert im["top1_starts_word"].dtype == bool
+            continue
+        for name in ("answer_models", "item_models"):
+            pd.testing.assert_frame_equal(data[name], ref[name], check_exact=False, rtol=1e-12,
+                                          obj=f"{fmt}:{name}")
+    # A row for an answer the export does not hold is an edited file.
+    tables["answer_models"].loc[0, "guess_id"] = 10**6
+    with pytest.raises(ExportFormatError, match="refer to guesses not in the guesses table"):
+        load(syn.write_export(tables, tmp_path / "edited", "csv"))
+
+
+def test_no_verdict_when_two_models_are_too_close_to_tell(tmp_path):
+    """The game model made almost identical to model A: the margin's interval spans 0."""
+
+    def close(views):
+        a = views[1].logprobs
+        near = a + 0.03 * np.random.default_rng(5).normal(size=a.shape)
+        near -= np.log(np.exp(near).sum(axis=1, keepdims=True))
+        return [dataclasses.replace(views[0], logprobs=near), views[1]]
+
+    data, *_ = export_sampled_from(tmp_path, 2, views_edit=close)
+    head = run_analysis(data, n_boot=N_BOOT)["models_comparison"]["headline"]
+    assert head["margin_low"] < 0 < head["margin_high"]
+    assert not head["verdict"] and head["verdict_basis"] == "exact"
+    assert head["text"].startswith("Which model predicts people best: no verdict, the margin's "
+                                   "interval spans 0")
+
+
+def test_word_mode_answers(tmp_path):
+    """Word-mode answers: the scores include the word-end term; T* has no grid for words."""
+    world, views = world_and_models()
+    answers = syn.simulate(world, [("sample", 1.0)] * 20, items_per_player=30, seed=3)
+    tables = syn.export_tables(world, answers)
+    g = tables["guesses"]
+    g["mode"] = "word"
+    g["match_rule"] = np.where(g["skipped"], "skip", np.where(g["is_correct"], "word", "word_mismatch"))
+    tables = syn.add_models(tables, world, answers, views[:3])
+    assert (tables["answer_models"]["end_logprob"] == 0.0).all()
+    res = run_analysis(load(syn.write_export(tables, tmp_path / "w", "csv")), n_boot=N_BOOT)
+    t = res["models_comparison"]["models"].set_index("model_id")
+    assert np.isfinite(t["loglik"]).all() and np.isfinite(t["accuracy"]).all()
+    assert (t["t_star_reason"] == "not computable: word-mode answers have no log Z(T) grid").all()
+    assert res["models_comparison"]["headline"]["best"] == 1  # the players sampled the game model
