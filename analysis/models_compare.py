@@ -238,8 +238,12 @@ def mean_loglik(ma: ModelAnswers, level: float = DEFAULT_LEVEL) -> dict:
     both models; intervals from the two-way cluster bootstrap over participants and items, with
     the same resamples for every model. Verdict: the best model's margin over the runner-up,
     LL_best - LL_second, is a finding when its interval excludes 0, "no verdict" when it spans
-    0, and withheld ("no verdict yet") while answers are left out for lack of a model's
-    number: which answers are still missing need not be at random.
+    0. Answers left out because a model has not scored their item (a document the background
+    jobs have not reached, an item beyond its context) restrict the comparison to the items
+    every model scored, which is said with the numbers. The verdict is withheld ("no verdict
+    yet") when a model lacks the log-prob of some answers to an item whose other answers it
+    scored: which answers a backend cannot score may depend on the answer (as answers outside
+    the stored top-k are the model's unlikely ones), and leaving them out could favour it.
     """
     answered = ma.rows["answered"].to_numpy(dtype=bool)
     return _paired(ma, np.where(answered[:, None], ma.lp, np.nan), answered.astype(float), level)
@@ -430,8 +434,28 @@ def _reason_loglik(ma: ModelAnswers, j: int) -> str:
         return ("not computable: no per-answer log-probs for this model in this export (no rows "
                 "in answer_models: the background jobs have not scored these answers with it "
                 "yet)")
+    if ma.mode == "word" and bool(ma.models["top_k_only"].iloc[j]):
+        return ("not computable: top-k only (a word's end term needs the full next-token "
+                "distribution; answer_models.answer_logprob empty, never estimated)")
     return ("not computable: its backend could not compute the answers' log-probs exactly "
             "(answer_models.answer_logprob empty; never estimated)")
+
+
+def answer_level_gaps(ma: ModelAnswers, available: np.ndarray) -> dict[int, int]:
+    """Per compared model (column index): answers whose log-prob is empty although the model
+    scored other answers to the same item. Such a gap can depend on the answer itself (e.g. an
+    answer the model tokenizes to nothing), unlike an item the model could not score at all
+    (no room left in its context) or a document the background jobs have not reached."""
+    answered = ma.rows["answered"].to_numpy(dtype=bool)
+    i_idx = ma.rows["i_idx"].to_numpy()
+    out = {}
+    for j in np.flatnonzero(available):
+        fin = answered & np.isfinite(ma.lp[:, j])
+        scored_item = np.bincount(i_idx[fin], minlength=int(i_idx.max()) + 1) > 0
+        gap = answered & (ma.status[:, j] == "null") & scored_item[i_idx]
+        if gap.any():
+            out[int(j)] = int(gap.sum())
+    return out
 
 
 def _missing_text(n_no_row: int, n_null: int) -> str:
@@ -589,11 +613,20 @@ def _headline(ma: ModelAnswers, ll: dict, table: pd.DataFrame, level: float) -> 
                f"{best['label']} against {_f(second['loglik'])} under {second['label']}, the "
                f"runner-up (margin {_f(margin)}, {pct}% CI {_f(lo)} to {_f(hi)}), on the same "
                f"{n:,} answers")
-    left_out = int((ma.rows["answered"].to_numpy(dtype=bool) & ~ll["common"]).sum())
+    answered = ma.rows["answered"].to_numpy(dtype=bool)
+    left_out = int((answered & ~ll["common"]).sum())
     if left_out:
-        text = (f"Which model predicts people best: no verdict yet. {left_out:,} answers lack a "
-                f"compared model's log-prob and are left out (which answers are still missing need "
-                f"not be at random); on the rest, {numbers}.")
+        items = int(ma.rows.loc[answered & ~ll["common"], "i_idx"].nunique())
+        numbers += (f" every compared model has scored ({left_out:,} answers on {items:,} items "
+                    "left out: see the missing numbers per model)")
+    gaps = answer_level_gaps(ma, ll["available"])
+    if gaps:
+        who = "; ".join(f"{counted(n, 'answer')} of {ma.models['label'].iloc[j]}"
+                        for j, n in gaps.items())
+        text = (f"Which model predicts people best: no verdict yet. Some answers lack a model's "
+                f"log-prob although it scored other answers to the same items ({who}); which "
+                f"answers its backend could not score may depend on the answer. On the rest, "
+                f"{numbers}.")
         basis = "withheld"
     elif not (np.isfinite(lo) and np.isfinite(hi)):
         text, basis = f"Which model predicts people best: not enough data ({numbers}).", "withheld"

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .schema import FORMATS, SCHEMA_VERSION, TABLES, Column, Table
+from .schema import EXPORT_TABLES, FORMATS, MODEL_TABLES, SCHEMA_VERSION, TABLES, Table
 
 
 class AnalysisError(ValueError):
@@ -65,35 +65,10 @@ ADDED_LATER: dict[str, tuple[str, ...]] = {
 # Whole tables added to schema version 1 later (several models on the same human answers: one
 # row per (answer, model) and per (item, model)). An export written before them has no such
 # file, and it reads as the empty table it means: no model's per-answer numbers.
-LATER_TABLES: tuple[str, ...] = ("answer_models", "item_models")
+LATER_TABLES: tuple[str, ...] = tuple(MODEL_TABLES)
 
-_C = Column
-# The shape of the two tables as announced (issue 13), used only until analysis/schema.py
-# defines them; the schema's definition wins as soon as it has one.
-_ANNOUNCED = {
-    "answer_models": Table("answer_models", "One row per (answer, model).", (
-        _C("guess_id", "int", "Answer (guesses.guess_id)."),
-        _C("model_id", "int", "Model (models.model_id)."),
-        _C("answer_logprob", "float", "ln p_M(answer text | prefix text), chain rule over M's own tokens; word mode: + word-end term.", unit="nats", nullable=True),
-        _C("answer_n_tokens", "int", "The answer's tokens under M.", nullable=True),
-        _C("end_logprob", "float", "Word-end term (word mode).", unit="nats", nullable=True),
-        _C("first_token_logprob", "float", "ln p_M(first token); only with the game's tokenizer.", unit="nats", nullable=True),
-        _C("first_token_rank", "int", "Rank of the first token; only with the game's tokenizer.", nullable=True),
-        _C("same_tokenizer", "bool", "M's tokenizer is the one the game was played with."),
-    )),
-    "item_models": Table("item_models", "One row per (item, model).", (
-        _C("item_id", "int", "Item (items.item_id)."),
-        _C("model_id", "int", "Model (models.model_id)."),
-        _C("target_logprob", "float", "ln p_M(true next token's text | prefix), chain rule under M's tokens.", unit="nats", nullable=True),
-        _C("target_word_logprob", "float", "ln p_M(true next word | prefix) + word-end term.", unit="nats", nullable=True),
-        _C("entropy", "float", "M's next-token entropy at the prefix end, its own tokens.", unit="nats", nullable=True),
-        _C("top1_text", "str", "M's most likely next token.", nullable=True),
-        _C("top1_starts_word", "bool", "top1_text without leading whitespace is a non-empty prefix of the true next word.", nullable=True),
-        _C("same_tokenizer", "bool", "M's tokenizer is the one the game was played with."),
-    )),
-}
-# Every table the reader knows: the schema's, then the later tables the schema lacks so far.
-ALL_TABLES: dict[str, Table] = {**TABLES, **{n: t for n, t in _ANNOUNCED.items() if n not in TABLES}}
+# Every table the reader knows: the five of every export, then the later ones.
+ALL_TABLES: dict[str, Table] = EXPORT_TABLES
 
 
 def empty_table(name: str) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .schema import SCHEMA_VERSION, codebook_rows
+from .schema import EXPORT_TABLES, MODEL_TABLES, SCHEMA_VERSION, codebook_rows
 
 GRID = (0.25, 0.33, 0.4, 0.5, 0.67, 0.8, 0.89, 1.0, 1.33, 1.6, 2.0, 2.67, 4.0)
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -786,11 +786,9 @@ def write_export(
     folder = path.with_name(path.name + ".d") if as_zip else path
     folder.mkdir(parents=True, exist_ok=False)
     rows = {}
-    from .reader import ALL_TABLES, LATER_TABLES  # the schema's tables and the later ones
-
-    written = [n for n in ALL_TABLES if n in tables or n not in LATER_TABLES]
+    written = [n for n in EXPORT_TABLES if n in tables or n not in MODEL_TABLES]
     for name in written:
-        table, df = ALL_TABLES[name], tables[name]
+        table, df = EXPORT_TABLES[name], tables[name]
         file = folder / f"{name}.{fmt}"
         if fmt == "csv":
             _csv_frame(df, table).to_csv(file, index=False, lineterminator="\n")

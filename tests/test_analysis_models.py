@@ -131,9 +131,9 @@ def test_a_model_without_numbers_is_missing_not_zero(from_a, tmp_path):
                                                section).group(1)
 
 
-def test_answers_awaiting_a_model_withhold_the_verdict(tmp_path):
-    """Model A lacks rows for a tenth of the answers (not scored yet): they are left out for
-    every model, counted, and the verdict waits."""
+def test_answers_a_model_has_not_scored_are_left_out_and_counted(tmp_path):
+    """Model A lacks rows for a tenth of the answers (answered after it scored their items):
+    they are left out for every model and counted; the verdict stands on the rest."""
 
     def partly(views):
         return [dataclasses.replace(v, no_row=0.1) if v.model_id == 2 else v for v in views]
@@ -143,10 +143,28 @@ def test_answers_awaiting_a_model_withhold_the_verdict(tmp_path):
     t = mc["models"].set_index("model_id")
     missing = int(t.loc[2, "n_missing_no_row"])
     assert 0 < missing == mc["n_left_out"] and mc["n_common"] == mc["n_answers"] - missing
-    assert mc["headline"]["verdict_basis"] == "withheld" and not mc["headline"]["verdict"]
-    assert "no verdict yet" in mc["headline"]["text"]
-    assert "not scored by this model yet" in t.loc[2, "missing"]
     assert t.loc[1, "n_left_out_other_models"] == missing
+    assert "not scored by this model yet" in t.loc[2, "missing"]
+    assert mc["headline"]["verdict"] and mc["headline"]["best"] == 2
+    assert f"({missing:,} answers on " in mc["headline"]["text"]
+
+
+def test_answers_a_backend_could_not_score_withhold_the_verdict(tmp_path):
+    """Model A's backend left a tenth of its answers empty on items whose other answers it
+    scored: which ones may depend on the answer, so no verdict yet."""
+
+    def partly(views):
+        return [dataclasses.replace(v, null=0.1) if v.model_id == 2 else v for v in views]
+
+    data, *_ = export_sampled_from(tmp_path, 2, views_edit=partly)
+    mc = run_analysis(data, n_boot=N_BOOT)["models_comparison"]
+    t = mc["models"].set_index("model_id")
+    missing = int(t.loc[2, "n_missing_null"])
+    assert missing > 0 and mc["n_left_out"] == missing
+    assert mc["headline"]["verdict_basis"] == "withheld" and not mc["headline"]["verdict"]
+    assert mc["headline"]["text"].startswith("Which model predicts people best: no verdict yet.")
+    assert f"{missing:,} answers of model A (model 2)" in mc["headline"]["text"]
+    assert "could not score exactly" in t.loc[2, "missing"]
 
 
 def test_mode_collapse_side_by_side(from_a, tmp_path):
