@@ -433,7 +433,7 @@ def _prediction_sentences(res: dict) -> list[tuple[str, str]]:
     acc = res["accuracy"]
     out = []
     mc = res.get("models_comparison")
-    if mc:
+    if mc and len(mc["models"]) > 1:  # one model alone: its section says so, not the summary
         h = mc["headline"]
         out.append((h["text"], "withheld" if h["verdict_basis"] == "withheld" else ""))
     if acc is None:  # no item with a true continuation (stems only)

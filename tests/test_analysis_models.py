@@ -273,3 +273,82 @@ def test_word_mode_answers(tmp_path):
     assert np.isfinite(t["loglik"]).all() and np.isfinite(t["accuracy"]).all()
     assert (t["t_star_reason"] == "not computable: word-mode answers have no log Z(T) grid").all()
     assert res["models_comparison"]["headline"]["best"] == 1  # the players sampled the game model
+
+
+# ------------------------------------------------------------------ real engines, real export
+
+
+@pytest.mark.model
+def test_real_export_people_sampling_gemma_are_best_predicted_by_gemma(scored_app, gemma, tmp_path):
+    """Players sample every answer from Gemma's full next-token distribution; Gemma and an
+    n-gram model over another tokenizer (cl100k_base, trained on this repository's docs) score
+    the answers through the background-job path; humanlm exports; the comparison reads the
+    exporter's answer_models and item_models and finds Gemma best."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from webapp.export import ExportFilters, write_export
+    from webapp.extensions import db
+    from webapp.lm import display_text
+    from webapp.lm.ngram import NgramModel, train
+    from webapp.lm.stats import log_softmax_row
+    from webapp.models import Document, Guess, LanguageModel, Player
+    from webapp.predictions import fill_guess_logprobs, fill_model_scores
+
+    root = Path(__file__).resolve().parent.parent
+    rng = np.random.default_rng(11)
+    ngram_file = tmp_path / "docs.ngram"
+    train([p.read_text() for p in sorted((root / "docs").glob("*.md"))], order=3,
+          encoding="cl100k_base", output=ngram_file)
+    with scored_app.app_context():
+        session = db.session
+        model = session.scalar(select(LanguageModel))
+        players = [Player(id=f"sim-{i:03d}") for i in range(20)]
+        session.add_all(players)
+        session.flush()
+        key = 0
+        for doc in session.scalars(select(Document)):
+            logits = np.array(gemma._eval(doc.token_ids))
+            for item in (it for it in doc.items if it.playable):
+                p = np.exp(log_softmax_row(logits[item.position]))
+                for player, token in zip(players, rng.choice(len(p), size=len(players), p=p / p.sum())):
+                    key += 1
+                    session.add(Guess(
+                        client_key=f"sim-{key:07d}", player_id=player.id, item_id=item.id,
+                        model_id=model.id, raw_text=display_text(gemma.token_bytes(int(token))),
+                        token_ids=[int(token)], first_token_id=int(token),
+                        is_correct=int(token) == item.token_id,
+                        match_rule="first_token" if int(token) == item.token_id else "none",
+                        server_received_at=datetime.now(UTC)))
+        session.commit()
+        fill_guess_logprobs(session, gemma, top_k=model.top_k)
+        fill_model_scores(session, gemma, top_k=model.top_k)
+        fill_model_scores(session, NgramModel(f"ngram:{ngram_file}"), top_k=model.top_k)
+        write_export(session, tmp_path / "export", "csv", ExportFilters())
+    data = load(tmp_path / "export")
+    assert len(data.answer_models) == 2 * len(data.guesses) and len(data.item_models) == 2 * len(data.items)
+    res = run_analysis(data, n_boot=N_BOOT)
+    mc = res["models_comparison"]
+    t = mc["models"].set_index("model_id")
+    gemma_id = int(data.models.loc[data.models["spec"].str.startswith("llamacpp"), "model_id"].iloc[0])
+    ngram_id = next(m for m in t.index if m != gemma_id)
+    assert mc["headline"]["best"] == gemma_id and mc["headline"]["verdict"]
+    assert mc["n_common"] == len(data.guesses)  # every answer scored by both
+    assert t.loc[gemma_id, "same_tokenizer"] and not t.loc[ngram_id, "same_tokenizer"]
+    # For the game's model the first-token numbers are the guesses' own, and a one-token
+    # answer's chain-rule score is that token's log-prob (up to llama.cpp's batch noise).
+    g = data.guesses.set_index("guess_id")
+    am = data.answer_models[data.answer_models["model_id"] == gemma_id].set_index("guess_id")
+    first = g.loc[am.index, "model_answer_logprob"].to_numpy(dtype=float)
+    assert np.nanmax(np.abs(am["first_token_logprob"].to_numpy(dtype=float) - first)) < 0.1
+    one = (am["answer_n_tokens"] == 1).to_numpy() & (
+        g.loc[am.index, "answer_token_ids"].map(len).to_numpy() == 1)
+    assert one.sum() > 100
+    assert np.max(np.abs(am["answer_logprob"].to_numpy(dtype=float)[one] - first[one])) < 0.1
+    assert t.loc[gemma_id, "t_star_low"] <= 1.0 <= t.loc[gemma_id, "t_star_high"]
+    assert "another tokenizer" in t.loc[ngram_id, "t_star_reason"]
+    assert np.isfinite(t.loc[ngram_id, ["accuracy", "kl", "entropy"]].astype(float)).all()
+    print(f"\nreal engines: Gemma {t.loc[gemma_id, 'loglik']:.3f}, n-gram {t.loc[ngram_id, 'loglik']:.3f} "
+          f"nats/answer; {mc['headline']['text']}")
