@@ -63,6 +63,7 @@ def test_pairwise_question_shows_the_truth_and_one_drawn_alternative_then_scores
     assert reveal["model_true_probability"] == pytest.approx(model_r)
     assert reveal["log_score"]["person"] == pytest.approx(math.log(j["true_probability"]))
     assert body["mode"] == "pairwise" and guess.client_reaction_ms == 1234.0
+    assert body["stats"]["answered"] == 0  # token scores are not diluted by judgements
 
     # the next question is another position, in order
     nxt = client.post("/api/play/next", json={"mode": "pairwise"}).get_json()["question"]

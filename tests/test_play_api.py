@@ -17,7 +17,7 @@ pytestmark = pytest.mark.model
 
 QUESTION_KEYS = {
     "item_id", "position", "document", "context", "prefix_ends_with_space",
-    "answered_in_document", "playable_in_document",
+    "answered_in_document", "playable_in_document", "mode",
 }
 DOCUMENT_KEYS = {"id", "title", "register", "corpus"}
 STATS_KEYS = {"answered", "correct", "skipped", "model_correct"}

@@ -230,6 +230,7 @@ def position_payload(session: Session, player_id: str, document: Document, item:
         "prefix_ends_with_space": bool(last) and last[-1:].isspace(),
         "answered_in_document": sum(1 for it in playable if it.id in answered),
         "playable_in_document": len(playable),
+        "mode": "token",  # free play may ask another mode (the route sets it)
     }
 
 
@@ -272,7 +273,8 @@ def reveal_payload(guess: Guess, prediction: Prediction, tokenizer: Tokenizer, t
 
 
 def player_stats(session: Session, player_id: str) -> dict:
-    """Running scores on the positions this player answered (skips count as wrong)."""
+    """Running scores on the positions this player answered by typing (skips count as wrong);
+    pairwise and distribution answers are never right or wrong, so they are not counted here."""
     row = session.execute(
         select(
             func.count(Guess.id),
@@ -287,7 +289,7 @@ def player_stats(session: Session, player_id: str) -> dict:
             (Prediction.item_id == Guess.item_id) & (Prediction.model_id == Guess.model_id),
             isouter=True,
         )
-        .where(Guess.player_id == player_id)
+        .where(Guess.player_id == player_id, Guess.mode.in_(("token", "word")))
     ).one()
     return {"answered": row[0], "correct": row[1], "skipped": row[2], "model_correct": row[3]}
 
