@@ -230,26 +230,33 @@ def _bar(description: str):
     return make
 
 
-@click.command("score", help="Score documents with the model: one forward pass per document.")
+@click.command("score", help="Score documents with the model (one forward pass per document), "
+                             "and every answer's and answered item's probability under it.")
 @click.option("--corpus", default=None, help="Only this corpus (default: all).")
 @click.option("--model", "spec", default=None, help="Model spec (default: HUMANLM_MODEL).")
 @click.option("--top-k", type=click.IntRange(1, 1000), default=None, help="Default: HUMANLM_TOP_K.")
 @click.option("--fill-guesses", is_flag=True,
               help="Instead: fill exact model log-probs of guesses outside the stored top-k "
                    "and of word-mode answers.")
+@click.option("--answers", "answers_only", is_flag=True,
+              help="Instead: only each answer's and answered item's log-probs under the model's "
+                   "OWN tokens (any tokenizer; exported as answer_models and item_models), no "
+                   "per-position predictions.")
 @click.option("--text-logprobs", "text_csv", default=None, type=click.Path(path_type=Path),
               help="Instead: each document's log-probability under the model's OWN tokens "
                    "(any tokenizer; nothing stored), written to this CSV, with totals printed.")
 @with_appcontext
 def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_guesses: bool,
-                  text_csv: Path | None = None) -> None:
+                  text_csv: Path | None = None, answers_only: bool = False) -> None:
     from .lm import BackendError, ModelSpecError, load_model
     from .models import Corpus
-    from .predictions import TokenizerMismatch, run_model_work, score_corpus
+    from .predictions import TokenizerMismatch, run_model_work
 
     cfg = current_app.config
     spec = spec or cfg["MODEL"]
     top_k = top_k or cfg["TOP_K"]
+    if sum((fill_guesses, answers_only, text_csv is not None)) > 1:
+        _fail("choose one of --fill-guesses, --answers and --text-logprobs")
     if corpus is not None and db.session.scalar(select(Corpus).where(Corpus.name == corpus)) is None:
         _fail(f"unknown corpus '{corpus}' (see `humanlm corpus list`)")
     try:
@@ -269,25 +276,57 @@ def score_command(corpus: str | None, spec: str | None, top_k: int | None, fill_
                 click.echo(f"{report.unscorable} word answers could not be scored (no tokens, "
                            "or no room left in the model's context after their prefix).")
             return
-        report = score_corpus(db.session, model, top_k=top_k, corpus=corpus,
-                              progress=_bar(f"Scoring with {model.name}"))
-    except TokenizerMismatch as exc:
-        db.session.rollback()  # documents finished before the failure are kept (committed)
-        _fail(f"{exc}. A corpus's items are token positions of the tokenizer it was imported "
-              f"with, so {spec} cannot give per-position predictions for them. Instead: "
-              f"`humanlm score --model {spec} --text-logprobs FILE.csv` gives each document's "
-              f"log-probability under {spec}'s own tokens; or import the texts again with "
-              f"HUMANLM_MODEL={spec} to play them against it")
+        if not answers_only:
+            report = run_model_work(db.session, model, top_k=top_k, corpus=corpus,
+                                    skip_other_tokenizers=True,
+                                    progress=_bar(f"Scoring with {model.name}"))
+            _say_scored(report, spec, model)
+        _fill_model_scores(model, top_k, corpus)
+    except TokenizerMismatch as exc:  # (documents of another tokenizer are left out above)
+        db.session.rollback()
+        _fail(str(exc))
     except BackendError as exc:
         db.session.rollback()  # documents finished before the failure are kept (committed)
         _fail(str(exc))
+
+
+def _say_scored(report, spec: str, model) -> None:
+    """What `humanlm score` did with the per-position predictions."""
     if report.documents:
         click.echo(
             f"Scored {report.documents} documents ({report.tokens} tokens, "
             f"{report.tokens_per_second:.0f} tokens/s); {report.already_scored} were already scored."
         )
-    else:
+    elif not report.other_tokenizer:
         click.echo(f"Nothing to score: all {report.already_scored} documents are already scored.")
+    if report.other_tokenizer:
+        others = ", ".join(sorted(report.other_tokenizer_ids))
+        click.echo(
+            f"{report.other_tokenizer} documents were tokenized with {others}, not with "
+            f"{spec}'s tokenizer {model.tokenizer_id}: per-position predictions need the corpus's "
+            f"tokenizer, so they have none from {spec} (to play them against it, import the texts "
+            f"again with HUMANLM_MODEL={spec}). Their answers and answered items are scored "
+            f"under {spec}'s own tokens below."
+        )
+
+
+def _fill_model_scores(model, top_k: int, corpus: str | None) -> None:
+    """Every answer's and answered item's numbers under the model's own tokens."""
+    from .predictions import fill_model_scores
+
+    report = fill_model_scores(db.session, model, top_k=top_k, corpus=corpus,
+                               progress=_bar(f"Answers under {model.name}"))
+    if not report.answers and not report.items:
+        click.echo(f"Answers under {model.spec}: nothing to fill ({report.already} answers "
+                   "already have their log-probs).")
+        return
+    line = (f"Answers under {model.spec} (its own tokens): {report.answers} answers and "
+            f"{report.items} items filled in {report.documents} documents ({report.passes} "
+            f"forward passes, {report.seconds:.1f} s); {report.already} answers had them already.")
+    if report.answers_unknown:
+        line += (f" {report.answers_unknown} answers have no log-prob (no tokens, no room in the "
+                 "model's context, or a number this backend cannot give).")
+    click.echo(line)
 
 
 def _text_logprobs(model, corpus: str | None, out: Path) -> None:
@@ -353,10 +392,19 @@ def _text_logprobs(model, corpus: str | None, out: Path) -> None:
 
 
 @click.command("models", help="List the language models that scored documents: spec, tokenizer, "
-                              "what each can compute, and the corpora each scored.")
+                              "what each can compute, the corpora each scored, and how many "
+                              "answers and items have its log-probs.")
 @with_appcontext
 def models_command() -> None:
-    from .models import Corpus, Document, LanguageModel, Prediction, ScoredDocument
+    from .models import (
+        AnswerModelScore,
+        Corpus,
+        Document,
+        ItemModelScore,
+        LanguageModel,
+        Prediction,
+        ScoredDocument,
+    )
 
     models = db.session.scalars(select(LanguageModel).order_by(LanguageModel.id)).all()
     if not models:
@@ -376,10 +424,17 @@ def models_command() -> None:
         n_predictions = db.session.scalar(
             select(func.count(Prediction.id)).where(Prediction.model_id == model.id))
         corpora = ", ".join(f"{name} ({n} documents)" for name, n in scored) or "none"
+        n_answers, n_known = db.session.execute(
+            select(func.count(AnswerModelScore.id), func.count(AnswerModelScore.logprob))
+            .where(AnswerModelScore.model_id == model.id)).one()
+        n_items = db.session.scalar(
+            select(func.count(ItemModelScore.id)).where(ItemModelScore.model_id == model.id))
         click.echo(f"[{model.id}] {model.spec}  (top-k {model.top_k})\n"
                    f"    name: {model.name}; tokenizer: {model.tokenizer}\n"
                    f"    computes: {can}\n"
-                   f"    corpora scored: {corpora}; {n_predictions} predictions")
+                   f"    corpora scored: {corpora}; {n_predictions} predictions\n"
+                   f"    answers under its own tokens: {n_answers} ({n_known} with a log-prob); "
+                   f"items: {n_items}")
 
 
 @click.group("ngram", help="n-gram baselines over tiktoken tokens (spec ngram:FILE.ngram).")
