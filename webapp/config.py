@@ -81,6 +81,12 @@ SETTINGS: tuple[Setting, ...] = (
         "with exponential backoff (0.5 s doubling, at most 8 s between attempts).",
     ),
     Setting(
+        "COMPARE_MODELS", "HUMANLM_COMPARE_MODELS", "", str,
+        "Further model specs, comma-separated, whose log-probability of every answer and item "
+        "(under each model's own tokens) the background jobs also fill, one model loaded at a "
+        "time, after HUMANLM_MODEL; empty = only HUMANLM_MODEL.",
+    ),
+    Setting(
         "TOP_K", "HUMANLM_TOP_K", 64, int,
         "How many of the model's most likely next tokens are stored per position.",
     ),

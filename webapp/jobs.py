@@ -8,7 +8,10 @@ about a gigabyte). What a request needs from the model later is queued here inst
   pending answer, whatever asked for it: `request_fill()` schedules it a few seconds ahead
   (HUMANLM_JOB_DELAY_SECONDS) unless one is already waiting, so a class answering at once makes
   one job, not hundreds. The job is idempotent (it fills only what is still empty) and calls the
-  same function as `humanlm score --fill-guesses` (webapp.predictions.run_model_work).
+  same function as `humanlm score --fill-guesses` (webapp.predictions.run_model_work). The same
+  job gives every answer and answered item its log-probs under each model's own tokens
+  (webapp.predictions.fill_model_scores, as `humanlm score --answers`): the configured model's
+  first, then each of HUMANLM_COMPARE_MODELS, one model in memory at a time.
 - `score_corpus`: scoring the passages a researcher uploaded from the dashboard (the same
   function as `humanlm score --corpus NAME`); its progress is read from the database.
 
@@ -88,6 +91,22 @@ def configured_model_ids(session: Session, config) -> list[int]:
         LanguageModel.spec == config["MODEL"], LanguageModel.top_k == config["TOP_K"])))
 
 
+def compare_specs(config) -> list[str]:
+    """HUMANLM_COMPARE_MODELS as a list of specs (the configured model and repeats left out)."""
+    specs = []
+    for spec in (config.get("COMPARE_MODELS") or "").split(","):
+        spec = spec.strip()
+        if spec and spec != config["MODEL"] and spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def model_ids_for(session: Session, spec: str, top_k: int) -> list[int]:
+    """Scoring runs of a model spec at this top-k (several when its file changed)."""
+    return list(session.scalars(select(LanguageModel.id).where(
+        LanguageModel.spec == spec, LanguageModel.top_k == top_k)))
+
+
 def fillable(session: Session, config) -> ColumnElement[bool]:
     """Answers a fill job with the configured model completes: those lacking numbers that are
     tied to no model yet or to a scoring run of this one (as `score --fill-guesses` does)."""
@@ -137,11 +156,11 @@ def needs_model_numbers(guess: Guess) -> bool:
 
 
 def ask_for_model_numbers(app, guess: Guess) -> None:
-    """After an answer is committed (any mode): if it lacks its exact model numbers, queue the
-    fill job (the model never runs in a request). A queue that is down loses no answer: the
-    next answer, a worker start or a look at the dashboard asks again."""
-    if not needs_model_numbers(guess):
-        return
+    """After an answer is committed (any mode): queue the fill job (the model never runs in a
+    request). Every answer needs it: for its exact numbers when it lacks them
+    (needs_model_numbers), and for its (and its item's) log-probs under the configured and the
+    compared models (answer_model_scores, item_model_scores). A queue that is down loses no
+    answer: the next answer, a worker start or a look at the dashboard asks again."""
     # A fill asked for in this process less than a delay ago runs after this answer was stored
     # and fills it too: a class answering at once asks the queue once, not 200 times.
     now = time.monotonic()
@@ -308,6 +327,13 @@ def job_model(config):
         return _models[key]
 
 
+def _drop_all_models() -> None:
+    """Let go of every job model (before another one is loaded: one in memory at a time)."""
+    with _model_lock:
+        _models.clear()
+        _last_used.clear()
+
+
 def _drop_idle_models() -> None:
     with _model_lock:
         now = time.monotonic()
@@ -391,8 +417,11 @@ class Jobs:
     def fill_now(self) -> int:
         """The fill job: every answer that lacks its model numbers gets them, ONE pass per
         document for first tokens and words alike (`run_model_work`, as `humanlm score
-        --fill-guesses`). Returns the number of answers completed."""
-        from .predictions import run_model_work
+        --fill-guesses`); then every answer and answered item gets its log-probs under the
+        configured model's own tokens and under each of HUMANLM_COMPARE_MODELS
+        (`fill_model_scores`, as `humanlm score --answers`). Returns the number of answers
+        whose exact numbers were completed."""
+        from .predictions import fill_model_scores, pending_model_scores, run_model_work
 
         self.huey.delete(FILL_FLAG)  # an answer stored from now on asks for another run
         cfg = self.config
@@ -401,7 +430,10 @@ class Jobs:
             try:
                 checked = self.fill_status().get("checked_through")
                 new = awaited_numbers(session, cfg, checked_through=checked).awaiting
-                if not new:
+                own = sum(pending_model_scores(session, configured_model_ids(session, cfg)))
+                others = [spec for spec in compare_specs(cfg) if sum(pending_model_scores(
+                    session, model_ids_for(session, spec, cfg["TOP_K"])))]
+                if not new and not own and not others:
                     return 0
                 lease = Lease(self.huey)
                 if not lease.acquire():
@@ -414,17 +446,25 @@ class Jobs:
                     started = time.time()
                     self.huey.put(FILL_STATUS, {**self.fill_status(), "state": "running",
                                                 "started_at": started})
+                    guesses = words = 0
+                    scored: dict[str, dict] = {}
                     try:
-                        with _model_lock:
-                            model = job_model(cfg)
-                            report = run_model_work(session, model, top_k=cfg["TOP_K"],
-                                                    predictions=False, guesses=True, words=True)
-                        guesses, words = report.guesses, report.words
+                        if new or own:
+                            with _model_lock:
+                                model = job_model(cfg)
+                                report = run_model_work(session, model, top_k=cfg["TOP_K"],
+                                                        predictions=False, guesses=True,
+                                                        words=True)
+                                guesses, words = report.guesses, report.words
+                                got = fill_model_scores(session, model, top_k=cfg["TOP_K"])
+                                scored[cfg["MODEL"]] = {"answers": got.answers, "items": got.items}
                     except Exception as exc:
                         session.rollback()
                         self.huey.put(FILL_STATUS, {**self.fill_status(), "state": "failed",
                                                     "error": str(exc), "finished_at": time.time()})
                         raise  # Huey retries it (the answers stay pending until it works)
+                    for spec in others:
+                        scored[spec] = self._fill_compared(session, spec)
                 left = session.scalar(select(func.count(Guess.id)).where(
                     fillable(session, cfg), Guess.id <= mark))
                 self.huey.put(FILL_STATUS, {
@@ -432,12 +472,39 @@ class Jobs:
                     "filled": before - left, "filled_guesses": guesses, "filled_words": words,
                     "left": left,
                     "checked_through": mark,
+                    "answer_scores": scored,
                 })
                 log.info("filled the model numbers of %d answers (%d first tokens, %d words); "
-                         "%d could not be computed", before - left, guesses, words, left)
+                         "%d could not be computed; log-probs under each model: %s",
+                         before - left, guesses, words, left, scored)
                 return before - left
             finally:
                 session.close()
+
+    def _fill_compared(self, session: Session, spec: str) -> dict:
+        """One of HUMANLM_COMPARE_MODELS: loaded after every other job model is let go (one
+        model in memory at a time), its log-probs of every answer and item filled, and let go.
+        A failure (a bad spec, a server down) is logged and reported in the fill status; it
+        does not hold up the configured model's numbers, and the next job tries again."""
+        from .lm import load_model
+        from .predictions import fill_model_scores
+
+        cfg = self.config
+        try:
+            with _model_lock:
+                _drop_all_models()
+                log.info("loading %s to compare (background jobs)", spec)
+                model = load_model(spec, max_tokens=cfg["MAX_DOCUMENT_TOKENS"],
+                                   n_threads=cfg["N_THREADS"])
+                try:
+                    got = fill_model_scores(session, model, top_k=cfg["TOP_K"])
+                finally:
+                    del model  # freed now, before the next one is loaded
+            return {"answers": got.answers, "items": got.items}
+        except Exception as exc:  # noqa: BLE001 (reported; the next job tries again)
+            session.rollback()
+            log.warning("could not fill the log-probs of answers under %s: %s", spec, exc)
+            return {"error": str(exc)}
 
     def score_now(self, corpus_id: int) -> int:
         """The scoring job of an uploaded corpus: `score_corpus` with the configured model, one
