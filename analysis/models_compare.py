@@ -69,9 +69,9 @@ def model_answers(data: ExportData, prep: Prepared) -> ModelAnswers | None:
     """Which answers and numbers the model comparison uses.
 
     Answers: the same selection as the rest of the report (study, source, pilot runs,
-    participants flagged for exclusion and comprehension checks as chosen; analysis.answers.
-    select_rows) in the report's mode (token or word), whatever model filled the guesses'
-    model_* columns. A skip or an empty answer has no probability: it counts in no
+    participants flagged for exclusion and comprehension checks as chosen, by
+    analysis.answers.select_rows) in the report's mode (token or word), whatever model filled
+    the guesses' model_* columns. A skip or an empty answer has no probability: it counts in no
     log-likelihood (only in the models' accuracy, which does not depend on the answer).
     Models: every model of the models table that has a row in answer_models or item_models
     for these answers or their items. The answer's numbers come from answer_models
@@ -224,7 +224,7 @@ def _paired(ma: ModelAnswers, X: np.ndarray, w: np.ndarray, level: float, *,
 def mean_loglik(ma: ModelAnswers, level: float = DEFAULT_LEVEL) -> dict:
     """Mean log-likelihood of human answers, per model, and its paired difference to the best.
 
-    For every answer a that is not a skip: l_M(a) = answers_models.answer_logprob = ln p_M(the
+    For every answer a that is not a skip: l_M(a) = answer_models.answer_logprob = ln p_M(the
     answer's text | the prefix text), the chain rule over M's OWN tokens (word mode: the word
     plus the term for the word ending there). A probability of the same string under every
     model, so it is comparable across tokenizers (a model with shorter tokens multiplies more
@@ -331,8 +331,11 @@ def crowd_kl(ma: ModelAnswers, level: float = DEFAULT_LEVEL, min_answers: int = 
     texts, m_i(t) = exp(answer_logprob):
         KL_i = sum_t h_i(t) ln(h_i(t) / m_i(t)) - (s_i - 1) / (2 N_i)
              = -H(h_i) - (1/N_i) sum_a l_M(a) - (s_i - 1) / (2 N_i)
-    (s_i distinct texts, N_i answers; the Miller-Madow term removes the plug-in estimate's
-    upward bias, so an item can come out slightly negative). Texts nobody gave have h = 0 and
+    (s_i distinct texts, N_i answers; the Miller-Madow term reduces the plug-in estimate's
+    upward bias, so an item can come out slightly negative). With a few dozen answers per item
+    and a large vocabulary the crowd's distribution is far from complete, and KL stays above 0
+    even for people who sample from the model itself: compare models with each other on the
+    same items rather than with 0. Texts nobody gave have h = 0 and
     add nothing, so KL needs only the models' probabilities of the answers given: it is exact
     for every model with answer_logprob, top-k-only and other tokenizers included, and it
     differs between two models by their cross-entropies only (H(h_i) is the same). Texts are
@@ -382,8 +385,9 @@ def crowd_kl(ma: ModelAnswers, level: float = DEFAULT_LEVEL, min_answers: int = 
 
 def model_temperatures(data: ExportData, prep: Prepared, ma: ModelAnswers,
                        fitted: pd.DataFrame | None, level: float = DEFAULT_LEVEL) -> list[dict]:
-    """T* per model where log Z(T) exists: the report's temperature fit (temperature.
-    fit_temperature) with that model's first-token log-probs and its items.model_logz.
+    """T* per model where log Z(T) exists: the report's temperature fit
+    (analysis.temperature.fit_temperature) with that model's first-token log-probs and its
+    items.model_logz.
     log Z(T) is a sum over the model's full vocabulary at the game's token positions: a model
     that gives only its top-k has none (not computable: top-k only), a model with another
     tokenizer has no first token of the game's (not computable: another tokenizer), and

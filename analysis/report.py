@@ -566,6 +566,10 @@ def _header(res: dict, level: int) -> list[str]:
               f"{n_all['n_items']:,} items, {people}"
               + (f" · also in this export, not analysed here: {other}" if other else "")
               + (f" · also {judged}, in sections of their own" if judged else "")
+              + (f" · {len(res['models_comparison']['models'])} models on the same answers, "
+                 "compared in <a href='#models'>Which models predict people best</a>"
+                 if res.get("models_comparison") and len(res["models_comparison"]["models"]) > 1
+                 else "")
               + f" · export {html.escape(str(data.manifest.get('exported_at', '?')))} · {level}% "
               f"confidence intervals ({html.escape(clustering(res))}){caveats}</p>",
               _nav(res)]
