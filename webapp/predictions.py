@@ -572,7 +572,6 @@ def fill_model_scores(
             answers, items = plan[doc_id]
             scorer.run(session.get(Document, doc_id), answers, items)
             session.commit()  # per document: an interruption loses no finished one
-            session.expunge(scorer.last)  # with its items: memory stays flat
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{report.answers} answers", refresh=False)
@@ -650,7 +649,6 @@ class _ModelScorer:
                  report: ModelScoresReport) -> None:
         self.session, self.model, self.report = session, model, report
         self.model_id = row.id
-        self.last: Document | None = None
         # A word's end term needs the full distribution: not from a top-k-only server.
         self.words = not model.settings().get("top_k_only")
         self.n_ctx = getattr(model, "n_ctx", None)  # BOS + tokens must fit (llamacpp)
@@ -662,7 +660,6 @@ class _ModelScorer:
         from .words import MAX_WORD_CHARS, boundary_mask, is_word_start, target_word, word_token_ids
 
         started = time.perf_counter()
-        self.last = doc
         model, text, report = self.model, doc.text, self.report
         same = doc.tokenizer == model.tokenizer_id
         ids = list(doc.token_ids) if same else model.tokenize(text)
