@@ -133,9 +133,9 @@ def model_answers(data: ExportData, prep: Prepared) -> ModelAnswers | None:
         it = im.loc[im["model_id"] == m].set_index("item_id")
         irow = it.reindex(item_ids)
         in_items = pd.Index(item_ids).isin(it.index)
-        sw = irow["top1_starts_word"].astype(object)
-        starts[:, j] = [np.nan if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
-                        else float(bool(v)) for v in sw.tolist()]
+        per_item = it["top1_starts_word"].astype("boolean").astype("Float64")
+        starts[:, j] = pd.Series(per_item.to_numpy(dtype=np.float64, na_value=np.nan),
+                                 index=it.index).reindex(item_ids).to_numpy(dtype=np.float64)
         starts_status[~in_items, j] = "no_row"
         starts_status[in_items & np.isnan(starts[:, j]), j] = "null"
         entropy[:, j] = irow["entropy"].to_numpy(dtype=np.float64)
