@@ -30,6 +30,8 @@ _EXPORTS = {
     "fit_temperature": "temperature", "temperature_curve": "temperature",
     "interpolate_logz": "temperature",
     "twoway_bootstrap": "bootstrap",
+    "pairwise_loss": "judgements", "stated_scores": "judgements",
+    "compare_models": "models_compare",
 }
 
 __all__ = [  # noqa: RUF022 (grouped: functions, then modules)
@@ -37,6 +39,7 @@ __all__ = [  # noqa: RUF022 (grouped: functions, then modules)
     "calibration_summary", "distance_summary", "fit_temperature", "interpolate_logz",
     "item_distances", "learning_curve", "learning_trend", "load", "prepare", "simulator_fit",
     "temperature_curve", "token_class", "twoway_bootstrap",
+    "pairwise_loss", "stated_scores", "compare_models",
     "cli", "report", "schema", "synthetic",
 ]
 
@@ -46,6 +49,7 @@ def __getattr__(name: str):
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
         return getattr(module, name)
     if name in ("report", "schema", "synthetic", "cli", "metrics", "temperature", "bootstrap",
-                "tokens", "answers", "reader", "plots"):
+                "tokens", "answers", "reader", "plots", "pairwise", "stated", "judgements",
+                "models_compare"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
