@@ -547,6 +547,11 @@ def test_export_round_trip_pivots_models_side_by_side(filled, tmp_path, gemma, n
                 assert summary.rows["answer_models"] == len(stored) == 2 * 16
                 assert summary.rows["item_models"] == 2 * 10
                 tables[fmt] = tmp_path / fmt
+            # filtered like the guesses: without the imported norms, their rows go too
+            summary = write_export(session, tmp_path / "own", "csv",
+                                   ExportFilters(include_external=False))
+            assert (summary.rows["guesses"], summary.rows["items"]) == (13, 8)
+            assert (summary.rows["answer_models"], summary.rows["item_models"]) == (2 * 12, 2 * 8)
         raw = (tmp_path / "csv" / "item_models.csv").read_text()
         assert "'" + formula.replace('"', '""') in raw
         assert formula in (tmp_path / "jsonl" / "item_models.jsonl").read_text().replace('\\"', '"')
