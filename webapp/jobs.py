@@ -146,19 +146,10 @@ def awaited_numbers(session: Session, config, *where, checked_through: int | Non
     return AwaitedNumbers(awaiting, left, oldest)
 
 
-def needs_model_numbers(guess: Guess) -> bool:
-    """Whether a just stored answer waits for a fill job (see lacks_model_numbers)."""
-    if guess.first_token_id is not None and guess.model_logprob is None:
-        return True
-    if guess.mode == "distribution" and not guess.skipped and guess.model_logprob is None:
-        return True  # a candidate outside the stored top-k
-    return guess.mode == "word" and not guess.skipped and guess.word_logprob is None
-
-
 def ask_for_model_numbers(app, guess: Guess) -> None:
     """After an answer is committed (any mode): queue the fill job (the model never runs in a
     request). Every answer needs it: for its exact numbers when it lacks them
-    (needs_model_numbers), and for its (and its item's) log-probs under the configured and the
+    (lacks_model_numbers), and for its (and its item's) log-probs under the configured and the
     compared models (answer_model_scores, item_model_scores). A queue that is down loses no
     answer: the next answer, a worker start or a look at the dashboard asks again."""
     # A fill asked for in this process less than a delay ago runs after this answer was stored
