@@ -665,6 +665,11 @@ def worker_command() -> None:
     from .jobs import describe_queue, run_consumer
 
     app = current_app._get_current_object()
+    nice = app.config["WORKER_NICE"]
+    if not 0 <= nice <= 19:
+        _fail(f"HUMANLM_WORKER_NICE must be between 0 and 19 (got {nice})")
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)  # model work yields the CPU to the web server's live answers
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("huey").setLevel(logging.INFO)
     click.echo(f"Running background jobs from the {describe_queue(app)} (Ctrl+C to stop).")

@@ -210,6 +210,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Answers that need the model's numbers are gathered for this many seconds into one job.",
     ),
     Setting(
+        "WORKER_NICE", "HUMANLM_WORKER_NICE", 10, int,
+        "CPU niceness the job worker adds to itself (0-19): on a busy machine live answers come "
+        "before model work. 0 leaves it as started.",
+    ),
+    Setting(
         "LOG_SQL", "HUMANLM_LOG_SQL", False, _bool,
         "Echo every SQL statement (debugging).",
     ),
