@@ -9,8 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from room_helpers import act, connect, create_room, events, guess, host_of, student
 from sqlalchemy import func, select, update
-from test_rooms_events import act, connect, create_room, events, guess, host_of, student
 
 from webapp.extensions import db
 from webapp.models import Room, RoomPlayer

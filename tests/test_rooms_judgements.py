@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from room_helpers import act, connect, create_room, events, host_of, student
 from sqlalchemy import func, select
 
 from webapp import game
-from webapp.extensions import db, socketio
+from webapp.extensions import db
 from webapp.judgements import PAIRWISE_SCALE, choose_pair, usable_alternatives
 from webapp.models import Guess, Item, Prediction, Room
 from webapp.rooms import commands, points
@@ -20,40 +21,6 @@ SECRET = b"test"  # the test apps' SECRET_KEY (tests/conftest.py)
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def create_room(client, **body) -> dict:
-    res = client.post("/api/rooms", json={"source": "corpus", "corpus": "tests", "rounds": 1, **body})
-    assert res.status_code == 201, res.get_json()
-    return res.get_json()
-
-
-def connect(app):
-    return socketio.test_client(app, flask_test_client=app.test_client())
-
-
-def events(sock, name: str) -> list:
-    return [m["args"][0] for m in sock.get_received() if m["name"] == name]
-
-
-def host_of(app, room: dict):
-    host = connect(app)
-    ack = host.emit("host_join", {"code": room["code"], "host_token": room["host_token"]}, callback=True)
-    assert ack["ok"], ack
-    return host, ack["state"]
-
-
-def student(app, code: str, nickname: str):
-    sock = connect(app)
-    ack = sock.emit("join", {"code": code, "nickname": nickname}, callback=True)
-    assert ack["ok"], ack
-    return sock, ack
-
-
-def act(host, code: str, action: str) -> dict:
-    ack = host.emit("host_action", {"code": code, "action": action}, callback=True)
-    assert ack["ok"], ack
-    return ack
 
 
 def answer(sock, code: str, key: str, round_index: int = 0, **fields) -> dict:
@@ -196,7 +163,7 @@ def test_a_pairwise_room_plans_only_positions_with_a_pair(scored_app):
 
 
 def test_a_reloaded_phone_gets_its_judgement_back_and_a_resend_is_stored_once(scored_app, client):
-    room = create_room(client, answer_mode="pairwise")
+    room = create_room(client, answer_mode="pairwise", rounds=1)
     code = room["code"]
     host, _ = host_of(scored_app, room)
     sock, ack = student(scored_app, code, "Zoe")
@@ -225,7 +192,7 @@ def _outside_top_k(tokenizer, prediction, truth_id: int) -> str:
 
 
 def test_a_distribution_room_pools_the_class_and_reveals_the_model_on_the_same_cells(scored_app, client, tokenizer):
-    room = create_room(client, answer_mode="distribution")
+    room = create_room(client, answer_mode="distribution", rounds=1)
     code = room["code"]
     host, _ = host_of(scored_app, room)
     socks = {name: student(scored_app, code, name)[0] for name in ("Ada", "Bob", "Cyd")}
@@ -290,7 +257,7 @@ def test_a_distribution_room_pools_the_class_and_reveals_the_model_on_the_same_c
 
 
 def test_when_nobody_names_the_truth_something_else_is_the_true_cell(scored_app, client, tokenizer):
-    room = create_room(client, answer_mode="distribution")
+    room = create_room(client, answer_mode="distribution", rounds=1)
     code = room["code"]
     host, _ = host_of(scored_app, room)
     sock, _ = student(scored_app, code, "Ann")
@@ -322,7 +289,7 @@ def test_when_nobody_names_the_truth_something_else_is_the_true_cell(scored_app,
     ("pairwise", {"left_probability": 100}, "between 1 and 99"),
 ])
 def test_an_answer_of_the_wrong_kind_is_refused_and_nothing_is_stored(scored_app, client, mode, fields, message):
-    room = create_room(client, answer_mode=mode)
+    room = create_room(client, answer_mode=mode, rounds=1)
     code = room["code"]
     host, _ = host_of(scored_app, room)
     sock, _ = student(scored_app, code, "Eve")
@@ -347,7 +314,7 @@ def test_a_pairwise_room_from_the_teachers_prompts_is_refused(scored_app, client
 
 
 def test_a_token_room_says_its_mode_and_keeps_its_views(scored_app, client):
-    room = create_room(client)
+    room = create_room(client, rounds=1)
     host, state = host_of(scored_app, room)
     assert state["mode"] == "token"
     sock, _ = student(scored_app, room["code"], "Tia")
