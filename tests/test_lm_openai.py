@@ -31,6 +31,7 @@ from webapp.lm.openai_compat import OpenAIModel, parse_target
 
 TEXT = "The quick brown fox jumps over the"
 K = 5
+ASKED = 64  # llama-cpp-python is asked for at least HUMANLM_TOP_K (64) log-probs: ranks up to it
 
 
 def free_port() -> int:
@@ -99,9 +100,9 @@ def test_logprobs_agree_with_the_embedded_backend(both):
     np.testing.assert_allclose(remote.target_logprob[1:n], local.target_logprob[1:n], atol=1e-3)
     np.testing.assert_array_equal(remote.top_ids[1:], local.top_ids[1:])  # incl. the end row
     np.testing.assert_allclose(remote.top_logprobs[1:], local.top_logprobs[1:], atol=1e-3)
-    # ranks: exact within the top-k, "beyond k" (-1) otherwise; never estimated
+    # ranks: exact within the log-probs asked for, "beyond k" (-1) otherwise; never estimated
     for i in range(1, n):
-        expected = local.target_rank[i] if local.target_rank[i] <= K else -1
+        expected = local.target_rank[i] if local.target_rank[i] <= ASKED else -1
         assert remote.target_rank[i] == expected, i
     assert (remote.target_rank[1:n] == -1).any() and (remote.target_rank[1:n] >= 1).any()
     assert remote.target_rank[n] == 0  # the row after the last token has no target
@@ -171,7 +172,7 @@ def test_score_command_stores_absent_numbers_as_null(app, server_url, gemma):
             assert prediction.target_logprob == pytest.approx(local.target_logprob[position],
                                                               abs=1e-3)
             rank = int(local.target_rank[position])
-            assert prediction.target_rank == (rank if rank <= K else None)
+            assert prediction.target_rank == (rank if rank <= ASKED else None)
             assert [t[0] for t in prediction.top_k] == local.top_ids[position].tolist()
     listed = runner.invoke(args=["models"])
     assert f"{spec}  (top-k {K})" in listed.output

@@ -18,6 +18,18 @@ How numbers are read, and the traps:
   `max_tokens: 1` (llama-cpp-python's `max_tokens: 0` means "no limit") and temperature 0: the
   log-prob of every prompt token and the top-k at every position; the one generated token is
   ignored, except that its top-k is the distribution after the last token (a stem's row).
+  k is the top-k asked for, at least HUMANLM_TOP_K on llama-cpp-python (it sorts the whole
+  distribution of every position whatever k is, so ranks up to it cost nothing).
+- vLLM (0.5.5 and later; probed once at start with a one-token prompt) is asked for its own
+  `prompt_logprobs: k` instead of the echo: per prompt token after the first (whose entry is
+  null) a dict {token id: {logprob, rank, decoded_token}} holding the prompt token itself,
+  with its rank in the whole vocabulary, and the top-k. So every rank of a token in a prompt
+  is exact, beyond k too, and a guessed token is looked up as the last token of a prompt (the
+  prefix + it) rather than through logit_bias. A stated rank of exactly k+1 is read as "beyond
+  k" (early vLLM V1 engines stated k+1 for every prompt token outside the top-k). A reply
+  that is not of that shape (an entry missing, not a dict of token ids, without the prompt
+  token itself, a non-numeric log-prob) is a BackendError. vLLM refuses more than
+  `--max-logprobs` (20 by default) log-probs per position: the error says so.
 - vLLM takes the prompt as token ids ([BOS] + the document), so the numbers are about exactly
   those tokens; llama-cpp-python's server takes text only (it rejects id lists), so the
   document is sent as the server's own detokenization of its ids and the echoed token count is
@@ -34,11 +46,13 @@ How numbers are read, and the traps:
   "token_id:123").
 - Only the top-k is known: entropy and log Z(T) are absent (NaN in the summary, NULL when
   stored) and the model's settings say `top_k_only`. A target's log-prob is exact (the echo gives
-  it); its rank is exact when it is within the top-k, else absent ("beyond k", rank -1 in the
-  summary, NULL when stored). Nothing is renormalised or estimated.
-- A token outside the document (a guess) is looked up by one request with the prefix as prompt
-  and `logit_bias` {token: +100}, which makes the server generate that token; llama.cpp and
-  vLLM report its log-prob from the unbiased logits (checked against the echo).
+  it); its rank is exact when the server states it (vLLM's prompt_logprobs) or it is within the
+  k asked for, else absent ("beyond k", rank -1 in the summary, NULL when stored). Nothing is
+  renormalised or estimated.
+- A token outside the document (a guess) is looked up, where prompt_logprobs is not used, by
+  one request with the prefix as prompt and `logit_bias` {token: +100}, which makes the server
+  generate that token; llama.cpp and vLLM report its log-prob from the unbiased logits (checked
+  against the echo); its rank is known within the k asked for.
 - llama-cpp-python's server reuses its cache for the prefix a prompt shares with the previous
   request and evaluates the rest as a batch of its own; llama.cpp's numbers depend on the batch
   shape, so a document's numbers can move by up to ~0.08 nats (measured) with what was asked
@@ -52,6 +66,7 @@ How numbers are read, and the traps:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -119,6 +134,14 @@ def _setting(name: str):
     return setting.parse(raw) if raw not in (None, "") else setting.default
 
 
+class _Refused(BackendError):
+    """The server refused a request (HTTP 4xx other than the retried ones)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Retryable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -156,7 +179,8 @@ class _Client:
         if response.status_code in RETRY_STATUS:
             raise _Retryable(f"{url} answered HTTP {response.status_code}: {_excerpt(response)}")
         if response.status_code >= 400:
-            raise BackendError(f"{url} answered HTTP {response.status_code}: {_excerpt(response)}")
+            raise _Refused(f"{url} answered HTTP {response.status_code}: {_excerpt(response)}",
+                           response.status_code)
         try:
             return response.json()
         except json.JSONDecodeError:
@@ -340,10 +364,12 @@ class OpenAITokenizer:
 @dataclass
 class _Position:
     """What the server said about one position: the actual token's log-prob (None: not
-    given) and the top-k dict (None: not given)."""
+    given), the top-k dict (None: not given) and the actual token's rank in the whole
+    vocabulary when the server states it (vLLM's prompt_logprobs; None: not stated)."""
 
     logprob: float | None
     top: dict[str, float] | None
+    rank: int | None = None
 
 
 class _Ahead:
@@ -384,13 +410,26 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         self.name = self.target.model
         self.prompt_as_ids = self.server != "llama-cpp-python"
         self._check_models()
+        self.prompt_logprobs = self.server == "vllm" and self._has_prompt_logprobs()
+
+    def _request_k(self, top_k: int | None) -> int:
+        """How many log-probs per position a pass asks for: its top_k; without one, the most
+        a rank needs (HUMANLM_TOP_K), or 1 where prompt_logprobs states every rank anyway.
+        llama-cpp-python sorts the whole distribution of every position whatever k is, so
+        there k is at least HUMANLM_TOP_K: ranks of looked-up tokens up to it for free."""
+        if self.prompt_logprobs:
+            return top_k or 1
+        if self.server == "llama-cpp-python":
+            return max(top_k or 0, _setting("TOP_K"))
+        return top_k or _setting("TOP_K")
 
     def score_ahead(self, documents: Iterable[Sequence[int]], top_k: int) -> None:
         """Start scoring these documents (in this order) in the background, at most
         2 x HUMANLM_OPENAI_CONCURRENCY ahead of the caller: score_continuations of one of them
         then waits for its request instead of sending one, so a corpus is scored with
         requests in flight while the previous documents are stored."""
-        planned = list(dict.fromkeys((tuple(int(t) for t in ids), top_k)
+        k = self._request_k(top_k)
+        planned = list(dict.fromkeys((tuple(int(t) for t in ids), k)
                                      for ids in documents if len(ids)))
         ahead = self._ahead = _Ahead(planned, 2 * self.client.concurrency)
 
@@ -400,18 +439,18 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
                 for key in planned:
                     if not ahead.window.acquire(timeout=600):  # the caller stopped taking them
                         break
-                    ahead.put(key, self.client.pool.submit(self._echo, list(key[0]), top_k))
+                    ahead.put(key, self.client.pool.submit(self._echo, list(key[0]), k))
                     done += 1
             finally:  # the rest (if any) are scored when asked, not waited for
                 ahead.forget(planned[done:])
 
         threading.Thread(target=feed, name="openai-ahead", daemon=True).start()
 
-    def _echo_or_ahead(self, ids: list[int], top_k: int):
+    def _echo_or_ahead(self, ids: list[int], k: int):
         ahead = getattr(self, "_ahead", None)
-        future = ahead.take((tuple(ids), top_k)) if ahead is not None else None
+        future = ahead.take((tuple(ids), k)) if ahead is not None else None
         if future is None:
-            return self._echo(ids, top_k)
+            return self._echo(ids, k)
         try:
             return future.result()
         finally:
@@ -427,6 +466,21 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             ) from None
         self.served = [m.get("id") for m in listed.get("data", []) if isinstance(m, dict)]
 
+    def _has_prompt_logprobs(self) -> bool:
+        """Whether this vLLM returns `prompt_logprobs` (vLLM 0.5.5 and later): one request
+        with a one-token prompt. An older one refuses the field (HTTP 400) or ignores it: then
+        documents are scored with echo + logprobs, as on other servers."""
+        prompt = [self.bos] if self.bos is not None else self._server_tokenize("a")[:1]
+        try:
+            got = self.client.request("POST", "/completions", {
+                "model": self.target.model, "prompt": prompt, "max_tokens": 1,
+                "temperature": 0, "prompt_logprobs": 1})
+        except _Refused:
+            return False
+        choices = got.get("choices") if isinstance(got, dict) else None
+        return bool(choices) and isinstance(choices[0], dict) and \
+            isinstance(choices[0].get("prompt_logprobs"), list)
+
     def settings(self) -> dict:
         return {
             "backend": "openai",
@@ -436,8 +490,12 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             "tokenizer": f"tiktoken:{self.target.encoding}" if self.tiktoken is not None
             else f"server {self._tokenize_path}",
             "prompt": "token ids" if self.prompt_as_ids else "text (detokenized ids)",
+            "request": "prompt_logprobs (exact ranks)" if self.prompt_logprobs
+            else "echo + logprobs",
             "top_k_only": True,
-            "absent": "entropy, logz, ranks beyond the top-k, word end terms, "
+            "absent": "entropy, logz, "
+                      + ("" if self.prompt_logprobs else "ranks beyond the top-k, ")
+                      + "word end terms, "
                       + ("nothing else" if self.prompt_as_ids else "the first position"),
             "bos": self.bos is not None,
             "logprob_base": "e",
@@ -445,16 +503,19 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
 
     # ------------------------------------------------------------------------------ requests
 
-    def _complete(self, ids: Sequence[int], top_k: int, *, echo: bool,
-                  logit_bias: dict[int, float] | None = None) -> dict:
+    def _complete(self, ids: Sequence[int], k: int, *, echo: bool,
+                  logit_bias: dict[int, float] | None = None,
+                  prompt_logprobs: bool = False) -> dict:
         """One /v1/completions request for the prompt BOS + ids; returns choices[0]."""
         payload: dict = {
             "model": self.target.model,
             "max_tokens": 1,  # never 0: llama-cpp-python reads 0 as "no limit"
             "temperature": 0,
             "echo": echo,
-            "logprobs": top_k,
+            "logprobs": k,
         }
+        if prompt_logprobs:
+            payload["prompt_logprobs"] = k
         if self.prompt_as_ids:
             payload["prompt"] = ([self.bos] if self.bos is not None else []) + list(ids)
         else:
@@ -463,7 +524,16 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             payload["return_tokens_as_token_ids"] = True
         if logit_bias:
             payload["logit_bias"] = {str(k): v for k, v in logit_bias.items()}
-        got = self.client.request("POST", "/completions", payload)
+        try:
+            got = self.client.request("POST", "/completions", payload)
+        except _Refused as exc:
+            if self.server == "vllm" and "max allowed" in str(exc):
+                raise BackendError(
+                    f"{exc} (vLLM returns at most --max-logprobs log-probs per position, 20 "
+                    f"unless started with more: start it with --max-logprobs {k} or more, or "
+                    "score with a smaller --top-k)"
+                ) from None
+            raise
         try:
             choice = dict(got["choices"][0])
         except (KeyError, IndexError, TypeError):
@@ -478,11 +548,13 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             )
         return choice
 
-    def _echo(self, ids: Sequence[int], top_k: int) -> tuple[list[_Position], _Position | None]:
+    def _echo(self, ids: Sequence[int], k: int) -> tuple[list[_Position], _Position | None]:
         """Per document token i, what the server said about predicting ids[i]; and the
         position after the last token (from the generated token), if any."""
+        if self.prompt_logprobs:
+            return self._prompt_logprobs(ids, k)
         n = len(ids)
-        logprobs = self._complete(ids, top_k, echo=True)["logprobs"]
+        logprobs = self._complete(ids, k, echo=True)["logprobs"]
         tokens, lps, tops = logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]
         offset = 1 if self.prompt_as_ids and self.bos is not None else 0  # the echoed BOS
         if len(tokens) < n + offset or len(tokens) > n + offset + 1:
@@ -501,6 +573,66 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         if len(tokens) == n + offset + 1 and tops[-1] is not None:
             after = _Position(None, tops[-1])
         return positions, after
+
+    def _prompt_logprobs(self, ids: Sequence[int],
+                         k: int) -> tuple[list[_Position], _Position | None]:
+        """_echo through vLLM's `prompt_logprobs`: per prompt token (after the first, whose
+        entry is null) a dict {token id: {logprob, rank, decoded_token}} holding the prompt
+        token itself, with its rank in the whole vocabulary, and the top-k; the generated
+        token's top-k (`logprobs`) is the position after the last token. Anything else is a
+        BackendError (nothing of the document is used)."""
+        choice = self._complete(ids, k, echo=False, prompt_logprobs=True)
+        prompt = ([self.bos] if self.bos is not None else []) + [int(t) for t in ids]
+        entries = choice.get("prompt_logprobs")
+        if not isinstance(entries, list) or len(entries) != len(prompt):
+            got = f"{len(entries)} entries" if isinstance(entries, list) else repr(entries)[:100]
+            raise BackendError(
+                f"the vLLM server at {self.target.base_url} returned prompt_logprobs with "
+                f"{got} for a prompt of {len(prompt)} tokens (one entry per prompt token, the "
+                "first null)"
+            )
+        offset = len(prompt) - len(ids)
+        positions = [_Position(None, None) if i + offset == 0  # the first prompt token
+                     else self._prompt_entry(entries[i + offset], int(token), i + offset)
+                     for i, token in enumerate(ids)]
+        tops = choice["logprobs"]["top_logprobs"]
+        after = _Position(None, tops[0]) if tops and isinstance(tops[0], dict) else None
+        return positions, after
+
+    def _prompt_entry(self, entry, token: int, at: int) -> _Position:
+        """One entry of prompt_logprobs, checked: the prompt token's log-prob and stated rank,
+        and every entry keyed "token_id:N" (as the top-logprobs dicts of vLLM are here)."""
+
+        def malformed(why: str) -> BackendError:
+            return BackendError(
+                f"the vLLM server at {self.target.base_url} returned malformed prompt_logprobs "
+                f"at prompt token {at}: {why} (expected {{token id: {{logprob, rank, "
+                "decoded_token}}, holding the prompt token itself and the top-k)"
+            )
+
+        if not isinstance(entry, dict) or not entry:
+            raise malformed(f"{str(entry)[:100]} is not a dict of token ids")
+        top: dict[str, float] = {}
+        own = None
+        for key, value in entry.items():
+            try:
+                token_id = int(key)
+            except (TypeError, ValueError):
+                raise malformed(f"the key {str(key)[:40]!r} is not a token id") from None
+            logprob = value.get("logprob") if isinstance(value, dict) else None
+            rank = value.get("rank") if isinstance(value, dict) else None
+            if isinstance(logprob, bool) or not isinstance(logprob, int | float) or \
+                    math.isnan(logprob):
+                raise malformed(f"token {token_id} has no numeric logprob: {str(value)[:100]}")
+            if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)
+                                     or rank < 1):
+                raise malformed(f"token {token_id} has the rank {rank!r}")
+            top[f"token_id:{token_id}"] = float(logprob)
+            if token_id == token:
+                own = float(logprob), rank
+        if own is None:
+            raise malformed(f"no entry for the prompt token itself ({token})")
+        return _Position(own[0], top, own[1])
 
     def _forced(self, prefix: Sequence[int], token: int, top_k: int) -> _Position:
         """The log-prob of `token` after the prefix: generated under logit_bias +100 (the
@@ -547,12 +679,17 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
 
     @staticmethod
     def _rank(position: _Position, key: str | None, k: int) -> int:
-        """1 + entries strictly more likely, when the token is within the top-k; else -1.
+        """The rank the server states (vLLM's prompt_logprobs), else 1 + entries strictly more
+        likely when the token is within the k asked for; else -1 ("beyond k").
 
         llama-cpp-python and vLLM add the actual token to the k entries when it is not among
-        them (k+1 entries): then it is beyond the top-k."""
+        them (k+1 entries): then it is beyond the top-k. A stated rank of exactly k+1 is read
+        as "beyond k" too: early vLLM V1 engines stated k+1 for every prompt token outside
+        the top-k instead of its rank."""
         if position.top is None or position.logprob is None:
             return -1
+        if position.rank is not None:
+            return position.rank if position.rank != k + 1 else -1
         top, lp = position.top, float(position.logprob)
         if key is not None and key in top:
             if len(top) > k:
@@ -562,7 +699,10 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             above = sum(1 for v in top.values() if v > lp)
         return 1 + above if above < k else -1
 
-    def _summary(self, positions: list[_Position], targets: list[int], k: int) -> DistributionSummary:
+    def _summary(self, positions: list[_Position], targets: list[int], k: int,
+                 asked: int) -> DistributionSummary:
+        """Rows of these positions: the k most likely tokens of the `asked` (>= k) the server
+        gave, the target's log-prob, and its rank wherever the server's numbers give it."""
         n = len(positions)
         out = DistributionSummary(
             target_logprob=np.full(n, np.nan),
@@ -582,7 +722,7 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
                 continue
             if position.logprob is not None:
                 out.target_logprob[i] = float(position.logprob)
-                out.target_rank[i] = self._rank(position, self._key(target), k)
+                out.target_rank[i] = self._rank(position, self._key(target), asked)
         return out
 
     def score(self, token_ids: Sequence[int], top_k: int) -> DistributionSummary:
@@ -607,7 +747,7 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         continuations = continuations or {}
         lookups = [(int(p), int(t)) for p, t in lookups]
         check_branches(n, (*continuations, *(p for p, _ in lookups), *(summary_rows or ())))
-        k = top_k or _setting("TOP_K")
+        k = self._request_k(top_k)
         need_pass = bool(top_k) or any(p < n and ids[p] == t for p, t in lookups)
         positions, after = self._echo_or_ahead(ids, k) if need_pass and n else ([], None)
         summary = None
@@ -615,16 +755,19 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             every = positions + [after or _Position(None, None)]  # n + 1 rows
             chosen = [int(r) for r in summary_rows]
             padded = [*ids, -1]
-            summary = self._summary([every[r] for r in chosen], [padded[r] for r in chosen], top_k)
+            summary = self._summary([every[r] for r in chosen], [padded[r] for r in chosen],
+                                    top_k, k)
         elif top_k:
             rows = positions + ([after or _Position(None, None)] if through_end else [])
-            summary = self._summary(rows, [*ids, -1][: len(rows)], top_k)
+            summary = self._summary(rows, [*ids, -1][: len(rows)], top_k, k)
         result = DocumentScores(summary, {p: [None] * len(c) for p, c in continuations.items()})
 
         def lookup(query: tuple[int, int]) -> tuple[float, int]:
             p, token = query
             if p < n and ids[p] == token and positions:
                 position = positions[p]
+            elif self.prompt_logprobs:  # the token as the prompt's last: its rank is stated
+                position = self._echo([*ids[:p], token], k)[0][p]
             else:
                 position = self._forced(ids[:p], token, k)
             if position.logprob is None:
