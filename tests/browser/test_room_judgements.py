@@ -20,10 +20,11 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from test_accessibility import AXE, Auditor
 from test_classroom_day import LAYOUT_PROBLEMS
+from test_rooms_pages import guesses_of
 
 from webapp import game
 from webapp.extensions import db
-from webapp.models import Guess, Room, RoomPlayer
+from webapp.models import Room
 from webapp.rooms import commands, points
 
 SECRET = b"test"  # the test apps' SECRET_KEY (tests/conftest.py)
@@ -89,20 +90,6 @@ def open_round(code: str):
         prediction = game.prediction_for(session, rnd.item_id, room.model_id)
         pair = commands.room_pair(room.id, rnd.item_id, facts, SECRET)
         return rnd.item.token_id, rnd.item.token_text, prediction, pair
-    finally:
-        session.close()
-
-
-def judgements(code: str) -> dict[str, Guess]:
-    session = db.new_session()
-    try:
-        rows = session.execute(
-            select(RoomPlayer.nickname, Guess)
-            .join(Room, Room.id == RoomPlayer.room_id)
-            .join(Guess, (Guess.player_id == RoomPlayer.player_id) & (Guess.room_id == Room.id))
-            .where(Room.code == code)
-        ).all()
-        return {nickname: guess for nickname, guess in rows}
     finally:
         session.close()
 
@@ -176,7 +163,7 @@ def test_a_pairwise_room_from_question_to_reveal(people, live_server, tokenizer,
                 "ends": "#stops .stops__ends", "close": "#primary-btn"}, "room-pairwise-host-live")
 
     audit(host, "host: pairwise answers live")
-    stored = judgements(code)
+    stored = guesses_of(code)
     assert stored["Ana"].judgement["left_probability"] == 0.9 and stored["Caro"].skipped
     assert stored["Ana"].judgement["alternative"]["id"] == pair.alternative_id
 
@@ -287,7 +274,7 @@ def test_a_distribution_room_from_bets_to_reveal(people, live_server, tokenizer,
                 "close": "#primary-btn"}, "room-distribution-host-live")
 
     audit(host, "host: bets live")
-    stored = judgements(code)
+    stored = guesses_of(code)
     assert stored["Ana"].judgement["true_cell"] == 0 and stored["Ana"].mode == "distribution"
 
     advance(host, "locked")
