@@ -77,6 +77,16 @@
     return b;
   }
 
+  /** The buttons both widgets end with: answer, and "I don't know" when onSkip is given. */
+  function answerActions(submitLabel, onSkip) {
+    const actions = el('div', 'judge-actions');
+    const submit = button('btn btn--primary btn--lg judge-submit', submitLabel);
+    actions.append(submit);
+    const skip = onSkip ? button('btn btn--secondary judge-skip', 'I don\'t know') : null;
+    if (skip) actions.append(skip);
+    return { actions, submit, skip };
+  }
+
   /** The message line both widgets share: a polite live region, red for an error. */
   function messageLine(className) {
     const p = el('p', `judge-msg ${className || ''}`.trim());
@@ -145,14 +155,7 @@
     readout.setAttribute('aria-live', 'polite');
     const msg = messageLine('pw__msg');
 
-    const actions = el('div', 'judge-actions');
-    const submit = button('btn btn--primary btn--lg judge-submit', submitLabel);
-    actions.append(submit);
-    let skip = null;
-    if (onSkip) {
-      skip = button('btn btn--secondary judge-skip', 'I don\'t know');
-      actions.append(skip);
-    }
+    const { actions, submit, skip } = answerActions(submitLabel, onSkip);
     const keys = el('p', 'shortcuts judge-keys');
     keys.append(keyHint(['←', '→'], 'move'), keyHint(['1'], '…', ['9'], '10%–90%'), keyHint(['Enter'], 'answer'));
     if (onSkip) keys.append(keyHint(['Esc'], 'I don\'t know'));
@@ -330,14 +333,7 @@
     note.setAttribute('aria-live', 'polite');
     const msg = messageLine('bets__msg');
 
-    const actions = el('div', 'judge-actions');
-    const submit = button('btn btn--primary btn--lg judge-submit', submitLabel);
-    actions.append(submit);
-    let skip = null;
-    if (onSkip) {
-      skip = button('btn btn--secondary judge-skip', 'I don\'t know');
-      actions.append(skip);
-    }
+    const { actions, submit, skip } = answerActions(submitLabel, onSkip);
     const keys = el('p', 'shortcuts judge-keys');
     keys.append(keyHint(['Tab'], 'next box or slider'), keyHint(['←', '→'], 'points'),
       keyHint(['Alt'], '+', ['S'], 'leading space'), keyHint(['Enter'], 'place bets'));
