@@ -55,11 +55,17 @@ class GunicornServer(BaseApplication):
 def _fresh_connections_after_fork(_server, worker) -> None:
     """Database connections opened by the master process must not be shared with the worker;
     then the worker recovers rooms a crash left mid-round (locks overdue rounds, times the
-    others, marks seats away) at once, not on the first request."""
+    others, marks seats away) at once, not on the first request, and opens its job queue now:
+    the first answer of a class's burst would otherwise pay for it (about 0.5 s of imports)."""
     db.dispose()
+    from .jobs import jobs_for
     from .rooms import recovery
 
     recovery.ensure(worker.app.app)
+    try:
+        jobs_for(worker.app.app)
+    except Exception:  # a queue that is down loses nothing: answers ask again later
+        worker.app.app.logger.warning("the job queue could not be opened yet", exc_info=True)
 
 
 def _start_job_process(server) -> None:
