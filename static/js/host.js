@@ -102,6 +102,10 @@
     removeName: $('remove-name'),
     removeConfirm: $('remove-confirm'),
     removeCancel: $('remove-cancel'),
+    reveal: $('reveal'),
+    cutsPanel: $('cuts-panel'),
+    cutsBody: $('cuts-body'),
+    cutsToggle: $('cuts-toggle'),
   };
 
   const S = {
@@ -109,6 +113,8 @@
     answers: null,    // last {round, answered, total, histogram} for the current round
     busy: false,      // a host_action is on its way
     primaryAction: null,
+    // How other models cut the text (key T, token rounds' reveal): off at each new reveal.
+    cuts: { on: false, text: null, abort: null },
   };
 
   // ---------------------------------------------------------------- helpers
@@ -685,6 +691,52 @@
     }
   }
 
+  // ---------------------------------------------------------------- how other models cut it (T)
+
+  /** A token round's reveal: the only place the cuts are offered. */
+  function cutsAvailable(st) {
+    if (!st || st.phase !== 'reveal' || root.dataset.screen !== 'reveal') return false;
+    const r = st.reveal || {};
+    return (r.mode || modeOf(st)) === 'token' && !!st.round;
+  }
+
+  /** The end of the round's text and its true token, as humanlm.cutsText cuts it. */
+  function cutsInput(st) {
+    const round = st.round || {};
+    const context = Array.isArray(round.context) ? round.context.map(String).join('') : '';
+    const target = tokenText((st.reveal || {}).target);
+    return { text: window.humanlm.cutsText(context, target), target };
+  }
+
+  /** Show or hide the panel as S.cuts says; ask the server for a text it has not cut yet. */
+  function applyCuts() {
+    const available = cutsAvailable(S.state);
+    const on = available && S.cuts.on;
+    els.cutsToggle.hidden = !available;
+    els.cutsToggle.setAttribute('aria-pressed', on ? 'true' : 'false');
+    els.reveal.classList.toggle('reveal--cuts', on);
+    els.cutsPanel.hidden = !on;
+    if (!on) return;
+    const { text, target } = cutsInput(S.state);
+    if (S.cuts.text === text) return;
+    S.cuts.text = text;
+    if (S.cuts.abort) S.cuts.abort.abort();
+    S.cuts.abort = typeof AbortController === 'function' ? new AbortController() : null;
+    window.humanlm.loadCuts(els.cutsBody, text, { target, signal: S.cuts.abort ? S.cuts.abort.signal : undefined });
+  }
+
+  function toggleCuts() {
+    if (!cutsAvailable(S.state)) return;
+    S.cuts.on = !S.cuts.on;
+    applyCuts();
+    if (!S.cuts.on) {
+      // The chart again, with as many rows as fit now (it was not fitted while hidden).
+      root.classList.add('is-refitting');
+      renderReveal(S.state);
+      fitReveal();
+    }
+  }
+
   // ---------------------------------------------------------------- fitting the screen
 
   /** A portrait window or a phone: the stacked layout, which may scroll (rooms.css). */
@@ -962,6 +1014,7 @@
     S.state = st;
     const newRound = !prev || !prev.round || !st.round || prev.round.index !== st.round.index;
     if (newRound || prev.phase !== st.phase) S.answers = null;
+    if (newRound || prev.phase !== st.phase) S.cuts.on = false; // each reveal opens on its chart
     if (st.answers && st.round) S.answers = { round: st.round.index, ...st.answers };
 
     renderPlayers(st.players);
@@ -1031,6 +1084,7 @@
       default:
         setScreen('connecting');
     }
+    applyCuts();
   }
 
   function onAnswers(a) {
@@ -1058,7 +1112,8 @@
       return;
     }
     if (e.repeat) return;
-    if (key === 'h' || key === 'H') { e.preventDefault(); toggleHistogram(); }
+    if (key === 't' || key === 'T') { if (cutsAvailable(S.state)) { e.preventDefault(); toggleCuts(); } }
+    else if (key === 'h' || key === 'H') { e.preventDefault(); toggleHistogram(); }
     else if (key === 'l' || key === 'L') { e.preventDefault(); toggleLeaderboard(); }
     else if (key === 'j' || key === 'J') { e.preventDefault(); toggleLock(); }
     else if (key === 'f' || key === 'F') {
@@ -1073,6 +1128,7 @@
   els.histoToggle.addEventListener('click', toggleHistogram);
   els.leaderToggle.addEventListener('click', toggleLeaderboard);
   els.lockToggle.addEventListener('click', toggleLock);
+  els.cutsToggle.addEventListener('click', toggleCuts);
   els.timerSelect.addEventListener('change', () => {
     const v = Number(els.timerSelect.value);
     setting({ timer_seconds: v > 0 ? v : null });

@@ -176,6 +176,10 @@
     emptySummary: 'Your guess will be split into tokens here.',
   });
 
+  // "How other models cut this" under the reveal (static/js/cuts.js): collapsed, and asked for
+  // only when the player opens it.
+  const cuts = window.humanlm.cutsDisclosure($('cuts-slot'));
+
   // ---------------------------------------------------------------- alert
 
   function showAlert(message, retry) {
@@ -740,6 +744,10 @@
     renderBars(model, judged ? { skipped: true } : guess, target);
     els.modelLine.textContent = judged ? judgedModelLine(model) : modelLine(model, guess);
 
+    // The end of the text with the true token, for "How other models cut this" (collapsed).
+    const prefix = state.question && Array.isArray(state.question.context) ? state.question.context.join('') : '';
+    cuts.set(window.humanlm.cutsText(prefix, target.text), target.text);
+
     renderScoreInto(els.scoreline, data.stats);
     renderMiniScore(data.stats);
     fillSlotWithTarget(target.text, tone === 'ok', tone === 'skip');
@@ -1205,9 +1213,9 @@
     }
 
     if (state.phase === 'reveal' && key === 'Enter' && !e.repeat) {
-      // A focused button or link handles Enter itself.
+      // A focused button, link or summary (the cuts' disclosure) handles Enter itself.
       const t = e.target;
-      if (t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement) return;
+      if (t instanceof HTMLButtonElement || t instanceof HTMLAnchorElement || (t && t.tagName === 'SUMMARY')) return;
       e.preventDefault();
       goNext();
     }

@@ -193,6 +193,9 @@ def test_player_pages(people, live_server, audit, long_passages):
     audit(page, "play: question")
     _guess(page, " Qzxv")  # outside the top-k: the tallest reveal
     audit(page, "play: reveal (wrong)")
+    page.locator("#cuts-slot summary").click()  # how other models cut this (issue 13)
+    expect(page.locator("#cuts-slot .cut").first).to_be_visible()
+    audit(page, "play: reveal, how other models cut this")
     _next(page)
     _guess(page, None)
     audit(page, "play: reveal (skip)")
@@ -212,6 +215,9 @@ def test_player_pages(people, live_server, audit, long_passages):
     audit(phone, "play on a phone: long passage")
     _guess(phone, " the")
     audit(phone, "play on a phone: reveal")
+    phone.locator("#cuts-slot summary").click()
+    expect(phone.locator("#cuts-slot .cut").first).to_be_visible()
+    audit(phone, "play on a phone: reveal, how other models cut this")
 
     # the judgement modes (issue 14): a new player, on positions of the test corpus with pairs
     judge = people()
@@ -242,9 +248,11 @@ def test_player_pages(people, live_server, audit, long_passages):
         phone_judge.get_by_role("button", name="Place my bets").click()
     expect(phone_judge.locator(".dist__cell").first).to_be_visible()
     audit(phone_judge, "play on a phone: bet on it, reveal")
-    audit.check(["home", "play: daily board", "play: question", "play: reveal (wrong)", "play: reveal (skip)",
+    audit.check(["home", "play: daily board", "play: question", "play: reveal (wrong)",
+                 "play: reveal, how other models cut this", "play: reveal (skip)",
                  "play: round result card", "error 404", "error: unknown room",
                  "join: unknown room", "play on a phone: long passage", "play on a phone: reveal",
+                 "play on a phone: reveal, how other models cut this",
                  "play: which came next? (70% chosen, help open)", "play: which came next? reveal",
                  "play: bet on it (two guesses, a note)", "play on a phone: bet on it, reveal"])
 
@@ -307,6 +315,11 @@ def test_teacher_and_student_pages(people, live_server, audit, long_passages):
     expect(host.locator("#host")).to_have_attribute("data-phase", "reveal")
     expect(host.locator("#leaderboard-body tr")).to_have_count(1)
     audit(host, "host: reveal")
+    host.keyboard.press("t")  # how other models cut this (issue 13), in place of the chart
+    expect(host.locator("#cuts-panel .cut").first).to_be_visible()
+    audit(host, "host: reveal, how other models cut this (T)")
+    host.keyboard.press("t")
+    expect(host.locator("#compare-panel")).to_be_visible()
     expect(phone.locator("#feedback")).to_be_visible()
     audit(phone, "student: reveal")
 
@@ -317,7 +330,8 @@ def test_teacher_and_student_pages(people, live_server, audit, long_passages):
     audit(phone, "student: game over")
     audit.check(["room set-up", "room set-up: own prompts", "host: lobby (empty)", "student: join form", "student: waiting",
                  "host: lobby with a player", "student: question", "student: answered",
-                 "host: open round", "host: Players menu open", "host: reveal", "student: reveal", "host: finished", "student: game over"])
+                 "host: open round", "host: Players menu open", "host: reveal",
+                 "host: reveal, how other models cut this (T)", "student: reveal", "host: finished", "student: game over"])
 
 
 # --------------------------------------------------------------------------- the researcher
