@@ -660,10 +660,11 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
         ids = [self.id_of_text(text) for text, _ in ranked]
         return [(i, float(lp)) for i, (_text, lp) in zip(ids, ranked) if i is not None]
 
-    def _resolve(self, tops: Iterable[dict[str, float] | None]) -> None:
-        """Map every new text of these dicts to its id, concurrently (one tokenize request
-        each, cached for the process)."""
-        texts = {t for top in tops if top for t in top}
+    def _resolve(self, tops: Iterable[dict[str, float] | None], k: int) -> None:
+        """Map every new text among the k most likely entries of these dicts (those _top
+        keeps) to its id, concurrently (one tokenize request each, cached for the process)."""
+        texts = {t for top in tops if top
+                 for t, _lp in sorted(top.items(), key=lambda kv: -kv[1])[:k]}
         with self._lock:
             new = [t for t in texts if t not in self._ids_of_text]
         self.client.map(self.id_of_text, new)
@@ -712,7 +713,7 @@ class OpenAIModel(LookupsInOnePass, OpenAITokenizer):
             top_logprobs=np.full((n, k), np.nan),
             logz=np.full((n, len(TEMPERATURES)), np.nan),
         )
-        self._resolve(pos.top for pos in positions)
+        self._resolve((pos.top for pos in positions), k)
         tops = [self._top(pos.top, k) if pos.top else [] for pos in positions]
         for i, (position, target, top) in enumerate(zip(positions, targets, tops)):
             for j, (token_id, lp) in enumerate(top):
