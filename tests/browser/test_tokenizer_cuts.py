@@ -6,7 +6,9 @@ when the host presses T.
 
 Every page is watched for JavaScript errors and Content-Security-Policy violations (`people`).
 With HUMANLM_SCREENSHOTS=<dir>, docs/screenshots' play-token-cuts.png and
-rooms-host-cuts-1280x720.png are saved there.
+rooms-host-cuts-1280x720.png are saved there (HUMANLM_SCREENSHOTS_ALL=1: the projector at every
+size too, and its reveal at 1024x768 with T in the key legend). The positions are drawn at
+random, so each run shows another end of the passage.
 """
 
 from __future__ import annotations
