@@ -7,7 +7,7 @@ when the host presses T.
 Every page is watched for JavaScript errors and Content-Security-Policy violations (`people`).
 With HUMANLM_SCREENSHOTS=<dir>, docs/screenshots' play-token-cuts.png and
 rooms-host-cuts-1280x720.png are saved there (HUMANLM_SCREENSHOTS_ALL=1: the projector at every
-size too, and its reveal at 1024x768 with T in the key legend). The positions are drawn at
+size too, its reveal at 1024x768 with T in the key legend, and a 360 px phone). The positions are drawn at
 random, so each run shows another end of the passage.
 """
 
@@ -263,6 +263,8 @@ def test_the_cuts_fit_a_360_px_phone(people, live_server, server_model):
         summary.click()
     expect(phone.locator("#cuts-slot .cut").first).to_be_visible()
     no_horizontal_scroll(phone)
+    if os.environ.get("HUMANLM_SCREENSHOTS_ALL"):
+        shot(phone, "play-token-cuts-360.png")
     # every chip inside the card: they wrap, none runs past the edge
     outside = phone.evaluate("""() => {
         const card = document.getElementById('reveal').getBoundingClientRect();
