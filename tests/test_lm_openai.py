@@ -530,29 +530,224 @@ def test_a_server_without_prompt_logprobs_is_a_clear_error(scripted):
         model.score([5, 7], top_k=2)
 
 
-def test_vllm_shapes(scripted):
-    """vLLM (not runnable here; its documented shapes): /tokenize, prompts as token ids, BOS
-    echoed first with a null, return_tokens_as_token_ids keys, k+1 entries."""
+@pytest.mark.parametrize("probe", ["ignored", "refused"])
+def test_vllm_without_prompt_logprobs_is_scored_with_echo(scripted, probe):
+    """A vLLM older than 0.5.5 (its documented echo shapes): the start-up probe finds no
+    prompt_logprobs (the field ignored, or refused with HTTP 400 as extra fields once were), so
+    documents go through echo + logprobs: /tokenize, prompts as token ids, BOS echoed first
+    with a null, return_tokens_as_token_ids keys, k+1 entries, ranks beyond k absent."""
+    echo = {"choices": [{"text": "", "logprobs": {
+        "tokens": ["token_id:1", "token_id:5", "token_id:7", "token_id:9"],
+        "token_logprobs": [None, -2.0, -3.0, -0.1],
+        "top_logprobs": [None,
+                         {"token_id:5": -2.0, "token_id:6": -0.2},
+                         {"token_id:8": -0.1, "token_id:4": -1.0, "token_id:7": -3.0},
+                         {"token_id:9": -0.1, "token_id:3": -2.5}],
+        "text_offset": [0, 0, 1, 2]}}]}
+    refusal = {"object": "error", "message": "Extra inputs are not permitted", "code": 400}
+
+    def completion(body):
+        if "prompt_logprobs" in body and probe == "refused":
+            return 400, refusal
+        return 200, echo
+
     Scripted.script = {
         "/tokenize": [(200, {"tokens": [1], "count": 1, "max_model_len": 4096})],
         "/v1/models": [(200, {"data": [{"id": "meta-llama/Llama-3.1-8B"}]})],
-        "/v1/completions": [(200, {"choices": [{"text": "", "logprobs": {
-            "tokens": ["token_id:1", "token_id:5", "token_id:7", "token_id:9"],
-            "token_logprobs": [None, -2.0, -3.0, -0.1],
-            "top_logprobs": [None,
-                             {"token_id:5": -2.0, "token_id:6": -0.2},
-                             {"token_id:8": -0.1, "token_id:4": -1.0, "token_id:7": -3.0},
-                             {"token_id:9": -0.1, "token_id:3": -2.5}],
-            "text_offset": [0, 0, 1, 2]}}]})],
+        "/v1/completions": completion,
     }
     model = OpenAIModel(f"openai:{scripted}/v1#meta-llama/Llama-3.1-8B")
-    assert model.server == "vllm" and model.bos == 1
+    assert model.server == "vllm" and model.bos == 1 and model.prompt_logprobs is False
+    assert model.settings()["request"] == "echo + logprobs"
+    assert "ranks beyond the top-k" in model.settings()["absent"]
     summary = model.score_continuations([5, 7], top_k=2, through_end=True).summary
-    body = [s for s in Scripted.seen if s["path"] == "/v1/completions"][-1]["body"]
+    probe_body, body = [s["body"] for s in Scripted.seen if s["path"] == "/v1/completions"]
+    assert probe_body["prompt"] == [1] and probe_body["prompt_logprobs"] == 1
     assert body["prompt"] == [1, 5, 7] and body["return_tokens_as_token_ids"] is True
+    assert body["echo"] is True and "prompt_logprobs" not in body
     assert summary.target_logprob.tolist()[:2] == [-2.0, -3.0]
     assert summary.target_rank.tolist() == [2, -1, 0]  # 7 was the added (k+1)-th entry
     assert summary.top_ids.tolist() == [[6, 5], [8, 4], [9, 3]]
+
+
+# vLLM's prompt_logprobs, from its protocol (vllm/entrypoints/openai/completion/protocol.py,
+# CompletionResponseChoice.prompt_logprobs: list[dict[int, Logprob] | None]; vllm/logprobs.py,
+# Logprob: logprob, rank, decoded_token; JSON object keys are strings): one entry per prompt
+# token, the first null; each holds the prompt token itself with its rank in the whole
+# vocabulary, and the top-k with ranks 1..k. Here a made-up character-level model (token id =
+# code point, BOS 1): every position's top-2 is "a" then "z"; the prompt token's own numbers:
+VLLM = "meta-llama/Llama-3.1-8B"
+OWN = {"a": (-0.1, 1), "b": (-6.0, 27), "c": (-2.0, 3)}  # (logprob, rank); others OTHER
+OTHER = (-9.0, 500)
+TOP = [(ord("a"), -0.1), (ord("z"), -1.5)]
+
+
+def vllm_reply(body: dict) -> dict:
+    """vLLM's answer to a completion with `prompt_logprobs: k` and `logprobs: k` (one token
+    generated, its top-k keyed "token_id:N" as asked by return_tokens_as_token_ids)."""
+    prompt, k = body["prompt"], body["prompt_logprobs"]
+    entries: list = [None]
+    for token in prompt[1:]:
+        logprob, rank = OWN.get(chr(token), OTHER)
+        entry = {str(token): {"logprob": logprob, "rank": rank, "decoded_token": chr(token)}}
+        entry.update({str(t): {"logprob": lp, "rank": r, "decoded_token": chr(t)}
+                      for r, (t, lp) in enumerate(TOP[:k], start=1)})
+        entries.append(entry)
+    generated = None if body.get("logprobs") is None else {
+        "text_offset": [0], "token_logprobs": [TOP[0][1]], "tokens": [f"token_id:{TOP[0][0]}"],
+        "top_logprobs": [{f"token_id:{t}": lp for t, lp in TOP[: body["logprobs"]]}]}
+    return {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": VLLM,
+            "choices": [{"index": 0, "text": chr(TOP[0][0]), "logprobs": generated,
+                         "finish_reason": "length", "stop_reason": None,
+                         "prompt_logprobs": entries}],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1,
+                      "total_tokens": len(prompt) + 1}}
+
+
+def vllm_script(completion, *, bos: bool = True) -> dict:
+    """A vLLM server with the character-level tokenizer (/tokenize, /detokenize)."""
+    first = [1] if bos else []
+    return {
+        "/tokenize": lambda body: (200, {"tokens": first + [ord(c) for c in body["prompt"]],
+                                         "count": len(body["prompt"]) + len(first),
+                                         "max_model_len": 4096}),
+        "/detokenize": lambda body: (200, {"prompt": "".join(map(chr, body["tokens"]))}),
+        "/v1/models": [(200, {"data": [{"id": VLLM}]})],
+        "/v1/completions": completion,
+    }
+
+
+def _completions() -> list[dict]:
+    return [s["body"] for s in Scripted.seen if s["path"] == "/v1/completions"]
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_vllm_prompt_logprobs_give_exact_ranks_beyond_k(scripted, bos):
+    """vLLM is asked for prompt_logprobs (probed once at start): the target's rank is the one
+    the server states, beyond k too (27 for "b", absent through echo + logprobs); a stated
+    k+1 is read as beyond k; token ids come from the keys; the first entry (null) has no
+    prediction: with a BOS it is the BOS's, without one the first document token is absent.
+    A guess is looked up as the last token of a prompt, its rank exact too (no logit_bias)."""
+    Scripted.script = vllm_script(lambda body: (200, vllm_reply(body)), bos=bos)
+    model = OpenAIModel(f"openai:{scripted}/v1#{VLLM}")
+    assert model.server == "vllm" and model.prompt_logprobs is True
+    probe, = _completions()
+    assert probe["prompt_logprobs"] == 1 and probe["prompt"] == ([1] if bos else [ord("a")])
+    settings = model.settings()
+    assert settings["request"] == "prompt_logprobs (exact ranks)" and settings["top_k_only"]
+    assert "rank" not in settings["absent"] and "entropy" in settings["absent"]
+    ids = model.tokenize("abc")
+    assert ids == [97, 98, 99]
+    summary = model.score_continuations(ids, top_k=2, through_end=True).summary
+    body = _completions()[-1]
+    assert body["prompt"] == [1] * bos + ids and body["prompt_logprobs"] == 2
+    assert body["logprobs"] == 2 and body["echo"] is False and body["max_tokens"] == 1
+    assert body["return_tokens_as_token_ids"] is True and "logit_bias" not in body
+    logprobs, ranks = summary.target_logprob.tolist(), summary.target_rank.tolist()
+    # "a" within the top-k: 1; "b" beyond k, exact: 27; "c" stated k+1 = 3: beyond k (-1);
+    # the row after the last token (the generated token's top-k) has no target (0)
+    assert ranks[1:] == [27, -1, 0] and logprobs[1:3] == [-6.0, -2.0]
+    assert summary.top_ids.tolist()[1:] == [[97, 122]] * 3
+    assert np.isnan(summary.entropy).all() and np.isnan(summary.logz).all()
+    if bos:
+        assert ranks[0] == 1 and logprobs[0] == -0.1 and summary.top_ids[0].tolist() == [97, 122]
+    else:  # the first prompt token's entry is null: nothing known, nothing made up
+        assert ranks[0] == -1 and math.isnan(logprobs[0]) and (summary.top_ids[0] == -1).all()
+    guessed = model.logprobs_at(ids, [(1, ord("b")), (2, ord("q"))])
+    assert guessed == [(-6.0, 27), (OTHER[0], OTHER[1])]  # "q": rank 500, from its own prompt
+    body = _completions()[-1]
+    assert body["prompt"] == [1] * bos + [97, 98, ord("q")] and "logit_bias" not in body
+    # the probe, the document, the look-ups' own pass ("b" read off it), the guess
+    assert len(_completions()) == 4
+
+
+def _drop_prompt_logprobs(choice: dict) -> None:
+    del choice["prompt_logprobs"]
+
+
+@pytest.mark.parametrize("break_reply, message", [
+    (_drop_prompt_logprobs, "returned prompt_logprobs with None for a prompt of 4 tokens"),
+    (lambda choice: choice["prompt_logprobs"].pop(), "with 3 entries for a prompt of 4 tokens"),
+    (lambda choice: choice["prompt_logprobs"][2].pop("98"),
+     "at prompt token 2: no entry for the prompt token itself (98)"),
+    (lambda choice: choice["prompt_logprobs"][1].update({"a": {"logprob": -1.0}}),
+     "at prompt token 1: the key 'a' is not a token id"),
+    (lambda choice: choice["prompt_logprobs"][3]["99"].pop("logprob"),
+     "at prompt token 3: token 99 has no numeric logprob"),
+    (lambda choice: choice["prompt_logprobs"][1]["97"].update(rank="1"),
+     "at prompt token 1: token 97 has the rank '1'"),
+    (lambda choice: choice["prompt_logprobs"].__setitem__(2, None),
+     "at prompt token 2: None is not a dict of token ids"),
+])
+def test_a_malformed_prompt_logprobs_reply_is_a_clear_error(scripted, break_reply, message):
+    def completion(body):
+        reply = vllm_reply(body)
+        if len(body["prompt"]) > 1:  # (the probe's reply is whole)
+            break_reply(reply["choices"][0])
+        return 200, reply
+
+    Scripted.script = vllm_script(completion)
+    model = OpenAIModel(f"openai:{scripted}/v1#{VLLM}")
+    with pytest.raises(BackendError, match=re.escape(message)):
+        model.score([97, 98, 99], top_k=2)
+
+
+def test_more_log_probs_than_vllm_allows_says_how_to_start_it(scripted):
+    """vLLM refuses more than --max-logprobs (20 by default) log-probs per position."""
+    def completion(body):
+        if body["prompt_logprobs"] > 20:
+            return 400, {"object": "error", "type": "BadRequestError", "code": 400, "message":
+                         f"Requested prompt logprobs of {body['prompt_logprobs']}, which is "
+                         "greater than max allowed: 20"}
+        return 200, vllm_reply(body)
+
+    Scripted.script = vllm_script(completion)
+    model = OpenAIModel(f"openai:{scripted}/v1#{VLLM}")
+    assert model.score([97, 98], top_k=20).target_rank.tolist() == [1, 27]
+    with pytest.raises(BackendError, match=r"max allowed: 20.*start it with --max-logprobs 64"):
+        model.score([97, 98], top_k=64)
+
+
+def test_a_malformed_vllm_reply_stores_nothing(app, scripted, tmp_path):
+    """`humanlm score` on a vLLM whose prompt_logprobs hold a null after the first entry:
+    exit 1 with the reason, no prediction and no document marked scored; with whole replies
+    the predictions are stored with the ranks vLLM states, beyond the top-k too."""
+    from webapp.extensions import db
+    from webapp.models import Prediction, ScoredDocument
+
+    whole = {"replies": False}
+
+    def completion(body):
+        reply = vllm_reply(body)
+        if not whole["replies"] and len(body["prompt"]) > 1:
+            reply["choices"][0]["prompt_logprobs"][-1] = None
+        return 200, reply
+
+    Scripted.script = vllm_script(completion)
+    spec = f"openai:{scripted}/v1#{VLLM}"
+    app.config["MODEL"] = spec
+    runner = app.test_cli_runner()
+    for i, text in enumerate(["abcab", "cabba"]):
+        path = tmp_path / f"{i}.txt"
+        path.write_text(text)
+        assert runner.invoke(args=["corpus", "import", str(path)]).exit_code == 0
+    result = runner.invoke(args=["score", "--model", spec, "--top-k", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "malformed prompt_logprobs at prompt token 5: None is not a dict" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Prediction.id))) == 0
+        assert db.session.scalar(select(func.count(ScoredDocument.document_id))) == 0
+    whole["replies"] = True
+    result = runner.invoke(args=["score", "--model", spec, "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        predictions = db.session.scalars(select(Prediction)).all()
+        assert len(predictions) == 10  # every position of both documents (BOS first)
+        for p in predictions:
+            logprob, rank = OWN[chr(p.item.token_id)]
+            assert p.target_logprob == logprob and p.entropy is None and p.logz is None
+            assert p.target_rank == (None if rank == 3 else rank)  # 3 = k+1: beyond k
+            assert [t[0] for t in p.top_k] == [97, 122]
 
 
 def test_documents_are_scored_ahead_with_bounded_concurrency(scripted, monkeypatch):
