@@ -1,10 +1,13 @@
 """The openai: backend against the REAL llama-cpp-python server on the embedded Gemma file.
 
 llama-cpp-python's server is started once for the module (`python -m llama_cpp.server --model
-<gemma.gguf> --logits_all true`) and its numbers are compared with the embedded backend's. Its
-echo + logprobs path costs about a second per token on 2 cores (it sorts the 262,144-way
-distribution of every position in Python), so the texts are short. Retries are tested against
-a tiny scripted HTTP server (the only fake here), and an unreachable URL against a closed port.
+<gemma.gguf> --logits_all true`) and its numbers are compared with the embedded backend's,
+per position and for every human answer (fill_model_scores through `humanlm score --answers`,
+once through a proxy that drops the connections mid-run). Its echo + logprobs path costs about
+a second per token on 2 cores (it sorts the 262,144-way distribution of every position in
+Python), so the texts are short. vLLM cannot run here: its replies (echo + logprobs, and
+prompt_logprobs) are parsed from its documented shapes, served by a tiny scripted HTTP server,
+which also tests retries; an unreachable URL is tested against a closed port.
 """
 
 from __future__ import annotations
