@@ -718,11 +718,29 @@
     els.cutsPanel.hidden = !on;
     if (!on) return;
     const { text, target } = cutsInput(S.state);
-    if (S.cuts.text === text) return;
+    if (S.cuts.text === text) {
+      fitCuts();
+      return;
+    }
     S.cuts.text = text;
     if (S.cuts.abort) S.cuts.abort.abort();
     S.cuts.abort = typeof AbortController === 'function' ? new AbortController() : null;
-    window.humanlm.loadCuts(els.cutsBody, text, { target, signal: S.cuts.abort ? S.cuts.abort.signal : undefined });
+    fitCuts();
+    window.humanlm.loadCuts(els.cutsBody, text, { target, signal: S.cuts.abort ? S.cuts.abort.signal : undefined })
+      .then(() => fitCuts());
+  }
+
+  /** Many tokenizers (up to six) or a long text: smaller chips until the panel fits the screen
+   * (1.6rem, 32 px at 1080p, down to 1rem); below that it scrolls. */
+  function fitCuts() {
+    const panel = els.cutsPanel;
+    let size = 1.6;
+    panel.style.setProperty('--cut-size', `${size}rem`);
+    if (panel.hidden || stacked()) return;
+    while (overflows(panel) && size > 1.05) {
+      size = Math.round((size - 0.1) * 10) / 10;
+      panel.style.setProperty('--cut-size', `${size}rem`);
+    }
   }
 
   function toggleCuts() {
@@ -801,6 +819,7 @@
         root.classList.add('is-refitting'); // the same reveal: no bars growing, no pop again
         renderReveal(S.state); // all rows again, then as many as fit the new size
         fitReveal();
+        if (S.cuts.on) fitCuts();
       }
     });
   });

@@ -387,6 +387,20 @@ def test_the_host_presses_t_at_a_reveal_and_the_class_sees_the_cuts(people, live
     host.wait_for_timeout(300)
     shot(host, "rooms-host-cuts-1280x720.png")
 
+    # Six tokenizers (the most the server sends): smaller chips, and still nothing scrolls.
+    host.evaluate("""(r) => window.humanlm.renderCuts(document.getElementById('cuts-body'),
+        {...r, tokenizers: [0, 1, 2, 3, 4, 5].map((i) => ({...r.tokenizers[i % r.tokenizers.length], name: `Model ${i}`}))},
+        {target: r.text.slice(-1)})""", reply)
+    expect(panel.locator(".cut")).to_have_count(6)
+    for width, height in PROJECTORS:
+        host.set_viewport_size({"width": width, "height": height})
+        host.wait_for_timeout(300)
+        host.wait_for_function(SETTLED)
+        problems = host.evaluate(LAYOUT_PROBLEMS, [keys, [], 0])
+        assert problems == [], f"six tokenizers, {width}x{height}: {problems}"
+    host.set_viewport_size({"width": 1280, "height": 720})
+    host.wait_for_timeout(300)
+
     # A click on the legend's T does the same (a mouse works too); T again brings the chart back.
     host.click("#cuts-toggle")
     expect(panel).to_be_hidden()
