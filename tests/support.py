@@ -113,3 +113,23 @@ def build_scored_test_database(url: str, tokenizer, model) -> None:
     finally:
         session.close()
         db.dispose()
+
+
+def add_scored_corpus(app, model, tokenizer, name: str, docs, min_prefix_tokens: int) -> str:
+    """Import `docs` (RawDocuments) into a new corpus `name` of the app's database and score
+    them with the real model; returns the name (for tests that need passages of their own)."""
+    from webapp.corpus import get_or_create_corpus, import_documents
+    from webapp.extensions import db
+    from webapp.predictions import score_corpus
+
+    with app.app_context():
+        session = db.new_session()
+        try:
+            corpus = get_or_create_corpus(session, name, min_prefix_tokens=min_prefix_tokens)
+            import_documents(session, corpus, docs, tokenizer, max_tokens=TEST_MAX_TOKENS)
+            session.commit()
+            score_corpus(session, model, top_k=64, corpus=name)
+            session.commit()
+        finally:
+            session.close()
+    return name

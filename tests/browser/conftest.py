@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from playwright.sync_api import expect
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -41,6 +42,15 @@ def _chromium(playwright_chromium: str) -> str:
             return candidate
     pytest.fail("No Chromium for the browser tests: run `make test` (it finds or downloads one), "
                 "or sudo apt-get install -y chromium, or set HUMANLM_CHROMIUM=/path/to/chromium")
+
+
+@pytest.fixture(autouse=True)
+def _patient_expect():
+    """Several browsers and the server share 2 cores here: every check may take 10 s instead of
+    Playwright's 5 (set back afterwards)."""
+    expect.set_options(timeout=10_000)
+    yield
+    expect.set_options(timeout=5_000)
 
 
 @pytest.fixture(scope="session")

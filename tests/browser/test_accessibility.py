@@ -19,11 +19,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 from research_helpers import PASSWORD, consent, make_researcher, make_study, run_through, study_row
-from support import TEST_MAX_TOKENS
+from support import add_scored_corpus
 
-from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
-from webapp.extensions import db
-from webapp.predictions import score_corpus
+from webapp.corpus import RawDocument
 
 AXE = Path(__file__).resolve().parents[2] / "static" / "node_modules" / "axe-core" / "axe.min.js"
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
@@ -48,17 +46,7 @@ LONG_TEXT = RawDocument(title="Harbour", register="story", text=(
 @pytest.fixture
 def long_passages(scored_app, gemma, tokenizer) -> str:
     """Corpus "long": LONG_TEXT imported and scored by the real model; returns its name."""
-    with scored_app.app_context():
-        session = db.new_session()
-        try:
-            corpus = get_or_create_corpus(session, "long", min_prefix_tokens=80)
-            import_documents(session, corpus, [LONG_TEXT], tokenizer, max_tokens=TEST_MAX_TOKENS)
-            session.commit()
-            score_corpus(session, gemma, top_k=64, corpus="long")
-            session.commit()
-        finally:
-            session.close()
-    return "long"
+    return add_scored_corpus(scored_app, gemma, tokenizer, "long", [LONG_TEXT], min_prefix_tokens=80)
 
 
 def _scrolls(page: Page, selector: str) -> None:
@@ -74,12 +62,6 @@ def axe_source() -> str:
     return AXE.read_text(encoding="utf-8")
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
 
 
 def _settle(page: Page) -> None:

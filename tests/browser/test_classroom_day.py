@@ -24,12 +24,6 @@ from webapp.rooms import network
 WRONG_WORD = "purple"  # in neither test passage, so never the true token
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
 
 
 def create_room(host: Page, base: str, rounds: int = 1) -> str:

@@ -17,14 +17,6 @@ from webapp.extensions import db
 from webapp.models import Guess, Item
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
-
-
 def _is_guess_post(resp: Response) -> bool:
     return resp.url.endswith("/api/play/guesses") and resp.request.method == "POST"
 

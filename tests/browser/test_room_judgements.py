@@ -35,12 +35,6 @@ SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'runnin
     && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
 
 
 @pytest.fixture

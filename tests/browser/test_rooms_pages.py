@@ -26,12 +26,6 @@ WRONG_WORDS = ["purple", "seven"]  # in neither test passage, so never the true 
 # ---------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)  # Playwright's default, for the other test modules
 
 
 @pytest.fixture

@@ -30,12 +30,6 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Browsers and the server share 2 cores: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
 
 
 @pytest.fixture

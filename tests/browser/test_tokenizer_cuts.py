@@ -20,13 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Request, Response, expect
-from support import TEST_MAX_TOKENS
+from support import add_scored_corpus
 from test_classroom_day import LAYOUT_PROBLEMS
 
-from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
+from webapp.corpus import RawDocument
 from webapp.extensions import db
 from webapp.models import LanguageModel
-from webapp.predictions import score_corpus
 
 SHOTS = os.environ.get("HUMANLM_SCREENSHOTS")
 PROJECTORS = [(1024, 768), (1280, 720), (1366, 768), (1920, 1080)]
@@ -42,12 +41,6 @@ SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'runnin
     && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
 
 
-@pytest.fixture(autouse=True)
-def _patient_expect():
-    """Several browsers and the server share 2 cores here: allow 10 s instead of 5 per check."""
-    expect.set_options(timeout=10_000)
-    yield
-    expect.set_options(timeout=5_000)
 
 
 @pytest.fixture
@@ -66,17 +59,7 @@ def server_model(live_server):
 @pytest.fixture
 def odd_words(scored_app, gemma, tokenizer) -> str:
     """Corpus "cuts": ODD_WORDS imported and scored by the real model; returns its name."""
-    with scored_app.app_context():
-        session = db.new_session()
-        try:
-            corpus = get_or_create_corpus(session, "cuts", min_prefix_tokens=6)
-            import_documents(session, corpus, [ODD_WORDS], tokenizer, max_tokens=TEST_MAX_TOKENS)
-            session.commit()
-            score_corpus(session, gemma, top_k=64, corpus="cuts")
-            session.commit()
-        finally:
-            session.close()
-    return "cuts"
+    return add_scored_corpus(scored_app, gemma, tokenizer, "cuts", [ODD_WORDS], min_prefix_tokens=6)
 
 
 def shot(page: Page, name: str) -> None:
