@@ -60,6 +60,7 @@ ANALYSIS_COLUMNS: dict[str, list[str]] = {
 ADDED_LATER: dict[str, tuple[str, ...]] = {
     "guesses": ("judgement",),
     "items": ("model_alternatives",),
+    "item_models": ("logz",),
 }
 
 # Whole tables added to schema version 1 later (several models on the same human answers: one

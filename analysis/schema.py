@@ -187,6 +187,7 @@ ITEM_MODELS = Table(
         C("top1_text", "str", "Text of the model's most likely next token after the prefix (its own vocabulary).", nullable=True),
         C("top1_starts_word", "bool", "top1_text without leading whitespace is non-empty and begins the true next word (a control token never does): top-1 accuracy comparable across tokenizers. Empty for a stem.", nullable=True),
         C("same_tokenizer", "bool", "The model's tokenizer is the one the corpus was played with."),
+        C("logz", "json", "log Z(T) = logsumexp(logprob/T) over the model's FULL vocabulary at this item, for each T in its models.temperatures (list of floats, as items.model_logz): p_T(token) = exp(logprob/T - logz[i]). Lets T* be fitted for any model with the game's tokenizer, with answer_models.first_token_logprob. Only where same_tokenizer and the model's per-position prediction at this item stored it; empty otherwise (another tokenizer, a top-k-only server, no prediction yet; never computed from a top-k). Added to schema 1 later: an older export lacks the column, read as empty.", nullable=True),
     ),
 )
 

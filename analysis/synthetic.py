@@ -602,7 +602,10 @@ class ModelView:
     ln p(text)), its first-token numbers are empty, and its entropy and top-1 are over its own
     first pieces. top_k_only: a server model without a full vocabulary (entropy empty).
     no_row: share of answers without a row (not scored yet); null: share of rows whose
-    answer_logprob is empty (the backend could not compute it)."""
+    answer_logprob is empty (the backend could not compute it). logz: item_models.logz is
+    filled (its log Z(T) grid over the full vocabulary, as the exporter joins it from the
+    model's Predictions), only for a same-tokenizer model that is not top-k only; off: empty,
+    as in an export from before the column."""
 
     model_id: int
     name: str
@@ -612,6 +615,7 @@ class ModelView:
     no_row: float = 0.0
     null: float = 0.0
     spec: str = ""
+    logz: bool = False
 
 
 def variant_logprobs(world: World, *, noise: float = 0.8, temperature: float = 1.0,
@@ -680,6 +684,8 @@ def add_models(tables: dict[str, pd.DataFrame], world: World, answers: Answers,
             "same_tokenizer": v.same_tokenizer,
         }))
         tgt = world.targets[item_rows]
+        grid = (np.stack([_logsumexp(lp[item_rows] / t) for t in world.temperatures], axis=1)
+                if v.logz and v.same_tokenizer and not v.top_k_only else None)
         i_frames.append(pd.DataFrame({
             "item_id": world.item_ids[item_rows],
             "model_id": v.model_id,
@@ -689,6 +695,7 @@ def add_models(tables: dict[str, pd.DataFrame], world: World, answers: Answers,
             "top1_text": top1[item_rows],
             "top1_starts_word": starts[item_rows],
             "same_tokenizer": v.same_tokenizer,
+            "logz": [None] * len(item_rows) if grid is None else [r.tolist() for r in grid],
         }))
         if v.model_id not in set(tables["models"]["model_id"].tolist()):
             m_rows.append({

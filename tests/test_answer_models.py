@@ -592,11 +592,31 @@ def test_export_round_trip_pivots_models_side_by_side(filled, tmp_path, gemma, n
             assert side.shape == (10, 2) and set(side.index) == set(data.items["item_id"])
             assert formula in set(items["top1_text"])
             assert items["same_tokenizer"].sum() == 10
+            # log Z(T): the same-tokenizer model's own Prediction grid (here the items' model);
+            # nothing for another tokenizer
+            # (also at the item only a skip answered, whose items row has no model numbers)
+            own = items[items["model_id"] == ids[gemma.spec]].set_index("item_id")["logz"]
+            grid = data.items.set_index("item_id")["model_logz"]
+            temperatures = data.models.set_index("model_id").loc[ids[gemma.spec], "temperatures"]
+            assert own.notna().all() and len(own) == 10 and grid.notna().sum() == 9
+            for item_id, logz in own.items():
+                assert len(logz) == len(temperatures)
+                if grid.loc[item_id] is not None:
+                    assert logz == pytest.approx(grid.loc[item_id], abs=1e-12)
+            assert items.loc[items["model_id"] == ids[ngram.spec], "logz"].isna().all()
         for fmt in ("jsonl", "parquet"):
             for name in MODEL_TABLES:
                 pd.testing.assert_frame_equal(frames[fmt][name], frames["csv"][name],
                                               check_dtype=False, obj=f"{fmt}:{name}")
         older = tables["csv"]
+        # an export from before item_models.logz: the column reads as empty
+        frame = pd.read_csv(older / "item_models.csv", dtype=str, keep_default_na=False)
+        frame.drop(columns="logz").to_csv(older / "item_models.csv", index=False)
+        data = reader.load(older)
+        assert data.warnings == [] and len(data.item_models) == 2 * 10
+        assert data.item_models["logz"].isna().all()
+        pd.testing.assert_frame_equal(data.item_models.drop(columns="logz"),
+                                      frames["csv"]["item_models"].drop(columns="logz"))
         manifest = json.loads((older / "manifest.json").read_text())
         for name in MODEL_TABLES:
             (older / f"{name}.csv").unlink()

@@ -620,8 +620,18 @@ def _model_table_select(name: str, filters: ExportFilters):
             "target_word_logprob": s.target_word_logprob, "entropy": s.entropy,
             "top1_text": s.top1_text, "top1_starts_word": s.top1_starts_word,
             "same_tokenizer": s.same_tokenizer,
+            # The model's own log Z(T) grid at the item, from its Prediction (the full
+            # vocabulary), only where its token positions are the game's; joined here, never
+            # stored twice and never computed from a top-k. ('null': a JSON null stored as text.)
+            "logz": case((s.same_tokenizer, func.nullif(cast(Prediction.logz, Text), "null")),
+                         else_=null()),
         }
         where = s.item_id.in_(exported.with_only_columns(Guess.item_id).distinct())
+        return (select(*[columns[n].label(n) for n in MODEL_TABLES[name].column_names])
+                .select_from(s)
+                .outerjoin(Prediction, (Prediction.item_id == s.item_id)
+                           & (Prediction.model_id == s.model_id))
+                .where(where))
     return select(*[columns[n].label(n) for n in MODEL_TABLES[name].column_names]).where(where)
 
 
