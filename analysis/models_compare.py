@@ -386,21 +386,25 @@ def crowd_kl(ma: ModelAnswers, level: float = DEFAULT_LEVEL, min_answers: int = 
 def model_temperatures(data: ExportData, prep: Prepared, ma: ModelAnswers,
                        fitted: pd.DataFrame | None, level: float = DEFAULT_LEVEL) -> list[dict]:
     """T* per model where log Z(T) exists: the report's temperature fit
-    (analysis.temperature.fit_temperature) with that model's first-token log-probs and its
-    items.model_logz.
+    (analysis.temperature.fit_temperature), fed that model's numbers.
     log Z(T) is a sum over the model's full vocabulary at the game's token positions: a model
     that gives only its top-k has none (not computable: top-k only), a model with another
     tokenizer has no first token of the game's (not computable: another tokenizer), and
-    item_models stores no log Z grid, so T* is computable only for a model whose numbers fill
-    the items table's model_* columns. Word-mode answers have no log Z grid at all."""
+    word-mode answers have no log Z grid at all. A model whose numbers fill the items table's
+    model_* columns is fitted exactly as the report's T* (items.model_logz and the guesses'
+    log-probs). Any other model with the game's tokenizer is fitted from its own numbers
+    (_own_numbers): its log Z(T) grid in item_models.logz, its first-token log-probs in
+    answer_models.first_token_logprob; an export without them (older, or a model without
+    stored predictions) says why instead."""
     from .temperature import fit_temperature
 
     out = []
     item_models = set(data.items["model_id"].dropna().astype(int).tolist())
-    for _, m in ma.models.iterrows():
+    for j, m in ma.models.iterrows():
         mid = int(m["model_id"])
         rec: dict[str, Any] = {"model_id": mid, "estimate": np.nan, "ci_low": np.nan,
                                "ci_high": np.nan, "reason": None}
+        own = None
         if m["top_k_only"]:
             rec["reason"] = "not computable: top-k only (log Z(T) needs the full vocabulary)"
         elif not m["same_tokenizer"]:
@@ -408,13 +412,19 @@ def model_temperatures(data: ExportData, prep: Prepared, ma: ModelAnswers,
                              "next-token distribution over the game's tokens)")
         elif ma.mode != "token":
             rec["reason"] = "not computable: word-mode answers have no log Z(T) grid"
-        elif mid not in item_models:
+        elif mid not in item_models and (own := _own_numbers(data, prep, ma, int(j))) is None:
             rec["reason"] = ("not computable: log Z(T) of this model is not in the export "
-                             "(items.model_logz holds another model's)")
+                             "(items.model_logz holds another model's, and item_models.logz "
+                             "is empty for it)")
         else:
             try:
-                t = fitted if (fitted is not None and prep.model.get("model_id") == mid) else \
-                    fit_temperature(prepare(data, **{**prep.options, "model_id": mid}), level=level)
+                if own is not None:
+                    t = fit_temperature(own, level=level)
+                elif fitted is not None and prep.model.get("model_id") == mid:
+                    t = fitted
+                else:
+                    t = fit_temperature(prepare(data, **{**prep.options, "model_id": mid}),
+                                        level=level)
                 r = t.iloc[0]
                 rec.update(estimate=float(r["estimate"]), ci_low=float(r["ci_low"]),
                            ci_high=float(r["ci_high"]), n_answers=int(r["n_answers"]),
@@ -422,10 +432,66 @@ def model_temperatures(data: ExportData, prep: Prepared, ma: ModelAnswers,
                 if r["n_bounded"]:
                     rec["reason"] = (f"approximate: {int(r['n_bounded']):,} answers count at "
                                      "their top-k bound")
+                if own is not None:
+                    left = int((own.answers["lp_status"] != "skip").sum()) - int(r["n_answers"])
+                    if left:
+                        rec["reason"] = (f"{counted(left, 'answer')} left out (no first-token "
+                                         "log-prob or no log Z(T) of this model at the item)")
             except AnalysisError as exc:
                 rec["reason"] = f"not computable: {exc}"
         out.append(rec)
     return out
+
+
+def _own_numbers(data: ExportData, prep: Prepared, ma: ModelAnswers, j: int) -> Prepared | None:
+    """The comparison's answers under model j's own numbers, as analysis.temperature reads them
+    (a Prepared): lp = answer_models.first_token_logprob (exact, the full vocabulary), else the
+    model's target log-prob (item_models.target_logprob) where the answer's first token is the
+    true next token; logz = item_models.logz. No top-k bound: an answer without either number is
+    left out (lp_status "missing"), never estimated. None when item_models.logz is empty for
+    this model on these items (an export from before the column, or no stored predictions)."""
+    mid = int(ma.models["model_id"].iloc[j])
+    temps = np.asarray(ma.models["temperatures"].iloc[j], dtype=np.float64)
+    rows = ma.rows
+    im = data.item_models
+    im = im.loc[(im["model_id"] == mid) & im["item_id"].isin(rows["item_id"])]
+    im = im.drop_duplicates("item_id").set_index("item_id")
+    grid = im["logz"].map(lambda v: v if isinstance(v, list) and len(v) == len(temps) else None)
+    if not grid.notna().any():
+        return None
+    codes = rows.drop_duplicates("i_idx").set_index("i_idx")["item_id"].sort_index()
+    logz = np.array([grid.get(i) or [np.nan] * len(temps) for i in codes.to_numpy()],
+                    dtype=np.float64).reshape(len(codes), len(temps))
+
+    am = data.answer_models
+    am = am.loc[am["model_id"] == mid].drop_duplicates("guess_id").set_index("guess_id")
+    guess_ids = pd.Index(rows["guess_id"])
+    lp = am["first_token_logprob"].reindex(guess_ids).to_numpy(dtype=np.float64)
+    g = data.guesses.set_index("guess_id").reindex(guess_ids)
+    first = g["answer_first_token_id"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    target = g["target_token_id"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    target_lp = im["target_logprob"].reindex(rows["item_id"].to_numpy()).to_numpy(dtype=np.float64)
+    answered = rows["answered"].to_numpy(dtype=bool)
+    status = np.where(answered, "exact", "skip").astype(object)
+    fill = answered & np.isnan(lp) & (first == target) & np.isfinite(target_lp)
+    lp = np.where(fill, target_lp, lp)
+    status[fill] = "target"
+    status[answered & np.isnan(lp)] = "missing"
+    lp[~answered] = np.nan
+    answers = pd.DataFrame({"guess_id": rows["guess_id"].to_numpy(),
+                            "item_id": rows["item_id"].to_numpy(),
+                            "i_idx": rows["i_idx"].to_numpy(), "p_idx": rows["p_idx"].to_numpy(),
+                            "pooled": rows["pooled"].to_numpy(dtype=bool),
+                            "skipped": ~answered, "lp": lp, "lp_status": status})
+    n_items = len(codes)
+    model = data.models.set_index("model_id").loc[mid].to_dict()
+    model["model_id"] = mid
+    return Prepared(
+        answers=answers, items=pd.DataFrame({"item_id": codes.to_numpy()}), model=model,
+        mode=ma.mode, temperatures=temps, topk_ids=np.full((n_items, 0), -1, dtype=np.int64),
+        topk_lp=np.full((n_items, 0), -np.inf), topk_ctrl=np.ones((n_items, 0), dtype=bool),
+        logz=logz, design=ma.design, options={**prep.options, "model_id": mid},
+        participants=pd.Index([]))
 
 
 # ------------------------------------------------------------------------- comparison

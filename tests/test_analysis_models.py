@@ -107,6 +107,52 @@ def test_players_who_sample_from_a_model_are_best_predicted_by_it(tmp_path, from
     assert head["text"].startswith(t.loc[source, "label"] + " predicts people best")
 
 
+def test_another_model_with_its_own_log_z_has_its_own_t_star(tmp_path):
+    """Players sample from model A at T = 1.5. With item_models.logz (each same-tokenizer
+    model's own log Z(T) grid) A's T* is fitted from its own numbers (answer_models'
+    first-token log-probs) and its interval holds 1.5, while the game model's T* is the
+    report's; an older export without the column says A's T* is not computable, as before."""
+    world, views = world_and_models()
+    views = [dataclasses.replace(v, logz=True) for v in views]
+    drawn_from = dataclasses.replace(world, logprobs=views[1].logprobs)
+    answers = syn.simulate(drawn_from, [("sample", 1.5)] * 40, items_per_player=40, seed=8,
+                           skip_rate=0.05)
+    tables = syn.add_models(syn.export_tables(world, answers), world, answers, views)
+    path = syn.write_export(tables, tmp_path / "logz", "csv")
+    res = run_analysis(load(path), n_boot=N_BOOT)
+    t = res["models_comparison"]["models"].set_index("model_id")
+    a = t.loc[2]
+    print(f"\nT* of model A {a['t_star']:.3f} ({a['t_star_low']:.3f} to {a['t_star_high']:.3f}); "
+          f"game model {t.loc[1, 't_star']:.3f}")
+    assert a["t_star_low"] <= 1.5 <= a["t_star_high"] and pd.isna(a["t_star_reason"])
+    assert a["t_star_high"] < 2.67 and a["t_star_low"] > 1.0  # an interval that says something
+    assert np.isfinite(t.loc[1, "t_star"])
+    assert t.loc[1, "t_star"] == pytest.approx(res["temperature"]["estimate"].iloc[0])
+    assert np.isfinite(t.loc[3, "t_star"])  # the tuned model has its own grid too
+    assert "another tokenizer" in t.loc[4, "t_star_reason"]
+    assert "top-k only" in t.loc[5, "t_star_reason"]
+    # A's T* is the temperature fit on A's own numbers: the same T* by hand, on a grid
+    am = load(path).answer_models
+    lp = am.loc[am["model_id"] == 2].set_index("guess_id")["first_token_logprob"]
+    g = load(path).guesses.set_index("guess_id").loc[lp.index]
+    grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 2001))
+    rows = world.item_ids.searchsorted(g["item_id"].to_numpy())
+    logz = np.stack([syn._logsumexp(views[1].logprobs[rows] / T) for T in grid], axis=1)
+    ll = (lp.to_numpy()[:, None] / grid[None, :] - logz).sum(axis=0)
+    assert a["t_star"] == pytest.approx(grid[np.argmax(ll)], rel=0.01)
+
+    # an export from before the column: as before
+    frame = pd.read_csv(path / "item_models.csv", dtype=str, keep_default_na=False)
+    frame.drop(columns="logz").to_csv(path / "item_models.csv", index=False)
+    old = load(path)
+    assert old.warnings == [] and old.item_models["logz"].isna().all()
+    t = run_analysis(old, n_boot=N_BOOT)["models_comparison"]["models"].set_index("model_id")
+    assert np.isnan(t.loc[2, "t_star"]) and np.isnan(t.loc[3, "t_star"])
+    assert t.loc[2, "t_star_reason"].startswith("not computable: log Z(T) of this model is not "
+                                                "in the export")
+    assert np.isfinite(t.loc[1, "t_star"])
+
+
 def test_a_model_without_numbers_is_missing_not_zero(from_a, tmp_path):
     data = from_a[0]
     res = run_analysis(data, n_boot=N_BOOT)
@@ -216,6 +262,7 @@ def test_an_export_without_the_model_tables_loads_and_has_no_section(tmp_path):
 
 def test_the_model_tables_read_the_same_in_every_format(tmp_path):
     world, views = world_and_models(3)
+    views = [dataclasses.replace(v, logz=True) for v in views]
     answers = syn.simulate(world, [("sample", 1.0)] * 5, items_per_player=10, seed=1,
                            skip_rate=0.1)
     tables = syn.add_models(syn.export_tables(world, answers), world, answers, views)
@@ -231,6 +278,9 @@ def test_the_model_tables_read_the_same_in_every_format(tmp_path):
             assert (am.loc[am["model_id"] == 4, "answer_n_tokens"] >= 1).all()
             assert im.loc[im["model_id"] == 5, "entropy"].isna().all()
             assert im["top1_starts_word"].dtype == bool
+            grids = im.loc[im["model_id"].isin([1, 2, 3]), "logz"]
+            assert grids.map(len).eq(len(world.temperatures)).all()
+            assert im.loc[im["model_id"].isin([4, 5]), "logz"].isna().all()
             continue
         for name in ("answer_models", "item_models"):
             pd.testing.assert_frame_equal(data[name], ref[name], check_exact=False, rtol=1e-12,
