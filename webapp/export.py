@@ -989,6 +989,8 @@ def readme_text(manifest: dict) -> str:
         "  tokenizers compare: one row per (answer, model) and (item, model); pivot on",
         "  model_id to put models side by side. The guesses and items columns model_* are the",
         "  numbers of one model (model_id), per position of the corpus's own tokens.",
+        "  item_models.logz is each same-tokenizer model's own log Z(T) grid (empty for other",
+        "  models): p_T(answer) = exp(answer_models.first_token_logprob / T - logz[i]).",
         "- participants keeps every URL parameter of the study link (url_prolific_pid,",
         "  url_study_id, url_session_id, url_participant); duplicate_of names the first run",
         "  started with the same platform id that a later run could not resume.",
