@@ -58,7 +58,7 @@ class Prepared:
     design: Design
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
-    participants: pd.Index = field(default_factory=pd.Index)
+    participants: pd.Index = field(default_factory=lambda: pd.Index([]))
 
     @property
     def n_answers(self) -> int:
