@@ -26,11 +26,14 @@ WRONG_WORD = "purple"  # in neither test passage, so never the true token
 
 
 
-def create_room(host: Page, base: str, rounds: int = 1) -> str:
-    """Create a room from corpus "tests" on the set-up page; return its join code."""
+def create_room(host: Page, base: str, rounds: int = 1, answer_mode: str | None = None) -> str:
+    """Create a room from corpus "tests" on the set-up page (students answering in
+    `answer_mode` when given: pairwise, distribution); return its join code."""
     host.goto(base + "/rooms/new")
     host.select_option("#corpus", "tests")
     host.fill("#rounds", str(rounds))
+    if answer_mode is not None:
+        host.check(f"input[name=answer_mode][value={answer_mode}]")
     host.click("#create-btn")
     host.wait_for_url(re.compile(r"/rooms/[A-Z0-9]+/host$"))
     expect(host.locator("#host")).to_have_attribute("data-screen", "lobby")

@@ -19,7 +19,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from test_accessibility import AXE, Auditor
-from test_classroom_day import LAYOUT_PROBLEMS
+from test_classroom_day import LAYOUT_PROBLEMS, join
+from test_classroom_day import create_room as create_room_on_page
 from test_rooms_pages import guesses_of
 
 from webapp import game
@@ -56,21 +57,7 @@ def create_room(host: Page, server, mode: str) -> str:
     """Create a one-round room from corpus "tests" in `mode` on the set-up page."""
     if SHOTS:  # the screenshots show a room phones can join (network.py's example address)
         server.app.config["PUBLIC_URL"] = "http://192.168.1.20:5000"
-    host.goto(server.url + "/rooms/new")
-    host.select_option("#corpus", "tests")
-    host.fill("#rounds", "1")
-    host.check(f"input[name=answer_mode][value={mode}]")
-    host.click("#create-btn")
-    host.wait_for_url(re.compile(r"/rooms/[A-Z0-9]+/host$"))
-    expect(host.locator("#host")).to_have_attribute("data-screen", "lobby")
-    return host.url.rsplit("/", 2)[-2]
-
-
-def join(phone: Page, url: str, nickname: str) -> None:
-    phone.goto(url)
-    phone.fill("#join-name", nickname)
-    phone.click("#join-btn")
-    expect(phone.locator("#wait-title")).to_have_text(f"You're in, {nickname}!")
+    return create_room_on_page(host, server.url, 1, mode)
 
 
 def open_round(code: str):
