@@ -13,7 +13,8 @@ The solo game, classroom rooms, online studies and imported norms all store answ
    norms, where one label may answer an item many times, are exempt). Concurrent submits race
    to the index: exactly one row is stored, a retry of it gets the replay, a different answer
    gets a 409.
-4. **Matching** (token, word, comprehension check) and building the row.
+4. **Matching** (token, word, comprehension check, and the judgements of webapp.judgements:
+   a pairwise judgement or a stated distribution) and building the row.
 
 A mode supplies only an `AnswerPolicy`: which item is the player's current one (`locate`), how
 the text is matched (`match`), what else the row carries, and any bookkeeping that must commit
@@ -165,6 +166,8 @@ class AnswerIn(Payload):
             raise ValueError("send one kind of answer: text, left_probability, or bets with else_points")
         if not any(kinds):
             raise ValueError("type an answer, or choose \"I don't know\"")
+        if not kinds[0]:
+            self.text = ""  # blank text beside a judgement is no answer of its own
         if kinds[2]:
             if self.bets is None or self.else_points is None:
                 raise ValueError("a distribution needs both bets and else_points")
