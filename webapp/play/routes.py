@@ -302,8 +302,29 @@ def submit_guess():
     if not result.replayed:
         jobs.ask_for_model_numbers(current_app._get_current_object(), guess)
     # The reveal is built only now, from the stored (committed) answer.
-    answer_model = db.session.get(LanguageModel, guess.model_id)
-    prediction = game.prediction_for(db.session, guess.item_id, answer_model.id)
+    return _reveal(guess, player_id, tokenizer, replayed=result.replayed)
+
+
+@bp.get("/api/play/guesses/<client_key>")
+@accepts(summary="One of your own solo answers revealed again, with model numbers filled since")
+def own_guess(client_key: str):
+    """The reveal of the caller's own stored solo answer, as POST /api/play/guesses replied,
+    with the model numbers the fill job computed since (the page asks again when one was not
+    known yet). Someone else's answer is a 404 like an unknown key."""
+    player_id = _player_id(create=False)
+    guess = solo.own_solo_answer(db.session, player_id, client_key)
+    if guess is None:
+        return _error("you have no answer with this client_key", 404)
+    return _reveal(guess, player_id, _tokenizer(), replayed=True)
+
+
+def _reveal(guess, player_id: str, tokenizer, *, replayed: bool):
+    """The reveal of a stored solo answer: the truth, the model's view, the judgement's numbers,
+    the player's scores and, when it belongs to a round, the round."""
+    answer_model = db.session.get(LanguageModel, guess.model_id) if guess.model_id else None
+    prediction = game.prediction_for(db.session, guess.item_id, answer_model.id) if answer_model else None
+    if prediction is None:  # the passage was scored again or removed since
+        return _error("the model's numbers for this answer are no longer stored", 404)
     extra = {}
     link = db.session.scalar(select(PlayRoundGuess).where(PlayRoundGuess.guess_id == guess.id))
     if link is not None:
@@ -312,7 +333,7 @@ def submit_guess():
         **solo.reveal_payload(guess, prediction, tokenizer, answer_model.top_k),
         **judgements.judgement_reveal(guess, tokenizer), mode=guess.mode,
         stats=solo.player_stats(db.session, player_id),
-        replayed=result.replayed,
+        replayed=replayed,
         **extra,
     )
 

@@ -234,6 +234,17 @@ def position_payload(session: Session, player_id: str, document: Document, item:
     }
 
 
+def own_solo_answer(session: Session, player_id: str | None, client_key: str) -> Guess | None:
+    """The player's own solo answer stored under `client_key` (None for an unknown key, for
+    someone else's answer, and for a room's or a study's: those are revealed elsewhere)."""
+    if not player_id or len(client_key) > 64:
+        return None
+    return session.scalar(select(Guess).where(
+        Guess.client_key == client_key, Guess.player_id == player_id,
+        Guess.room_id.is_(None), Guess.study_id.is_(None), Guess.source == "game",
+    ))
+
+
 def reveal_payload(guess: Guess, prediction: Prediction, tokenizer: Tokenizer, top_k: int) -> dict:
     """Everything shown after a stored guess: the truth, the model's view, and the guess."""
     item = guess.item
