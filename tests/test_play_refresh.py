@@ -90,7 +90,9 @@ def test_the_reveal_again_has_the_number_the_fill_computed_and_only_for_its_play
         assert set(refused.get_json()) == {"error"}
     unknown = client.get("/api/play/guesses/no-such-key-at-all")
     assert unknown.status_code == 404 and set(unknown.get_json()) == {"error"}
-    assert client.get("/api/play/guesses/" + "k" * 65).status_code == 404
+    for odd in ("k" * 65, "%25%27%22%20x", "%E2%9C%93", "'; DROP TABLE guesses; --"):
+        refused = client.get("/api/play/guesses/" + odd)
+        assert refused.status_code == 404 and set(refused.get_json()) == {"error"}, odd
 
 
 def test_the_route_is_in_the_openapi_document(scored_app):

@@ -71,6 +71,7 @@
     // How the player answers: token (type it), pairwise (which came next?) or distribution (bets).
     answerMode: 'token',
     widget: null, // the judgement widget of the open question (static/js/judgements.js)
+    refresh: null, // asking again for a reveal's model numbers not known yet (watchForModelNumbers)
   };
 
   // ---------------------------------------------------------------- how to play (answer modes)
@@ -155,6 +156,13 @@
     try { window.sessionStorage.setItem(tallyKey(mode), JSON.stringify(t)); } catch (_) { /* not kept */ }
     return t;
   }
+  /** The model's number of an answer already counted, once it is known (filled later). */
+  function addModelToTally(mode, model) {
+    const t = readTally(mode);
+    t.model += Number(model) || 0;
+    t.modelN += 1;
+    try { window.sessionStorage.setItem(tallyKey(mode), JSON.stringify(t)); } catch (_) { /* not kept */ }
+  }
 
   // ---------------------------------------------------------------- helpers
 
@@ -207,6 +215,7 @@
     state.phase = phase;
     root.dataset.state = phase;
     root.setAttribute('aria-busy', phase === 'loading' || phase === 'submitting' ? 'true' : 'false');
+    if (phase !== 'reveal') stopWatching(); // the player moved on: no more asking
   }
 
   // ---------------------------------------------------------------- scores
@@ -609,7 +618,7 @@
 
     try {
       const data = await postGuessWithRetry(body);
-      showReveal(data);
+      showReveal(data, body.client_key);
     } catch (err) {
       setPhase('question');
       setFormEnabled(true);
@@ -641,7 +650,7 @@
     if (busy) busy.classList.add('is-loading');
     try {
       const data = await postGuessWithRetry(body);
-      showReveal(data);
+      showReveal(data, body.client_key);
     } catch (err) {
       setPhase('question');
       setFormEnabled(true);
@@ -675,7 +684,7 @@
 
   // ---------------------------------------------------------------- reveal
 
-  function showReveal(data) {
+  function showReveal(data, key) {
     const guess = data.guess || {};
     const target = data.target || { text: '' };
     const model = data.model || {};
@@ -698,9 +707,13 @@
     els.judgeResult.hidden = !judged;
 
     let tone = correct ? 'ok' : skipped ? 'skip' : 'bad';
+    let tallyAwaitsModel = false;
     if (judged) {
-      tone = renderJudgementReveal(data, judged, skipped);
+      const result = renderJudgementReveal(data, judged, skipped);
+      tone = result.tone;
       correct = tone === 'ok';
+      // counted in the tab's tally without the model's number: added when it arrives
+      tallyAwaitsModel = !data.replayed && !skipped && result.you !== null && !known(result.model);
     } else {
       // A skip is no wrong answer: its own mark, colour and words.
       els.verdictMark.textContent = correct ? '✓' : skipped ? '?' : '✗';
@@ -776,12 +789,14 @@
     if (r.top < 0 || r.top > window.innerHeight * 0.55) {
       els.reveal.scrollIntoView({ block: 'start', behavior: prefersReducedMotion() ? 'auto' : 'smooth' });
     }
+    watchForModelNumbers(key, data, judged, tallyAwaitsModel);
   }
 
   // ---------------------------------------------------------------- reveal: the judgement modes
 
   /** Verdict, sentence and chart of a pairwise or distribution answer (humanlm.judgementResult);
-   *  returns the tone (ok: leaned towards / bet on what came next, bad: away from it, skip). */
+   *  returns its result: the tone (ok: leaned towards / bet on what came next, bad: away from
+   *  it, skip) and the probabilities you and the model put on what came next. */
   function renderJudgementReveal(data, judged, skipped) {
     const result = window.humanlm.judgementResult(els.judgeResult, {
       mode: judged, pairwise: data.pairwise, distribution: data.distribution, skipped,
@@ -790,7 +805,7 @@
     if (!data.replayed) addToTally(judged, result.you, result.model, skipped || result.you === null);
     els.verdictMark.textContent = result.mark;
     els.verdictTitle.textContent = result.title;
-    return result.tone;
+    return result;
   }
 
   /** Below the model's chart in the judgement modes: the true token's probability and its top pick. */
@@ -925,6 +940,94 @@
       parts.push(`Its top pick, ${quoteToken(top1.text)}, was wrong.`);
     }
     return parts.join(' ');
+  }
+
+  // ---------------------------------------------------------------- reveal: numbers filled later
+
+  // A guess or bet outside the model's stored top-k has no model number at first: the background
+  // job computes it a few seconds after the answer. The reveal then asks again for the stored
+  // answer (GET /api/play/guesses/<client_key>) about 4 s and 12 s after it was shown, and puts
+  // the numbers in place; moving on (any phase but reveal) stops the asking.
+  const REFRESH_AFTER_MS = [4000, 12000];
+  const numbersNote = el('p', 'sr-only');
+  numbersNote.id = 'model-numbers-note';
+  numbersNote.setAttribute('aria-live', 'polite');
+  els.reveal.append(numbersNote);
+
+  /** Does a reveal still lack one of the model's numbers? */
+  function lacksModelNumbers(data) {
+    const guess = data.guess || {};
+    if (data.pairwise) return !known(data.pairwise.model_true_probability);
+    if (data.distribution) {
+      return (Array.isArray(data.distribution.cells) ? data.distribution.cells : []).some((c) => !known(c.model));
+    }
+    if (data.mode === 'distribution' || guess.skipped || !guess.first_token) return false;
+    return !known((data.model || {}).guess_prob);
+  }
+
+  function stopWatching() {
+    const job = state.refresh;
+    state.refresh = null;
+    if (job && job.timer) clearTimeout(job.timer);
+  }
+
+  function watchForModelNumbers(key, data, judged, tallyAwaitsModel) {
+    stopWatching();
+    numbersNote.textContent = '';
+    if (!key || !lacksModelNumbers(data)) return;
+    const job = { key, judged, tallyAwaitsModel, tries: 0, timer: null, since: performance.now() };
+    const current = () => state.refresh === job && state.phase === 'reveal';
+    const ask = async () => {
+      job.timer = null;
+      if (!current()) return;
+      job.tries += 1;
+      let fresh = null;
+      try {
+        fresh = await api('GET', `/api/play/guesses/${encodeURIComponent(key)}`);
+      } catch (_) {
+        fresh = null; // asked again below, or the reveal keeps "not known yet"
+      }
+      if (!current()) return;
+      if (fresh && !lacksModelNumbers(fresh)) {
+        state.refresh = null;
+        fillInModelNumbers(fresh, job);
+        return;
+      }
+      if (job.tries < REFRESH_AFTER_MS.length) {
+        const wait = REFRESH_AFTER_MS[job.tries] - (performance.now() - job.since);
+        job.timer = setTimeout(ask, Math.max(500, wait));
+      } else {
+        state.refresh = null;
+      }
+    };
+    state.refresh = job;
+    job.timer = setTimeout(ask, REFRESH_AFTER_MS[0]);
+  }
+
+  /** The reveal's model numbers, now known, in place (the verdict and the player's side stay). */
+  function fillInModelNumbers(data, job) {
+    const model = data.model || {};
+    const guess = data.guess || {};
+    let said;
+    if (job.judged) {
+      const result = window.humanlm.judgementResult(els.judgeResult, {
+        mode: job.judged, pairwise: data.pairwise, distribution: data.distribution,
+        skipped: !!guess.skipped, targetProb: model.target_prob,
+      });
+      els.modelLine.textContent = judgedModelLine(model);
+      if (job.tallyAwaitsModel && known(result.model)) {
+        addModelToTally(job.judged, result.model);
+        renderScoreInto(els.scoreline, data.stats);
+        renderMiniScore(data.stats);
+      }
+      const sentence = els.judgeResult.querySelector('.judge-sentence');
+      said = sentence ? sentence.textContent : '';
+    } else {
+      renderBars(model, guess, data.target || { text: '' });
+      els.modelLine.textContent = modelLine(model, guess);
+      said = `The model gave your guess ${probPhrase(model.guess_prob, model.guess_rank, model)}.`;
+    }
+    numbersNote.textContent = `The model’s numbers are in. ${said}`.trim();
   }
 
   // ---------------------------------------------------------------- rounds
