@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 from research_helpers import PASSWORD, consent, make_researcher, make_study, run_through, study_row
+from sqlalchemy import select
 from support import add_scored_corpus
 
 from webapp.corpus import RawDocument
+from webapp.extensions import db
+from webapp.models import Corpus, Document, Item
 
 AXE = Path(__file__).resolve().parents[2] / "static" / "node_modules" / "axe-core" / "axe.min.js"
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
@@ -323,7 +326,12 @@ def test_researcher_and_participant_pages(people, live_server, audit, long_passa
     app = live_server.app
     base = live_server.url
     make_researcher(app)
-    study_id = make_study(app, corpus=long_passages, items_per_participant=2, target_responses=2,
+    with app.app_context():  # the two latest positions: the longest prefixes, which scroll on a
+        # phone whichever of them a participant gets (a prefix of 80 tokens may just fit)
+        latest = list(db.session.scalars(
+            select(Item.id).join(Document).join(Corpus)
+            .where(Corpus.name == long_passages, Item.playable).order_by(Item.position.desc()).limit(2)))
+    study_id = make_study(app, corpus=long_passages, items=latest, items_per_participant=2, target_responses=2,
                           completion_code="DONE-7",
                           redirect_url=base + "/?cc={code}",
                           consent_text="We store your answers.\n\nYou can stop at any time.")
