@@ -44,6 +44,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .game import model_view_of_token
 from .judgements import (
     MAX_BETS,
     TOTAL_POINTS,
@@ -373,17 +374,6 @@ def match_distribution(answer: AnswerIn, true_id: int | None, tokenizer: Tokeniz
                                  tokenizer, true_id, prediction)
     return Match([], None, False, None, "distribution", mode="distribution", judgement=judgement,
                  model_logprob=model_true_cell_logprob(judgement))
-
-
-def model_view_of_token(prediction, token_id: int | None) -> tuple[float | None, int | None]:
-    """(log-prob, rank) of a token if it is in the stored top-k of `prediction` (anything with a
-    `top_k` list of [id, logprob, text, is_control]; None before scoring)."""
-    if token_id is None or prediction is None:
-        return None, None
-    for rank, (tid, logprob, _text, _control) in enumerate(prediction.top_k, 1):
-        if tid == token_id:
-            return logprob, rank
-    return None, None
 
 
 def build_row(answer: AnswerIn, match: Match, prediction, **fields) -> Guess:

@@ -15,6 +15,27 @@ def token_view(token_id: int, tokenizer: Tokenizer) -> dict:
     return {"id": token_id, "text": display_text(tokenizer.token_bytes(token_id))}
 
 
+def model_view_of_token(prediction, token_id: int | None) -> tuple[float | None, int | None]:
+    """(log-prob, rank) of a token if it is in the stored top-k of `prediction` (anything with a
+    `top_k` list of [id, logprob, text, is_control]; None before scoring)."""
+    if token_id is None or prediction is None:
+        return None, None
+    for rank, (tid, logprob, _text, _control) in enumerate(prediction.top_k, 1):
+        if tid == token_id:
+            return logprob, rank
+    return None, None
+
+
+def known_logprob(prediction, token_id: int | None, true_id: int | None) -> float | None:
+    """ln p of a token at a position, where it is known without running the model: the true
+    token's (always stored exactly at scoring, `target_logprob`) or one in the stored top-k;
+    None otherwise (filled later by a job, never estimated)."""
+    if prediction is not None and token_id is not None and token_id == true_id:
+        return prediction.target_logprob
+    logprob, _rank = model_view_of_token(prediction, token_id)
+    return None if logprob is None else float(logprob)
+
+
 def active_model(session: Session, spec: str) -> LanguageModel | None:
     """The newest scoring run of the configured model that has scored at least one document."""
     return session.scalar(

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .game import token_view
+from .game import known_logprob, token_view
 from .lm import Tokenizer
 from .models import Guess, Item
 
@@ -89,17 +89,6 @@ def model_pair_probability(true_logprob: float | None, alternative_logprob: floa
     return 1 / (1 + math.exp(alternative_logprob - true_logprob))
 
 
-def top_k_logprob(prediction, token_id: int | None) -> float | None:
-    """ln p of a token when it is in the stored top-k of `prediction` (None otherwise: filled
-    later by `humanlm score --fill-guesses`, never estimated)."""
-    if token_id is None or prediction is None:
-        return None
-    for tid, logprob, _text, _control in prediction.top_k:
-        if tid == token_id:
-            return float(logprob)
-    return None
-
-
 def stated_judgement(bets: list[tuple[str, int]], else_points: int, tokenizer: Tokenizer,
                      true_id: int | None, prediction) -> dict[str, Any]:
     """The stored distribution: each candidate as typed, its model tokens (tokenized on its own,
@@ -109,11 +98,8 @@ def stated_judgement(bets: list[tuple[str, int]], else_points: int, tokenizer: T
     for text, points in bets:
         ids = tokenizer.tokenize(text)
         first = ids[0] if ids else None
-        is_truth = prediction is not None and true_id is not None and first == true_id
-        # the truth's log-prob is always stored; another token's only when in the top-k
-        known = prediction.target_logprob if is_truth else top_k_logprob(prediction, first)
         cells.append({"text": text, "token_ids": ids, "first_token_id": first, "points": points,
-                      "model_logprob": known})
+                      "model_logprob": known_logprob(prediction, first, true_id)})
     true_cell = None
     if true_id is not None:
         true_cell = next((i for i, c in enumerate(cells) if c["first_token_id"] == true_id), len(cells))

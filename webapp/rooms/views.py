@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import game
-from ..answers import model_view_of_token
 from ..judgements import (
+    JUDGEMENT_MODES,
     MAX_BETS,
     PAIRWISE_SCALE,
     TOTAL_POINTS,
@@ -40,7 +40,6 @@ from .state import Phase
 LIKELY_PROB = 0.10
 CHART_ROWS = 12  # rows of the reveal chart: what a projector shows legibly
 POOLED_CELLS = 8  # candidates shown in a distribution round's pooled chart (then "something else")
-JUDGEMENT_MODES = ("pairwise", "distribution")
 
 
 # --------------------------------------------------------------- pairwise and distribution
@@ -100,11 +99,8 @@ def live_judgements(room: Room, judgements: list[dict | None], tokenizer: Tokeni
 
 
 def _model_cell_prob(tid: int, facts: RoundItemFacts) -> float | None:
-    """The model's probability of a first-token cell: exact for the true token, from the stored
-    top-k otherwise; None when the token is outside it (not known: never estimated)."""
-    if tid == facts.token_id and facts.target_logprob is not None:
-        return math.exp(facts.target_logprob)
-    lp, _rank = model_view_of_token(facts, tid)
+    """The model's probability of a first-token cell, where known (game.known_logprob)."""
+    lp = game.known_logprob(facts, tid, facts.token_id)
     return math.exp(lp) if lp is not None else None
 
 
@@ -315,7 +311,7 @@ def reveal_view(session: Session, room: Room, rnd: RoomRound, tokenizer: Tokeniz
         {
             "id": tid, "text": text_of(tid), "count": c, "model_prob": model_prob.get(tid),
             "model_rank": prediction.target_rank if tid == item.token_id
-            else model_view_of_token(prediction, tid)[1],
+            else game.model_view_of_token(prediction, tid)[1],
             "verdict": _verdict(top_k_prob.get(tid)),  # the top-k decides, as for every guess
         }
         for tid, c in counts.items()
@@ -604,7 +600,7 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None, *
             continue
         guess, pred = mine
         pts, _ = guess_points(guess, pred)
-        in_top_k = model_view_of_token(pred, guess.first_token_id)[0]
+        in_top_k = game.model_view_of_token(pred, guess.first_token_id)[0]
         out[seat.id] = {
             **base, "answered": True, "correct": guess.is_correct, "skipped": guess.skipped,
             "your_text": guess.raw_text,
