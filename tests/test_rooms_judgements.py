@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from webapp import game
 from webapp.extensions import db
-from webapp.judgements import PAIRWISE_SCALE, choose_pair, usable_alternatives
+from webapp.judgements import PAIRWISE_SCALE, choose_pair, probability_of_truth, usable_alternatives
 from webapp.models import Guess, Item, Prediction, Room
 from webapp.rooms import commands, points
 
@@ -350,13 +350,13 @@ def test_the_probability_of_the_truth_merges_candidates_of_one_first_token():
         {"text": " dog", "first_token_id": 6, "points": 10},
         {"text": " cats", "first_token_id": 5, "points": 20},
     ]}
-    assert points.probability_of_truth(judgement) == pytest.approx(0.5)
+    assert probability_of_truth(judgement) == pytest.approx(0.5)
     assert points.judgement_hit(judgement)
     judgement["true_cell"] = 3  # something else
-    assert points.probability_of_truth(judgement) == pytest.approx(0.4) and not points.judgement_hit(judgement)
-    assert points.probability_of_truth({"kind": "pairwise", "true_probability": 0.3}) == 0.3
+    assert probability_of_truth(judgement) == pytest.approx(0.4) and not points.judgement_hit(judgement)
+    assert probability_of_truth({"kind": "pairwise", "true_probability": 0.3}) == 0.3
     assert not points.judgement_hit({"kind": "pairwise", "true_probability": 0.5})
-    assert points.probability_of_truth(None) is None
+    assert probability_of_truth(None) is None
 
 
 def test_pooling_averages_the_class_over_answers_and_cells():

@@ -126,6 +126,28 @@ def model_true_cell_logprob(judgement: dict[str, Any]) -> float | None:
     return math.log(max(1.0 - total, 1e-12))
 
 
+def probability_of_truth(judgement: dict | None) -> float | None:
+    """The probability a stored judgement (webapp.judgements) gave to what really came next.
+
+    pairwise: `true_probability` (the left percent, or 1 - it when the original was on the right);
+    distribution: the points on every candidate whose first token is the true token, or on
+    "something else" when none is, divided by 100. None for a skip, and for a distribution at a
+    position without a true token (a stem)."""
+    if not judgement:
+        return None
+    if judgement.get("kind") == "pairwise":
+        return judgement.get("true_probability")
+    if judgement.get("kind") == "distribution":
+        bets, true_cell = judgement.get("bets") or [], judgement.get("true_cell")
+        if true_cell is None:
+            return None
+        if true_cell >= len(bets):
+            return judgement["else_points"] / TOTAL_POINTS
+        first = bets[true_cell]["first_token_id"]
+        return sum(b["points"] for b in bets if b["first_token_id"] == first) / TOTAL_POINTS
+    return None
+
+
 def stated_cells_view(judgement: dict[str, Any]) -> list[dict[str, Any]]:
     """The person's and the model's probability per cell for a reveal, candidates sharing a first
     token merged; the model's "something else" is exact only when every candidate's log-prob is

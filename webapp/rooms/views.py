@@ -28,6 +28,7 @@ from ..judgements import (
     TOTAL_POINTS,
     Pair,
     model_pair_probability,
+    probability_of_truth,
     stated_cells_view,
 )
 from ..lm import Tokenizer
@@ -161,7 +162,7 @@ def distribution_reveal(session: Session, room: Room, rnd: RoomRound, tokenizer:
     model_named = sum(r["model"] or 0.0 for r in rows)
     named_true = any(r["is_true"] for r in rows)
     target_prob = math.exp(facts.target_logprob) if facts.target_logprob is not None else None
-    class_true = [points.probability_of_truth(j) for j in stated]
+    class_true = [probability_of_truth(j) for j in stated]
     class_true = [p for p in class_true if p is not None]
     return {
         "cells": shown,
@@ -355,7 +356,7 @@ def guess_points(guess: Guess, prediction: Prediction) -> tuple[int, float | Non
     distribution answer, judgement_points and the (floored) ln of the probability it gave to what
     came next (None for a skip)."""
     if guess.mode in JUDGEMENT_MODES:
-        p = None if guess.skipped else points.probability_of_truth(guess.judgement)
+        p = None if guess.skipped else probability_of_truth(guess.judgement)
         return points.judgement_points(p), points.judgement_log_score(p)
     floor = prediction.top_k[-1][1]
     logprob = None if guess.skipped else guess.model_logprob
@@ -434,7 +435,7 @@ def judgement_summary(session: Session, room: Room, answers, secret: bytes) -> d
     rounds, class_p, model_p = [], [], []
     for rnd in _revealed_rounds(room):
         guesses = by_round.get(rnd.index, [])
-        said = [points.probability_of_truth(g.judgement) for g in guesses if not g.skipped]
+        said = [probability_of_truth(g.judgement) for g in guesses if not g.skipped]
         said = [p for p in said if p is not None]
         model = model_true_probability(session, room, rnd.item_id, secret)
         if room.answer_mode == "pairwise":
@@ -528,7 +529,7 @@ def _judgement_feedback(session: Session, room: Room, rnd: RoomRound, tokenizer:
 
     def view(guess: Guess | None) -> dict:
         j = guess.judgement if guess is not None else None
-        p = None if guess is None or guess.skipped else points.probability_of_truth(j)
+        p = None if guess is None or guess.skipped else probability_of_truth(j)
         out = {"kind": room.answer_mode, "your_true_probability": p,
                "your_log_score": points.judgement_log_score(p),
                "model_true_probability": model_true, "class_true_probability": class_true}
@@ -562,7 +563,7 @@ def feedback(session: Session, room: Room, tokenizer: Tokenizer, answers=None, *
     guess_of = {g.player_id: (g, p) for g, p in this_round}
     judged = None
     if room.answer_mode in JUDGEMENT_MODES:
-        said = [points.probability_of_truth(g.judgement) for g, _ in this_round if not g.skipped]
+        said = [probability_of_truth(g.judgement) for g, _ in this_round if not g.skipped]
         judged = _judgement_feedback(session, room, rnd, tokenizer, secret,
                                      _mean([p for p in said if p is not None]))
     top1 = next((e for e in prediction.top_k if e[0] == prediction.top1_id), None)
