@@ -546,33 +546,16 @@
     const known = (v) => v !== null && v !== undefined;
     const max = Math.max(0.05, ...rows.map((x) => Math.max(Number(x.class) || 0, known(x.model) ? Number(x.model) : 0)));
     for (const row of rows) {
-      const li = el('li', `cbar${row.is_true ? ' cbar--target' : ''}${row.keep ? ' cbar--keep' : ''}`);
-      if (row.text !== undefined) li.dataset.text = String(row.text ?? '');
-      const label = el('span', 'cbar__label');
-      label.appendChild(row.label);
-      if (row.is_true) {
-        const mark = el('span', 'cbar__true', '✓');
-        mark.title = 'what came next';
-        label.appendChild(mark);
-      }
-      li.appendChild(label);
-      const bars = el('span', 'cbar__bars');
       const share = Math.max(0, Math.min(1, Number(row.class) || 0));
-      const classLine = el('span', 'cbar__line cbar__line--class');
-      const cf = el('span', 'cbar__fill');
-      cf.style.width = barWidth(share / max);
-      classLine.append(cf, el('span', 'cbar__val', wholePct(share)));
-      classLine.setAttribute('aria-label', `class ${wholePct(share)}`);
-      const modelLine = el('span', 'cbar__line cbar__line--model');
       const isKnown = known(row.model);
       const p = isKnown ? Math.max(0, Math.min(1, Number(row.model))) : 0;
-      const mf = el('span', `cbar__fill${isKnown ? '' : ' cbar__fill--unknown'}`);
-      mf.style.width = barWidth(p / max);
-      modelLine.append(mf, el('span', `cbar__val${isKnown ? '' : ' cbar__val--unknown'}`, isKnown ? pct(p) : 'not known'));
-      modelLine.setAttribute('aria-label', `model ${isKnown ? pct(p) : 'not known'}`);
-      bars.append(classLine, modelLine);
-      li.appendChild(bars);
-      list.appendChild(li);
+      const modelText = isKnown ? pct(p) : 'not known';
+      list.appendChild(compareRow({
+        label: row.label, text: row.text, isTrue: row.is_true, trueTitle: 'what came next',
+        extraClass: row.keep ? ' cbar--keep' : '',
+        classWidth: share / max, classText: wholePct(share), classAria: `class ${wholePct(share)}`,
+        modelWidth: p / max, modelText, modelAria: `model ${modelText}`, unknown: !isKnown,
+      }));
     }
     const k = r && r.top_k ? ` ${r.top_k}` : '';
     els.compareNote.textContent = d.judged
@@ -590,39 +573,53 @@
     if (target && !shown.includes(target)) shown = shown.slice(0, MAX_CHART_ROWS - 1).concat([target]);
     const floor = r.min_top_k_prob;
     for (const row of shown) {
-      const li = el('li', `cbar${row.is_target ? ' cbar--target' : ''}`);
-      li.dataset.text = String(row.text ?? '');
-      const label = el('span', 'cbar__label');
-      label.appendChild(chip(row.text, 'chip--cbar'));
-      if (row.is_target) {
-        const mark = el('span', 'cbar__true', '✓');
-        mark.title = 'the true token';
-        label.appendChild(mark);
-      }
-      li.appendChild(label);
-      const bars = el('span', 'cbar__bars');
       const classShare = Math.max(0, Math.min(1, Number(row.class_share) || 0));
       const known = row.model_prob !== null && row.model_prob !== undefined;
       const modelProb = known ? Math.max(0, Math.min(1, Number(row.model_prob))) : 0;
-      const classLine = el('span', 'cbar__line cbar__line--class');
-      const cf = el('span', 'cbar__fill');
-      cf.style.width = barWidth(classShare);
       const countTxt = Number(row.class_count) ? ` (${row.class_count})` : '';
-      classLine.append(cf, el('span', 'cbar__val', `${wholePct(classShare)}${countTxt}`));
-      const modelLine = el('span', 'cbar__line cbar__line--model');
-      const mf = el('span', 'cbar__fill');
-      mf.style.width = barWidth(modelProb);
-      modelLine.append(mf, el('span', 'cbar__val', known ? pct(modelProb) : `<${pct(floor)}`));
-      classLine.setAttribute('aria-label', `class ${wholePct(classShare)}`);
-      modelLine.setAttribute('aria-label', `model ${known ? pct(modelProb) : `below ${pct(floor)}`}`);
-      bars.append(classLine, modelLine);
-      li.appendChild(bars);
-      list.appendChild(li);
+      list.appendChild(compareRow({
+        label: chip(row.text, 'chip--cbar'), text: row.text, isTrue: row.is_target,
+        trueTitle: 'the true token',
+        classWidth: classShare, classText: `${wholePct(classShare)}${countTxt}`,
+        classAria: `class ${wholePct(classShare)}`,
+        modelWidth: modelProb, modelText: known ? pct(modelProb) : `<${pct(floor)}`,
+        modelAria: `model ${known ? pct(modelProb) : `below ${pct(floor)}`}`,
+      }));
     }
     const k = r.top_k ? ` (“<” = outside its top ${r.top_k})` : '';
     els.compareNote.textContent = rows.length
       ? `Class = share of the answers · Model = probability from ${modelName}${k}`
       : 'Nobody answered this round.';
+  }
+
+  /** One row of a reveal chart: its label (with a ✓ when it is what came next), then the class's
+   * bar and the model's bar, each with its value; `unknown` greys the model's (not known). */
+  function compareRow({ label, text, isTrue, trueTitle, extraClass = '', classWidth, classText,
+    classAria, modelWidth, modelText, modelAria, unknown = false }) {
+    const li = el('li', `cbar${isTrue ? ' cbar--target' : ''}${extraClass}`);
+    if (text !== undefined) li.dataset.text = String(text ?? '');
+    const labelBox = el('span', 'cbar__label');
+    labelBox.appendChild(label);
+    if (isTrue) {
+      const mark = el('span', 'cbar__true', '✓');
+      mark.title = trueTitle;
+      labelBox.appendChild(mark);
+    }
+    li.appendChild(labelBox);
+    const bars = el('span', 'cbar__bars');
+    const classLine = el('span', 'cbar__line cbar__line--class');
+    const cf = el('span', 'cbar__fill');
+    cf.style.width = barWidth(classWidth);
+    classLine.append(cf, el('span', 'cbar__val', classText));
+    classLine.setAttribute('aria-label', classAria);
+    const modelLine = el('span', 'cbar__line cbar__line--model');
+    const mf = el('span', `cbar__fill${unknown ? ' cbar__fill--unknown' : ''}`);
+    mf.style.width = barWidth(modelWidth);
+    modelLine.append(mf, el('span', `cbar__val${unknown ? ' cbar__val--unknown' : ''}`, modelText));
+    modelLine.setAttribute('aria-label', modelAria);
+    bars.append(classLine, modelLine);
+    li.appendChild(bars);
+    return li;
   }
 
   /** A bar's length: its share of the line minus the room kept for the value after it. */
