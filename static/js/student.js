@@ -591,10 +591,7 @@
     const noAnswer = fb.answered === false;
     const skipped = !!fb.skipped || noAnswer;
     const correct = !!fb.correct && !skipped;
-    const card = els.feedback;
-    card.classList.remove('is-ok', 'is-bad', 'is-skip');
-    card.classList.add(correct ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
-    els.fbMark.textContent = correct ? '✓' : skipped ? '–' : '✗';
+    markFeedback(correct, skipped);
     els.fbTitle.textContent = correct ? 'Correct!' : noAnswer ? 'No answer' : skipped ? 'Skipped' : 'Not quite';
     els.fbRound.textContent = round.total ? `Round ${round.number} of ${round.total}` : '';
 
@@ -644,6 +641,13 @@
       : `${wholePct(share)} of the class found the true token.`;
   }
 
+  /** The feedback card's colour and mark: right, skipped (or no answer) or wrong. */
+  function markFeedback(right, skipped) {
+    els.feedback.classList.remove('is-ok', 'is-bad', 'is-skip');
+    els.feedback.classList.add(right ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
+    els.fbMark.textContent = right ? '✓' : skipped ? '–' : '✗';
+  }
+
   /** After a pairwise or distribution round: the chance I gave what came next beside the
    * model's (and the class's), my bets beside the model's mass on the same cells, my points. */
   function renderJudgedFeedback(fb, round) {
@@ -651,10 +655,7 @@
     const noAnswer = fb.answered === false;
     const skipped = !!fb.skipped || noAnswer;
     const hit = !!fb.correct && !skipped;
-    const card = els.feedback;
-    card.classList.remove('is-ok', 'is-bad', 'is-skip');
-    card.classList.add(hit ? 'is-ok' : skipped ? 'is-skip' : 'is-bad');
-    els.fbMark.textContent = hit ? '✓' : skipped ? '–' : '✗';
+    markFeedback(hit, skipped);
     const pairwise = fb.mode === 'pairwise';
     els.fbTitle.textContent = noAnswer ? 'No answer' : skipped ? 'Skipped'
       : pairwise ? (hit ? 'Right side!' : 'The other one') : (hit ? 'You named it!' : 'Not among your bets');
