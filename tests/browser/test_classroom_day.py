@@ -153,6 +153,29 @@ def test_a_server_only_this_computer_reaches_says_so_and_how_to_fix_it(people, l
     expect(rail.locator("code").first).to_have_text("make class")
 
 
+def test_a_computer_without_a_network_address_says_so_on_both_pages(people, scored_app, monkeypatch):
+    """`make class` (0.0.0.0) on a laptop that is on no network: no join URL phones could open,
+    so the set-up page and the projector say why and what to do (whatever this machine has)."""
+    monkeypatch.setattr(network, "machine_addresses", list)
+    scored_app.config["HOST"] = "0.0.0.0"
+    server = LiveServer(scored_app).start()
+    try:
+        host = people()
+        host.goto(server.url + "/rooms/new")
+        warning = host.locator("#join-warning")
+        expect(warning).to_be_visible()
+        expect(warning).to_contain_text("This computer has no network address, so phones cannot reach 127.0.0.1.")
+        expect(warning).to_contain_text("Connect it to the classroom's Wi-Fi or network, then reload this page.")
+        expect(warning.locator("code")).to_have_count(0)  # no command would help: no false fix
+        create_room(host, server.url)
+        expect(host.locator("#host")).to_have_attribute("data-join-reachable", "false")
+        rail = host.locator("#join-warning")
+        expect(rail).to_contain_text("Phones cannot join yet")
+        expect(rail).to_contain_text("This computer has no network address")
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------------- error pages
 
 
