@@ -235,3 +235,14 @@ def test_the_solo_game_sends_one_leading_space(people, server):
         page.keyboard.press("Enter")
     assert json.loads(sent.value.post_data or "{}")["text"] == " the"
     expect(page.locator("#reveal")).to_be_visible()
+
+    # The switch already on, a typed leading space is still one space (issue 11).
+    page.locator("#next-btn").click()
+    expect(page.locator("#guess-input")).to_be_focused()
+    _set_switch(page, True)
+    page.keyboard.type(" and")
+    _expect_split(page, " and")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/play/guesses")) as sent:
+        page.keyboard.press("Enter")
+    assert json.loads(sent.value.post_data or "{}")["text"] == " and"
+    expect(page.locator("#reveal")).to_be_visible()
