@@ -153,6 +153,33 @@ def test_an_upload_is_imported_then_scored_by_the_jobs_with_progress(scored_app,
     assert "0 passages added to corpus “uploaded”" in page and "2 already imported, skipped" in page
 
 
+@pytest.mark.parametrize("name, data, form", [
+    ("passages.csv", b'id,text\n1,"The river was wide, and slow."\n2,The baker opened his shop.\n',
+     {"text_field": "text"}),
+    ("passages.jsonl", b'{"text": "The river was wide and slow."}\n{"text": "The baker opened his shop."}\n',
+     {}),
+])
+def test_csv_and_jsonl_uploads_are_imported_and_queued(scored_app, researcher, name, data, form):
+    """Every format the page offers (.txt is above): two passages added, queued for scoring."""
+    reply = _upload(researcher, name, data, corpus="tabular", **form)
+    assert reply.status_code == 302, reply.get_data(as_text=True)[-2000:]
+    page = researcher.get(reply.headers["Location"]).get_data(as_text=True)
+    assert "2 passages added to the new corpus \u201ctabular\u201d" in page, page[-3000:]
+    texts = set()
+    with scored_app.app_context():
+        session = db.new_session()
+        try:
+            corpus = session.scalar(select(Corpus).where(Corpus.name == "tabular"))
+            texts = {d.text for d in session.scalars(select(Document).where(Document.corpus_id == corpus.id))}
+        finally:
+            session.close()
+    assert {t.strip() for t in texts} == {
+        "The river was wide, and slow." if name.endswith(".csv") else "The river was wide and slow.",
+        "The baker opened his shop."}
+    progress = researcher.get(f"/api/research/corpora/progress?corpus={corpus.id}").get_json()
+    assert progress["state"] == "queued" and progress["documents"] == 2
+
+
 def test_progress_of_an_unknown_or_hidden_corpus_is_404(researcher):
     assert researcher.get("/api/research/corpora/progress?corpus=999").status_code == 404
     assert researcher.get("/api/research/corpora/progress?corpus=x").status_code == 404
