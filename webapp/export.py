@@ -602,7 +602,10 @@ def _chunks_of(rows: Iterable, size: int) -> Iterator[list]:
 
 def _model_table_select(name: str, filters: ExportFilters):
     """answer_models or item_models: the rows of the exported answers and their items, every
-    model that has them, in (id, model) order."""
+    model that has them, in (id, model) order.
+
+    Why EXISTS and not IN (exported ids): the cost follows the score rows, so an export whose
+    answers have no per-model scores (most) does not materialise a million answer ids twice."""
     exported = _guess_query(filters).order_by(None)
     if name == "answer_models":
         s = AnswerModelScore
@@ -612,7 +615,7 @@ def _model_table_select(name: str, filters: ExportFilters):
             "first_token_logprob": s.first_token_logprob, "first_token_rank": s.first_token_rank,
             "same_tokenizer": s.same_tokenizer,
         }
-        where = s.guess_id.in_(exported.with_only_columns(Guess.id))
+        where = exported.with_only_columns(Guess.id).where(Guess.id == s.guess_id).exists()
     else:
         s = ItemModelScore
         columns = {
@@ -626,7 +629,7 @@ def _model_table_select(name: str, filters: ExportFilters):
             "logz": case((s.same_tokenizer, func.nullif(cast(Prediction.logz, Text), "null")),
                          else_=null()),
         }
-        where = s.item_id.in_(exported.with_only_columns(Guess.item_id).distinct())
+        where = exported.with_only_columns(Guess.id).where(Guess.item_id == s.item_id).exists()
         return (select(*[columns[n].label(n) for n in MODEL_TABLES[name].column_names])
                 .select_from(s)
                 .outerjoin(Prediction, (Prediction.item_id == s.item_id)
