@@ -116,7 +116,12 @@ def test_a_researcher_launches_a_prolific_study_from_the_dashboard_alone(people,
     expect(pilot_table.locator('[data-k="pilot.started"]')).to_have_text("1")
     expect(page.locator(".tile__value[data-k='participants.pilot']")).to_have_text("1")
 
-    # ---- model numbers: word answers wait for the background job, and the page says so
+    # ---- model numbers: word answers wait for the background job, and the pages say so
+    study_page = page.url
+    page.goto(base + "/research/")
+    expect(page.locator(".numbers-note")).to_have_text("Answers awaiting the model's exact numbers: 4.")
+    expect(page.get_by_text("Pilot: 1 started, 1 finished")).to_be_visible()
+    page.goto(study_page)
     numbers = page.locator("#model-numbers")
     expect(numbers).to_be_visible()
     expect(numbers).to_contain_text("Answers awaiting the model's exact numbers: 4")
