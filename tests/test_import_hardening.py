@@ -183,3 +183,14 @@ def test_responses_response_longer_than_csv_limit_is_refused(app, runner, tmp_pa
     path = write(tmp_path, "x.csv", responses_csv("The sky is," + "b" * (CSV_LIMIT + 1) + ",blue"))
     refused(app, runner, ["import-responses", path, "--no-score"],
             "line 3: response is longer than 400 characters")
+
+
+def test_responses_file_over_the_size_limit_names_the_setting_and_the_way_out(app, runner, tmp_path):
+    """A data set larger than one import reads is refused before a row is stored, with the
+    setting that caps it and the remedy (parts imported with the same --name)."""
+    app.config["MAX_IMPORT_BYTES"] = 60
+    path = write(tmp_path, "x.csv", responses_csv("The sky is,blue,blue"))
+    assert path.stat().st_size > 60
+    refused(app, runner, ["import-responses", path, "--no-score"],
+            "x.csv: larger than 60 bytes (HUMANLM_MAX_IMPORT_BYTES)",
+            "nothing imported", "import them one by one with the same --name")

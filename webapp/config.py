@@ -106,7 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MAX_IMPORT_BYTES", "HUMANLM_MAX_IMPORT_BYTES", 20_000_000, int,
-        "Largest file `humanlm corpus import` accepts.",
+        "Largest file `humanlm corpus import`, `humanlm import-responses` and a dashboard upload "
+        "accept (each reads its file whole); a larger data set is imported in parts.",
     ),
     Setting(
         "MAX_GUESS_CHARS", "HUMANLM_MAX_GUESS_CHARS", 200, int,

@@ -105,7 +105,10 @@ def read_rows(path: Path, max_bytes: int) -> list[ResponseRow]:
     if not path.is_file():
         raise ResponsesImportError(f"{path}: no such file")
     if path.stat().st_size > max_bytes:
-        raise ResponsesImportError(f"{path}: larger than {max_bytes} bytes")
+        raise ResponsesImportError(
+            f"{path}: larger than {max_bytes:,} bytes (HUMANLM_MAX_IMPORT_BYTES), the most one "
+            f"import reads; nothing imported; {_SPLIT}"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
