@@ -22,9 +22,13 @@ reference's. `--rounds R` alternates the two steps R times and reports the media
 stems of the same shape with 100 responses each and no target column (issue 15). Each stem is
 an item after its last token; the import stores its prediction (the distribution after the
 stem) and every answer's word log-prob; the reference is the same raw prefix reuse over the
-responses' words (a stem has no target word to add).
+responses' words (a stem has no target word to add). A set over one import's limits (200,000
+rows, HUMANLM_MAX_IMPORT_BYTES) is imported as several files with the same --name, whole
+contexts per file, as a researcher splits it (the 3,000-stem default: 300,000 rows, 33 MB, two
+files); their times add up. `--part-rows N` makes smaller files.
 
     .venv/bin/python benchmarks/import_throughput.py [--contexts N | --stems [N]] [--rounds R] [--seed S]
+        [--part-rows N]
 """
 
 from __future__ import annotations
@@ -90,6 +94,43 @@ def write_cloze_set(path: Path, n_contexts: int, seed: int, stems: bool = False)
                              else [context, word, target, f"p{person}"])
             pairs += len(distinct)  # the target is one of the responses
     return pairs
+
+
+def split_for_import(path: Path, folder: Path, max_rows: int, max_bytes: int) -> list[Path]:
+    """The set as files one `import-responses` reads (at most max_rows rows and max_bytes
+    bytes each, whole contexts only), as a researcher splits a large data set; [path] when it
+    fits. Rows of one context are contiguous in the synthetic set."""
+    if path.stat().st_size <= max_bytes:
+        with path.open(encoding="utf-8") as fh:
+            if sum(1 for _ in fh) - 1 <= max_rows:
+                return [path]
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    groups: list[list[list[str]]] = []
+    for row in body:
+        if not groups or groups[-1][0][0] != row[0]:
+            groups.append([])
+        groups[-1].append(row)
+    parts: list[list[list[str]]] = [[]]
+    size = rows_in = 0
+    for group in groups:
+        group_size = sum(len(",".join(r)) + 8 for r in group)  # generous: quotes and CRLF
+        if parts[-1] and (rows_in + len(group) > max_rows or size + group_size > max_bytes * 0.95):
+            parts.append([])
+            size = rows_in = 0
+        parts[-1].extend(group)
+        size += group_size
+        rows_in += len(group)
+    paths = []
+    for i, part in enumerate(parts):
+        out = folder / f"{path.stem}.part{i + 1}.csv"
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(part)
+        paths.append(out)
+    return paths
 
 
 def read_cloze_set(path: Path) -> dict[str, dict]:
@@ -220,6 +261,8 @@ def main() -> None:
                              "(default N: 3000)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of each step")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--part-rows", type=int, default=None,
+                        help="rows per imported file at most (default: the most one import reads)")
     parser.add_argument("--reference", nargs=2, metavar=("CSV", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference:
@@ -237,6 +280,15 @@ def main() -> None:
         print(f"{n} {'stems (no target)' if stems else 'contexts'}, {n * per} responses, "
               f"{pairs} distinct (context, word) pairs, {data.stat().st_size / 1e6:.1f} MB of CSV; "
               f"{os.cpu_count()} cores")
+        from webapp.config import SETTINGS
+        from webapp.responses import MAX_ROWS
+
+        max_bytes = int(os.environ.get("HUMANLM_MAX_IMPORT_BYTES")
+                        or next(st.default for st in SETTINGS if st.key == "MAX_IMPORT_BYTES"))
+        parts = split_for_import(data, tmp, min(args.part_rows or MAX_ROWS, MAX_ROWS), max_bytes)
+        if len(parts) > 1:
+            print(f"over one import's limits ({MAX_ROWS:,} rows, {max_bytes:,} bytes): imported as "
+                  f"{len(parts)} files one after another with the same --name, as a researcher would")
         ratios = []
         for round_no in range(args.rounds):
             ref_out = tmp / f"reference{round_no}.json"
@@ -246,7 +298,12 @@ def main() -> None:
             db_path = tmp / f"import{round_no}.db"
             env = humanlm_env(db_path)
             run_step([humanlm, "db", "upgrade"], env)
-            imp_s, imp_rss, output, imp_cpu = run_step([humanlm, "import-responses", str(data)], env)
+            imp_s = imp_rss = imp_cpu = 0.0
+            output = ""
+            for part in parts:  # the parts' wall and CPU times add up; the peak is the largest
+                s_, rss_, out_, cpu_ = run_step(
+                    [humanlm, "import-responses", str(part), "--name", data.stem], env)
+                imp_s, imp_cpu, imp_rss, output = imp_s + s_, imp_cpu + cpu_, max(imp_rss, rss_), output + out_
             ref_rate, imp_rate = pairs / ref_s, pairs / imp_s
             ratios.append(imp_rate / ref_rate)
             print(f"round {round_no + 1}:")
