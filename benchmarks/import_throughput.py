@@ -285,10 +285,12 @@ def main() -> None:
 
         max_bytes = int(os.environ.get("HUMANLM_MAX_IMPORT_BYTES")
                         or next(st.default for st in SETTINGS if st.key == "MAX_IMPORT_BYTES"))
-        parts = split_for_import(data, tmp, min(args.part_rows or MAX_ROWS, MAX_ROWS), max_bytes)
+        part_rows = min(args.part_rows or MAX_ROWS, MAX_ROWS)
+        parts = split_for_import(data, tmp, part_rows, max_bytes)
         if len(parts) > 1:
-            print(f"over one import's limits ({MAX_ROWS:,} rows, {max_bytes:,} bytes): imported as "
-                  f"{len(parts)} files one after another with the same --name, as a researcher would")
+            print(f"imported as {len(parts)} files of at most {part_rows:,} rows and {max_bytes:,} "
+                  f"bytes (one import reads at most {MAX_ROWS:,} rows), one after another with the "
+                  f"same --name, as a researcher would split it")
         ratios = []
         for round_no in range(args.rounds):
             ref_out = tmp / f"reference{round_no}.json"
