@@ -9,9 +9,11 @@ the real app on a copy of the scored test database (the real model's predictions
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -370,6 +372,27 @@ LAYOUT_PROBLEMS = """([keys, readable, minPx]) => {
   }
   return problems;
 }"""
+SHOTS = os.environ.get("HUMANLM_SCREENSHOTS")  # a folder: the browser tests also take docs' screenshots
+# No animation still running (a blinking caret runs for ever and does not count).
+SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'running'
+    && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot for docs/screenshots when HUMANLM_SCREENSHOTS names a folder."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.wait_for_function(SETTLED)
+        page.screenshot(path=str(Path(SHOTS) / name))
+
+
+def layout_problems_at(host: Page, size: tuple[int, int], keys: dict[str, str],
+                       readable: list[str] | None = None, min_px: float = 0) -> list[str]:
+    """Resize to a projector's size, let the page settle, and list what LAYOUT_PROBLEMS finds."""
+    host.set_viewport_size({"width": size[0], "height": size[1]})
+    host.wait_for_timeout(300)  # the page fits the screen again after a resize
+    host.wait_for_function(SETTLED)
+    return host.evaluate(LAYOUT_PROBLEMS, [keys, readable or [], min_px])
 
 
 def test_the_reveal_fits_the_projectors_classes_have(people, live_server):
@@ -398,11 +421,8 @@ def test_the_reveal_fits_the_projectors_classes_have(people, live_server):
     expect(host.locator("#leaderboard-body tr")).to_have_count(5)
 
     for width, height in PROJECTORS:
-        host.set_viewport_size({"width": width, "height": height})
-        host.wait_for_timeout(300)  # the page fits the reveal again after a resize
-        host.wait_for_function("() => !document.getAnimations().some((a) => a.playState === 'running')")
         min_px = 28 if (width, height) == (1920, 1080) else 0
-        problems = host.evaluate(LAYOUT_PROBLEMS, [KEY_ELEMENTS, READ_FROM_THE_BACK, min_px])
+        problems = layout_problems_at(host, (width, height), KEY_ELEMENTS, READ_FROM_THE_BACK, min_px)
         assert problems == [], f"{width}x{height}: {problems}"
         # The true token's row and at least three rows of the chart are always shown.
         expect(host.locator("#compare .cbar--target")).to_have_count(1)

@@ -11,15 +11,13 @@ drawn per position). With HUMANLM_SCREENSHOTS=<dir>, the host at 1280x720 and a 
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 from test_accessibility import AXE, Auditor
-from test_classroom_day import LAYOUT_PROBLEMS, join
+from test_classroom_day import SHOTS, join, layout_problems_at, shot
 from test_classroom_day import create_room as create_room_on_page
 from test_rooms_pages import guesses_of
 
@@ -30,10 +28,6 @@ from webapp.rooms import commands, points
 
 SECRET = b"test"  # the test apps' SECRET_KEY (tests/conftest.py)
 PROJECTORS = [(1024, 768), (1280, 720), (1920, 1080)]
-SHOTS = os.environ.get("HUMANLM_SCREENSHOTS")
-# No bar still growing (a blinking caret runs for ever and does not count).
-SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'running'
-    && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
 
 
 
@@ -44,13 +38,6 @@ def audit():
     if not AXE.is_file():
         pytest.fail(f"{AXE} is missing: run `make assets` (npm ci in static/) first")
     return Auditor(AXE.read_text(encoding="utf-8"))
-
-
-def shot(page: Page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.wait_for_function(SETTLED)
-        page.screenshot(path=str(Path(SHOTS) / name))
 
 
 def create_room(host: Page, server, mode: str) -> str:
@@ -78,10 +65,7 @@ def open_round(code: str):
 def fits(host: Page, keys: dict[str, str], name: str) -> None:
     """At each projector size nothing scrolls or is cut off of what the class reads."""
     for width, height in PROJECTORS:
-        host.set_viewport_size({"width": width, "height": height})
-        host.wait_for_timeout(300)
-        host.wait_for_function(SETTLED)
-        problems = host.evaluate(LAYOUT_PROBLEMS, [keys, [], 0])
+        problems = layout_problems_at(host, (width, height), keys)
         assert problems == [], f"{width}x{height}: {problems}"
         shot(host, f"{name}-{width}x{height}.png")
     host.set_viewport_size({"width": 1280, "height": 720})

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Request, Response, expect
 from support import add_scored_corpus
-from test_classroom_day import LAYOUT_PROBLEMS
+from test_classroom_day import LAYOUT_PROBLEMS, PROJECTORS, SHOTS, layout_problems_at, shot
 
 from webapp.corpus import RawDocument
 from webapp.extensions import db
 from webapp.models import LanguageModel
 
-SHOTS = os.environ.get("HUMANLM_SCREENSHOTS")
-PROJECTORS = [(1024, 768), (1280, 720), (1366, 768), (1920, 1080)]
 REFERENCE = "cl100k_base (GPT-4's tokenizer)"
 SERVER_MODEL = "Llama 3.1 8B"  # an openai: model without a tiktoken encoding: left out
 # Words that Gemma's and GPT-4's tokenizers cut differently (digits, ü, "'s", "sourdough" ...),
@@ -37,8 +34,6 @@ ODD_WORDS = RawDocument(title="Croissants", register="story", text=(
     "The hippopotamus yawned; Grandma's sourdough smelled extraordinary. In 2024, the Zürich café "
     "served 1,234 croissants with homemade strawberry-rhubarb jam."
 ))
-SETTLED = """() => !document.getAnimations().some((a) => a.playState === 'running'
-    && a.effect && a.effect.getComputedTiming().iterations !== Infinity)"""
 
 
 
@@ -60,13 +55,6 @@ def server_model(live_server):
 def odd_words(scored_app, gemma, tokenizer) -> str:
     """Corpus "cuts": ODD_WORDS imported and scored by the real model; returns its name."""
     return add_scored_corpus(scored_app, gemma, tokenizer, "cuts", [ODD_WORDS], min_prefix_tokens=6)
-
-
-def shot(page: Page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.wait_for_function(SETTLED)
-        page.screenshot(path=str(Path(SHOTS) / name))
 
 
 def _is_cuts(r: Request | Response) -> bool:
@@ -357,11 +345,8 @@ def test_the_host_presses_t_at_a_reveal_and_the_class_sees_the_cuts(people, live
             "join code": "#join-code"}
     readable = ["#cuts-panel .cut__tok", "#cuts-panel .cut__name", "#cuts-panel .cut__count", "#cuts-title"]
     for width, height in PROJECTORS:
-        host.set_viewport_size({"width": width, "height": height})
-        host.wait_for_timeout(300)
-        host.wait_for_function(SETTLED)
         min_px = 28 if (width, height) == (1920, 1080) else 0
-        problems = host.evaluate(LAYOUT_PROBLEMS, [keys, readable, min_px])
+        problems = layout_problems_at(host, (width, height), keys, readable, min_px)
         assert problems == [], f"{width}x{height}: {problems}"
         expect(panel).to_be_visible()  # a resize keeps the panel on
         if os.environ.get("HUMANLM_SCREENSHOTS_ALL"):
@@ -376,10 +361,7 @@ def test_the_host_presses_t_at_a_reveal_and_the_class_sees_the_cuts(people, live
         {target: r.text.slice(-1)})""", reply)
     expect(panel.locator(".cut")).to_have_count(6)
     for width, height in PROJECTORS:
-        host.set_viewport_size({"width": width, "height": height})
-        host.wait_for_timeout(300)
-        host.wait_for_function(SETTLED)
-        problems = host.evaluate(LAYOUT_PROBLEMS, [keys, [], 0])
+        problems = layout_problems_at(host, (width, height), keys)
         assert problems == [], f"six tokenizers, {width}x{height}: {problems}"
     host.set_viewport_size({"width": 1280, "height": 720})
     host.wait_for_timeout(300)
