@@ -117,7 +117,7 @@
 
       const head = el('p', 'cut__head');
       head.append(el('span', 'cut__name', name));
-      if (i === 0) head.append(el('span', 'cut__tag', 'this game'));
+      if (i === 0) head.append(el('span', 'badge cut__tag', 'this game'));
       head.append(el('span', 'cut__count', plural(n, 'token', 'tokens')));
 
       const chips = el('ol', 'cut__tokens');
