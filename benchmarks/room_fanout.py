@@ -80,7 +80,7 @@ def start_server(database_url: str, queue: str | None, log: Path) -> tuple[subpr
     if queue:
         env["SOCKETIO_MESSAGE_QUEUE"] = queue
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 (the server process writes to it)
     )
     url = f"http://127.0.0.1:{port}"

@@ -32,7 +32,7 @@ class Server:
         self.log = log
         with log.open("a") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
+                [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 

@@ -46,7 +46,7 @@ class ServerProcess:
         }
         self.log = open(tmp / f"server-{name}.log", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
+            [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
 

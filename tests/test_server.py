@@ -1,16 +1,27 @@
-"""`humanlm serve` runs a production server (gunicorn, gthread) that serves pages, long-polling
-and WebSocket Socket.IO, without the development server's warning or a version banner."""
+"""`humanlm serve` runs a production server (gunicorn, one gevent worker by default, gthread on
+request) that serves pages, long-polling and WebSocket Socket.IO, without the development
+server's warning or a version banner; under gevent, llama.cpp's forward passes leave the other
+connections running."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 
+import psutil
+import pytest
 from support import MODEL_SPEC
+
+from webapp.launch import serves_green
+
+LAUNCH = "from webapp.launch import main; main()"
 
 
 def _free_port() -> int:
@@ -19,30 +30,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_runs_gunicorn_with_websockets(scored_template, tmp_path):
-    import shutil
+def _env(db_file, port: int, **extra: str) -> dict:
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{db_file}", "HUMANLM_PORT": str(port),
+            "HUMANLM_SECRET_KEY": "serve-test", "HUMANLM_MODEL": MODEL_SPEC, **extra}
 
-    import socketio
 
+@contextmanager
+def served(scored_template, tmp_path, **extra: str):
+    """A real `humanlm serve` on a copy of the scored database: yields (url, process, log)."""
     db_file = tmp_path / "serve.db"
     shutil.copy(scored_template, db_file)
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_file}", "HUMANLM_PORT": str(port),
-           "HUMANLM_SECRET_KEY": "serve-test", "HUMANLM_MODEL": MODEL_SPEC}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve"],
+                                env=_env(db_file, port, **extra), stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    children: list[psutil.Process] = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        for _ in range(150):
             try:
-                page = urllib.request.urlopen(url + "/", timeout=2)
+                urllib.request.urlopen(url + "/", timeout=2)
                 break
             except OSError:
                 time.sleep(0.2)
         else:
             raise AssertionError(log.read_text())
+        children = psutil.Process(proc.pid).children(recursive=True)
+        yield url, proc, log
+    finally:
+        proc.kill()  # even kill -9 of the server takes its job process down with it
+        proc.wait(timeout=30)
+        for child in children:  # the gunicorn worker notices its master is gone within a second
+            if child.is_running():
+                child.kill()
+
+
+def _web_worker(proc: subprocess.Popen) -> psutil.Process:
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [c for c in children if "worker" not in c.cmdline()]
+    assert len(workers) == 1, [c.cmdline() for c in children]
+    return workers[0]
+
+
+@pytest.mark.parametrize("worker", ["gevent", "gthread"])
+def test_serve_runs_gunicorn_with_websockets(scored_template, tmp_path, worker):
+    import socketio
+
+    with served(scored_template, tmp_path, HUMANLM_SERVER_WORKER=worker) as (url, proc, log):
+        page = urllib.request.urlopen(url + "/", timeout=5)
         assert page.status == 200
         assert page.headers.get("Server", "") in ("", "gunicorn"), page.headers.get("Server")
         for transports in (["websocket"], ["polling"]):
@@ -52,20 +88,124 @@ def test_serve_runs_gunicorn_with_websockets(scored_template, tmp_path):
             assert ack["ok"] is False and "there is no room" in ack["error"]
             assert client.transport() == transports[0]
             client.disconnect()
+        # 20 phones hold 20 WebSockets: OS threads under gthread (each holds a few), greenlets
+        # of one thread (plus gevent's small pool) under gevent.
+        phones = [socketio.Client(reconnection=False) for _ in range(20)]
+        for phone in phones:
+            phone.connect(url, transports=["websocket"], wait_timeout=10)
+        threads = _web_worker(proc).num_threads()
+        for phone in phones:
+            phone.disconnect()
+        if worker == "gevent":
+            assert threads < 10, threads
+        else:
+            assert threads >= 20, threads
         # The background jobs run in a process of their own, never in the web worker.
-        import psutil
-
         children = psutil.Process(proc.pid).children(recursive=True)
         job_processes = [c for c in children if "worker" in c.cmdline()]
         assert len(job_processes) == 1, [c.cmdline() for c in children]
-    finally:
-        proc.kill()  # even kill -9 of the server takes its job process down with it
-        proc.wait(timeout=30)
     psutil.wait_procs(job_processes, timeout=20)
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in job_processes)
-    for child in children:  # the gunicorn worker notices its master is gone within a second
-        if child.is_running():
-            child.kill()
     output = log.read_text()
     assert "development server" not in output.lower(), output
     assert "Traceback" not in output, output
+    assert "MonkeyPatchWarning" not in output, output  # patched before anything imported ssl
+
+
+def test_gevent_server_scores_a_teachers_prompts(scored_template, tmp_path):
+    """Prompt rooms are scored by llama.cpp inside the web worker: under gevent on a native
+    thread (webapp/green.py). The room becomes ready with the model's numbers."""
+    with served(scored_template, tmp_path) as (url, _proc, log):
+        body = json.dumps({"source": "prompts", "prompts": "The capital of France is | Paris"}).encode()
+        req = urllib.request.Request(f"{url}/api/rooms", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            room = json.loads(res.read())
+        assert room["status"] == "preparing"
+        for _ in range(300):
+            with urllib.request.urlopen(f"{url}/api/rooms/{room['code']}", timeout=5) as res:
+                status = json.loads(res.read())["status"]
+            if status != "preparing":
+                break
+            time.sleep(0.1)
+        assert status == "ready", log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_serve_refuses_an_unknown_worker_class(scored_template, tmp_path):
+    db_file = tmp_path / "serve.db"
+    shutil.copy(scored_template, db_file)
+    done = subprocess.run([sys.executable, "-c", LAUNCH, "serve"], check=False, capture_output=True,
+                          text=True, env=_env(db_file, _free_port(), HUMANLM_SERVER_WORKER="tornado"), timeout=60)
+    assert done.returncode == 1
+    assert "HUMANLM_SERVER_WORKER must be one of gevent, gthread (got 'tornado')" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_gevent_serve_needs_the_launcher_that_patches_first(scored_template, tmp_path):
+    """Started through webapp.cli (nothing patched), the gevent server would block on every
+    lock made before patching: it refuses with the fix instead."""
+    db_file = tmp_path / "serve.db"
+    shutil.copy(scored_template, db_file)
+    done = subprocess.run([sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
+                          check=False, capture_output=True, text=True, env=_env(db_file, _free_port()),
+                          timeout=60)
+    assert done.returncode == 1
+    assert "started by the `humanlm` command" in done.stderr
+    assert "HUMANLM_SERVER_WORKER=gthread" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "green"),
+    [
+        (["serve"], {}, True),
+        (["--verbose", "serve", "--host", "0.0.0.0"], {}, True),
+        (["--env-file", "serve", "worker"], {}, False),  # a group option's value is not the command
+        (["serve"], {"HUMANLM_SERVER_WORKER": "gthread"}, False),
+        (["serve", "--debug"], {}, False),  # the development server runs threads, unpatched
+        (["serve", "--help"], {}, False),
+        (["worker"], {}, False),  # the job process runs llama.cpp: never patched
+        (["setup"], {}, False),
+        ([], {}, False),
+    ],
+)
+def test_only_the_gevent_server_is_patched(argv, environ, green):
+    assert serves_green(argv, environ) is green
+
+
+NATIVE_THREAD_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import threading, gevent
+from webapp.green import NativeThreadModel, patched
+from webapp.lm import load_model
+
+assert patched()
+model = NativeThreadModel(load_model({spec!r}, max_tokens=128))
+ids = model.tokenize("The quick brown fox jumps over the lazy dog. " * 12)[:120]
+ticks = 0
+def tick():
+    global ticks
+    while True:
+        gevent.sleep(0.001)
+        ticks += 1
+ticker = gevent.spawn(tick)
+gevent.sleep(0.01)
+before = ticks
+scores = model.score(ids, 8)
+during = ticks - before
+ticker.kill()
+print(len(scores.top_ids), during)
+"""
+
+
+def test_native_thread_model_leaves_the_other_greenlets_running():
+    """A forward pass through NativeThreadModel in a patched process: the result is the model's,
+    and a greenlet ticking every millisecond kept ticking while it ran (run on the hub's own
+    thread, the pass would have frozen it: 0 ticks)."""
+    done = subprocess.run([sys.executable, "-c", NATIVE_THREAD_SCRIPT.format(spec=MODEL_SPEC)],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows, ticks = map(int, done.stdout.split()[-2:])
+    assert rows == 120
+    assert ticks > 0

@@ -126,9 +126,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Port `humanlm serve` listens on.",
     ),
     Setting(
+        "SERVER_WORKER", "HUMANLM_SERVER_WORKER", "gevent", str,
+        "gunicorn worker class of `humanlm serve`: `gevent` (one process, a greenlet per "
+        "connection; a class's burst of answers costs half the CPU of threads) or `gthread` "
+        "(OS threads, no monkey patching).",
+    ),
+    Setting(
         "SERVER_THREADS", "HUMANLM_SERVER_THREADS", 400, int,
-        "Threads of `humanlm serve` (gunicorn gthread): each open phone or projector connection "
-        "holds one, so this bounds the class size one server process takes.",
+        "Connections one `humanlm serve` process holds at once (gevent: worker_connections; "
+        "gthread: threads): each open phone or projector holds one, so this bounds the class "
+        "size one server process takes.",
     ),
     Setting(
         "SOCKETIO_MESSAGE_QUEUE", "SOCKETIO_MESSAGE_QUEUE", None, str,

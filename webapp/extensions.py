@@ -78,7 +78,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 db = Database()
-socketio = SocketIO()
+# Threading mode always: under `humanlm serve`'s gevent worker the patched threads are greenlets
+# (webapp/launch.py); auto-detection would pick gevent's mode in unpatched processes too.
+socketio = SocketIO(async_mode="threading")
 # Rate limits are declared on the routes that need them (no default limit on every request).
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 

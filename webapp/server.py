@@ -1,15 +1,25 @@
-"""The production server `humanlm serve` runs: gunicorn with one `gthread` worker process.
+"""The production server `humanlm serve` runs: gunicorn with one worker process, gevent by default.
 
 Why this shape: Flask-SocketIO keeps its connections in the memory of one process, so one
 gunicorn worker serves everything (more processes need a message queue and sticky sessions; see
 README "Many workers"). Flask-SocketIO runs in its threading mode and WebSockets go through
-simple-websocket, which gunicorn's gthread worker supports; no monkey patching (eventlet,
-gevent) touches the database drivers or llama.cpp. Each open WebSocket holds one thread, so the
-thread count bounds the number of phones one process serves (HUMANLM_SERVER_THREADS).
+simple-websocket in both worker classes:
+
+- `gevent` (default): `humanlm serve` patches the standard library before anything is imported
+  (webapp/launch.py), so each connection's threads are greenlets. A class answering at once
+  costs about half the CPU of OS threads (benchmarks/room_fanout.py), which is what keeps the
+  host's count quick on two cores. psycopg 3 and redis-py cooperate with the patched sockets;
+  llama.cpp's forward passes in this process (room prompts) run in gevent's pool of native
+  threads (webapp/rooms/prompts.py), so they do not stop the other connections.
+- `gthread`: OS threads and no monkey patching, should an extension not cooperate with gevent.
+
+Each open connection holds one greenlet or thread, so HUMANLM_SERVER_THREADS bounds the number
+of phones one process serves.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -24,13 +34,14 @@ from .extensions import db
 class GunicornServer(BaseApplication):
     """gunicorn configured from humanlm's settings, serving an already created app."""
 
-    def __init__(self, app: Flask, host: str, port: int, threads: int) -> None:
+    def __init__(self, app: Flask, host: str, port: int, connections: int, worker: str) -> None:
         self.app = app
         self.options: dict[str, Any] = {
             "bind": f"{host}:{port}",
             "workers": 1,
-            "worker_class": "gthread",
-            "threads": threads,
+            "worker_class": worker,
+            "threads": connections,  # gthread
+            "worker_connections": connections,  # gevent
             # Long-polling requests last up to 25 s; the worker's heartbeat is separate.
             "timeout": 60,
             "graceful_timeout": 5,
@@ -59,13 +70,26 @@ def _fresh_connections_after_fork(_server, worker) -> None:
     the first answer of a class's burst would otherwise pay for it (about 0.5 s of imports)."""
     db.dispose()
     from .jobs import jobs_for
+    from .lm import load_tokenizer
     from .rooms import recovery
 
-    recovery.ensure(worker.app.app)
+    app = worker.app.app
+    # The tokenizer every answer is matched with (0.5 s to open, 0.07 s for its table of
+    # control tokens): opened now, or the first answer of a class waits for it, and under
+    # gevent everyone else with it.
     try:
-        jobs_for(worker.app.app)
+        load_tokenizer(app.config["MODEL"]).is_control(0)
+    except Exception:  # a model that cannot open is reported where it is used
+        app.logger.warning("the tokenizer could not be opened yet", exc_info=True)
+    recovery.ensure(app)
+    try:
+        jobs_for(app)
     except Exception:  # a queue that is down loses nothing: answers ask again later
-        worker.app.app.logger.warning("the job queue could not be opened yet", exc_info=True)
+        app.logger.warning("the job queue could not be opened yet", exc_info=True)
+    # Everything loaded so far (modules, the app, the tokenizer) lives as long as the process:
+    # leave it out of the collector's full passes, each of which would otherwise scan it all
+    # and pause the first rounds of a class for about 0.1 s.
+    gc.freeze()
 
 
 def _start_job_process(server) -> None:
@@ -125,9 +149,9 @@ def classroom_line(app: Flask, host: str, port: int) -> str:
             "is on the classroom's Wi-Fi or network")
 
 
-def serve(app: Flask, host: str, port: int, threads: int) -> None:
+def serve(app: Flask, host: str, port: int, connections: int, worker: str) -> None:
     # The room pages read the address the server really listens on (--host or HUMANLM_HOST) to
     # tell whether phones can reach it (webapp/rooms/network.py).
     app.config["HOST"] = host
     print(classroom_line(app, host, port), flush=True)
-    GunicornServer(app, host, port, threads).run()
+    GunicornServer(app, host, port, connections, worker).run()

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..corpus import HiddenItemError, get_or_create_corpus, hidden_item, normalize_text
+from ..green import NativeThreadModel, in_native_thread, patched
 from ..lm import LanguageModelBackend, Tokenizer, load_model
 from ..models import Document, Item, ScoredDocument
 from ..predictions import get_or_create_model_row, score_document
@@ -111,11 +112,16 @@ _models: dict[tuple[str, int], LanguageModelBackend] = {}
 
 
 def prompt_model(spec: str, n_threads: int) -> LanguageModelBackend:
-    """The scoring model for prompts, opened once per process with a small context (~0.4 GB)."""
+    """The scoring model for prompts, opened once per process with a small context (~0.4 GB).
+    In the gevent server it loads and runs its forward passes on a native thread (green.py),
+    so a room's scoring never holds up the other rooms' answers."""
     with _model_lock:
         key = (spec, n_threads)
         if key not in _models:
-            _models[key] = load_model(spec, max_tokens=MAX_PROMPT_TOKENS, n_threads=n_threads)
+            model = in_native_thread(
+                load_model, spec, max_tokens=MAX_PROMPT_TOKENS, n_threads=n_threads
+            )
+            _models[key] = NativeThreadModel(model) if patched() else model
         return _models[key]
 
 
