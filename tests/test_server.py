@@ -1,7 +1,6 @@
 """`humanlm serve` runs a production server (gunicorn, one gevent worker by default, gthread on
 request) that serves pages, long-polling and WebSocket Socket.IO, without the development
-server's warning or a version banner; under gevent, llama.cpp's forward passes leave the other
-connections running."""
+server's warning or a version banner. (tests/test_green.py: long C work on native threads.)"""
 
 from __future__ import annotations
 
@@ -171,41 +170,3 @@ def test_gevent_serve_needs_the_launcher_that_patches_first(scored_template, tmp
 )
 def test_only_the_gevent_server_is_patched(argv, environ, green):
     assert serves_green(argv, environ) is green
-
-
-NATIVE_THREAD_SCRIPT = """
-from gevent import monkey
-monkey.patch_all()
-import threading, gevent
-from webapp.green import NativeThreadModel, patched
-from webapp.lm import load_model
-
-assert patched()
-model = NativeThreadModel(load_model({spec!r}, max_tokens=128))
-ids = model.tokenize("The quick brown fox jumps over the lazy dog. " * 12)[:120]
-ticks = 0
-def tick():
-    global ticks
-    while True:
-        gevent.sleep(0.001)
-        ticks += 1
-ticker = gevent.spawn(tick)
-gevent.sleep(0.01)
-before = ticks
-scores = model.score(ids, 8)
-during = ticks - before
-ticker.kill()
-print(len(scores.top_ids), during)
-"""
-
-
-def test_native_thread_model_leaves_the_other_greenlets_running():
-    """A forward pass through NativeThreadModel in a patched process: the result is the model's,
-    and a greenlet ticking every millisecond kept ticking while it ran (run on the hub's own
-    thread, the pass would have frozen it: 0 ticks)."""
-    done = subprocess.run([sys.executable, "-c", NATIVE_THREAD_SCRIPT.format(spec=MODEL_SPEC)],
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    rows, ticks = map(int, done.stdout.split()[-2:])
-    assert rows == 120
-    assert ticks > 0

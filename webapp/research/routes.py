@@ -576,6 +576,7 @@ def study_report(study_id: int):
     from analysis.report import write_report
 
     from ..export import ExportFilters, write_export
+    from ..green import in_native_thread
 
     folder = Path(tempfile.mkdtemp(prefix="humanlm-report-"))
     try:
@@ -583,8 +584,10 @@ def study_report(study_id: int):
         filters = ExportFilters(study_id=study.id, include_pilot=include_pilot)
         write_export(db.session, folder / "export", fmt, filters)
         try:
-            path = write_report(folder / "export", folder / "report.html", "html",
-                                include_pilot=include_pilot, n_boot=400)
+            # The analysis (files in, HTML out, seconds of NumPy on a large study) runs on a
+            # native thread in the gevent server, so rooms on the same server keep answering.
+            path = in_native_thread(write_report, folder / "export", folder / "report.html", "html",
+                                    include_pilot=include_pilot, n_boot=400)
         except AnalysisError as exc:
             return render_template(
                 "research/message.html", title="No analysis yet",
