@@ -5,6 +5,11 @@ a second in C (a llama.cpp forward pass) would stop every phone and projector fo
 gevent's thread pool runs it on a real thread instead; llama.cpp releases the interpreter lock
 while it computes, so the greenlets keep answering. In unpatched processes (threads, tests,
 the job process) the calls run directly, as before.
+
+One rule for callers: hand work to a native thread only while the session holds no open SQLite
+write (commit first). A greenlet that waits with an uncommitted write would leave every other
+writer of the process waiting on SQLite's lock inside C, where gevent cannot switch back to it.
+(The prompt scorer commits each document; the report only reads.)
 """
 
 from __future__ import annotations
