@@ -649,26 +649,20 @@ def serve_command(host: str | None, port: int | None, debug: bool) -> None:
             start_in_thread(app)
         socketio.run(app, host=host, port=port, debug=True, allow_unsafe_werkzeug=True)
         return
+    from .green import patched
     from .launch import GREEN_WORKERS, WORKERS
     from .server import serve
 
     worker = str(app.config["SERVER_WORKER"]).strip().lower()
     if worker not in WORKERS:
         _fail(f"HUMANLM_SERVER_WORKER must be one of {', '.join(WORKERS)} (got {worker!r})")
-    if worker in GREEN_WORKERS and not _patched_by_gevent():
+    if worker in GREEN_WORKERS and not patched():
         _fail("the gevent server must be started by the `humanlm` command (webapp.launch), which "
               "patches the standard library first; or set HUMANLM_SERVER_WORKER=gthread")
     # The background jobs (webapp/jobs.py) run in a `humanlm worker` process that the server
     # starts and stops (server.py), unless HUMANLM_SERVE_JOBS=false: then run it yourself.
     serve(app, host, port, app.config["SERVER_THREADS"], worker)
 
-
-def _patched_by_gevent() -> bool:
-    if "gevent.monkey" not in sys.modules:
-        return False
-    from gevent import monkey
-
-    return monkey.is_module_patched("socket")
 
 
 @click.command("worker", help="Run the background jobs (model numbers of new answers, scoring "
