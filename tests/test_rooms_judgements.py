@@ -191,6 +191,12 @@ def _outside_top_k(tokenizer, prediction, truth_id: int) -> str:
     raise AssertionError("every candidate is in the top-k")
 
 
+def _typeable_in_top_k(prediction, item):
+    """A top-k entry other than the truth that a person can type as a bet (a blank token such as
+    "\n" cannot be one; which item a room picks is random)."""
+    return next(e for e in prediction.top_k if e[0] != item.token_id and not e[3] and e[2].strip())
+
+
 def test_a_distribution_room_pools_the_class_and_reveals_the_model_on_the_same_cells(scored_app, client, tokenizer):
     room = create_room(client, answer_mode="distribution", rounds=1)
     code = room["code"]
@@ -203,7 +209,7 @@ def test_a_distribution_room_pools_the_class_and_reveals_the_model_on_the_same_c
 
     _room, item, prediction = round_facts(scored_app, code)
     truth = item.token_text
-    known = next(e for e in prediction.top_k if e[0] != item.token_id and not e[3])  # in the top-k
+    known = _typeable_in_top_k(prediction, item)
     unknown = _outside_top_k(tokenizer, prediction, item.token_id)
     events(host, "answers")
     ada = answer(socks["Ada"], code, "ada-dist-0", bets=[
@@ -263,7 +269,7 @@ def test_when_nobody_names_the_truth_something_else_is_the_true_cell(scored_app,
     sock, _ = student(scored_app, code, "Ann")
     act(host, code, "start")
     _room, item, prediction = round_facts(scored_app, code)
-    known = next(e for e in prediction.top_k if e[0] != item.token_id and not e[3])
+    known = _typeable_in_top_k(prediction, item)
     assert answer(sock, code, "ann-dist-0", bets=[{"text": known[2], "points": 100}], else_points=0)["ok"]
     act(host, code, "lock")
     act(host, code, "reveal")
