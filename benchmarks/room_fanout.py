@@ -5,7 +5,8 @@ A real `humanlm serve` process (embedded defaults: SQLite file, in-process Socke
 host and N students as python-socketio asyncio clients (one event loop, bounded by --timeout).
 Each student sends its answer at a random moment within --spread seconds (0 = all at once);
 the latency of an answer is the time from its send to the first `answers` event at the host
-that lists that student. Lost = answers the host never saw plus answers not stored.
+that lists that student. Lost = answers the host never saw plus answers not stored. This
+process's garbage collector is off during the timed part: its pauses would be the clients'.
 
 Baseline, measured in the same run on the same server and connections: the acknowledgement
 round trip of an event the server refuses after one database lookup (a student asking to lock
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -176,6 +178,10 @@ async def run_round(urls: list[str], n: int, spread: float, timeout: float, rng:
                                        "skipped": False, "client_key": f"bench-{code}-{index:05d}"}, timeout=timeout)
         ack_ok += bool(reply.get("ok"))
 
+    # The 201 clients share this one process (in a class, 201 devices): its garbage collector
+    # must not pause them all mid-burst (seen: 95-122 ms full passes) and count as latency.
+    gc.collect()
+    gc.disable()
     started = time.perf_counter()
     cpu_before = sum(sum(p.cpu_times()[:2]) for p in servers)
     await asyncio.wait_for(asyncio.gather(*(answer(s, pid, i) for i, (s, pid) in enumerate(students))), timeout)
@@ -184,6 +190,7 @@ async def run_round(urls: list[str], n: int, spread: float, timeout: float, rng:
     except TimeoutError:
         pass
     wall = time.perf_counter() - started
+    gc.enable()
     server_cpu = sum(sum(p.cpu_times()[:2]) for p in servers) - cpu_before
     latencies = [seen_at[pid] - sent_at[pid] for pid in sent_at if pid in seen_at]
     for s, _ in students:

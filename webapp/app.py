@@ -58,6 +58,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def remove_session(_exc: BaseException | None) -> None:
         db.session.remove()
 
+    @app.teardown_request
+    def forget_routing_miss(_exc: BaseException | None) -> None:
+        """Every Socket.IO event runs in a request context for the /socket.io/ URL, which no
+        route matches: Flask keeps the NotFound on the request, and its traceback holds the
+        frame that holds the request, a reference cycle per event. Dropping it lets the event's
+        objects go at once instead of feeding the garbage collector, whose passes paused a
+        class's burst of answers (benchmarks/room_fanout.py)."""
+        request.routing_exception = None
+
     @app.context_processor
     def page_limits() -> dict[str, Any]:
         """The limits forms and page scripts share with the server (maxlength, the answer box):
