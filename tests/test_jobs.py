@@ -271,3 +271,41 @@ def test_a_solo_answer_outside_the_top_k_is_filled_by_the_consumer(scored_app, c
         consumer.stop()
     guess = stored()
     assert guess.model_logprob < 0 and guess.model_rank > 64
+
+
+def test_a_scoring_job_commits_each_document_before_the_next_pass(scored_app, gemma, tokenizer, monkeypatch):
+    """On SQLite an open write keeps a live class's answers waiting on the lock, so the job
+    process commits every document as it goes (not every 2 s, as the `score` command does):
+    when the second document's forward pass starts, another connection already sees the first."""
+    import sqlite3
+
+    from support import SHORT_TEXTS
+
+    from webapp.corpus import get_or_create_corpus, import_documents
+
+    with scored_app.app_context():
+        session = db.new_session()
+        corpus = get_or_create_corpus(session, "fresh", min_prefix_tokens=3)
+        import_documents(session, corpus, SHORT_TEXTS, tokenizer, max_tokens=128)
+        session.commit()
+        corpus_id = corpus.id
+        session.close()
+    path = scored_app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    seen: list[int] = []
+
+    class Watching:
+        """The real model; before each forward pass, what another connection can read."""
+
+        def __getattr__(self, name):
+            return getattr(gemma, name)
+
+        def score_continuations(self, *args, **kwargs):
+            with sqlite3.connect(path) as other:
+                seen.append(other.execute(
+                    "SELECT count(*) FROM scored_documents s JOIN documents d ON d.id = s.document_id "
+                    "WHERE d.corpus_id = ?", (corpus_id,)).fetchone()[0])
+            return gemma.score_continuations(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "job_model", lambda _cfg: Watching())
+    assert jobs.jobs_for(scored_app).score_now(corpus_id) == 2
+    assert seen == [0, 1]

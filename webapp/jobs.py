@@ -412,7 +412,12 @@ class Jobs:
         configured model's own tokens and under each of HUMANLM_COMPARE_MODELS
         (`fill_model_scores`, as `humanlm score --answers`). Returns the number of answers
         whose exact numbers were completed."""
-        from .predictions import fill_model_scores, pending_model_scores, run_model_work
+        from .predictions import (
+            JOB_COMMIT_SECONDS,
+            fill_model_scores,
+            pending_model_scores,
+            run_model_work,
+        )
 
         self.huey.delete(FILL_FLAG)  # an answer stored from now on asks for another run
         cfg = self.config
@@ -445,7 +450,8 @@ class Jobs:
                                 model = job_model(cfg)
                                 report = run_model_work(session, model, top_k=cfg["TOP_K"],
                                                         predictions=False, guesses=True,
-                                                        words=True)
+                                                        words=True,
+                                                        commit_seconds=JOB_COMMIT_SECONDS)
                                 guesses, words = report.guesses, report.words
                                 got = fill_model_scores(session, model, top_k=cfg["TOP_K"])
                                 scored[cfg["MODEL"]] = {"answers": got.answers, "items": got.items}
@@ -501,7 +507,7 @@ class Jobs:
         """The scoring job of an uploaded corpus: `score_corpus` with the configured model, one
         forward pass per unscored document, committed as it goes (progress is read from the
         database). Returns the number of documents scored."""
-        from .predictions import TokenizerMismatch, score_corpus
+        from .predictions import JOB_COMMIT_SECONDS, TokenizerMismatch, score_corpus
 
         cfg = self.config
         with self._app_context():
@@ -522,7 +528,8 @@ class Jobs:
                         with _model_lock:
                             model = job_model(cfg)
                             report = score_corpus(session, model, top_k=cfg["TOP_K"],
-                                                  corpus=corpus.name)
+                                                  corpus=corpus.name,
+                                                  commit_seconds=JOB_COMMIT_SECONDS)
                     except TokenizerMismatch as exc:  # no retry helps: say so and stop
                         session.rollback()
                         self.set_corpus_status(corpus_id, "failed", error=str(exc))

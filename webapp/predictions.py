@@ -39,7 +39,11 @@ from .models import (
 )
 
 TEMPERATURE_GRID_NAME = "pow2-13"  # names the fixed grid in webapp.lm.stats
-COMMIT_SECONDS = 2.0  # completed documents are committed together at most this often
+# Completed documents are committed together at most this often (a command alone on the
+# database); the background jobs commit every document (JOB_COMMIT_SECONDS), because on SQLite
+# an open write keeps a live class's answers waiting on the lock for as long as it stays open.
+COMMIT_SECONDS = 2.0
+JOB_COMMIT_SECONDS = 0.0
 
 
 class TokenizerMismatch(RuntimeError):
@@ -144,9 +148,11 @@ def score_corpus(
     top_k: int,
     corpus: str | None = None,
     progress: ProgressFactory | None = None,
+    commit_seconds: float = COMMIT_SECONDS,
 ) -> WorkReport:
     """Score every document (of one corpus, or all) that this model has not scored yet."""
-    return run_model_work(session, model, top_k=top_k, corpus=corpus, progress=progress)
+    return run_model_work(session, model, top_k=top_k, corpus=corpus, progress=progress,
+                          commit_seconds=commit_seconds)
 
 
 def fill_guess_logprobs(session: Session, model: LanguageModelBackend, *, top_k: int) -> int:
@@ -177,6 +183,7 @@ def run_model_work(
     words: bool = False,
     progress: ProgressFactory | None = None,
     skip_other_tokenizers: bool = False,
+    commit_seconds: float = COMMIT_SECONDS,
 ) -> WorkReport:
     """Everything the model still owes, ONE forward pass per document:
 
@@ -217,7 +224,7 @@ def run_model_work(
             except TokenizerMismatch:
                 session.commit()  # the documents finished before this one are kept
                 raise
-            if time.monotonic() - last_commit >= COMMIT_SECONDS:
+            if time.monotonic() - last_commit >= commit_seconds:
                 session.commit()
                 last_commit = time.monotonic()
             if bar is not None:
