@@ -170,3 +170,29 @@ def test_gevent_serve_needs_the_launcher_that_patches_first(scored_template, tmp
 )
 def test_only_the_gevent_server_is_patched(argv, environ, green):
     assert serves_green(argv, environ) is green
+
+
+def test_gevent_server_imports_a_researchers_upload(scored_template, tmp_path):
+    """A dashboard upload is imported on a native thread with a session of its own under gevent
+    (webapp/research/routes.py): the passages are stored, all of them, and the page says so."""
+    import httpx
+    from research_helpers import PASSWORD, csrf_token, make_researcher
+
+    from webapp.app import create_app
+
+    with served(scored_template, tmp_path) as (url, _proc, log):
+        db_url = f"sqlite:///{tmp_path / 'serve.db'}"
+        make_researcher(create_app({"DATABASE_URL": db_url, "SECRET_KEY": "serve-test"}))
+        with httpx.Client(base_url=url, timeout=60, follow_redirects=False) as web:
+            token = csrf_token(web.get("/research/login").text)
+            assert web.post("/research/login", data={"email": "ada@example.org", "password": PASSWORD,
+                                                     "csrf_token": token}).status_code == 302
+            token = csrf_token(web.get("/research/corpora").text)
+            text = "The river was wide and slow.\n\nIn the morning the baker opened his shop.\n"
+            reply = web.post("/research/corpora", data={
+                "csrf_token": token, "corpus": "uploaded", "text_field": "text", "split": "blank-line",
+            }, files={"file": ("river.txt", text.encode(), "text/plain")})
+            assert reply.status_code == 302, reply.text
+            page = web.get(reply.headers["location"]).text
+        assert "2 passages added to the new corpus “uploaded”" in page
+    assert "Traceback" not in log.read_text()
