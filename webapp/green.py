@@ -9,7 +9,8 @@ the job process) the calls run directly, as before.
 One rule for callers: hand work to a native thread only while the session holds no open SQLite
 write (commit first). A greenlet that waits with an uncommitted write would leave every other
 writer of the process waiting on SQLite's lock inside C, where gevent cannot switch back to it.
-(The prompt scorer commits each document; the report only reads.)
+(The prompt scorer commits each document; the report only reads; a dashboard upload runs
+whole on the native thread, with a session of its own that commits there.)
 """
 
 from __future__ import annotations

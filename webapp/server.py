@@ -10,8 +10,8 @@ simple-websocket in both worker classes:
   costs about half the CPU of OS threads (benchmarks/room_fanout.py), which is what keeps the
   host's count quick on two cores. psycopg 3 and redis-py cooperate with the patched sockets;
   llama.cpp's forward passes in this process (room prompts) run in gevent's pool of native
-  threads (webapp/green.py), as does a study report's analysis, so they do not stop the
-  other connections.
+  threads (webapp/green.py), as do a study report's analysis and a dashboard upload's import,
+  so they do not stop the other connections.
 - `gthread`: OS threads and no monkey patching, should an extension not cooperate with gevent.
 
 Each open connection holds one greenlet or thread, so HUMANLM_SERVER_THREADS bounds the number
