@@ -1120,7 +1120,8 @@
     worst.hidden = !r.worst;
     if (r.best) {
       best.append(el('strong', null, 'Best call: '), chip(r.best.target, 'chip--ok'),
-        ` \u2014 the model gave it only ${pct(r.best.target_prob)}.`);
+        // "only" when the model thought it unlikely; a best call the model also saw is not one
+        ` \u2014 the model gave it ${r.best.target_prob < 0.5 ? 'only ' : ''}${pct(r.best.target_prob)}.`);
     }
     if (r.worst) {
       worst.append(el('strong', null, 'Worst call: '), chip(r.worst.target, 'chip--target'),

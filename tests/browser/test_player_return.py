@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import Page, Response, expect
+from test_classroom_day import shot
 
 DESKTOP = {"width": 1280, "height": 800}
 
@@ -198,6 +199,8 @@ def test_a_round_of_ten_ends_on_a_result_card_to_share(page: Page, live_server):
     card = page.locator("#round-card")
     expect(card).to_be_visible()
     expect(page.locator("#another-round")).to_be_focused()
+    assert _in_viewport(page, "#another-round")  # the next step shows without scrolling at 1280x800
+    shot(page, "play-result-desktop.png")
     you = sum(1 for r in reveals if r["guess"]["correct"])
     model = sum(1 for r in reveals if r["model"]["top1_correct"])
     expect(page.locator("#rc-you")).to_have_text(f"{you}/10")
