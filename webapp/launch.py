@@ -29,7 +29,11 @@ def serves_green(argv: list[str], environ: os._Environ | dict) -> bool:
             break
     if command != "serve" or "--debug" in argv or "--help" in argv:
         return False
-    return environ.get("HUMANLM_SERVER_WORKER", "gevent").strip().lower() in GREEN_WORKERS
+    # The settings table imports no socket, ssl or threading: reading it first is safe.
+    from .config import SETTINGS
+
+    worker = next(s for s in SETTINGS if s.key == "SERVER_WORKER")
+    return environ.get(worker.env, worker.default).strip().lower() in GREEN_WORKERS
 
 
 def main() -> None:
