@@ -8,6 +8,8 @@ Kept out of conftest.py because tests/ and tests/browser/ both have a conftest m
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from webapp.config import DEFAULT_MODEL
 from webapp.corpus import RawDocument
 
 MODEL_SPEC = DEFAULT_MODEL
+# `humanlm serve` as the console script runs it (webapp/launch.py prepares gevent first).
+SERVE_COMMAND = [sys.executable, "-c", "from webapp.launch import main; main()", "serve"]
 TEST_MAX_TOKENS = 128
 
 SHORT_TEXTS = [
@@ -33,6 +37,13 @@ SHORT_TEXTS = [
         text="To make a cup of tea, boil the water, add the tea bag and wait three minutes.",
     ),
 ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class LiveServer:

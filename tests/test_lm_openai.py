@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from support import free_port
 
 from webapp.lm import BackendError, ModelSpec, ModelSpecError, load_model, openai_compat
 from webapp.lm.llamacpp import resolve_model_path
@@ -35,12 +35,6 @@ from webapp.lm.openai_compat import OpenAIModel, parse_target
 TEXT = "The quick brown fox jumps over the"
 K = 5
 ASKED = 64  # llama-cpp-python is asked for at least HUMANLM_TOP_K (64) log-probs: ranks up to it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from support import MODEL_SPEC
-from test_rooms_multiprocess import Listener, _free_port, _post
+from support import MODEL_SPEC, SERVE_COMMAND, free_port
+from test_rooms_multiprocess import Listener, _post
 
 
 class Server:
@@ -32,8 +31,7 @@ class Server:
         self.log = log
         with log.open("a") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                SERVE_COMMAND, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def wait_ready(self, seconds: float = 60) -> None:
@@ -82,7 +80,7 @@ def _get(url: str) -> dict:
 def test_round_deadlines_and_seats_survive_kill_9(scored_template, tmp_path):
     db_file = tmp_path / "crash.db"
     shutil.copy(scored_template, db_file)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "server.log"
     server = Server(db_file, port, log)
     listeners: list[Listener] = []

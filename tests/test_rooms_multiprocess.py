@@ -10,31 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from support import MODEL_SPEC
+from support import MODEL_SPEC, SERVE_COMMAND, free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
     """`humanlm serve` in its own process, on a free port, sharing the database and the queue."""
 
     def __init__(self, database_url: str, tmp: Path, name: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
@@ -46,8 +38,7 @@ class ServerProcess:
         }
         self.log = open(tmp / f"server-{name}.log", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            SERVE_COMMAND, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, seconds: float = 60) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,9 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
-from support import MODEL_SPEC
+from support import MODEL_SPEC, SERVE_COMMAND, free_port
 
 from webapp.launch import serves_green
-
-LAUNCH = "from webapp.launch import main; main()"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(db_file, port: int, **extra: str) -> dict:
@@ -39,10 +30,10 @@ def served(scored_template, tmp_path, **extra: str):
     """A real `humanlm serve` on a copy of the scored database: yields (url, process, log)."""
     db_file = tmp_path / "serve.db"
     shutil.copy(scored_template, db_file)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "serve"],
+        proc = subprocess.Popen(SERVE_COMMAND,
                                 env=_env(db_file, port, **extra), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     children: list[psutil.Process] = []
@@ -134,8 +125,8 @@ def test_gevent_server_scores_a_teachers_prompts(scored_template, tmp_path):
 def test_serve_refuses_an_unknown_worker_class(scored_template, tmp_path):
     db_file = tmp_path / "serve.db"
     shutil.copy(scored_template, db_file)
-    done = subprocess.run([sys.executable, "-c", LAUNCH, "serve"], check=False, capture_output=True,
-                          text=True, env=_env(db_file, _free_port(), HUMANLM_SERVER_WORKER="tornado"), timeout=60)
+    done = subprocess.run(SERVE_COMMAND, check=False, capture_output=True,
+                          text=True, env=_env(db_file, free_port(), HUMANLM_SERVER_WORKER="tornado"), timeout=60)
     assert done.returncode == 1
     assert "HUMANLM_SERVER_WORKER must be one of gevent, gthread (got 'tornado')" in done.stderr
     assert "Traceback" not in done.stderr
@@ -147,7 +138,7 @@ def test_gevent_serve_needs_the_launcher_that_patches_first(scored_template, tmp
     db_file = tmp_path / "serve.db"
     shutil.copy(scored_template, db_file)
     done = subprocess.run([sys.executable, "-c", "from webapp.cli import main; main()", "serve"],
-                          check=False, capture_output=True, text=True, env=_env(db_file, _free_port()),
+                          check=False, capture_output=True, text=True, env=_env(db_file, free_port()),
                           timeout=60)
     assert done.returncode == 1
     assert "started by the `humanlm` command" in done.stderr
