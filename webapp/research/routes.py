@@ -35,7 +35,6 @@ from sqlalchemy import func, select
 from .. import jobs
 from ..answers import AnswerRefused, StudyAnswerIn
 from ..api import accepts, parse_body
-from ..corpus import ImportReport
 from ..extensions import db, limiter
 from ..game import active_model
 from ..green import in_native_thread
@@ -401,51 +400,37 @@ def upload_corpus():
     if raw_min and not (raw_min.isdigit() and 0 <= int(raw_min) <= 100):
         return _corpora_page(["Skip the first N positions: give a whole number from 0 to 100."],
                              values, 400)
-    app, cfg, tokenizer = current_app._get_current_object(), current_app.config, _tokenizer()
-
-    def import_and_commit() -> tuple[ImportReport, int, str, bool]:
-        """Seconds of tokenizing and ORM work for a large file: on a native thread under the
-        gevent server (webapp/green.py), with a session of its own that commits there, so the
-        rooms on this server keep going meanwhile."""
-        with app.app_context():
-            session = db.new_session()
-            try:
-                done = uploads.import_upload(
-                    session, stream=upload.stream, filename=upload.filename,
-                    corpus_name=values["corpus"], text_field=values["text_field"],
-                    split=values["split"] or "file", tokenizer=tokenizer,
-                    max_bytes=cfg["MAX_IMPORT_BYTES"], max_tokens=cfg["MAX_DOCUMENT_TOKENS"],
-                    min_prefix_tokens=int(raw_min) if raw_min else cfg["MIN_PREFIX_TOKENS"],
-                )
-                session.commit()
-                return done.report, done.corpus.id, done.corpus.name, done.new_corpus
-            except BaseException:
-                session.rollback()  # all or nothing
-                raise
-            finally:
-                session.close()
-
+    cfg = current_app.config
     try:
         with db.write_lock():
-            report, corpus_id, corpus_name, new_corpus = in_native_thread(import_and_commit)
+            # On a native thread under the gevent server: the rooms keep going meanwhile.
+            done = in_native_thread(
+                uploads.import_and_commit, db.new_session, stream=upload.stream,
+                filename=upload.filename, corpus_name=values["corpus"],
+                text_field=values["text_field"], split=values["split"] or "file",
+                tokenizer=_tokenizer(), max_bytes=cfg["MAX_IMPORT_BYTES"],
+                max_tokens=cfg["MAX_DOCUMENT_TOKENS"],
+                min_prefix_tokens=int(raw_min) if raw_min else cfg["MIN_PREFIX_TOKENS"],
+            )
     except uploads.UploadRefused as refused:
         return _corpora_page(refused.errors, values, 400)
+    report, corpus = done.report, done.corpus
     if report.added:
         try:
-            jobs.jobs_for(current_app).request_scoring(corpus_id)
+            jobs.jobs_for(current_app).request_scoring(corpus.id)
         except Exception:
-            current_app.logger.warning("could not queue scoring of %s", corpus_name, exc_info=True)
+            current_app.logger.warning("could not queue scoring of %s", corpus.name, exc_info=True)
             flash("The passages are stored but their scoring could not be queued: run "
-                  f"`humanlm score --corpus {corpus_name}` on the server.", "error")
+                  f"`humanlm score --corpus {corpus.name}` on the server.", "error")
     parts = [(f"{report.added} passage{'' if report.added == 1 else 's'} added to "
-              f"{'the new corpus' if new_corpus else 'corpus'} “{corpus_name}” "
+              f"{'the new corpus' if done.new_corpus else 'corpus'} “{corpus.name}” "
               f"({report.items:,} token positions, {report.playable:,} playable)")]
     if report.duplicates:
         parts.append(f"{report.duplicates} already imported, skipped")
     if report.cut:
         parts.append(f"{report.cut} long text{'' if report.cut == 1 else 's'} cut at sentence boundaries")
     flash("; ".join(parts) + "." + (" Scoring them with the model now." if report.added else ""), "ok")
-    return redirect(url_for("research.corpora", corpus=corpus_id) + f"#corpus-{corpus_id}")
+    return redirect(url_for("research.corpora", corpus=corpus.id) + f"#corpus-{corpus.id}")
 
 
 @bp.errorhandler(413)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -127,6 +128,24 @@ def _all_jsonl_errors(saved: Path, first: CorpusImportError, text_field: str, ma
         else:
             break
     return errors
+
+
+def import_and_commit(new_session: Callable[[], Session], **upload: Any) -> Uploaded:
+    """import_upload in a session of its own, committed there: all or nothing (UploadRefused
+    or any error rolls back). The dashboard runs it whole on a native thread under the gevent
+    server (webapp/green.py): seconds of tokenizing and ORM work for a large file, which would
+    otherwise stop the rooms on the same server. Sessions keep their objects readable after
+    commit, so the corpus's id and name can be read once the session is closed."""
+    session = new_session()
+    try:
+        done = import_upload(session, **upload)
+        session.commit()
+        return done
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def import_upload(
