@@ -187,3 +187,59 @@ def test_gevent_server_imports_a_researchers_upload(scored_template, tmp_path):
             page = web.get(reply.headers["location"]).text
         assert "2 passages added to the new corpus “uploaded”" in page
     assert "Traceback" not in log.read_text()
+
+
+def test_gevent_worker_forked_at_once_starts_without_a_traceback(scored_template, tmp_path):
+    """Without the job process the master forks its worker within milliseconds of creating the
+    app, while the rate limiter's 10 ms timer is still pending: the timer used to reach the
+    worker mid-flight and end there with a KeyError traceback. Limits still count afterwards."""
+    import socketio
+
+    with served(scored_template, tmp_path, HUMANLM_SERVE_JOBS="false") as (url, _proc, log):
+        phone = socketio.Client(reconnection=False)
+        phone.connect(url, transports=["websocket"], wait_timeout=10)
+        ack = phone.call("join", {"code": "ZZZZZ", "nickname": "Ada"}, timeout=10)
+        phone.disconnect()
+        assert "there is no room" in ack["error"]
+        with urllib.request.urlopen(url + "/play", timeout=5) as page:
+            assert page.status == 200
+        time.sleep(0.5)
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    assert "KeyError" not in output, output
+
+
+def _websocket_the_phone_closed(driver_class):
+    """A WebSocket driver at the losing moment of the race between Engine.IO's writer and
+    simple-websocket's reader: the writer saw the connection open, then the reader closed the
+    socket because the phone went away."""
+    import socket as socketlib
+
+    import simple_websocket
+
+    server_end, phone_end = socketlib.socketpair()
+    handshake = {"HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+                 "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==", "HTTP_SEC_WEBSOCKET_VERSION": "13",
+                 "werkzeug.socket": server_end}
+    driver = driver_class(handler=None, server=None)
+    driver.ws = simple_websocket.Server(handshake)
+    assert b"101 Switching Protocols" in phone_end.recv(4096)
+    phone_end.close()
+    server_end.close()
+    driver.ws.connected = True
+    return driver
+
+
+def test_a_websocket_the_phone_already_closed_closes_quietly():
+    """The writer's goodbye raises nothing (it raised EBADF in the writer's thread, a traceback
+    in the server's log, with Engine.IO's own driver), and the socket counts as closed."""
+    from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
+
+    from webapp.extensions import PeerSafeWebSocket
+
+    with pytest.raises(OSError):
+        _websocket_the_phone_closed(SimpleWebSocketWSGI).close()
+    driver = _websocket_the_phone_closed(PeerSafeWebSocket)
+    driver.close()
+    assert driver.ws.connected is False
+    driver.close()  # a second goodbye is quiet too

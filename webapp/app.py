@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import asset_dir, load_settings
-from .extensions import db, limiter, rate_limit_storage, socketio
+from .extensions import db, limiter, rate_limit_storage, socketio, use_peer_safe_websockets
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -47,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     socketio.init_app(
         app, message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"), async_handlers=False
     )
+    use_peer_safe_websockets(socketio.server)
     if app.config["TRUSTED_PROXIES"] > 0:
         # Behind nginx every request comes from the proxy's address, so per-address limits
         # (logins, room joins and answers) would count a whole school as one client. Wrapping

@@ -13,9 +13,12 @@ from pathlib import Path
 
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+import simple_websocket
+from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from flask_socketio import SocketIO
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from wsproto.utilities import LocalProtocolError
 
 
 class Database:
@@ -81,6 +84,33 @@ db = Database()
 # Threading mode always: under `humanlm serve`'s gevent worker the patched threads are greenlets
 # (webapp/launch.py); auto-detection would pick gevent's mode in unpatched processes too.
 socketio = SocketIO(async_mode="threading")
+
+
+class PeerSafeWebSocket(SimpleWebSocketWSGI):
+    """Engine.IO's WebSocket for its threading mode, whose close() accepts that the phone has
+    already hung up.
+
+    Why: when a phone leaves, Engine.IO's writer closes the WebSocket after its last packet while
+    simple-websocket's reader closes the same socket because the phone went away. The writer
+    checks that the connection is open, then sends its goodbye; when the reader closes the socket
+    in between, the send raised EBADF in a thread of its own, a traceback in the server's log for
+    an ordinary goodbye (seen under gunicorn's gthread worker). Nobody is left to tell; the
+    connection counts as closed from then on.
+    """
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except (OSError, simple_websocket.ConnectionClosed, LocalProtocolError):
+            self.ws.connected = False
+
+
+def use_peer_safe_websockets(server) -> None:
+    """Serve this Socket.IO server's WebSockets with PeerSafeWebSocket (its own copy of the
+    driver table: the table Engine.IO imports is shared by every server in the process)."""
+    server.eio._async = {**server.eio._async, "websocket": PeerSafeWebSocket}
+
+
 # Rate limits are declared on the routes that need them (no default limit on every request).
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
 

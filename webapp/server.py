@@ -24,6 +24,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from flask import Flask
@@ -50,6 +51,7 @@ class GunicornServer(BaseApplication):
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",
+            "pre_fork": _finish_timers_before_fork,
             "post_fork": _fresh_connections_after_fork,
             "when_ready": _start_job_process,
             "on_exit": _stop_job_process,
@@ -62,6 +64,17 @@ class GunicornServer(BaseApplication):
 
     def load(self) -> Flask:
         return self.app
+
+
+def _finish_timers_before_fork(_server, _worker) -> None:
+    """Timers the master started end before it forks the worker: the rate limiter's memory
+    store starts one (10 ms) when the app is created. Under gevent a timer is a greenlet, and
+    one copied into the worker mid-flight ended there with a KeyError traceback, because the
+    fork had taken it off threading's list. The worker's store starts its own on first use."""
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+            thread.join(timeout=1)
 
 
 def _fresh_connections_after_fork(_server, worker) -> None:
