@@ -25,6 +25,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip wheel
 	@echo "Installing Python packages (the first install compiles llama.cpp: ~8 minutes on 2 cores)..."
 	$(BIN)/pip install -e ".[test,parquet,postgres,redis,analysis]"
+	@# A llama.cpp compiled for instructions this CPU reports but refuses dies of SIGILL (132):
+	@# rebuild it for any x86-64 CPU with AVX2 (webapp/lm/buildcheck.py says why).
+	@$(BIN)/python -m webapp.lm.buildcheck; status=$$?; \
+	if [ $$status -eq 132 ]; then \
+		echo "llama.cpp was compiled for instructions this CPU refuses; rebuilding it for any x86-64 CPU with AVX2 (~8 minutes)..."; \
+		version=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))"); \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --no-deps --no-cache-dir --force-reinstall "llama-cpp-python==$$version" \
+			&& $(BIN)/python -m webapp.lm.buildcheck || exit 1; \
+	elif [ $$status -ne 0 ]; then exit $$status; fi
 	touch $(STAMP)
 
 assets: static/node_modules/.package-lock.json ## front-end packages from static/package.json
