@@ -11,10 +11,10 @@ import contextlib
 import threading
 from pathlib import Path
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 import simple_websocket
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_socketio import SocketIO
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
