@@ -134,8 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SERVER_THREADS", "HUMANLM_SERVER_THREADS", 400, int,
         "Connections one `humanlm serve` process holds at once (gevent: worker_connections; "
-        "gthread: threads): each open phone or projector holds one, so this bounds the class "
-        "size one server process takes.",
+        "gthread: threads, with as many idle keep-alive connections parked besides): each open "
+        "phone or projector holds one, so this bounds the class size one server process takes.",
     ),
     Setting(
         "SOCKETIO_MESSAGE_QUEUE", "SOCKETIO_MESSAGE_QUEUE", None, str,

@@ -43,7 +43,9 @@ class GunicornServer(BaseApplication):
             "workers": 1,
             "worker_class": worker,
             "threads": connections,  # gthread
-            "worker_connections": connections,  # gevent
+            # gevent: at most this many connections. gthread: threads serve the requests and
+            # the rest of worker_connections park idle keep-alive connections (none if equal).
+            "worker_connections": connections if worker == "gevent" else 2 * connections,
             # Long-polling requests last up to 25 s; the worker's heartbeat is separate.
             "timeout": 60,
             "graceful_timeout": 5,
