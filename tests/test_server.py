@@ -244,3 +244,9 @@ def test_a_websocket_the_phone_already_closed_closes_quietly():
     driver.close()
     assert driver.ws.connected is False
     driver.close()  # a second goodbye is quiet too
+
+
+def test_the_app_serves_websockets_with_the_peer_safe_driver(app):
+    from webapp.extensions import PeerSafeWebSocket, socketio
+
+    assert socketio.server.eio._async["websocket"] is PeerSafeWebSocket
