@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,20 @@ def any_db_app(request, tmp_path):
     url = request.getfixturevalue("pg_url")
     application = create_app({**_config(tmp_path / 'unused.db'), "DATABASE_URL": url})
     yield application
+    _wait_for_prompt_rooms()
     db.dispose()
+
+
+def _wait_for_prompt_rooms(seconds: float = 120) -> None:
+    """Let prompt rooms a test created finish scoring in the background before the database
+    is dropped (the fuzzer creates valid ones): otherwise their threads fail later, under
+    another test's name."""
+    from webapp.rooms.guards import prompt_queue
+
+    deadline = time.monotonic() + seconds
+    while prompt_queue.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert prompt_queue.waiting == 0, "prompt rooms still scoring after the test"
 
 
 @pytest.fixture
