@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from support import (  # noqa: F401
     TEST_MAX_TOKENS,
     LiveServer,
     build_scored_test_database,
+    wait_for_prompt_rooms,
 )
 
 from webapp.app import create_app
@@ -119,20 +119,8 @@ def any_db_app(request, tmp_path):
     url = request.getfixturevalue("pg_url")
     application = create_app({**_config(tmp_path / 'unused.db'), "DATABASE_URL": url})
     yield application
-    _wait_for_prompt_rooms()
+    wait_for_prompt_rooms()  # the fuzzer creates valid prompt rooms
     db.dispose()
-
-
-def _wait_for_prompt_rooms(seconds: float = 120) -> None:
-    """Let prompt rooms a test created finish scoring in the background before the database
-    is dropped (the fuzzer creates valid ones): otherwise their threads fail later, under
-    another test's name."""
-    from webapp.rooms.guards import prompt_queue
-
-    deadline = time.monotonic() + seconds
-    while prompt_queue.waiting and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert prompt_queue.waiting == 0, "prompt rooms still scoring after the test"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -144,3 +145,15 @@ def add_scored_corpus(app, model, tokenizer, name: str, docs, min_prefix_tokens:
         finally:
             session.close()
     return name
+
+
+def wait_for_prompt_rooms(seconds: float = 120) -> None:
+    """Wait until this process's prompt rooms have finished scoring in the background: they use
+    the test's database, and a thread still scoring after its test fails later, under another
+    test's name."""
+    from webapp.rooms.guards import prompt_queue
+
+    deadline = time.monotonic() + seconds
+    while prompt_queue.waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert prompt_queue.waiting == 0, "prompt rooms still scoring after the test"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from room_helpers import act, connect, create_room, events, guess, host_of, student
 from sqlalchemy import func, select, update
+from support import wait_for_prompt_rooms
 
 from webapp.extensions import db
 from webapp.models import Room, RoomPlayer
@@ -279,14 +280,6 @@ def _prompt_room(client, text: str):
     return client.post("/api/rooms", json={"source": "prompts", "prompts": text})
 
 
-def _drain() -> None:
-    """Wait until the background scoring tasks are over (they use this test's database)."""
-    deadline = time.monotonic() + 20
-    while guards.prompt_queue.waiting and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert guards.prompt_queue.waiting == 0, "prompt scoring still running"
-
-
 def test_prompt_rooms_are_rate_limited_per_address(scored_app, client, parked_scoring):
     gate = parked_scoring
     codes = []
@@ -301,7 +294,7 @@ def test_prompt_rooms_are_rate_limited_per_address(scored_app, client, parked_sc
     # Corpus rooms do not count against it.
     assert create_room(client)["status"] == "ready"
     gate.set()
-    _drain()
+    wait_for_prompt_rooms(20)
 
 
 def test_prompt_scoring_waiting_in_the_background_is_bounded(scored_app, client, parked_scoring):
@@ -317,7 +310,7 @@ def test_prompt_scoring_waiting_in_the_background_is_bounded(scored_app, client,
     with scored_app.app_context():
         assert db.session.scalar(select(func.count(Room.id))) == 2  # nothing half-made
     gate.set()
-    _drain()
+    wait_for_prompt_rooms(20)
     assert _prompt_room(client, "Nine | ten").status_code == 201
 
 
