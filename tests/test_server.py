@@ -193,7 +193,7 @@ def test_gevent_server_imports_a_researchers_upload(scored_template, tmp_path):
 def test_gevent_worker_forked_at_once_starts_without_a_traceback(scored_template, tmp_path):
     """Without the job process the master forks its worker within milliseconds of creating the
     app, while the rate limiter's 10 ms timer is still pending: the timer used to reach the
-    worker mid-flight and end there with a KeyError traceback. Limits still count afterwards."""
+    worker mid-flight and end there with a KeyError traceback."""
     import socketio
 
     with served(scored_template, tmp_path, HUMANLM_SERVE_JOBS="false") as (url, _proc, log):
@@ -226,8 +226,9 @@ def _websocket_the_phone_closed(driver_class):
     driver.ws = simple_websocket.Server(handshake)
     assert b"101 Switching Protocols" in phone_end.recv(4096)
     phone_end.close()
-    server_end.close()
-    driver.ws.connected = True
+    driver.ws.thread.join(timeout=10)  # the reader saw the phone go and closed the socket
+    assert not driver.ws.thread.is_alive() and server_end.fileno() == -1
+    driver.ws.connected = True  # ...after the writer had seen the connection open
     return driver
 
 
