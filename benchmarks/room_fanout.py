@@ -42,6 +42,7 @@ from webapp.cli import upgrade_database
 from webapp.config import DEFAULT_MODEL
 from webapp.corpus import RawDocument, get_or_create_corpus, import_documents
 from webapp.extensions import db
+from webapp.launch import humanlm_command
 from webapp.lm import load_model
 from webapp.predictions import score_corpus
 
@@ -82,7 +83,7 @@ def start_server(database_url: str, queue: str | None, log: Path) -> tuple[subpr
     if queue:
         env["SOCKETIO_MESSAGE_QUEUE"] = queue
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from webapp.launch import main; main()", "serve"],
+        humanlm_command("serve"),
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 (the server process writes to it)
     )
     url = f"http://127.0.0.1:{port}"

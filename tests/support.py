@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -22,10 +21,11 @@ from werkzeug.serving import make_server
 
 from webapp.config import DEFAULT_MODEL
 from webapp.corpus import RawDocument
+from webapp.launch import humanlm_command
 
 MODEL_SPEC = DEFAULT_MODEL
 # `humanlm serve` as the console script runs it (webapp/launch.py prepares gevent first).
-SERVE_COMMAND = [sys.executable, "-c", "from webapp.launch import main; main()", "serve"]
+SERVE_COMMAND = humanlm_command("serve")
 TEST_MAX_TOKENS = 128
 
 SHORT_TEXTS = [

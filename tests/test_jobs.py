@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sqlalchemy import select
 
 from webapp import jobs
 from webapp.extensions import db
+from webapp.launch import humanlm_command
 from webapp.models import Guess
 
 pytestmark = pytest.mark.model
@@ -184,7 +184,7 @@ def test_humanlm_worker_runs_the_jobs_and_stops_on_sigint(scored_app, client, tm
     env.pop("SOCKETIO_MESSAGE_QUEUE", None)
     env.pop("HUMANLM_JOB_QUEUE", None)
     with open(tmp_path / "worker.log", "w+") as log:
-        worker = subprocess.Popen([sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
+        worker = subprocess.Popen(humanlm_command("worker"),
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait(lambda: _guesses(scored_app, study_id)[0].word_logprob is not None, 180,

@@ -36,6 +36,12 @@ def serves_green(argv: list[str], environ: os._Environ | dict) -> bool:
     return environ.get(worker.env, worker.default).strip().lower() in GREEN_WORKERS
 
 
+def humanlm_command(*args: str) -> list[str]:
+    """The `humanlm` command line for a child process on this interpreter (the console script
+    need not be on PATH): `humanlm_command("worker")`."""
+    return [sys.executable, "-c", "from webapp.launch import main; main()", *args]
+
+
 def main() -> None:
     if serves_green(sys.argv[1:], os.environ):
         from gevent import monkey

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
-import sys
 import threading
 from typing import Any
 
@@ -31,6 +30,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .extensions import db
+from .launch import humanlm_command
 
 
 class GunicornServer(BaseApplication):
@@ -118,7 +118,7 @@ def _start_job_process(server) -> None:
         return
     try:
         server.humanlm_jobs = subprocess.Popen(
-            [sys.executable, "-c", "from webapp.cli import main; main()", "worker"],
+            humanlm_command("worker"),
             env=os.environ.copy(),
             preexec_fn=_stop_with_parent,  # noqa: PLW1509 (one prctl call; the master runs no threads)
         )
